@@ -1,0 +1,104 @@
+"""The `smsbot` command: `serve` for production, `dev` for the offline playground."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import pathlib
+import secrets
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web import BaseRequest, StreamResponse
+
+from . import phone
+from .settings import Settings, SettingsError, environment, load
+
+log = logging.getLogger("smsbot")
+DEV_ADMIN = "+14155550100"
+DEV_SECRET_FILE = "smsbot-dev.secret"
+
+
+class PathOnlyAccessLogger(AbstractAccessLogger):
+    """Access log without query strings: a GET webhook carries numbers and codes in its query."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        self.logger.info("%s %s %s %d %.1fms", request.remote, request.method, request.path, response.status,
+                         time * 1000)
+
+
+def setup_logging() -> None:
+    level = os.environ.get("SMSBOT_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level if level in logging.getLevelNamesMapping() else "INFO",
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def dev_environment(env: dict[str, str], port: int) -> dict[str, str]:
+    """Fill in what dev mode needs so it runs with no account and no configuration."""
+    env = dict(env)
+    env.setdefault("SMSBOT_DB", "smsbot-dev.db")
+    env.setdefault("SMSBOT_ADMINS", DEV_ADMIN)
+    env.setdefault("SMSBOT_NUMBER", "14155550199")
+    env.setdefault("SMSBOT_GROUP_NAME", "Dev Group")
+    env.setdefault("SMSBOT_PUBLIC_URL", f"http://127.0.0.1:{port}")
+    if not env.get("SMSBOT_SECRET"):
+        secret_file = pathlib.Path(env["SMSBOT_DB"]).resolve().parent / DEV_SECRET_FILE
+        if not secret_file.exists():
+            secret_file.write_text(secrets.token_urlsafe(32) + "\n", encoding="utf-8")
+            secret_file.chmod(0o600)
+        env["SMSBOT_SECRET"] = secret_file.read_text(encoding="utf-8").strip()
+    return env
+
+
+def _settings_or_exit(env: dict[str, str], dev: bool) -> Settings:
+    try:
+        return load(env, dev=dev)
+    except SettingsError as exc:
+        print("smsbot cannot start; fix these settings (environment or .env):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run(settings: Settings, host: str, port: int) -> None:
+    from web import create_app
+
+    web.run_app(create_app(settings), host=host, port=port, shutdown_timeout=settings.shutdown_timeout,
+                access_log_class=PathOnlyAccessLogger, print=None)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="smsbot", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the service against Vonage")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    dev = sub.add_parser("dev", help="run offline with a fake SMS provider and the dev phone page")
+    dev.add_argument("--port", type=int, default=8080)
+    dev.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args(argv)
+    setup_logging()
+
+    if args.command == "serve":
+        settings = _settings_or_exit(environment(), dev=False)
+        if not settings.vonage_signature_secret:
+            log.warning("VONAGE_SIGNATURE_SECRET is not set: anyone who can reach /webhooks/inbound can post texts "
+                        "as any number. Enable signed webhooks in Vonage and set it.")
+        log.info("smsbot serving on http://%s:%d (public URL %s, %d admin(s), PIN via %s)", args.host, args.port,
+                 settings.public_url, len(settings.admins), settings.pin_via)
+        run(settings, args.host, args.port)
+    else:
+        settings = _settings_or_exit(dev_environment(environment(), args.port), dev=True)
+        base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
+        print(f"""
+smsbot dev: a fake SMS provider, nothing leaves this machine. Database: {settings.db_path}
+  Dev phones:  {base}/dev/phone     (the admin is {', '.join(settings.admins)}; add any number to play an invitee)
+  Sign in:     {base}/login
+  Try it:      on the admin's phone text  INVITE +1 415 555 0134 alice
+Press Ctrl+C to stop.
+""", flush=True)
+        log.info("dev admin %s", ", ".join(phone.mask(a) for a in settings.admins))
+        run(settings, args.host, args.port)

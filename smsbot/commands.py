@@ -1,0 +1,104 @@
+"""The SMS commands, declared once: name, aliases, arguments, who may use them, one line of help.
+
+HELP texts, usage replies and the README's command table all come from these declarations.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+MAX_TEXT = 1000  # longer texts are not commands; multipart texts are capped by Vonage at 3200
+
+
+class Role(enum.Enum):
+    ADMIN = "admin"
+    MEMBER = "member"
+    INVITEE = "invitee"
+    ANYONE = "anyone"
+
+
+class Args(enum.Enum):
+    NONE = "none"  # the command word alone
+    OPTIONAL_WORD = "optional word"  # at most one more word
+    ONE_WORD = "one word"  # exactly one more word
+    REST = "rest of the text"  # one or more words, kept as typed
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    usage: str
+    help: str
+    roles: frozenset[Role]
+    args: Args = Args.NONE
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+
+ADMIN = frozenset({Role.ADMIN})
+EVERYONE = frozenset({Role.ANYONE})
+
+COMMANDS: tuple[Command, ...] = (
+    Command("INVITE", "INVITE <phone> [username]", "text an invite code to that number; give a username or they pick one",
+            ADMIN, Args.REST),
+    Command("REVOKE", "REVOKE <username|phone>", "remove a member (signing out every device) or cancel an invite",
+            ADMIN, Args.REST),
+    Command("LIST", "LIST [page]", "members by username and pending invites, a page per text",
+            ADMIN, Args.OPTIONAL_WORD),
+    Command("JOIN", "JOIN <code>", "join with the code from your invite (the code alone works too)",
+            frozenset({Role.INVITEE}), Args.ONE_WORD),
+    Command("LOGIN", "LOGIN", "get a new PIN to sign in on a device", frozenset({Role.MEMBER})),
+    Command("HELP", "HELP [command]", "the commands you can use", EVERYONE, Args.OPTIONAL_WORD, ("INFO",)),
+    Command("STOP", "STOP", "no more texts to this phone, until you text START", EVERYONE,
+            aliases=("STOPALL", "UNSUBSCRIBE", "END", "QUIT", "CANCEL", "OPTOUT")),
+    Command("START", "START", "texts to this phone again after STOP", EVERYONE, aliases=("UNSTOP",)),
+)
+
+BY_WORD: dict[str, Command] = {word: command for command in COMMANDS for word in command.words}
+_WORD = re.compile(r"\S+")
+
+
+@dataclass(frozen=True)
+class Parsed:
+    command: Command
+    argument: str  # "" when there is none; for REST the rest of the text, whitespace squeezed
+
+
+def parse(text: str) -> Parsed | None:
+    """Match a text against the declared grammar exactly; anything else is not a command."""
+    if len(text) > MAX_TEXT:
+        return None
+    words = _WORD.findall(text)
+    if not words:
+        return None
+    command = BY_WORD.get(words[0].upper())
+    if command is None:
+        return None
+    rest = words[1:]
+    if command.args is Args.NONE and rest:
+        return None
+    if command.args is Args.OPTIONAL_WORD and len(rest) > 1:
+        return None
+    if command.args is Args.ONE_WORD and len(rest) != 1:
+        return None
+    return Parsed(command, " ".join(rest))
+
+
+def first_word(text: str) -> str:
+    words = _WORD.findall(text[:MAX_TEXT])
+    return words[0].upper() if words else ""
+
+
+def usable_by(roles: set[Role]) -> list[Command]:
+    roles = roles | {Role.ANYONE}
+    return [c for c in COMMANDS if c.roles & roles]
+
+
+def is_reserved(word: str) -> bool:
+    """Command words cannot be usernames: a reply of HELP must never become someone's name."""
+    return word.upper() in BY_WORD

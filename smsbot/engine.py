@@ -1,0 +1,433 @@
+"""The SMS conversation engine: one inbound text in, state changes and texts to send out.
+
+It never touches HTTP. It works inside one store transaction, so a text's effects and its replies commit together.
+
+Conversation states, per phone number (the diagram is in conversations/README.md):
+
+    stranger ──INVITE by an admin──▶ awaiting_code ──code──▶ awaiting_username ──name──▶ member
+                                          │   └──code (username given)───────────────────▶ member
+                                          └──72 h pass──▶ expired ──any text──▶ stranger
+    member ──REVOKE──▶ stranger;   anyone ──STOP──▶ opted_out ──START──▶ (previous state)
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from . import commands, phone, texts
+from .clock import Clock
+from .commands import Parsed, Role
+from .keys import CODE_ALPHABET, CODE_LENGTH, Keys, SecretSource, same
+from .settings import Settings
+from .store import Invite, Member, Tx
+
+log = logging.getLogger(__name__)
+
+USERNAME = re.compile(r"^[A-Za-z0-9_-]{3,32}$")
+CODE = re.compile(rf"^[{CODE_ALPHABET}]{{{CODE_LENGTH}}}$")
+MAX_CODE_TRIES = 5
+LIST_ITEMS_PER_PAGE_LIMIT = 30
+
+
+class State(enum.Enum):
+    STRANGER = "stranger"
+    AWAITING_CODE = "awaiting_code"
+    AWAITING_USERNAME = "awaiting_username"
+    EXPIRED = "expired"
+    MEMBER = "member"
+    OPTED_OUT = "opted_out"
+
+
+@dataclass(frozen=True)
+class InboundText:
+    message_id: str
+    sender: str  # E.164
+    text: str
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    to: str  # E.164
+    body: str
+    kind: str  # reply, invite, pin, ...
+
+
+@dataclass
+class Turn:
+    """What one inbound text is handled with: who sent it, what we know of them, and what we will send."""
+
+    msg: InboundText
+    key: str
+    is_admin: bool
+    member: Member | None
+    invite: Invite | None
+    state: State
+    out: list[Outgoing]
+
+    def reply(self, body: str, kind: str = "reply") -> None:
+        self.out.append(Outgoing(self.msg.sender, body, kind))
+
+    @property
+    def actor(self) -> str:
+        return phone.mask(self.msg.sender)
+
+
+Handler = Callable[["Engine", Tx, Turn, Parsed | None], Awaitable[bool]]
+
+
+def valid_username(name: str) -> bool:
+    return bool(USERNAME.match(name)) and not commands.is_reserved(name)
+
+
+class Engine:
+    """Handles inbound texts according to the declared state table below."""
+
+    def __init__(self, settings: Settings, keys: Keys, clock: Clock, source: SecretSource):
+        self.settings = settings
+        self.keys = keys
+        self.clock = clock
+        self.source = source
+        self.admin_keys = {keys.phone_key(a) for a in settings.admins}
+        self.group = texts.cut_group(settings.group_name)
+
+    # --- entry point -------------------------------------------------------------------------------------------
+
+    async def handle(self, tx: Tx, msg: InboundText) -> list[Outgoing]:
+        key = self.keys.phone_key(msg.sender)
+        turn = Turn(msg, key, key in self.admin_keys, await tx.member_by_phone(key), await tx.invite_by_phone(key),
+                    State.STRANGER, [])
+        turn.state = await self._state_of(tx, turn)
+        parsed = commands.parse(msg.text)
+        for handler in STATE_TABLE[turn.state]:
+            if await handler(self, tx, turn, parsed):
+                break
+        return turn.out
+
+    async def _state_of(self, tx: Tx, turn: Turn) -> State:
+        if await tx.is_opted_out(turn.key):
+            return State.OPTED_OUT
+        if turn.member is not None:
+            return State.MEMBER
+        if turn.invite is not None:
+            if turn.invite.expires_at <= self.clock.now():
+                return State.EXPIRED
+            return State(turn.invite.stage)
+        return State.STRANGER
+
+    def roles(self, turn: Turn) -> set[Role]:
+        roles = {Role.ANYONE}
+        if turn.is_admin:
+            roles.add(Role.ADMIN)
+        if turn.member is not None:
+            roles.add(Role.MEMBER)
+        if turn.invite is not None and turn.state is not State.EXPIRED:
+            roles.add(Role.INVITEE)
+        return roles
+
+    # --- everyone ----------------------------------------------------------------------------------------------
+
+    async def on_stop(self, tx: Tx, turn: Turn, parsed: Parsed | None) -> bool:
+        if parsed is None or parsed.command.name != "STOP":
+            return False
+        if await tx.opt_out(turn.key, self.clock.now()):
+            if turn.member is not None:
+                await tx.remove_pin(turn.member.id)
+            await tx.record_event(self.clock.now(), turn.actor, "opt-out")
+            turn.reply(texts.STOPPED.format(group=self.group), kind="stop")
+        return True
+
+    async def on_start(self, tx: Tx, turn: Turn, parsed: Parsed | None) -> bool:
+        if parsed is None or parsed.command.name != "START":
+            return False
+        if await tx.opt_in(turn.key):
+            await tx.record_event(self.clock.now(), turn.actor, "opt-in")
+            turn.reply(texts.STARTED.format(group=self.group))
+        return True
+
+    async def on_help(self, tx: Tx, turn: Turn, parsed: Parsed | None) -> bool:
+        if parsed is None or parsed.command.name != "HELP":
+            return False
+        roles = self.roles(turn)
+        if roles == {Role.ANYONE}:
+            turn.reply(texts.HELP_STRANGER.format(group=self.group))
+            return True
+        if roles == {Role.ANYONE, Role.INVITEE}:
+            turn.reply(texts.HELP_INVITEE.format(group=self.group))
+            return True
+        usable = [c for c in commands.usable_by(roles) if not c.roles <= {Role.INVITEE} or Role.INVITEE in roles]
+        asked = commands.BY_WORD.get(parsed.argument.upper()) if parsed.argument else None
+        if asked is not None and asked in usable:
+            turn.reply(texts.HELP_COMMAND.format(usage=asked.usage, help=asked.help))
+        else:
+            usages = ", ".join(c.usage for c in usable)
+            turn.reply(texts.HELP_ROLE.format(group=self.group, usages=usages))
+        return True
+
+    # --- admins ------------------------------------------------------------------------------------------------
+
+    async def on_admin_command(self, tx: Tx, turn: Turn, parsed: Parsed | None) -> bool:
+        if not turn.is_admin or parsed is None:
+            return False
+        action = ADMIN_ACTIONS.get(parsed.command.name)
+        if action is None:
+            return False
+        await action(self, tx, turn, parsed.argument)
+        return True
+
+    async def on_admin_unknown(self, tx: Tx, turn: Turn, parsed: Parsed | None) -> bool:
+        """Admins always get an answer: a hint when a command word was misused or misspelt."""
+        if not turn.is_admin:
+            return False
+        word = commands.first_word(turn.msg.text)
+        known = commands.BY_WORD.get(word)
+        if known is not None and known.roles & self.roles(turn):
+            turn.reply(texts.USAGE.format(usage=known.usage))
+            return True
+        names = [c.name for c in commands.usable_by(self.roles(turn))]
+        close = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
+        hint = texts.DID_YOU_MEAN.format(name=close[0]) if close else ""
+        turn.reply(texts.UNKNOWN.format(word=texts.shorten(word, 12) or "(empty)", hint=hint))
+        return True
+
+    async def invite(self, tx: Tx, turn: Turn, argument: str) -> None:
+        target, username = self._split_invite(argument)
+        if target is None:
+            turn.reply(texts.INVITE_USAGE if not argument else texts.BAD_NUMBER.format(
+                typed=texts.shorten(argument), reason=username or "it is not a valid number"))
+            return
+        if username is not None and not valid_username(username):
+            turn.reply(texts.ADMIN_USERNAME_INVALID)
+            return
+        key = self.keys.phone_key(target)
+        member = await tx.member_by_phone(key)
+        if member is not None:
+            turn.reply(texts.ALREADY_MEMBER.format(username=member.username))
+            return
+        if await tx.is_opted_out(key):
+            turn.reply(texts.NUMBER_OPTED_OUT)
+            return
+        earlier = await tx.invite_by_phone(key)
+        if username is not None:
+            holder = await tx.invite_by_username(username)
+            if await tx.member_by_username(username) is not None or (holder is not None and holder.phone_key != key):
+                turn.reply(texts.ADMIN_USERNAME_TAKEN.format(username=username))
+                return
+        code = self.source.invite_code()
+        now = self.clock.now()
+        hours = self._hours()
+        await tx.put_invite(phone_key=key, phone_hint=phone.mask(target), code_hash=self.keys.code_hash(key, code),
+                            username=username, invited_by=turn.actor, now=now,
+                            expires_at=now + self.settings.invite_ttl_hours * 3600)
+        who = f"{username} ({phone.mask(target)})" if username else phone.mask(target)
+        template = texts.INVITE_AS if username else texts.INVITE
+        turn.out.append(Outgoing(target, template.format(group=self.group, username=username, code=code, hours=hours),
+                                 "invite"))
+        turn.reply((texts.REINVITED if earlier else texts.INVITED).format(who=who, hours=hours))
+        await tx.record_event(now, turn.actor, "invite", who)
+
+    def _split_invite(self, argument: str) -> tuple[str | None, str | None]:
+        """(E.164, username or None); on failure (None, reason). The username is the last word, if any."""
+        if not argument:
+            return None, None
+        region = self.settings.default_region
+        try:
+            return phone.normalize(argument, region), None
+        except phone.PhoneError as whole:
+            reason = whole.reason
+        number, _, last = argument.rpartition(" ")
+        if number and (USERNAME.match(last) or not any(ch.isdigit() for ch in last)):
+            try:
+                return phone.normalize(number, region), last
+            except phone.PhoneError as exc:
+                reason = exc.reason
+        return None, reason
+
+    async def revoke(self, tx: Tx, turn: Turn, argument: str) -> None:
+        if not argument:
+            turn.reply(texts.REVOKE_USAGE)
+            return
+        now = self.clock.now()
+        member: Member | None = None
+        invite: Invite | None = None
+        if USERNAME.match(argument):
+            member = await tx.member_by_username(argument)
+            invite = None if member else await tx.invite_by_username(argument)
+        if member is None and invite is None:
+            try:
+                key = self.keys.phone_key(phone.normalize(argument, self.settings.default_region))
+            except phone.PhoneError:
+                key = None
+            if key is not None:
+                member = await tx.member_by_phone(key)
+                invite = await tx.invite_by_phone(key)
+        if member is not None:
+            await tx.remove_member(member.id)
+            turn.reply(texts.REVOKED.format(username=member.username))
+            await tx.record_event(now, turn.actor, "revoke", member.username)
+        elif invite is not None:
+            await tx.remove_invite(invite.id)
+            who = f"{invite.username} ({invite.phone_hint})" if invite.username else invite.phone_hint
+            turn.reply(texts.INVITE_CANCELLED.format(who=who))
+            await tx.record_event(now, turn.actor, "cancel-invite", who)
+        else:
+            turn.reply(texts.NOT_FOUND.format(what=texts.shorten(argument)))
+
+    async def list_all(self, tx: Tx, turn: Turn, argument: str) -> None:
+        if argument and not argument.isdigit():
+            turn.reply(texts.LIST_USAGE)
+            return
+        page = int(argument) if argument else 1
+        now = self.clock.now()
+        items = [m.username for m in await tx.members()]
+        for inv in await tx.invites():
+            label = f"{inv.username} {inv.phone_hint}" if inv.username else inv.phone_hint
+            state = "expired" if inv.expires_at <= now else "invited"
+            items.append(f"{label} ({state})")
+        if not items:
+            turn.reply(texts.LIST_EMPTY)
+            return
+        pages = paginate(items)
+        if not 1 <= page <= len(pages):
+            turn.reply(texts.LIST_NO_PAGE.format(page=page, pages=len(pages)))
+            return
+        turn.reply(render_page(pages, page))
+
+    # --- invitees ----------------------------------------------------------------------------------------------
+
+    async def on_expired(self, tx: Tx, turn: Turn, parsed: Parsed | None) -> bool:
+        assert turn.invite is not None
+        await tx.remove_invite(turn.invite.id)
+        await tx.record_event(self.clock.now(), turn.actor, "invite-expired", turn.invite.phone_hint)
+        turn.reply(texts.INVITE_EXPIRED.format(group=self.group))
+        return True
+
+    async def on_code(self, tx: Tx, turn: Turn, parsed: Parsed | None) -> bool:
+        invite = turn.invite
+        assert invite is not None
+        words = turn.msg.text.split()
+        if parsed is not None and parsed.command.name == "JOIN":
+            candidate = parsed.argument
+        elif len(words) == 1 and len(words[0]) <= 12:
+            candidate = words[0]
+        else:
+            turn.reply(texts.CODE_HINT.format(group=self.group))
+            return True
+        if CODE.match(candidate.upper()) and same(self.keys.code_hash(turn.key, candidate), invite.code_hash):
+            await tx.record_event(self.clock.now(), turn.actor, "code-accepted", invite.phone_hint)
+            if invite.username and not await tx.member_by_username(invite.username):
+                await self._join(tx, turn, invite, invite.username)
+            else:
+                await tx.set_invite_stage(invite.id, State.AWAITING_USERNAME.value)
+                turn.reply(texts.ASK_USERNAME.format(group=self.group))
+            return True
+        if await tx.count_invite_try(invite.id) >= MAX_CODE_TRIES:
+            await tx.remove_invite(invite.id)
+            await tx.record_event(self.clock.now(), turn.actor, "invite-cancelled", "too many wrong codes")
+            turn.reply(texts.TOO_MANY_CODES)
+        else:
+            turn.reply(texts.WRONG_CODE)
+        return True
+
+    async def on_username(self, tx: Tx, turn: Turn, parsed: Parsed | None) -> bool:
+        invite = turn.invite
+        assert invite is not None
+        name = turn.msg.text.strip()
+        if not valid_username(name):
+            turn.reply(texts.USERNAME_INVALID)
+        elif await tx.username_taken(name):
+            turn.reply(texts.USERNAME_TAKEN.format(username=name))
+        else:
+            await self._join(tx, turn, invite, name)
+        return True
+
+    async def _join(self, tx: Tx, turn: Turn, invite: Invite, username: str) -> None:
+        now = self.clock.now()
+        await tx.remove_invite(invite.id)
+        member = await tx.add_member(username, turn.key, invite.phone_hint, now)
+        await tx.record_event(now, turn.actor, "join", username)
+        await self._issue_pin(tx, turn, member)
+
+    # --- members -----------------------------------------------------------------------------------------------
+
+    async def on_login(self, tx: Tx, turn: Turn, parsed: Parsed | None) -> bool:
+        if parsed is None or parsed.command.name != "LOGIN":
+            return False
+        assert turn.member is not None
+        await self._issue_pin(tx, turn, turn.member)
+        return True
+
+    async def on_member_other(self, tx: Tx, turn: Turn, parsed: Parsed | None) -> bool:
+        turn.reply(texts.MEMBER_HINT)
+        return True
+
+    async def _issue_pin(self, tx: Tx, turn: Turn, member: Member) -> None:
+        now = self.clock.now()
+        pin = self.source.pin()
+        await tx.put_pin(member.id, pin_hash=self.keys.pin_hash(member.id, pin), request_id=None, now=now,
+                         expires_at=now + self.settings.pin_ttl_minutes * 60)
+        await tx.record_event(now, turn.actor, "pin-issued", member.username)
+        turn.reply(texts.PIN.format(group=self.group, pin=pin, username=member.username,
+                                    url=self.settings.public_url, minutes=int(self.settings.pin_ttl_minutes)),
+                   kind="pin")
+
+    # --- fallbacks ---------------------------------------------------------------------------------------------
+
+    async def silence(self, tx: Tx, turn: Turn, parsed: Parsed | None) -> bool:
+        log.info("no reply to a text from %s in state %s", turn.actor, turn.state.value)
+        return True
+
+    def _hours(self) -> str:
+        return f"{self.settings.invite_ttl_hours:g}"
+
+
+def paginate(items: list[str]) -> list[list[str]]:
+    """Pack items into pages whose rendered text fits one SMS segment."""
+    pages: list[list[str]] = []
+    current: list[str] = []
+    for item in items:
+        trial = current + [item]
+        # Measure against the widest header and footer a page could get.
+        if current and len(render_items(trial, 999, 999, more=True)) > texts.SEGMENT:
+            pages.append(current)
+            current = [item]
+        else:
+            current = trial
+    if current:
+        pages.append(current)
+    return pages
+
+
+def render_items(items: list[str], page: int, pages: int, more: bool) -> str:
+    footer = texts.LIST_MORE.format(next=page + 1) if more else ""
+    return texts.LIST_PAGE.format(header=texts.LIST_HEADER.format(page=page, pages=pages), items=", ".join(items) + ".",
+                                  footer=footer)
+
+
+def render_page(pages: list[list[str]], page: int) -> str:
+    return render_items(pages[page - 1], page, len(pages), more=page < len(pages))
+
+
+ADMIN_ACTIONS: dict[str, Callable[[Engine, Tx, Turn, str], Awaitable[None]]] = {
+    "INVITE": Engine.invite,
+    "REVOKE": Engine.revoke,
+    "LIST": Engine.list_all,
+}
+
+# The declared conversation: for each state, the handlers tried in order; the first that answers wins.
+# STOP, START and HELP come first everywhere (compliance keywords beat everything else).
+STATE_TABLE: dict[State, list[Handler]] = {
+    State.OPTED_OUT: [Engine.on_start, Engine.silence],
+    State.STRANGER: [Engine.on_stop, Engine.on_start, Engine.on_help, Engine.on_admin_command,
+                     Engine.on_admin_unknown, Engine.silence],
+    State.AWAITING_CODE: [Engine.on_stop, Engine.on_start, Engine.on_help, Engine.on_admin_command, Engine.on_code],
+    State.AWAITING_USERNAME: [Engine.on_stop, Engine.on_start, Engine.on_help, Engine.on_admin_command,
+                              Engine.on_username],
+    State.EXPIRED: [Engine.on_stop, Engine.on_start, Engine.on_admin_command, Engine.on_expired],
+    State.MEMBER: [Engine.on_stop, Engine.on_start, Engine.on_help, Engine.on_admin_command, Engine.on_login,
+                   Engine.on_admin_unknown, Engine.on_member_other],
+}

@@ -1,0 +1,171 @@
+"""SMS gateways: the real Vonage SDK, and an in-process fake for dev mode and tests.
+
+The Vonage SDK is synchronous and not thread-safe: every call runs on one dedicated thread, which alone creates
+and uses the client. It has no default timeout, so one is always set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from . import phone, texts
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+# SMS API status codes (HTTP 200 with an error in the body). 1 and 5 are worth retrying.
+SMS_STATUS = {
+    "1": "Throttled", "2": "Missing parameters", "3": "Invalid parameters", "4": "Invalid credentials",
+    "5": "Internal error", "6": "Invalid message", "7": "Number barred", "8": "Partner account barred",
+    "9": "Partner quota violation (no credit)", "10": "Too many existing binds", "11": "Account not enabled for HTTP",
+    "12": "Message too long", "14": "Invalid signature", "15": "Invalid sender address",
+    "22": "Invalid network code", "23": "Invalid callback URL", "29": "Non-whitelisted destination (demo account)",
+    "32": "Signature and API secret disallowed", "33": "Number de-activated",
+}
+TRANSIENT_SMS_STATUS = {"1", "5"}
+
+
+class SendError(Exception):
+    """A send that did not go through. `transient` says whether trying again later can help."""
+
+    def __init__(self, message: str, *, transient: bool, code: str = ""):
+        super().__init__(message)
+        self.transient = transient
+        self.code = code
+
+
+class Gateway(Protocol):
+    async def send_sms(self, to: str, text: str, client_ref: str) -> str:
+        """Hand one text to the provider; return the provider's message id or raise SendError."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class FakeText:
+    to: str  # E.164
+    sender: str
+    text: str
+    message_id: str
+
+
+class FakeGateway:
+    """Keeps every text instead of sending it; dev mode shows them on the dev phone page."""
+
+    def __init__(self, sender: str = "") -> None:
+        self.sender = sender
+        self.sent: list[FakeText] = []
+        self.failures: list[SendError] = []  # raised, in order, by the next sends
+        self.listeners: list[Callable[[FakeText], None]] = []
+        self._counter = 0
+
+    async def send_sms(self, to: str, text: str, client_ref: str) -> str:
+        if self.failures:
+            raise self.failures.pop(0)
+        self._counter += 1
+        message = FakeText(to, self.sender, text, f"FAKE{self._counter:012d}")
+        self.sent.append(message)
+        for listener in list(self.listeners):
+            listener(message)
+        return message.message_id
+
+    def texts_to(self, number: str) -> list[str]:
+        return [m.text for m in self.sent if m.to == number]
+
+    async def close(self) -> None:
+        return None
+
+
+class VonageGateway:
+    """The official Vonage SDK (SMS API), called off the event loop on a single thread of its own."""
+
+    def __init__(self, settings: Settings):
+        self._settings = settings
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vonage")
+        self._client: Any = None
+        self._thread: threading.Thread | None = None
+
+    def _client_here(self) -> Any:
+        """The client belongs to the gateway thread; it is created there on first use."""
+        from vonage import Auth, HttpClientOptions, Vonage
+
+        current = threading.current_thread()
+        if self._thread is not None and self._thread is not current:
+            raise RuntimeError("the Vonage client is used from a second thread")
+        if self._client is None:
+            s = self._settings
+            options: dict[str, Any] = {"timeout": s.vonage_timeout}
+            if s.vonage_api_host:
+                options["api_host"] = s.vonage_api_host
+            if s.vonage_rest_host:
+                options["rest_host"] = s.vonage_rest_host
+            auth = Auth(api_key=s.vonage_api_key, api_secret=s.vonage_api_secret,
+                        application_id=s.vonage_application_id or None, private_key=s.vonage_private_key or None)
+            self._client = Vonage(auth, HttpClientOptions(**options))
+            self._thread = current
+        return self._client
+
+    def _send_blocking(self, to: str, text: str, client_ref: str) -> str:
+        from vonage_sms import SmsMessage
+
+        message = SmsMessage(to=phone.msisdn(to), from_=self._settings.number, text=text,
+                             type="text" if texts.is_gsm7(text) else "unicode", client_ref=client_ref)
+        return _message_id(self._client_here().sms.send(message))
+
+    async def send_sms(self, to: str, text: str, client_ref: str) -> str:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self._send_blocking, to, text, client_ref)
+        except SendError:
+            raise
+        except Exception as exc:  # the SDK and requests raise many types; classify them all here
+            raise classify(exc) from exc
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _message_id(response: Any) -> str:
+    messages = getattr(response, "messages", None) or []
+    ids = [m.message_id for m in messages if getattr(m, "message_id", None)]
+    return ",".join(ids) or "unknown"
+
+
+_CODE_IN_MESSAGE = re.compile(r"error code (\d+)")
+
+
+def classify(exc: Exception) -> SendError:
+    """Turn whatever the SDK raised into a SendError that says whether to retry and what the code meant."""
+    import requests
+    from vonage_http_client import HttpRequestError
+    from vonage_sms import PartialFailureError, SmsError
+
+    if isinstance(exc, PartialFailureError):
+        response = exc.response if isinstance(exc.response, dict) else {}
+        statuses = [str(m.get("status", "")) for m in response.get("messages", [])]
+        bad = [s for s in statuses if s != "0"] or ["5"]
+        transient = all(s in TRANSIENT_SMS_STATUS for s in bad)
+        return SendError(f"part of a long text failed: status {bad[0]} ({SMS_STATUS.get(bad[0], 'unknown')})",
+                         transient=transient, code=bad[0])
+    if isinstance(exc, SmsError):
+        match = _CODE_IN_MESSAGE.search(str(exc))
+        code = match.group(1) if match else ""
+        return SendError(f"status {code} ({SMS_STATUS.get(code, 'unknown')})",
+                         transient=code in TRANSIENT_SMS_STATUS, code=code)
+    if isinstance(exc, HttpRequestError):
+        status = getattr(getattr(exc, "response", None), "status_code", 0) or 0
+        transient = status == 429 or status >= 500 or status in (401, 403)
+        return SendError(f"HTTP {status} from Vonage", transient=transient, code=f"http-{status}")
+    if isinstance(exc, requests.Timeout):
+        return SendError("Vonage did not answer in time", transient=True, code="timeout")
+    if isinstance(exc, requests.RequestException):
+        return SendError(f"connection to Vonage failed: {type(exc).__name__}", transient=True, code="connection")
+    return SendError(f"unexpected {type(exc).__name__} from the Vonage SDK", transient=True, code="error")

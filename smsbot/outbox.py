@@ -1,0 +1,167 @@
+"""The outbox worker: drains queued texts into the gateway, with a rate ceiling, retries and leases.
+
+A text is written to the outbox in the same transaction as the change that caused it, so it survives a crash.
+A provider outage delays texts; it never drops them. Once a text is done, its number and body are wiped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import time
+
+from .clock import Clock
+from .gateway import Gateway, SendError
+from .store import OutboxRow, Store, Tx
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 300.0  # longer than the SDK can take on one call, retries included
+BATCH = 20
+BACKOFF_BASE = 2.0
+BACKOFF_CAP = 300.0
+GIVE_UP_AFTER = 24 * 3600.0
+IDLE_POLL = 5.0
+
+
+class RateLimiter:
+    """At most `rate` sends in any sliding one-second window."""
+
+    def __init__(self, rate: float):
+        self.capacity = max(1, int(rate))
+        self.window = 1.0 if rate >= 1 else 1.0 / rate
+        self._sent: collections.deque[float] = collections.deque()
+
+    async def acquire(self) -> None:
+        while True:
+            now = time.monotonic()
+            while self._sent and now - self._sent[0] >= self.window:
+                self._sent.popleft()
+            if len(self._sent) < self.capacity:
+                self._sent.append(now)
+                return
+            await asyncio.sleep(self.window - (now - self._sent[0]) + 0.001)
+
+
+def backoff(attempts: int, rng: random.Random) -> float:
+    """Capped exponential backoff with jitter: half fixed, half random, so retries never synchronise."""
+    delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, attempts - 1))
+    return delay / 2 + rng.uniform(0, delay / 2)
+
+
+class Outbox:
+    def __init__(self, store: Store, gateway: Gateway, clock: Clock, rate: float,
+                 rng: random.Random | None = None, give_up_after: float = GIVE_UP_AFTER):
+        self.store = store
+        self.gateway = gateway
+        self.clock = clock
+        self.limiter = RateLimiter(rate)
+        self.rng = rng or random.Random()
+        self.give_up_after = give_up_after
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def release_abandoned(self) -> int:
+        """At start-up: texts a dead worker had claimed go back in the queue at once."""
+
+        async def work(tx: Tx) -> int:
+            return await tx.release_claims()
+
+        return await self.store.run(work)
+
+    async def drain_once(self) -> int:
+        """Send every text that is due now; return how many were finished (sent, failed or suppressed)."""
+        finished = 0
+        while not self._stopping:
+            now = self.clock.now()
+
+            async def claim(tx: Tx) -> list[OutboxRow]:
+                return await tx.claim_due(now, LEASE_SECONDS, BATCH)
+
+            rows = await self.store.run(claim)
+            if not rows:
+                break
+            for row in rows:
+                finished += await self._deliver(row)
+        if finished:
+            await self.store.scrub()
+        return finished
+
+    async def _deliver(self, row: OutboxRow) -> int:
+        async def opted_out(tx: Tx) -> bool:
+            return await tx.is_opted_out(row.phone_key)
+
+        if row.kind != "stop" and await self.store.run(opted_out):
+            await self._finish(row, "suppressed", error="recipient opted out")
+            return 1
+        await self.limiter.acquire()
+        try:
+            provider_id = await self.gateway.send_sms(row.to_number, row.body, client_ref=f"smsbot-{row.id}")
+        except SendError as exc:
+            return await self._failed(row, exc)
+        await self._finish(row, "sent", provider_id=provider_id)
+        log.info("sent %s text #%d to %s (attempt %d)", row.kind, row.id, row.phone_hint, row.attempts)
+        return 1
+
+    async def _failed(self, row: OutboxRow, exc: SendError) -> int:
+        now = self.clock.now()
+        too_old = now - row.created_at >= self.give_up_after
+        if exc.transient and not too_old:
+            delay = backoff(row.attempts, self.rng)
+            log.warning("text #%d to %s not sent (%s); retrying in %.0f s", row.id, row.phone_hint, exc, delay)
+
+            async def retry(tx: Tx) -> None:
+                await tx.retry_outbox(row.id, next_attempt_at=now + delay, error=str(exc))
+
+            await self.store.run(retry)
+            return 0
+        reason = str(exc) if not too_old else f"gave up after {row.attempts} attempts: {exc}"
+        log.error("text #%d (%s) to %s failed for good: %s", row.id, row.kind, row.phone_hint, reason)
+        await self._finish(row, "failed", error=reason)
+        return 1
+
+    async def _finish(self, row: OutboxRow, state: str, provider_id: str | None = None,
+                      error: str | None = None) -> None:
+        now = self.clock.now()
+
+        async def work(tx: Tx) -> None:
+            await tx.finish_outbox(row.id, state=state, now=now, provider_id=provider_id, error=error)
+            if state == "failed":
+                await tx.record_event(now, "outbox", "send-failed", f"{row.kind} to {row.phone_hint}: {error}")
+
+        await self.store.run(work)
+
+    async def run(self) -> None:
+        """The worker loop, run as a background task for the life of the app."""
+        await self.release_abandoned()
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                await self.drain_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox worker error; carrying on")
+            timeout = await self._seconds_to_next()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    async def _seconds_to_next(self) -> float:
+        async def work(tx: Tx) -> float | None:
+            return await tx.next_due_at()
+
+        due = await self.store.run(work)
+        if due is None:
+            return IDLE_POLL
+        return min(IDLE_POLL, max(0.05, due - self.clock.now()))
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()

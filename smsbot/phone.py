@@ -1,0 +1,60 @@
+"""Phone numbers: parse anything a person or Vonage writes into E.164, refuse what we must not text."""
+
+from __future__ import annotations
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumberType
+
+_REFUSED_TYPES = {
+    PhoneNumberType.PREMIUM_RATE: "it is a premium-rate number",
+    PhoneNumberType.SHARED_COST: "it is a shared-cost number",
+}
+MAX_INPUT = 40
+
+
+class PhoneError(ValueError):
+    """A number we cannot use; `reason` is a short phrase fit for a text to an admin."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def normalize(text: str, region: str) -> str:
+    """Return the E.164 form (+14155550134) of a typed or msisdn-style number, or raise PhoneError."""
+    raw = text.strip()
+    if not raw or len(raw) > MAX_INPUT:
+        raise PhoneError("it is not a phone number")
+    if not any(ch.isdigit() for ch in raw):
+        raise PhoneError("it has no digits")
+    if raw.startswith("00"):
+        raw = "+" + raw[2:]
+    try:
+        parsed = phonenumbers.parse(raw, region)
+    except NumberParseException:
+        raise PhoneError("it is not a phone number") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise PhoneError("it is not a valid number")
+    reason = _REFUSED_TYPES.get(phonenumbers.number_type(parsed))
+    if reason:
+        raise PhoneError(reason)
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def from_msisdn(msisdn: str, region: str) -> str:
+    """Vonage sends international digits without '+'; turn them into E.164."""
+    digits = msisdn.strip().lstrip("+")
+    if not digits.isdigit():
+        raise PhoneError("it is not a phone number")
+    return normalize("+" + digits, region)
+
+
+def msisdn(e164: str) -> str:
+    """E.164 without the '+', as the Vonage APIs want it."""
+    return e164.lstrip("+")
+
+
+def mask(number: str) -> str:
+    """A number fit for logs and texts about someone else: only the last two digits."""
+    digits = [ch for ch in number if ch.isdigit()]
+    return "**" + "".join(digits[-2:]) if len(digits) >= 2 else "**"

@@ -1,0 +1,147 @@
+"""The application layer: inbound texts through the engine into the outbox, and PIN login into sessions.
+
+Each public method is one unit of work (one transaction). The web layer calls these; they never call the web.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from . import phone
+from .clock import Clock
+from .engine import USERNAME, Engine, InboundText, Outgoing
+from .keys import Keys, SecretSource, same, token_hash
+from .outbox import Outbox
+from .settings import Settings
+from .store import Member, Session, Store, Tx
+
+log = logging.getLogger(__name__)
+
+MAX_PIN_TRIES = 5
+TOUCH_EVERY = 60.0  # seconds between last-seen updates of a session
+
+
+@dataclass(frozen=True)
+class Device:
+    created_at: float
+    last_seen_at: float
+    user_agent: str
+    current: bool
+
+
+class Service:
+    def __init__(self, settings: Settings, store: Store, outbox: Outbox, clock: Clock, source: SecretSource,
+                 keys: Keys | None = None):
+        self.settings = settings
+        self.store = store
+        self.outbox = outbox
+        self.clock = clock
+        self.source = source
+        self.keys = keys or Keys(settings.secret)
+        self.engine = Engine(settings, self.keys, clock, source)
+
+    # --- inbound texts ------------------------------------------------------------------------------------------
+
+    async def receive(self, msg: InboundText) -> list[Outgoing] | None:
+        """Handle one inbound text exactly once. None means the message id was seen before."""
+        now = self.clock.now()
+
+        async def work(tx: Tx) -> list[Outgoing] | None:
+            if not await tx.record_inbound(msg.message_id, now):
+                return None
+            out = await self.engine.handle(tx, msg)
+            for text in out:
+                await tx.enqueue(to_number=text.to, phone_key=self.keys.phone_key(text.to),
+                                 phone_hint=phone.mask(text.to), body=text.body, kind=text.kind, now=now)
+            return out
+
+        out = await self.store.run(work)
+        if out is None:
+            log.info("duplicate inbound message %s ignored", msg.message_id)
+        else:
+            log.info("text from %s handled: %d repl%s queued", phone.mask(msg.sender), len(out),
+                     "y" if len(out) == 1 else "ies")
+            if out:
+                self.outbox.wake()
+        return out
+
+    # --- web login and sessions -----------------------------------------------------------------------------------
+
+    async def login(self, username: str, pin: str, user_agent: str) -> str | None:
+        """A new session token when username and PIN match a live PIN, else None (whatever the reason)."""
+        now = self.clock.now()
+        token = self.source.token()
+
+        async def work(tx: Tx) -> str | None:
+            member = await tx.member_by_username(username) if USERNAME.match(username) else None
+            pin_row = await tx.pin_of(member.id) if member else None
+            offered = self.keys.pin_hash(member.id if member else 0, pin[:16])
+            if member is None or pin_row is None or pin_row.pin_hash is None:
+                return None
+            if pin_row.expires_at <= now or pin_row.tries >= MAX_PIN_TRIES:
+                return None
+            if not same(offered, pin_row.pin_hash):
+                await tx.count_pin_try(member.id)
+                await tx.record_login_failure(member.id)
+                return None
+            await tx.remove_pin(member.id)
+            await tx.reset_login_failures(member.id)
+            await tx.add_session(member.id, token_hash(token), now, user_agent)
+            await tx.record_event(now, member.username, "login")
+            return token
+
+        result = await self.store.run(work)
+        log.info("login %s", "succeeded" if result else "failed")
+        return result
+
+    async def session(self, token: str | None) -> Session | None:
+        """The live session for a cookie value, with sliding idle expiry and an absolute cap."""
+        if not token or len(token) > 100:
+            return None
+        now = self.clock.now()
+        idle = self.settings.session_idle_days * 86400
+        absolute = self.settings.session_max_days * 86400
+
+        async def work(tx: Tx) -> Session | None:
+            found = await tx.session_by_token(token_hash(token))
+            if found is None:
+                return None
+            if now - found.created_at >= absolute or now - found.last_seen_at >= idle:
+                await tx.remove_session(found.id)
+                return None
+            if now - found.last_seen_at >= TOUCH_EVERY:
+                await tx.touch_session(found.id, now)
+            return found
+
+        return await self.store.run(work)
+
+    async def logout(self, token: str | None) -> None:
+        if not token:
+            return
+
+        async def work(tx: Tx) -> None:
+            found = await tx.session_by_token(token_hash(token))
+            if found is not None:
+                await tx.remove_session(found.id)
+
+        await self.store.run(work)
+
+    async def devices(self, session: Session) -> list[Device]:
+        async def work(tx: Tx) -> list[Session]:
+            return await tx.sessions_of(session.member_id)
+
+        return [Device(s.created_at, s.last_seen_at, s.user_agent, s.id == session.id)
+                for s in await self.store.run(work)]
+
+    async def member(self, member_id: int) -> Member | None:
+        async def work(tx: Tx) -> Member | None:
+            return await tx.member_by_id(member_id)
+
+        return await self.store.run(work)
+
+    async def healthy(self) -> bool:
+        async def work(tx: Tx) -> bool:
+            return await tx.healthy()
+
+        return await self.store.run(work)

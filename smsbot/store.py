@@ -1,0 +1,503 @@
+"""SQLite storage: numbered migrations, one writer, every unit of work one `BEGIN IMMEDIATE` transaction.
+
+All SQL lives here. Phone numbers appear only as keyed HMACs, except in outbox rows still waiting to be sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pathlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiosqlite
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Append-only: never edit a released migration, add a new one.
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "members, invites, PINs, sessions, opt-outs, inbound dedupe, outbox and audit events",
+        """
+        CREATE TABLE members (
+            id INTEGER PRIMARY KEY,
+            username TEXT NOT NULL,
+            username_key TEXT NOT NULL UNIQUE,
+            phone_key TEXT NOT NULL UNIQUE,
+            phone_hint TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            failed_logins INTEGER NOT NULL DEFAULT 0,
+            locked_at REAL
+        );
+        CREATE TABLE invites (
+            id INTEGER PRIMARY KEY,
+            phone_key TEXT NOT NULL UNIQUE,
+            phone_hint TEXT NOT NULL,
+            code_hash TEXT NOT NULL,
+            username TEXT,
+            stage TEXT NOT NULL CHECK (stage IN ('awaiting_code', 'awaiting_username')),
+            tries INTEGER NOT NULL DEFAULT 0,
+            invited_by TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        );
+        CREATE TABLE pins (
+            member_id INTEGER PRIMARY KEY REFERENCES members(id) ON DELETE CASCADE,
+            pin_hash TEXT,
+            request_id TEXT,
+            tries INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        );
+        CREATE TABLE sessions (
+            id INTEGER PRIMARY KEY,
+            token_hash TEXT NOT NULL UNIQUE,
+            member_id INTEGER NOT NULL REFERENCES members(id) ON DELETE CASCADE,
+            created_at REAL NOT NULL,
+            last_seen_at REAL NOT NULL,
+            user_agent TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX sessions_member ON sessions(member_id);
+        CREATE TABLE opt_outs (
+            phone_key TEXT PRIMARY KEY,
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE inbound (
+            message_id TEXT PRIMARY KEY,
+            received_at REAL NOT NULL
+        );
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY,
+            phone_key TEXT NOT NULL,
+            phone_hint TEXT NOT NULL,
+            to_number TEXT,
+            body TEXT,
+            kind TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending'
+                CHECK (state IN ('pending', 'sending', 'sent', 'failed', 'suppressed')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            next_attempt_at REAL NOT NULL,
+            lease_until REAL,
+            done_at REAL,
+            provider_id TEXT,
+            error TEXT
+        );
+        CREATE INDEX outbox_due ON outbox(state, next_attempt_at);
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT ''
+        );
+        """,
+    ),
+]
+
+
+@dataclass(frozen=True)
+class Member:
+    id: int
+    username: str
+    phone_key: str
+    phone_hint: str
+    created_at: float
+    failed_logins: int
+    locked_at: float | None
+
+
+@dataclass(frozen=True)
+class Invite:
+    id: int
+    phone_key: str
+    phone_hint: str
+    code_hash: str
+    username: str | None
+    stage: str
+    tries: int
+    invited_by: str
+    created_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class Pin:
+    member_id: int
+    pin_hash: str | None
+    request_id: str | None
+    tries: int
+    created_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class Session:
+    id: int
+    member_id: int
+    username: str
+    created_at: float
+    last_seen_at: float
+    user_agent: str
+    token_hash: str
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    phone_key: str
+    phone_hint: str
+    to_number: str
+    body: str
+    kind: str
+    attempts: int
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Event:
+    at: float
+    actor: str
+    action: str
+    detail: str
+
+
+def username_key(username: str) -> str:
+    return username.casefold()
+
+
+class Tx:
+    """One open transaction; methods are named for what the service means, not for the SQL."""
+
+    def __init__(self, db: aiosqlite.Connection):
+        self._db = db
+
+    async def _one(self, sql: str, *args: Any) -> aiosqlite.Row | None:
+        async with self._db.execute(sql, args) as cur:
+            return await cur.fetchone()
+
+    async def _all(self, sql: str, *args: Any) -> list[aiosqlite.Row]:
+        async with self._db.execute(sql, args) as cur:
+            return list(await cur.fetchall())
+
+    async def _run(self, sql: str, *args: Any) -> int:
+        async with self._db.execute(sql, args) as cur:
+            return cur.rowcount
+
+    # inbound dedupe
+    async def record_inbound(self, message_id: str, now: float) -> bool:
+        """False when this message id was seen before."""
+        async with self._db.execute(
+            "INSERT INTO inbound (message_id, received_at) VALUES (?, ?) ON CONFLICT DO NOTHING", (message_id, now)
+        ) as cur:
+            return cur.rowcount == 1
+
+    # opt-outs
+    async def is_opted_out(self, phone_key: str) -> bool:
+        return await self._one("SELECT 1 FROM opt_outs WHERE phone_key = ?", phone_key) is not None
+
+    async def opt_out(self, phone_key: str, now: float) -> bool:
+        async with self._db.execute(
+            "INSERT INTO opt_outs (phone_key, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING", (phone_key, now)
+        ) as cur:
+            return cur.rowcount == 1
+
+    async def opt_in(self, phone_key: str) -> bool:
+        return await self._run("DELETE FROM opt_outs WHERE phone_key = ?", phone_key) > 0
+
+    # members
+    async def member_by_phone(self, phone_key: str) -> Member | None:
+        row = await self._one("SELECT * FROM members WHERE phone_key = ?", phone_key)
+        return _member(row)
+
+    async def member_by_username(self, username: str) -> Member | None:
+        row = await self._one("SELECT * FROM members WHERE username_key = ?", username_key(username))
+        return _member(row)
+
+    async def member_by_id(self, member_id: int) -> Member | None:
+        return _member(await self._one("SELECT * FROM members WHERE id = ?", member_id))
+
+    async def username_taken(self, username: str) -> bool:
+        key = username_key(username)
+        if await self._one("SELECT 1 FROM members WHERE username_key = ?", key):
+            return True
+        return await self._one("SELECT 1 FROM invites WHERE lower(username) = lower(?) AND username IS NOT NULL",
+                               username) is not None
+
+    async def add_member(self, username: str, phone_key: str, phone_hint: str, now: float) -> Member:
+        async with self._db.execute(
+            "INSERT INTO members (username, username_key, phone_key, phone_hint, created_at) VALUES (?, ?, ?, ?, ?)",
+            (username, username_key(username), phone_key, phone_hint, now),
+        ) as cur:
+            member_id = cur.lastrowid
+        member = await self.member_by_id(int(member_id or 0))
+        assert member is not None
+        return member
+
+    async def remove_member(self, member_id: int) -> None:
+        """Delete the member; their sessions and PIN go with them (foreign keys cascade)."""
+        await self._run("DELETE FROM members WHERE id = ?", member_id)
+
+    async def members(self) -> list[Member]:
+        rows = await self._all("SELECT * FROM members ORDER BY username_key")
+        return [m for m in map(_member, rows) if m is not None]
+
+    async def record_login_failure(self, member_id: int) -> int:
+        await self._run("UPDATE members SET failed_logins = failed_logins + 1 WHERE id = ?", member_id)
+        row = await self._one("SELECT failed_logins FROM members WHERE id = ?", member_id)
+        return int(row[0]) if row else 0
+
+    async def lock_member(self, member_id: int, now: float) -> None:
+        await self._run("UPDATE members SET locked_at = ? WHERE id = ?", now, member_id)
+
+    async def reset_login_failures(self, member_id: int) -> None:
+        await self._run("UPDATE members SET failed_logins = 0, locked_at = NULL WHERE id = ?", member_id)
+
+    # invites
+    async def invite_by_phone(self, phone_key: str) -> Invite | None:
+        return _invite(await self._one("SELECT * FROM invites WHERE phone_key = ?", phone_key))
+
+    async def put_invite(self, *, phone_key: str, phone_hint: str, code_hash: str, username: str | None,
+                         invited_by: str, now: float, expires_at: float) -> None:
+        """Create the invite for this number, replacing any earlier one (and its code)."""
+        await self._run("DELETE FROM invites WHERE phone_key = ?", phone_key)
+        await self._run(
+            "INSERT INTO invites (phone_key, phone_hint, code_hash, username, stage, invited_by, created_at,"
+            " expires_at) VALUES (?, ?, ?, ?, 'awaiting_code', ?, ?, ?)",
+            phone_key, phone_hint, code_hash, username, invited_by, now, expires_at,
+        )
+
+    async def set_invite_stage(self, invite_id: int, stage: str) -> None:
+        await self._run("UPDATE invites SET stage = ? WHERE id = ?", stage, invite_id)
+
+    async def count_invite_try(self, invite_id: int) -> int:
+        await self._run("UPDATE invites SET tries = tries + 1 WHERE id = ?", invite_id)
+        row = await self._one("SELECT tries FROM invites WHERE id = ?", invite_id)
+        return int(row[0]) if row else 0
+
+    async def remove_invite(self, invite_id: int) -> None:
+        await self._run("DELETE FROM invites WHERE id = ?", invite_id)
+
+    async def invites(self) -> list[Invite]:
+        rows = await self._all("SELECT * FROM invites ORDER BY created_at, id")
+        return [i for i in map(_invite, rows) if i is not None]
+
+    async def invite_by_username(self, username: str) -> Invite | None:
+        return _invite(await self._one(
+            "SELECT * FROM invites WHERE lower(username) = lower(?) AND username IS NOT NULL", username))
+
+    # PINs
+    async def put_pin(self, member_id: int, *, pin_hash: str | None, request_id: str | None, now: float,
+                      expires_at: float) -> None:
+        """Issue a PIN for the member, replacing any live one."""
+        await self._run(
+            "INSERT INTO pins (member_id, pin_hash, request_id, tries, created_at, expires_at)"
+            " VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (member_id) DO UPDATE SET pin_hash = excluded.pin_hash,"
+            " request_id = excluded.request_id, tries = 0, created_at = excluded.created_at,"
+            " expires_at = excluded.expires_at",
+            member_id, pin_hash, request_id, now, expires_at,
+        )
+
+    async def pin_of(self, member_id: int) -> Pin | None:
+        row = await self._one("SELECT * FROM pins WHERE member_id = ?", member_id)
+        return None if row is None else Pin(**dict(row))
+
+    async def count_pin_try(self, member_id: int) -> int:
+        await self._run("UPDATE pins SET tries = tries + 1 WHERE member_id = ?", member_id)
+        row = await self._one("SELECT tries FROM pins WHERE member_id = ?", member_id)
+        return int(row[0]) if row else 0
+
+    async def remove_pin(self, member_id: int) -> None:
+        await self._run("DELETE FROM pins WHERE member_id = ?", member_id)
+
+    # sessions
+    async def add_session(self, member_id: int, token_hash: str, now: float, user_agent: str) -> None:
+        await self._run(
+            "INSERT INTO sessions (token_hash, member_id, created_at, last_seen_at, user_agent) VALUES (?, ?, ?, ?, ?)",
+            token_hash, member_id, now, now, user_agent[:200],
+        )
+
+    async def session_by_token(self, token_hash: str) -> Session | None:
+        row = await self._one(
+            "SELECT s.id, s.member_id, m.username, s.created_at, s.last_seen_at, s.user_agent, s.token_hash"
+            " FROM sessions s JOIN members m ON m.id = s.member_id WHERE s.token_hash = ?",
+            token_hash,
+        )
+        return None if row is None else Session(**dict(row))
+
+    async def touch_session(self, session_id: int, now: float) -> None:
+        await self._run("UPDATE sessions SET last_seen_at = ? WHERE id = ?", now, session_id)
+
+    async def remove_session(self, session_id: int) -> None:
+        await self._run("DELETE FROM sessions WHERE id = ?", session_id)
+
+    async def sessions_of(self, member_id: int) -> list[Session]:
+        rows = await self._all(
+            "SELECT s.id, s.member_id, m.username, s.created_at, s.last_seen_at, s.user_agent, s.token_hash"
+            " FROM sessions s JOIN members m ON m.id = s.member_id WHERE s.member_id = ? ORDER BY s.last_seen_at DESC",
+            member_id,
+        )
+        return [Session(**dict(r)) for r in rows]
+
+    # outbox
+    async def enqueue(self, *, to_number: str, phone_key: str, phone_hint: str, body: str, kind: str,
+                      now: float) -> None:
+        await self._run(
+            "INSERT INTO outbox (phone_key, phone_hint, to_number, body, kind, created_at, next_attempt_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            phone_key, phone_hint, to_number, body, kind, now, now,
+        )
+
+    async def claim_due(self, now: float, lease_seconds: float, limit: int) -> list[OutboxRow]:
+        """Take texts that are due, or whose earlier claim was abandoned, and lease them to this worker."""
+        rows = await self._all(
+            "SELECT id, phone_key, phone_hint, to_number, body, kind, attempts, created_at FROM outbox"
+            " WHERE (state = 'pending' AND next_attempt_at <= ?) OR (state = 'sending' AND lease_until <= ?)"
+            " ORDER BY id LIMIT ?",
+            now, now, limit,
+        )
+        for row in rows:
+            await self._run(
+                "UPDATE outbox SET state = 'sending', lease_until = ?, attempts = attempts + 1 WHERE id = ?",
+                now + lease_seconds, row["id"],
+            )
+        return [OutboxRow(**{**dict(r), "attempts": r["attempts"] + 1}) for r in rows]
+
+    async def release_claims(self) -> int:
+        return await self._run("UPDATE outbox SET state = 'pending', lease_until = NULL WHERE state = 'sending'")
+
+    async def next_due_at(self) -> float | None:
+        row = await self._one(
+            "SELECT min(CASE state WHEN 'pending' THEN next_attempt_at ELSE lease_until END) FROM outbox"
+            " WHERE state IN ('pending', 'sending')"
+        )
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def finish_outbox(self, outbox_id: int, *, state: str, now: float, provider_id: str | None = None,
+                            error: str | None = None) -> None:
+        """Close a text for good; its number and body are wiped."""
+        await self._run(
+            "UPDATE outbox SET state = ?, done_at = ?, provider_id = ?, error = ?, to_number = NULL, body = NULL,"
+            " lease_until = NULL WHERE id = ?",
+            state, now, provider_id, error, outbox_id,
+        )
+
+    async def retry_outbox(self, outbox_id: int, *, next_attempt_at: float, error: str) -> None:
+        await self._run(
+            "UPDATE outbox SET state = 'pending', next_attempt_at = ?, lease_until = NULL, error = ? WHERE id = ?",
+            next_attempt_at, error, outbox_id,
+        )
+
+    async def outbox_counts(self) -> dict[str, int]:
+        rows = await self._all("SELECT state, count(*) FROM outbox GROUP BY state")
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    async def failed_texts(self, limit: int = 10) -> list[tuple[str, str, str]]:
+        rows = await self._all(
+            "SELECT phone_hint, kind, coalesce(error, '') FROM outbox WHERE state = 'failed' ORDER BY id DESC LIMIT ?",
+            limit,
+        )
+        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    # audit
+    async def record_event(self, now: float, actor: str, action: str, detail: str = "") -> None:
+        await self._run("INSERT INTO events (at, actor, action, detail) VALUES (?, ?, ?, ?)", now, actor, action,
+                        detail)
+
+    async def events(self, limit: int, offset: int = 0) -> list[Event]:
+        rows = await self._all("SELECT at, actor, action, detail FROM events ORDER BY id DESC LIMIT ? OFFSET ?",
+                               limit, offset)
+        return [Event(**dict(r)) for r in rows]
+
+    async def healthy(self) -> bool:
+        return await self._one("SELECT 1") is not None
+
+
+def _member(row: aiosqlite.Row | None) -> Member | None:
+    return None if row is None else Member(**dict(row))
+
+
+def _invite(row: aiosqlite.Row | None) -> Invite | None:
+    return None if row is None else Invite(**dict(row))
+
+
+class Store:
+    """The one writer for the database file."""
+
+    def __init__(self, path: pathlib.Path | str):
+        self.path = pathlib.Path(path)
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(self.path, isolation_level=None)
+        db.row_factory = aiosqlite.Row
+        for pragma in ("journal_mode = WAL", "synchronous = FULL", "foreign_keys = ON", "busy_timeout = 5000",
+                       "secure_delete = ON"):
+            await db.execute(f"PRAGMA {pragma}")
+        self._db = db
+        await self._migrate()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            async with self._lock:
+                await self._checkpoint()
+                await self._db.close()
+                self._db = None
+
+    async def _migrate(self) -> None:
+        db = self._require()
+        async with db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        for number, (description, sql) in enumerate(MIGRATIONS, start=1):
+            if number <= version:
+                continue
+            log.info("applying migration %d: %s", number, description)
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in filter(str.strip, sql.split(";")):
+                    await db.execute(statement)
+                await db.execute(f"PRAGMA user_version = {number}")
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+
+    def _require(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("store is not open")
+        return self._db
+
+    async def run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
+        """Run `work` as one transaction: all of it commits, or none. A cancelled caller cannot split it."""
+        return await asyncio.shield(self._run(work))
+
+    async def _run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
+        db = self._require()
+        async with self._lock:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                result = await work(Tx(db))
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            await db.execute("COMMIT")
+            return result
+
+    async def scrub(self) -> None:
+        """Fold the WAL into the database and truncate it, so wiped numbers leave no copy in -wal."""
+        async with self._lock:
+            await self._checkpoint()
+
+    async def _checkpoint(self) -> None:
+        await self._require().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def schema_version(self) -> int:
+        async with self._require().execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0

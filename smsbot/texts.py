@@ -1,0 +1,84 @@
+"""Every text a person can receive from smsbot, in one place, so they can be read and reviewed as a whole.
+
+Each must fit one GSM-7 segment (160 characters) with realistic values; tests/test_texts.py checks that.
+"""
+
+from __future__ import annotations
+
+# The GSM 03.38 basic character set, and the extension characters that cost two septets.
+GSM7_BASIC = (
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENDED = "^{}\\[~]|€"
+SEGMENT = 160
+GROUP_NAME_MAX = 24
+
+# Invitations and joining
+INVITE = "{group}: you're invited to join. Reply with code {code} within {hours} hours to get your sign-in PIN. Reply STOP to opt out."
+INVITE_AS = "{group}: you're invited to join as {username}. Reply with code {code} within {hours} hours to get your PIN. Reply STOP to opt out."
+ASK_USERNAME = "Welcome to {group}! Reply with the username you want: 3-32 letters, digits, _ or -."
+USERNAME_INVALID = "A username is 3-32 letters, digits, _ or - and can't be a command word. Reply with another one."
+USERNAME_TAKEN = "Sorry, {username} is taken. Reply with another username."
+WRONG_CODE = "That code isn't right. Check the invite text and reply with the 6-character code."
+CODE_HINT = "Reply with the 6-character code from your invite to join {group}."
+TOO_MANY_CODES = "Too many wrong codes, so this invite is cancelled. Ask an admin to invite you again."
+INVITE_EXPIRED = "Your invite to {group} has expired. Ask an admin to invite you again."
+
+# PINs
+PIN = "Your {group} PIN is {pin}. Sign in as {username} at {url}/login within {minutes} minutes. Never share it."
+MEMBER_HINT = "Text LOGIN to get a PIN for signing in on a new device, or HELP for help."
+
+# Everyone
+STOPPED = "You won't get more texts from {group}. Reply START to opt back in."
+STARTED = "You're opted back in to texts from {group}. Reply HELP for help, STOP to opt out."
+HELP_STRANGER = "This number runs sign-in for {group}. Only invited members get replies. Reply STOP to opt out."
+HELP_INVITEE = "Reply with the code from your invite to join {group}. Reply STOP to opt out."
+HELP_ROLE = "{group} commands: {usages}. HELP <command> for details."
+HELP_COMMAND = "{usage}: {help}"
+
+# Admin replies
+INVITED = "Invited {who}. Their code is valid for {hours} hours."
+REINVITED = "Invited {who} again with a new code; the old code no longer works."
+INVITE_USAGE = "To invite someone: INVITE <phone> [username], e.g. INVITE +14155550134 alice"
+BAD_NUMBER = "Can't use {typed}: {reason}. Example: INVITE +14155550134 alice"
+ALREADY_MEMBER = "That number is already a member, as {username}."
+ADMIN_USERNAME_TAKEN = "The username {username} is taken. Pick another one, or leave it out and they'll choose."
+ADMIN_USERNAME_INVALID = "A username is 3-32 letters, digits, _ or -. Try INVITE <phone> [username] again."
+NUMBER_OPTED_OUT = "That number has opted out of texts (STOP). They must text START to this number first."
+REVOKED = "Revoked {username}. Every device they signed in on is signed out."
+INVITE_CANCELLED = "Cancelled the invite for {who}."
+REVOKE_USAGE = "To remove someone: REVOKE <username or phone>"
+NOT_FOUND = "No member or invite matches {what}. Text LIST to see them."
+LIST_EMPTY = "No members or invites yet. Text INVITE <phone> [username] to invite someone."
+LIST_PAGE = "{header}{items}{footer}"
+LIST_HEADER = "Page {page}/{pages}: "
+LIST_MORE = " LIST {next} for more."
+LIST_NO_PAGE = "There is no page {page}; the list has {pages} page(s)."
+LIST_USAGE = "LIST shows members and invites; LIST 2 shows page 2."
+UNKNOWN = "Unknown command {word}. {hint}Text HELP for the list."
+DID_YOU_MEAN = "Did you mean {name}? "
+USAGE = "Usage: {usage}"
+
+
+def cut_group(name: str) -> str:
+    return name if len(name) <= GROUP_NAME_MAX else name[: GROUP_NAME_MAX - 1].rstrip() + "."
+
+
+def shorten(value: str, limit: int = 20) -> str:
+    """User-typed text echoed back in a reply, cut so the reply still fits one segment."""
+    value = " ".join(value.split())
+    return value if len(value) <= limit else value[: limit - 2] + ".."
+
+
+def is_gsm7(text: str) -> bool:
+    return all(ch in GSM7_BASIC or ch in GSM7_EXTENDED for ch in text)
+
+
+def septets(text: str) -> int:
+    """Length in GSM-7 septets (extension characters count twice)."""
+    return sum(2 if ch in GSM7_EXTENDED else 1 for ch in text)
+
+
+def fits_one_segment(text: str) -> bool:
+    return septets(text) <= SEGMENT if is_gsm7(text) else len(text) <= 70

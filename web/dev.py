@@ -1,0 +1,61 @@
+"""Dev-mode routes: the dev phone page. Registered only by `smsbot dev`, never under `serve`."""
+
+from __future__ import annotations
+
+import uuid
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from smsbot import phone
+from smsbot.engine import InboundText
+
+from .appkeys import DEV_PHONES, SERVICE, SETTINGS
+
+
+async def page(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    return aiohttp_jinja2.render_template("dev_phone.html", request, {
+        "admins": settings.admins, "group": settings.group_name, "number": settings.number,
+    })
+
+
+async def texts(request: web.Request) -> web.Response:
+    try:
+        after = int(request.query.get("after", "0"))
+    except ValueError:
+        raise web.HTTPBadRequest(text="after must be a number") from None
+    return web.json_response({"texts": request.app[DEV_PHONES].since(after)})
+
+
+async def send(request: web.Request) -> web.Response:
+    """Text the service as a dev phone: the same path a Vonage webhook takes after parsing."""
+    data = await request.json() if request.content_type == "application/json" else dict(await request.post())
+    settings = request.app[SETTINGS]
+    try:
+        number = phone.normalize(str(data.get("from", "")), settings.default_region)
+    except phone.PhoneError as exc:
+        return web.json_response({"error": f"That phone number can't be used: {exc.reason}."}, status=400)
+    text = str(data.get("text", ""))[:1000]
+    if not text.strip():
+        return web.json_response({"error": "Type a text to send."}, status=400)
+    request.app[DEV_PHONES].record(number, "in", text)
+    await request.app[SERVICE].receive(InboundText(f"dev-{uuid.uuid4().hex}", number, text))
+    if request.content_type == "application/json":
+        return web.json_response({"ok": True, "from": number})
+    raise web.HTTPSeeOther("/dev/phone")
+
+
+async def normalize(request: web.Request) -> web.Response:
+    try:
+        number = phone.normalize(request.query.get("number", ""), request.app[SETTINGS].default_region)
+    except phone.PhoneError as exc:
+        return web.json_response({"error": f"That phone number can't be used: {exc.reason}."}, status=400)
+    return web.json_response({"number": number})
+
+
+def setup_dev(app: web.Application) -> None:
+    app.router.add_get("/dev/phone", page)
+    app.router.add_get("/dev/phone/texts", texts)
+    app.router.add_get("/dev/phone/normalize", normalize)
+    app.router.add_post("/dev/phone/send", send)

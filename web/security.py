@@ -1,0 +1,106 @@
+"""Web security: cookies, CSRF tokens, the cross-site check and the headers every response carries."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from smsbot.keys import Keys, same
+from smsbot.settings import Settings
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
+# Webhooks are posted by Vonage from its own servers: no browser, no cookies, so no CSRF check there.
+CROSS_SITE_EXEMPT = ("/webhooks/",)
+
+
+class Cookies:
+    """Cookie names and flags; `__Host-` and Secure when the public URL is https."""
+
+    def __init__(self, settings: Settings):
+        self.secure = settings.https
+        prefix = "__Host-" if self.secure else ""
+        self.session = f"{prefix}smsbot_session"
+        self.csrf = f"{prefix}smsbot_csrf"
+        self.max_age = int(settings.session_max_days * 86400)
+
+    def set_session(self, response: web.StreamResponse, token: str) -> None:
+        response.set_cookie(self.session, token, max_age=self.max_age, path="/", secure=self.secure,
+                            httponly=True, samesite="Lax")
+
+    def clear_session(self, response: web.StreamResponse) -> None:
+        response.del_cookie(self.session, path="/", secure=self.secure, httponly=True, samesite="Lax")
+
+    def set_csrf(self, response: web.StreamResponse, nonce: str) -> None:
+        response.set_cookie(self.csrf, nonce, path="/", secure=self.secure, httponly=True, samesite="Strict")
+
+
+class Csrf:
+    """Synchronizer tokens: a random nonce in an HttpOnly cookie, the form carries its HMAC."""
+
+    def __init__(self, keys: Keys, cookies: Cookies):
+        self.keys = keys
+        self.cookies = cookies
+
+    def nonce(self, request: web.Request) -> tuple[str, bool]:
+        """The request's nonce, and whether it is new (and so must be set as a cookie)."""
+        current = request.cookies.get(self.cookies.csrf, "")
+        if 20 <= len(current) <= 100:
+            return current, False
+        return self.fresh(), True
+
+    @staticmethod
+    def fresh() -> str:
+        return secrets.token_urlsafe(32)
+
+    def token(self, nonce: str) -> str:
+        return self.keys.csrf_token(nonce)
+
+    def valid(self, request: web.Request, submitted: str) -> bool:
+        nonce = request.cookies.get(self.cookies.csrf, "")
+        if not nonce or not submitted or len(submitted) > 200:
+            return False
+        return same(self.keys.csrf_token(nonce), submitted)
+
+
+def same_origin(request: web.Request, settings: Settings) -> bool:
+    """Refuse a browser request that says it comes from another site (Fetch Metadata, then Origin)."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True  # not a browser, or a browser that sent Sec-Fetch-Site, checked above
+    allowed = {_origin_of(settings.public_url), f"{request.scheme}://{request.host}"}
+    return origin in allowed
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def setup_security(app: web.Application, settings: Settings) -> None:
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method not in ("GET", "HEAD", "OPTIONS") and not request.path.startswith(CROSS_SITE_EXEMPT):
+            if not same_origin(request, settings):
+                raise web.HTTPForbidden(text="Cross-site request refused.")
+        return await handler(request)
+
+    async def headers(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Cache-Control", "no-store")
+        if settings.https:
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+
+    app.middlewares.append(guard)
+    app.on_response_prepare.append(headers)

@@ -1,0 +1,109 @@
+"""Pages and checks for people and proxies: /login, /, /logout, /auth, /healthz."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from smsbot.store import Session
+
+from .appkeys import SERVICE, SETTINGS
+from .security import Cookies, Csrf
+
+log = logging.getLogger(__name__)
+
+COOKIES = web.AppKey("cookies", Cookies)
+CSRF = web.AppKey("csrf", Csrf)
+LOGIN_FAILED = "That username and PIN don't match, or the PIN has expired. Text LOGIN to get a new PIN."
+
+
+async def current_session(request: web.Request) -> Session | None:
+    token = request.cookies.get(request.app[COOKIES].session)
+    return await request.app[SERVICE].session(token)
+
+
+def _render(request: web.Request, template: str, context: dict[str, object], status: int = 200,
+            nonce: tuple[str, bool] | None = None) -> web.Response:
+    csrf = request.app[CSRF]
+    value, fresh = nonce or csrf.nonce(request)
+    context = {**context, "csrf_token": csrf.token(value), "group": request.app[SETTINGS].group_name}
+    response = aiohttp_jinja2.render_template(template, request, context, status=status)
+    if fresh:
+        request.app[COOKIES].set_csrf(response, value)
+    return response
+
+
+async def login_form(request: web.Request) -> web.Response:
+    return _render(request, "login.html", {"error": None, "username": ""})
+
+
+async def login_submit(request: web.Request) -> web.Response:
+    form = await request.post()
+    username = str(form.get("username", "")).strip()[:64]
+    pin = "".join(str(form.get("pin", "")).split())[:16]
+    if not request.app[CSRF].valid(request, str(form.get("csrf_token", ""))):
+        # Nothing is checked, so no PIN is used up by a forged or stale form.
+        return _render(request, "login.html", {"error": "This form had expired. Please try again.",
+                                               "username": username}, status=403)
+    token = await request.app[SERVICE].login(username, pin, request.headers.get("User-Agent", ""))
+    if token is None:
+        return _render(request, "login.html", {"error": LOGIN_FAILED, "username": ""}, status=401)
+    response = web.HTTPSeeOther("/")
+    cookies = request.app[COOKIES]
+    cookies.set_session(response, token)
+    cookies.set_csrf(response, request.app[CSRF].fresh())  # a new CSRF nonce with the new session
+    raise response
+
+
+async def home(request: web.Request) -> web.Response:
+    session = await current_session(request)
+    if session is None:
+        raise web.HTTPSeeOther("/login")
+    devices = await request.app[SERVICE].devices(session)
+    return _render(request, "home.html", {"username": session.username, "devices": devices, "when": _when})
+
+
+async def logout(request: web.Request) -> web.Response:
+    form = await request.post()
+    if not request.app[CSRF].valid(request, str(form.get("csrf_token", ""))):
+        raise web.HTTPForbidden(text="This form had expired. Please go back and try again.")
+    cookies = request.app[COOKIES]
+    await request.app[SERVICE].logout(request.cookies.get(cookies.session))
+    response = web.HTTPSeeOther("/login")
+    cookies.clear_session(response)
+    raise response
+
+
+async def auth(request: web.Request) -> web.Response:
+    """Forward auth for nginx auth_request, Caddy forward_auth and Traefik ForwardAuth."""
+    session = await current_session(request)
+    if session is None:
+        return web.Response(status=401, text="Not signed in.")
+    return web.Response(status=200, text="OK", headers={"X-Auth-User": session.username})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    try:
+        ok = await request.app[SERVICE].healthy()
+    except Exception:
+        log.exception("health check failed")
+        ok = False
+    return web.json_response({"ok": ok}, status=200 if ok else 503)
+
+
+def _when(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def setup_views(app: web.Application, cookies: Cookies, csrf: Csrf) -> None:
+    app[COOKIES] = cookies
+    app[CSRF] = csrf
+    app.router.add_get("/login", login_form)
+    app.router.add_post("/login", login_submit)
+    app.router.add_get("/", home)
+    app.router.add_post("/logout", logout)
+    app.router.add_get("/auth", auth)
+    app.router.add_get("/healthz", healthz)
