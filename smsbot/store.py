@@ -417,7 +417,11 @@ class Tx:
 
 
 def _member(row: aiosqlite.Row | None) -> Member | None:
-    return None if row is None else Member(**dict(row))
+    if row is None:
+        return None
+    values = dict(row)
+    values.pop("username_key", None)
+    return Member(**values)
 
 
 def _invite(row: aiosqlite.Row | None) -> Invite | None:

@@ -1,0 +1,96 @@
+"""Shared fixtures: settings for tests, a wired service on a temporary database, and an HTTP client on the app."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from smsbot.clock import FakeClock
+from smsbot.gateway import FakeGateway
+from smsbot.keys import SecretSource
+from smsbot.outbox import Outbox
+from smsbot.service import Service
+from smsbot.settings import Settings, load
+from smsbot.store import Store
+
+ADMIN = "+14155550100"
+SECRET = "test-secret-0123456789-abcdefghijklmnop"
+
+BASE_ENV = {
+    "SMSBOT_SECRET": SECRET,
+    "SMSBOT_ADMINS": ADMIN,
+    "SMSBOT_NUMBER": "14155550199",
+    "SMSBOT_GROUP_NAME": "Friends",
+    "SMSBOT_PUBLIC_URL": "https://group.example.org",
+    "VONAGE_API_KEY": "test-key",
+    "VONAGE_API_SECRET": "test-secret-value",
+}
+
+
+@pytest.fixture
+def make_settings(tmp_path: pathlib.Path) -> Callable[..., Settings]:
+    def make(dev: bool = True, **env: str) -> Settings:
+        merged = {**BASE_ENV, "SMSBOT_DB": str(tmp_path / "smsbot.db"), **env}
+        return load(merged, dev=dev)
+
+    return make
+
+
+class Wired:
+    """A service on a real SQLite file with the fake gateway and a fake clock: the engine's test bench."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.clock = FakeClock()
+        self.gateway = FakeGateway(settings.number)
+        self.store = Store(settings.db_path)
+        self.outbox = Outbox(self.store, self.gateway, self.clock, rate=1000)
+        self.service = Service(settings, self.store, self.outbox, self.clock, SecretSource())
+        self._seen = 0
+        self._ids = 0
+
+    async def text(self, sender: str, body: str) -> list[tuple[str, str]]:
+        """Send an inbound text, drain the outbox, return the texts it caused as (to, body)."""
+        from smsbot import phone
+        from smsbot.engine import InboundText
+
+        self._ids += 1
+        await self.service.receive(InboundText(f"msg-{self._ids}", phone.normalize(sender, "US"), body))
+        return await self.delivered()
+
+    async def delivered(self) -> list[tuple[str, str]]:
+        await self.outbox.drain_once()
+        new = self.gateway.sent[self._seen:]
+        self._seen = len(self.gateway.sent)
+        return [(m.to, m.text) for m in new]
+
+
+@pytest.fixture
+async def wired(make_settings: Callable[..., Settings]) -> AsyncIterator[Wired]:
+    w = Wired(make_settings())
+    await w.store.open()
+    yield w
+    await w.store.close()
+
+
+CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+async def web_login(client: TestClient, username: str, pin: str, **headers: str) -> tuple[Any, dict[str, str]]:
+    """Log in as a browser would: fetch the form (CSRF cookie + token), post it. Returns (response, cookies)."""
+    client.session.cookie_jar.clear()
+    form = await client.get("/login")
+    token = CSRF_INPUT.search(await form.text())
+    assert token, "the login form has a CSRF token"
+    cookies = {k: v.value for k, v in form.cookies.items()}
+    client.session.cookie_jar.clear()
+    response = await client.post("/login", data={"username": username, "pin": pin, "csrf_token": token.group(1)},
+                                 cookies=cookies, allow_redirects=False, headers=headers)
+    cookies.update({k: v.value for k, v in response.cookies.items()})
+    client.session.cookie_jar.clear()
+    return response, cookies
