@@ -159,13 +159,13 @@ class Engine:
         if roles == {Role.ANYONE, Role.INVITEE}:
             turn.reply(texts.HELP_INVITEE.format(group=self.group))
             return True
-        usable = [c for c in commands.usable_by(roles) if not c.roles <= {Role.INVITEE} or Role.INVITEE in roles]
+        usable = commands.usable_by(roles)
         asked = commands.BY_WORD.get(parsed.argument.upper()) if parsed.argument else None
         if asked is not None and asked in usable:
             turn.reply(texts.HELP_COMMAND.format(usage=asked.usage, help=asked.help))
         else:
             usages = ", ".join(c.usage for c in usable)
-            turn.reply(texts.HELP_ROLE.format(group=self.group, usages=usages))
+            turn.reply(texts.HELP_ROLE.format(usages=usages))
         return True
 
     # --- admins ------------------------------------------------------------------------------------------------

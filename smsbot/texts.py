@@ -34,7 +34,7 @@ STOPPED = "You won't get more texts from {group}. Reply START to opt back in."
 STARTED = "You're opted back in to texts from {group}. Reply HELP for help, STOP to opt out."
 HELP_STRANGER = "This number runs sign-in for {group}. Only invited members get replies. Reply STOP to opt out."
 HELP_INVITEE = "Reply with the code from your invite to join {group}. Reply STOP to opt out."
-HELP_ROLE = "{group} commands: {usages}. HELP <command> for details."
+HELP_ROLE = "Commands: {usages}. HELP <command> tells more."
 HELP_COMMAND = "{usage}: {help}"
 
 # Admin replies

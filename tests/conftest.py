@@ -94,3 +94,55 @@ async def web_login(client: TestClient, username: str, pin: str, **headers: str)
     cookies.update({k: v.value for k, v in response.cookies.items()})
     client.session.cookie_jar.clear()
     return response, cookies
+
+
+class WebBench:
+    """The whole app over real HTTP (aiohttp test server) with the fake gateway and a fake clock."""
+
+    def __init__(self, client: TestClient, app: Any, gateway: FakeGateway, clock: FakeClock):
+        self.client, self.app, self.gateway, self.clock = client, app, gateway, clock
+        self._ids = 0
+        self._seen = 0
+
+    async def text(self, sender: str, body: str) -> list[tuple[str, str]]:
+        from smsbot import phone
+        from web.appkeys import OUTBOX
+
+        self._ids += 1
+        number = phone.normalize(sender, "US")
+        response = await self.client.post("/webhooks/inbound", data={
+            "msisdn": phone.msisdn(number), "to": "14155550199", "messageId": f"0A{self._ids:014d}", "text": body,
+            "type": "text"})
+        assert response.status == 204, await response.text()
+        await self.app[OUTBOX].drain_once()
+        new = self.gateway.sent[self._seen:]
+        self._seen = len(self.gateway.sent)
+        return [(m.to, m.text) for m in new]
+
+    async def member_with_pin(self, number: str, username: str) -> str:
+        """Invite `number` as `username`, redeem the code, return the PIN texted to it."""
+        out = await self.text(ADMIN, f"INVITE {number} {username}")
+        code = re.search(r"code ([A-Z0-9]{6})", out[0][1])
+        assert code
+        out = await self.text(number, code.group(1))
+        pin = re.search(r"PIN is (\d{6})", out[0][1])
+        assert pin, out
+        return pin.group(1)
+
+    async def login(self, username: str, pin: str, **headers: str) -> tuple[Any, dict[str, str]]:
+        return await web_login(self.client, username, pin, **headers)
+
+    async def auth(self, cookies: dict[str, str]) -> Any:
+        self.client.session.cookie_jar.clear()
+        return await self.client.get("/auth", cookies=cookies)
+
+
+@pytest.fixture
+async def bench(make_settings: Callable[..., Settings], aiohttp_client: Callable[..., Any]) -> WebBench:
+    from web import create_app
+
+    settings = make_settings(dev=False)
+    clock, gateway = FakeClock(), FakeGateway(settings.number)
+    app = create_app(settings, gateway=gateway, clock=clock, run_worker=False)
+    client = await aiohttp_client(app)
+    return WebBench(client, app, gateway, clock)

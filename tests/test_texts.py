@@ -1,0 +1,76 @@
+"""Every user-visible text fits one GSM-7 segment with realistic (and worst-case) values."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+
+from smsbot import commands, texts
+from smsbot.engine import paginate, render_page
+
+SAMPLE = {
+    "group": texts.cut_group("The Riverside Allotment Society"),  # cut to 24 characters
+    "username": "margaret_hamilton-1936",  # 22 characters
+    "code": "K7XM2P",
+    "pin": "048213",
+    "hours": "72",
+    "minutes": 10,
+    "url": "https://allotments.example.org",
+    "who": "margaret_hamilton-1936 (**34)",
+    "typed": texts.shorten("+1 (415) 555-01 extra words here"),
+    "reason": "it is a premium-rate number",
+    "what": texts.shorten("someone-who-is-not-there"),
+    "page": 2,
+    "pages": 3,
+    "next": 3,
+    "word": texts.shorten("INVTIE", 12),
+    "hint": texts.DID_YOU_MEAN.format(name="INVITE"),
+    "usage": "INVITE <phone> [username]",
+    "help": max((c.help for c in commands.COMMANDS), key=len),
+    "name": "INVITE",
+    "usages": ", ".join(c.usage for c in commands.usable_by({commands.Role.ADMIN, commands.Role.MEMBER})
+                        if c.name != "JOIN"),
+    "header": "",
+    "items": "",
+    "footer": "",
+}
+TEMPLATES = {name: value for name, value in vars(texts).items()
+             if name.isupper() and isinstance(value, str) and name not in ("GSM7_BASIC", "GSM7_EXTENDED")}
+
+
+def fill(template: str, **extra: object) -> str:
+    names = {field for _, field, _, _ in string.Formatter().parse(template) if field}
+    return template.format(**{name: extra.get(name, SAMPLE[name]) for name in names})
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_template_fits_one_gsm7_segment(name: str) -> None:
+    text = fill(TEMPLATES[name])
+    assert texts.is_gsm7(text), f"{name} has characters outside GSM-7: {text!r}"
+    assert texts.septets(text) <= texts.SEGMENT, f"{name} is {texts.septets(text)} septets: {text!r}"
+
+
+def test_help_for_every_role_fits() -> None:
+    for roles in ({commands.Role.ADMIN, commands.Role.MEMBER}, {commands.Role.ADMIN, commands.Role.INVITEE}):
+        usages = ", ".join(c.usage for c in commands.usable_by(roles))
+        text = texts.HELP_ROLE.format(usages=usages)
+        assert texts.fits_one_segment(text), text
+    for command in commands.COMMANDS:
+        assert texts.fits_one_segment(texts.HELP_COMMAND.format(usage=command.usage, help=command.help))
+
+
+def test_list_pages_fit_and_keep_every_item() -> None:
+    items = [f"member_with_a_long_name_{i:02d}" for i in range(40)] + [f"**{i:02d} (invited)" for i in range(10)]
+    pages = paginate(items)
+    assert len(pages) > 3
+    assert [item for page in pages for item in page] == items
+    for number in range(1, len(pages) + 1):
+        assert texts.fits_one_segment(render_page(pages, number))
+
+
+def test_the_segment_check_can_fail() -> None:
+    assert not texts.fits_one_segment("x" * 161)
+    assert not texts.is_gsm7("emoji \N{GRINNING FACE}")
+    assert texts.septets("{}") == 4
+    assert texts.cut_group("A" * 40) == "A" * 23 + "."

@@ -1,0 +1,209 @@
+"""The web face over real HTTP: login, CSRF, cookies, sessions, forward auth, logout, health."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from smsbot.keys import token_hash
+from web.appkeys import SETTINGS
+
+from .conftest import CSRF_INPUT, WebBench
+
+SESSION = "__Host-smsbot_session"
+CSRF = "__Host-smsbot_csrf"
+ALICE = "+14155550134"
+BOB = "+14155550135"
+
+
+async def test_login_page_works_on_a_phone_without_javascript(bench: WebBench) -> None:
+    response = await bench.client.get("/login")
+    html = await response.text()
+    assert response.status == 200
+    assert 'name="username"' in html and 'name="pin"' in html
+    assert 'inputmode="numeric"' in html and 'autocomplete="one-time-code"' in html
+    assert CSRF_INPUT.search(html)
+    assert '<meta name="viewport"' in html
+    assert "<script" not in html
+
+
+async def test_login_sets_a_secure_host_cookie_and_auth_answers(bench: WebBench) -> None:
+    pin = await bench.member_with_pin(ALICE, "alice")
+    response, cookies = await bench.login("ALICE", pin)
+    assert response.status == 303 and response.headers["Location"] == "/"
+    header = next(v for v in response.headers.getall("Set-Cookie") if v.startswith(SESSION))
+    flags = {part.strip().lower() for part in header.split(";")}
+    assert {"httponly", "secure", "path=/", "samesite=lax"} <= flags
+    assert not any(f.startswith("domain") for f in flags)
+    token = cookies[SESSION]
+    assert len(token) >= 43  # 256 random bits, url-safe
+    auth = await bench.auth({SESSION: token})
+    assert auth.status == 200 and auth.headers["X-Auth-User"] == "alice"
+    home = await bench.client.get("/", cookies={SESSION: token})
+    assert "Signed in as" in await home.text() and "alice" in await home.text()
+
+
+async def test_every_login_failure_looks_the_same(bench: WebBench) -> None:
+    pin = await bench.member_with_pin(ALICE, "alice")
+    wrong = f"{(int(pin) + 1) % 1000000:06d}"
+    bench.client.session.cookie_jar.clear()
+    form = await bench.client.get("/login")
+    token = CSRF_INPUT.search(await form.text())
+    assert token
+    browser = {CSRF: form.cookies[CSRF].value}
+
+    async def attempt(username: str, candidate: str) -> tuple[int, str, dict[str, str]]:
+        bench.client.session.cookie_jar.clear()
+        r = await bench.client.post("/login", data={"username": username, "pin": candidate,
+                                                     "csrf_token": token.group(1)},
+                                    cookies=browser, allow_redirects=False)
+        headers = {k: v for k, v in r.headers.items() if k not in ("Date", "Content-Length")}
+        return r.status, await r.text(), headers
+
+    failures = [await attempt("nobody", pin), await attempt("alice", wrong), await attempt("alice", "abc")]
+    assert {f[0] for f in failures} == {401}
+    assert len({f[1] for f in failures}) == 1, "same body"
+    assert all(f[2] == failures[0][2] for f in failures), "same headers"
+    ok = await attempt("alice", pin)
+    assert ok[0] == 303
+    used = await attempt("alice", pin)
+    assert used[:2] == failures[0][:2]
+
+
+async def test_pin_dies_after_five_wrong_tries_and_expires(bench: WebBench) -> None:
+    pin = await bench.member_with_pin(ALICE, "alice")
+    wrong = f"{(int(pin) + 1) % 1000000:06d}"
+    for _ in range(5):
+        response, _ = await bench.login("alice", wrong)
+        assert response.status == 401
+    dead, _ = await bench.login("alice", pin)
+    assert dead.status == 401
+    out = await bench.text(ALICE, "LOGIN")
+    fresh = out[0][1].split("PIN is ")[1][:6]
+    bench.clock.advance(10 * 60 + 1)
+    expired, _ = await bench.login("alice", fresh)
+    assert expired.status == 401
+
+
+async def test_login_without_the_csrf_token_is_refused_and_keeps_the_pin(bench: WebBench) -> None:
+    pin = await bench.member_with_pin(ALICE, "alice")
+    bench.client.session.cookie_jar.clear()
+    forged = await bench.client.post("/login", data={"username": "alice", "pin": pin}, allow_redirects=False)
+    assert forged.status == 403
+    cross = await bench.client.post("/login", data={"username": "alice", "pin": pin, "csrf_token": "x"},
+                                    headers={"Origin": "https://evil.example"}, allow_redirects=False)
+    assert cross.status == 403
+    response, _ = await bench.login("alice", pin, **{"Sec-Fetch-Site": "cross-site"})
+    assert response.status == 403
+    response, _ = await bench.login("alice", pin)
+    assert response.status == 303, "the refused attempts did not use up the PIN"
+
+
+async def test_session_fixation_is_impossible(bench: WebBench) -> None:
+    """Django's test: a cookie set before login, or planted, never becomes an authenticated session."""
+    pin = await bench.member_with_pin(ALICE, "alice")
+    planted = "attacker-chosen-value-0123456789abcdefghijkl"
+    bench.client.session.cookie_jar.clear()
+    form = await bench.client.get("/login", cookies={SESSION: planted})
+    token = CSRF_INPUT.search(await form.text())
+    assert token
+    csrf_before = form.cookies[CSRF].value
+    response = await bench.client.post(
+        "/login", data={"username": "alice", "pin": pin, "csrf_token": token.group(1)},
+        cookies={SESSION: planted, CSRF: csrf_before}, allow_redirects=False)
+    assert response.status == 303
+    issued = response.cookies[SESSION].value
+    assert issued != planted
+    assert response.cookies[CSRF].value != csrf_before, "the CSRF nonce rotates at login"
+    assert (await bench.auth({SESSION: planted})).status == 401
+    assert (await bench.auth({SESSION: issued})).status == 200
+
+
+async def test_each_device_has_its_own_session_and_logout_ends_only_one(bench: WebBench) -> None:
+    pin = await bench.member_with_pin(ALICE, "alice")
+    _, phone_cookies = await bench.login("alice", pin)
+    out = await bench.text(ALICE, "LOGIN")
+    second = out[0][1].split("PIN is ")[1][:6]
+    _, laptop_cookies = await bench.login("alice", second)
+    assert phone_cookies[SESSION] != laptop_cookies[SESSION]
+    home = await bench.client.get("/", cookies=laptop_cookies)
+    assert (await home.text()).count("<li>") == 2
+    token = CSRF_INPUT.search(await home.text())
+    assert token
+    bench.client.session.cookie_jar.clear()
+    logout = await bench.client.post("/logout", data={"csrf_token": token.group(1)}, cookies=laptop_cookies,
+                                     allow_redirects=False)
+    assert logout.status == 303
+    assert (await bench.auth({SESSION: laptop_cookies[SESSION]})).status == 401, "a replayed cookie is refused"
+    assert (await bench.auth({SESSION: phone_cookies[SESSION]})).status == 200
+
+
+async def test_logout_needs_the_csrf_token(bench: WebBench) -> None:
+    pin = await bench.member_with_pin(ALICE, "alice")
+    _, cookies = await bench.login("alice", pin)
+    bench.client.session.cookie_jar.clear()
+    response = await bench.client.post("/logout", data={}, cookies=cookies, allow_redirects=False)
+    assert response.status == 403
+    assert (await bench.auth({SESSION: cookies[SESSION]})).status == 200
+
+
+async def test_revoke_signs_out_every_device_at_once(bench: WebBench) -> None:
+    pin = await bench.member_with_pin(ALICE, "alice")
+    bob_pin = await bench.member_with_pin(BOB, "bob")
+    _, alice1 = await bench.login("alice", pin)
+    out = await bench.text(ALICE, "LOGIN")
+    _, alice2 = await bench.login("alice", out[0][1].split("PIN is ")[1][:6])
+    _, bob = await bench.login("bob", bob_pin)
+    out = await bench.text("+14155550100", "REVOKE Alice")
+    assert out == [("+14155550100", "Revoked alice. Every device they signed in on is signed out.")]
+    assert (await bench.auth({SESSION: alice1[SESSION]})).status == 401
+    assert (await bench.auth({SESSION: alice2[SESSION]})).status == 401
+    assert (await bench.auth({SESSION: bob[SESSION]})).status == 200
+    assert await bench.text(ALICE, "LOGIN") == []
+
+
+async def test_sessions_slide_and_expire_server_side(bench: WebBench) -> None:
+    pin = await bench.member_with_pin(ALICE, "alice")
+    _, cookies = await bench.login("alice", pin)
+    for _ in range(12):  # a visit every 29 days keeps the session alive, up to the absolute limit
+        bench.clock.advance(29 * 86400)
+        assert (await bench.auth(cookies)).status == 200
+    bench.clock.advance(29 * 86400)  # 377 days after login: past the 365-day absolute limit
+    assert (await bench.auth(cookies)).status == 401
+
+    pin = (await bench.text(ALICE, "LOGIN"))[0][1].split("PIN is ")[1][:6]
+    _, cookies = await bench.login("alice", pin)
+    bench.clock.advance(30 * 86400 + 1)  # idle for longer than 30 days
+    assert (await bench.auth(cookies)).status == 401
+
+
+async def test_only_a_hash_of_the_session_token_is_stored(bench: WebBench) -> None:
+    pin = await bench.member_with_pin(ALICE, "alice")
+    _, cookies = await bench.login("alice", pin)
+    token = cookies[SESSION]
+    settings_db = bench.app[SETTINGS].db_path
+    with sqlite3.connect(settings_db) as db:
+        stored = [row[0] for row in db.execute("SELECT token_hash FROM sessions")]
+    assert stored == [token_hash(token)]
+
+
+async def test_home_redirects_to_login_and_auth_refuses_without_a_session(bench: WebBench) -> None:
+    home = await bench.client.get("/", allow_redirects=False)
+    assert home.status == 303 and home.headers["Location"] == "/login"
+    assert (await bench.auth({})).status == 401
+    assert (await bench.auth({SESSION: "x" * 500})).status == 401
+
+
+async def test_security_headers_and_health(bench: WebBench) -> None:
+    response = await bench.client.get("/login")
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Strict-Transport-Security"].startswith("max-age=31536000")
+    health = await bench.client.get("/healthz")
+    assert health.status == 200 and (await health.json())["ok"] is True
+
+
+async def test_dev_routes_do_not_exist_under_serve(bench: WebBench) -> None:
+    assert (await bench.client.get("/dev/phone")).status == 404
+    assert (await bench.client.post("/dev/phone/send", json={"from": ALICE, "text": "HELP"})).status in (404, 405)
