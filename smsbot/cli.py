@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-from . import phone
+from . import logs, phone
 from .settings import Settings, SettingsError, environment, load
 
 log = logging.getLogger("smsbot")
@@ -28,12 +28,6 @@ class PathOnlyAccessLogger(AbstractAccessLogger):
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         self.logger.info("%s %s %s %d %.1fms", request.remote, request.method, request.path, response.status,
                          time * 1000)
-
-
-def setup_logging() -> None:
-    level = os.environ.get("SMSBOT_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level if level in logging.getLevelNamesMapping() else "INFO",
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
 def dev_environment(env: dict[str, str], port: int) -> dict[str, str]:
@@ -80,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     dev.add_argument("--port", type=int, default=8080)
     dev.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
-    setup_logging()
+    logs.configure(os.environ.get("SMSBOT_LOG_LEVEL", "INFO"))
 
     if args.command == "serve":
         settings = _settings_or_exit(environment(), dev=False)

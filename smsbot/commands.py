@@ -102,3 +102,15 @@ def usable_by(roles: set[Role]) -> list[Command]:
 def is_reserved(word: str) -> bool:
     """Command words cannot be usernames: a reply of HELP must never become someone's name."""
     return word.upper() in BY_WORD
+
+
+def markdown_table() -> str:
+    """The README's SMS command table, made from the declarations (a test keeps the README in step)."""
+    who = {Role.ADMIN: "admins", Role.MEMBER: "members", Role.INVITEE: "invitees", Role.ANYONE: "everyone"}
+    lines = ["| command | aliases | who | what it does |", "|---|---|---|---|"]
+    for c in COMMANDS:
+        roles = ", ".join(who[r] for r in Role if r in c.roles)
+        aliases = ", ".join(f"`{a}`" for a in c.aliases) or "-"
+        usage = c.usage.replace("|", "\\|")  # a bare | would end the table cell
+        lines.append(f"| `{usage}` | {aliases} | {roles} | {c.help} |")
+    return "\n".join(lines)

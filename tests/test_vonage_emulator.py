@@ -12,7 +12,7 @@ import pytest
 import requests
 import vonage_http_client
 from vonage import Auth, HttpClientOptions, Vonage
-from vonage_emulator import SentSms, VonageEmulator, running_emulator
+from .vonage_emulator import SentSms, VonageEmulator, running_emulator
 from vonage_sms import SmsError, SmsMessage
 from vonage_verify import SmsChannel, VerifyRequest
 

@@ -1,0 +1,116 @@
+"""The outbox: retries, leases, give-up, rate ceiling, wiping numbers and texts once done."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import time
+
+from smsbot.gateway import SendError
+from smsbot.outbox import BACKOFF_CAP, RateLimiter, backoff
+from smsbot.store import Tx
+
+from .conftest import ADMIN, Wired
+
+
+def rows(w: Wired) -> list[tuple]:
+    with sqlite3.connect(w.settings.db_path) as db:
+        return db.execute("SELECT state, to_number, body, attempts, error FROM outbox ORDER BY id").fetchall()
+
+
+async def test_a_sent_text_keeps_neither_number_nor_body(wired: Wired) -> None:
+    out = await wired.text(ADMIN, "HELP")
+    assert len(out) == 1
+    assert rows(wired) == [("sent", None, None, 1, None)]
+
+
+async def test_a_provider_outage_delays_but_never_drops(wired: Wired) -> None:
+    wired.gateway.failures = [SendError("HTTP 500", transient=True), SendError("timeout", transient=True),
+                              SendError("status 1 (Throttled)", transient=True, code="1")]
+    assert await wired.text(ADMIN, "HELP") == []
+    state, to, body, attempts, error = rows(wired)[0]
+    assert state == "pending" and to == ADMIN and body and attempts == 1 and error == "HTTP 500"
+    for _ in range(3):
+        wired.clock.advance(BACKOFF_CAP)
+        await wired.outbox.drain_once()
+    assert [m.to for m in wired.gateway.sent] == [ADMIN]
+    assert rows(wired)[0][:4] == ("sent", None, None, 4)
+
+
+async def test_a_permanent_error_marks_the_text_failed_and_records_it(wired: Wired) -> None:
+    wired.gateway.failures = [SendError("status 3 (Invalid parameters)", transient=False, code="3")]
+    await wired.text(ADMIN, "HELP")
+    assert rows(wired) == [("failed", None, None, 1, "status 3 (Invalid parameters)")]
+
+    async def events(tx: Tx) -> list[str]:
+        return [e.action for e in await tx.events(10)]
+
+    assert "send-failed" in await wired.store.run(events)
+
+
+async def test_a_text_that_keeps_failing_is_given_up_after_a_bounded_time(wired: Wired) -> None:
+    wired.gateway.failures = [SendError("HTTP 503", transient=True)] * 1000
+    await wired.text(ADMIN, "HELP")
+    for _ in range(400):
+        wired.clock.advance(BACKOFF_CAP)
+        await wired.outbox.drain_once()
+        if rows(wired)[0][0] == "failed":
+            break
+    state, to, body, attempts, error = rows(wired)[0]
+    assert state == "failed" and to is None and body is None
+    assert "gave up" in error
+    assert wired.gateway.sent == []
+
+
+async def test_claims_of_a_dead_worker_are_picked_up_after_restart(wired: Wired) -> None:
+    await wired.text(ADMIN, "HELP")  # sent
+    now = wired.clock.now()
+
+    async def enqueue_and_claim(tx: Tx) -> None:
+        await tx.enqueue(to_number=ADMIN, phone_key="k", phone_hint="**00", body="hello", kind="reply", now=now)
+        await tx.claim_due(now, 300, 10)  # claimed, then the worker "dies"
+
+    await wired.store.run(enqueue_and_claim)
+    assert rows(wired)[-1][0] == "sending"
+    assert await wired.outbox.drain_once() == 0, "a live lease is respected"
+    assert await wired.outbox.release_abandoned() == 1
+    assert await wired.outbox.drain_once() == 1
+    assert wired.gateway.sent[-1].text == "hello"
+
+
+def test_backoff_is_capped_and_jittered() -> None:
+    rng = random.Random(7)
+    delays = [backoff(n, rng) for n in range(1, 30)]
+    assert all(0 < d <= BACKOFF_CAP for d in delays)
+    assert delays[0] < delays[5]
+    late = [backoff(25, rng) for _ in range(50)]
+    assert len(set(late)) > 40, "jittered"
+    assert min(late) >= BACKOFF_CAP / 2
+
+
+async def test_rate_limiter_never_exceeds_its_ceiling_in_any_second() -> None:
+    limiter = RateLimiter(5)
+    stamps = []
+    for _ in range(12):
+        await limiter.acquire()
+        stamps.append(time.monotonic())
+    for i, start in enumerate(stamps):
+        assert sum(1 for s in stamps[i:] if s - start < 1.0) <= 5
+
+
+async def test_outbox_worker_runs_in_the_background(wired: Wired) -> None:
+    task = asyncio.create_task(wired.outbox.run())
+    try:
+        from smsbot import phone
+        from smsbot.engine import InboundText
+
+        await wired.service.receive(InboundText("bg-1", phone.normalize(ADMIN, "US"), "HELP"))
+        for _ in range(100):
+            if wired.gateway.sent:
+                break
+            await asyncio.sleep(0.02)
+        assert [m.to for m in wired.gateway.sent] == [ADMIN]
+    finally:
+        wired.outbox.stop()
+        task.cancel()

@@ -1,0 +1,45 @@
+"""Phone numbers: every way of writing one number gives one E.164 form; unusable numbers are refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from smsbot import phone
+from smsbot.keys import Keys
+
+SAME = ["+1 (415) 555-0134", "415-555-0134", "(415) 555 0134", "4155550134", "+14155550134", "001 415 555 0134",
+        "1-415-555-0134"]
+
+
+@pytest.mark.parametrize("typed", SAME)
+def test_forms_of_one_number_are_one_person(typed: str) -> None:
+    assert phone.normalize(typed, "US") == "+14155550134"
+
+
+def test_vonage_msisdn_matches_the_typed_form() -> None:
+    keys = Keys("k" * 32)
+    assert keys.phone_key(phone.from_msisdn("14155550134", "US")) == keys.phone_key(phone.normalize(SAME[0], "US"))
+
+
+def test_national_format_uses_the_default_region() -> None:
+    assert phone.normalize("020 7946 0018", "GB") == "+442079460018"
+    assert phone.normalize("+44 20 7946 0018", "US") == "+442079460018"
+
+
+@pytest.mark.parametrize("typed,reason", [
+    ("alice", "it has no digits"),
+    ("12", "it is not a valid number"),
+    ("+1 900 555 0199", "it is a premium-rate number"),
+    ("+1 555 000 0001", "it is not a valid number"),
+    ("", "it is not a phone number"),
+    ("1" * 60, "it is not a phone number"),
+])
+def test_unusable_numbers_say_why(typed: str, reason: str) -> None:
+    with pytest.raises(phone.PhoneError) as caught:
+        phone.normalize(typed, "US")
+    assert caught.value.reason == reason
+
+
+def test_mask_keeps_only_two_digits() -> None:
+    assert phone.mask("+14155550134") == "**34"
+    assert "4155" not in phone.mask("+14155550134")

@@ -1,0 +1,78 @@
+"""After the whole story, no form of any phone number, code or PIN is in the database files or the logs."""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import re
+
+import pytest
+
+from smsbot import logs
+from web.appkeys import SETTINGS, STORE
+
+from .conftest import ADMIN, WebBench
+
+INVITEE = "+12025550143"
+SECOND = "+14155550177"
+
+
+def forms(e164: str) -> list[str]:
+    digits = e164.lstrip("+")
+    national = digits[1:]
+    return [e164, digits, national, f"({national[:3]}) {national[3:6]}-{national[6:]}",
+            f"{national[:3]}-{national[3:6]}-{national[6:]}", f"{national[:3]} {national[3:6]} {national[6:]}"]
+
+
+def database_files(bench: WebBench) -> list[pathlib.Path]:
+    db = pathlib.Path(bench.app[SETTINGS].db_path)
+    return [p for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"),
+                        db.with_name(db.name + "-journal")) if p.exists()]
+
+
+def assert_absent(blobs: dict[str, bytes], secrets: list[str]) -> None:
+    for name, blob in blobs.items():
+        for secret in secrets:
+            assert secret.encode() not in blob, f"{secret!r} found in {name}"
+            assert secret.encode("utf-16-le") not in blob, f"{secret!r} (UTF-16) found in {name}"
+
+
+async def test_no_number_code_or_pin_survives_the_story(bench: WebBench, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    logs.quiet_leaky_loggers()  # as `smsbot serve` does at start
+    seen: list[str] = []
+    out = await bench.text(ADMIN, "INVITE (202) 555-0143")
+    code = re.search(r"code ([A-Z0-9]{6})", out[0][1]).group(1)  # type: ignore[union-attr]
+    await bench.text(INVITEE, "WRONG1")
+    await bench.text(INVITEE, f"join {code.lower()}")
+    out = await bench.text(INVITEE, "carol")
+    pin = re.search(r"PIN is (\d{6})", out[0][1]).group(1)  # type: ignore[union-attr]
+    response, cookies = await bench.login("carol", pin)
+    assert response.status == 303
+    out = await bench.text(INVITEE, "LOGIN")
+    seen.append(re.search(r"PIN is (\d{6})", out[0][1]).group(1))  # type: ignore[union-attr]
+    second_pin = await bench.member_with_pin(SECOND, "dave")
+    await bench.text(ADMIN, "LIST")
+    await bench.text(SECOND, "STOP")
+    await bench.text(SECOND, "START")
+    await bench.text(ADMIN, "REVOKE carol")
+    await bench.text(ADMIN, f"REVOKE {SECOND}")
+
+    secrets = forms(INVITEE) + forms(SECOND) + [code, pin, second_pin, *seen, cookies["__Host-smsbot_session"]]
+    await bench.app[STORE].scrub()  # what the outbox worker does after each batch
+    running = {p.name: p.read_bytes() for p in database_files(bench)}
+    assert_absent(running, secrets)
+    assert_absent({"logs": caplog.text.encode()}, secrets + [ADMIN, ADMIN.lstrip("+")])
+
+    await bench.app[STORE].close()
+    stopped = {p.name: p.read_bytes() for p in database_files(bench)}
+    assert_absent(stopped, secrets)
+
+
+async def test_the_scan_would_find_a_number_left_in_clear(bench: WebBench) -> None:
+    """The check above can fail: before the outbox sends, the invite's number is in the database."""
+    await bench.client.post("/webhooks/inbound", data={
+        "msisdn": ADMIN.lstrip("+"), "to": "14155550199", "messageId": "priv-1", "text": f"INVITE {INVITEE}"})
+    blobs = {p.name: p.read_bytes() for p in database_files(bench)}
+    with pytest.raises(AssertionError):
+        assert_absent(blobs, [INVITEE])
