@@ -19,7 +19,7 @@ from .settings import Settings, SettingsError, environment, load
 
 log = logging.getLogger("smsbot")
 DEV_ADMIN = "+14155550100"
-DEV_SECRET_FILE = "smsbot-dev.secret"
+DEV_SECRET_FILE = "smsbot-dev.secret"  # noqa: S105 (a file name)
 
 
 class PathOnlyAccessLogger(AbstractAccessLogger):
@@ -86,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         run(settings, args.host, args.port)
     else:
         settings = _settings_or_exit(dev_environment(environment(), args.port), dev=True)
-        base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
+        shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104 (only printed)
+        base = f"http://{shown_host}:{args.port}"
         print(f"""
 smsbot dev: a fake SMS provider, nothing leaves this machine. Database: {settings.db_path}
   Dev phones:  {base}/dev/phone     (the admin is {', '.join(settings.admins)}; add any number to play an invitee)

@@ -44,8 +44,8 @@ ADMIN = frozenset({Role.ADMIN})
 EVERYONE = frozenset({Role.ANYONE})
 
 COMMANDS: tuple[Command, ...] = (
-    Command("INVITE", "INVITE <phone> [username]", "text an invite code to that number; give a username or they pick one",
-            ADMIN, Args.REST),
+    Command("INVITE", "INVITE <phone> [username]",
+            "text an invite code to that number; give a username or they pick one", ADMIN, Args.REST),
     Command("REVOKE", "REVOKE <username|phone>", "remove a member (signing out every device) or cancel an invite",
             ADMIN, Args.REST),
     Command("LIST", "LIST [page]", "members by username and pending invites, a page per text",

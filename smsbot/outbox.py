@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import random
 import time
+from functools import partial
 
 from .clock import Clock
 from .gateway import Gateway, SendError
@@ -48,7 +50,7 @@ class RateLimiter:
 def backoff(attempts: int, rng: random.Random) -> float:
     """Capped exponential backoff with jitter: half fixed, half random, so retries never synchronise."""
     delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, attempts - 1))
-    return delay / 2 + rng.uniform(0, delay / 2)
+    return float(delay / 2 + rng.uniform(0, delay / 2))
 
 
 class Outbox:
@@ -68,22 +70,14 @@ class Outbox:
 
     async def release_abandoned(self) -> int:
         """At start-up: texts a dead worker had claimed go back in the queue at once."""
-
-        async def work(tx: Tx) -> int:
-            return await tx.release_claims()
-
-        return await self.store.run(work)
+        return await self.store.run(lambda tx: tx.release_claims())
 
     async def drain_once(self) -> int:
         """Send every text that is due now; return how many were finished (sent, failed or suppressed)."""
         finished = 0
         while not self._stopping:
             now = self.clock.now()
-
-            async def claim(tx: Tx) -> list[OutboxRow]:
-                return await tx.claim_due(now, LEASE_SECONDS, BATCH)
-
-            rows = await self.store.run(claim)
+            rows = await self.store.run(partial(Tx.claim_due, now=now, lease_seconds=LEASE_SECONDS, limit=BATCH))
             if not rows:
                 break
             for row in rows:
@@ -93,10 +87,7 @@ class Outbox:
         return finished
 
     async def _deliver(self, row: OutboxRow) -> int:
-        async def opted_out(tx: Tx) -> bool:
-            return await tx.is_opted_out(row.phone_key)
-
-        if row.kind != "stop" and await self.store.run(opted_out):
+        if row.kind != "stop" and await self.store.run(lambda tx: tx.is_opted_out(row.phone_key)):
             await self._finish(row, "suppressed", error="recipient opted out")
             return 1
         await self.limiter.acquire()
@@ -114,11 +105,7 @@ class Outbox:
         if exc.transient and not too_old:
             delay = backoff(row.attempts, self.rng)
             log.warning("text #%d to %s not sent (%s); retrying in %.0f s", row.id, row.phone_hint, exc, delay)
-
-            async def retry(tx: Tx) -> None:
-                await tx.retry_outbox(row.id, next_attempt_at=now + delay, error=str(exc))
-
-            await self.store.run(retry)
+            await self.store.run(lambda tx: tx.retry_outbox(row.id, next_attempt_at=now + delay, error=str(exc)))
             return 0
         reason = str(exc) if not too_old else f"gave up after {row.attempts} attempts: {exc}"
         log.error("text #%d (%s) to %s failed for good: %s", row.id, row.kind, row.phone_hint, reason)
@@ -148,16 +135,11 @@ class Outbox:
             except Exception:
                 log.exception("outbox worker error; carrying on")
             timeout = await self._seconds_to_next()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
-                pass
 
     async def _seconds_to_next(self) -> float:
-        async def work(tx: Tx) -> float | None:
-            return await tx.next_due_at()
-
-        due = await self.store.run(work)
+        due = await self.store.run(lambda tx: tx.next_due_at())
         if due is None:
             return IDLE_POLL
         return min(IDLE_POLL, max(0.05, due - self.clock.now()))

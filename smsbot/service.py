@@ -128,20 +128,11 @@ class Service:
         await self.store.run(work)
 
     async def devices(self, session: Session) -> list[Device]:
-        async def work(tx: Tx) -> list[Session]:
-            return await tx.sessions_of(session.member_id)
-
-        return [Device(s.created_at, s.last_seen_at, s.user_agent, s.id == session.id)
-                for s in await self.store.run(work)]
+        sessions = await self.store.run(lambda tx: tx.sessions_of(session.member_id))
+        return [Device(s.created_at, s.last_seen_at, s.user_agent, s.id == session.id) for s in sessions]
 
     async def member(self, member_id: int) -> Member | None:
-        async def work(tx: Tx) -> Member | None:
-            return await tx.member_by_id(member_id)
-
-        return await self.store.run(work)
+        return await self.store.run(lambda tx: tx.member_by_id(member_id))
 
     async def healthy(self) -> bool:
-        async def work(tx: Tx) -> bool:
-            return await tx.healthy()
-
-        return await self.store.run(work)
+        return await self.store.run(lambda tx: tx.healthy())

@@ -141,7 +141,8 @@ class Player:
                     raise self.fail(step, f"expected a text to {step.sender}, but nothing more was sent")
                 got = pending.pop(0)
                 if got.to != step.sender or not self.vars.match(step.body, got.body):
-                    raise self.fail(step, f"expected\n  < {step.sender}: {step.body}\nbut got\n  < {got.to}: {got.body}")
+                    raise self.fail(step, f"expected\n  < {step.sender}: {step.body}\n"
+                                          f"but got\n  < {got.to}: {got.body}")
                 continue
             if pending:
                 raise self.fail(step, f"unexpected text < {pending[0].to}: {pending[0].body}")

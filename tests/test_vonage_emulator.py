@@ -12,9 +12,10 @@ import pytest
 import requests
 import vonage_http_client
 from vonage import Auth, HttpClientOptions, Vonage
-from .vonage_emulator import SentSms, VonageEmulator, running_emulator
 from vonage_sms import SmsError, SmsMessage
 from vonage_verify import SmsChannel, VerifyRequest
+
+from .vonage_emulator import SentSms, VonageEmulator, running_emulator
 
 PHONE = "447700900001"
 OTHER_PHONE = "447700900002"

@@ -88,9 +88,9 @@ def _origin_of(url: str) -> str:
 def setup_security(app: web.Application, settings: Settings) -> None:
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method not in ("GET", "HEAD", "OPTIONS") and not request.path.startswith(CROSS_SITE_EXEMPT):
-            if not same_origin(request, settings):
-                raise web.HTTPForbidden(text="Cross-site request refused.")
+        unsafe = request.method not in ("GET", "HEAD", "OPTIONS")
+        if unsafe and not request.path.startswith(CROSS_SITE_EXEMPT) and not same_origin(request, settings):
+            raise web.HTTPForbidden(text="Cross-site request refused.")
         return await handler(request)
 
     async def headers(request: web.Request, response: web.StreamResponse) -> None:
