@@ -283,10 +283,14 @@ class Engine:
             return
         page = int(argument) if argument else 1
         now = self.clock.now()
-        items = [m.username for m in await tx.members()]
+        items = []
+        for member in await tx.members():
+            problem = await tx.delivery_problem(member.phone_key, "pin")
+            items.append(f"{member.username} (PIN {problem})" if problem else member.username)
         for inv in await tx.invites():
             label = f"{inv.username} {inv.phone_hint}" if inv.username else inv.phone_hint
-            state = "expired" if inv.expires_at <= now else "invited"
+            problem = await tx.delivery_problem(inv.phone_key, "invite")
+            state = f"invite {problem}" if problem else "expired" if inv.expires_at <= now else "invited"
             items.append(f"{label} ({state})")
         if not items:
             turn.reply(texts.LIST_EMPTY)

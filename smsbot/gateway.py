@@ -30,6 +30,16 @@ SMS_STATUS = {
     "32": "Signature and API secret disallowed", "33": "Number de-activated",
 }
 TRANSIENT_SMS_STATUS = {"1", "5"}
+# Delivery receipt `err-code`s: why a text did not reach the phone.
+DLR_ERRORS = {
+    "0": "delivered", "1": "unknown error", "2": "phone switched off or out of coverage",
+    "3": "phone permanently unreachable", "4": "barred by the user", "5": "number ported, routing failed",
+    "6": "blocked as spam", "7": "handset busy", "8": "network error",
+    "9": "number opted out or blacklisted (illegal number)", "10": "message refused (illegal message)",
+    "11": "unroutable", "12": "destination unreachable", "13": "age restriction", "14": "blocked by the carrier",
+    "15": "prepaid account without funds", "50": "entity filter", "51": "header filter", "52": "content filter",
+    "53": "consent filter", "54": "regulation error", "99": "general error",
+}
 
 
 class SendError(Exception):

@@ -11,15 +11,30 @@ from dataclasses import dataclass
 from . import phone
 from .clock import Clock
 from .engine import USERNAME, Engine, InboundText, Outgoing
+from .gateway import DLR_ERRORS
 from .keys import Keys, SecretSource, same, token_hash
 from .outbox import Outbox
 from .settings import Settings
-from .store import Member, Session, Store, Tx
+from .store import UNDELIVERED, Member, Session, Store, Tx
 
 log = logging.getLogger(__name__)
 
 MAX_PIN_TRIES = 5
 TOUCH_EVERY = 60.0  # seconds between last-seen updates of a session
+PART_TIMEOUT = 15 * 60.0  # an incomplete multipart text is dropped this long after its first part
+INBOUND_MEMORY = 7 * 86400.0  # message ids are remembered this long (Vonage retries for 24 hours)
+
+
+@dataclass(frozen=True)
+class InboundPart:
+    """One part of a multipart text (Vonage's concat-ref, concat-total, concat-part)."""
+
+    message_id: str
+    sender: str
+    text: str
+    ref: str
+    total: int
+    part: int
 
 
 @dataclass(frozen=True)
@@ -50,21 +65,82 @@ class Service:
         async def work(tx: Tx) -> list[Outgoing] | None:
             if not await tx.record_inbound(msg.message_id, now):
                 return None
-            out = await self.engine.handle(tx, msg)
-            for text in out:
-                await tx.enqueue(to_number=text.to, phone_key=self.keys.phone_key(text.to),
-                                 phone_hint=phone.mask(text.to), body=text.body, kind=text.kind, now=now)
-            return out
+            return await self._handle(tx, msg, now)
 
-        out = await self.store.run(work)
+        return self._handled(msg, await self.store.run(work))
+
+    async def receive_part(self, part: InboundPart) -> list[Outgoing] | None:
+        """Keep one part of a multipart text; when the last part arrives, handle the whole text once."""
+        now = self.clock.now()
+        key = self.keys.phone_key(part.sender)
+        whole = InboundText(f"{part.message_id}+parts", part.sender, "")
+
+        async def work(tx: Tx) -> list[Outgoing] | None:
+            if not await tx.record_inbound(part.message_id, now):
+                return None
+            await tx.add_part(phone_key=key, ref=part.ref, total=part.total, part=part.part, text=part.text, now=now)
+            parts = await tx.parts(key, part.ref)
+            if {p for p, _, _ in parts} != set(range(1, part.total + 1)):
+                return []  # wait for the rest
+            await tx.remove_parts(key, part.ref)
+            text = "".join(t for _, _, t in parts)
+            return await self._handle(tx, InboundText(whole.message_id, part.sender, text), now)
+
+        return self._handled(whole, await self.store.run(work))
+
+    async def _handle(self, tx: Tx, msg: InboundText, now: float) -> list[Outgoing]:
+        out = await self.engine.handle(tx, msg)
+        for text in out:
+            await tx.enqueue(to_number=text.to, phone_key=self.keys.phone_key(text.to),
+                             phone_hint=phone.mask(text.to), body=text.body, kind=text.kind, now=now)
+        return out
+
+    def _handled(self, msg: InboundText, out: list[Outgoing] | None) -> list[Outgoing] | None:
         if out is None:
             log.info("duplicate inbound message %s ignored", msg.message_id)
         else:
-            log.info("text from %s handled: %d repl%s queued", phone.mask(msg.sender), len(out),
-                     "y" if len(out) == 1 else "ies")
+            log.info("text from %s handled: %d text%s queued", phone.mask(msg.sender), len(out),
+                     "" if len(out) == 1 else "s")
             if out:
                 self.outbox.wake()
         return out
+
+    async def record_delivery(self, *, client_ref: str, provider_id: str, status: str, error_code: str) -> bool:
+        """Note a delivery receipt; an undelivered invite or PIN is logged and shown to admins in LIST."""
+        now = self.clock.now()
+        status = status.lower()
+        meaning = DLR_ERRORS.get(error_code, f"error {error_code}") if error_code not in ("", "0") else ""
+        error = f"{error_code}: {meaning}" if meaning else ""
+
+        async def work(tx: Tx) -> tuple[str, str] | None:
+            found = await tx.record_delivery(client_ref=client_ref, provider_id=provider_id, status=status,
+                                             error=error, now=now)
+            if found is not None and status in UNDELIVERED:
+                kind, hint = found
+                await tx.record_event(now, "vonage", "undelivered", f"{kind} to {hint}: {status} {error}".strip())
+            return found
+
+        found = await self.store.run(work)
+        if found is None:
+            log.info("delivery receipt for an unknown text (%s) ignored", client_ref or provider_id)
+        elif status in UNDELIVERED:
+            log.warning("%s text to %s was not delivered: %s (Vonage error %s)", found[0], found[1], status,
+                        error or "none given")
+        return found is not None
+
+    async def housekeeping(self) -> None:
+        """Drop incomplete multipart texts and forget old message ids."""
+        now = self.clock.now()
+
+        async def work(tx: Tx) -> int:
+            dropped = await tx.drop_stale_parts(now - PART_TIMEOUT)
+            await tx.forget_inbound_before(now - INBOUND_MEMORY)
+            return dropped
+
+        dropped = await self.store.run(work)
+        if dropped:
+            log.warning("dropped %d part(s) of multipart texts that never completed within %d minutes", dropped,
+                        PART_TIMEOUT // 60)
 
     # --- web login and sessions -----------------------------------------------------------------------------------
 

@@ -96,7 +96,26 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "multipart inbound texts waiting for their other parts; delivery receipts on outbound texts",
+        """
+        CREATE TABLE inbound_parts (
+            phone_key TEXT NOT NULL,
+            ref TEXT NOT NULL,
+            total INTEGER NOT NULL,
+            part INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            received_at REAL NOT NULL,
+            PRIMARY KEY (phone_key, ref, part)
+        );
+        ALTER TABLE outbox ADD COLUMN delivery_status TEXT;
+        ALTER TABLE outbox ADD COLUMN delivery_error TEXT;
+        ALTER TABLE outbox ADD COLUMN delivered_at REAL;
+        CREATE INDEX outbox_recipient ON outbox(phone_key, kind);
+        """,
+    ),
 ]
+UNDELIVERED = ("failed", "rejected", "expired", "undeliverable")
 
 
 @dataclass(frozen=True)
@@ -401,6 +420,65 @@ class Tx:
             limit,
         )
         return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    # multipart inbound texts
+    async def add_part(self, *, phone_key: str, ref: str, total: int, part: int, text: str, now: float) -> None:
+        await self._run(
+            "INSERT INTO inbound_parts (phone_key, ref, total, part, text, received_at) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            phone_key, ref, total, part, text, now,
+        )
+
+    async def parts(self, phone_key: str, ref: str) -> list[tuple[int, int, str]]:
+        rows = await self._all("SELECT part, total, text FROM inbound_parts WHERE phone_key = ? AND ref = ?"
+                               " ORDER BY part", phone_key, ref)
+        return [(int(r[0]), int(r[1]), str(r[2])) for r in rows]
+
+    async def remove_parts(self, phone_key: str, ref: str) -> None:
+        await self._run("DELETE FROM inbound_parts WHERE phone_key = ? AND ref = ?", phone_key, ref)
+
+    async def drop_stale_parts(self, before: float) -> int:
+        """Forget multipart texts whose first part came before `before` and are still incomplete."""
+        return await self._run(
+            "DELETE FROM inbound_parts WHERE (phone_key, ref) IN"
+            " (SELECT phone_key, ref FROM inbound_parts GROUP BY phone_key, ref HAVING min(received_at) < ?)",
+            before,
+        )
+
+    async def forget_inbound_before(self, before: float) -> int:
+        return await self._run("DELETE FROM inbound WHERE received_at < ?", before)
+
+    # delivery receipts
+    async def record_delivery(self, *, client_ref: str, provider_id: str, status: str, error: str,
+                              now: float) -> tuple[str, str] | None:
+        """Note a receipt on the text it is about; return that text's (kind, phone hint), or None if unknown."""
+        row = None
+        if client_ref.startswith("smsbot-") and client_ref[7:].isdigit():
+            row = await self._one("SELECT id, kind, phone_hint, delivery_status FROM outbox WHERE id = ?",
+                                  int(client_ref[7:]))
+        if row is None and provider_id:
+            row = await self._one(
+                "SELECT id, kind, phone_hint, delivery_status FROM outbox WHERE provider_id = ?"
+                " OR ',' || provider_id || ',' LIKE '%,' || ? || ',%'", provider_id, provider_id)
+        if row is None:
+            return None
+        if row["delivery_status"] not in UNDELIVERED:  # one failed part makes the whole text undelivered
+            await self._run("UPDATE outbox SET delivery_status = ?, delivery_error = ?, delivered_at = ? WHERE id = ?",
+                            status, error or None, now, row["id"])
+        return str(row["kind"]), str(row["phone_hint"])
+
+    async def delivery_problem(self, phone_key: str, kind: str) -> str | None:
+        """Why the latest text of `kind` to this number did not arrive, if it did not."""
+        row = await self._one(
+            "SELECT state, delivery_status FROM outbox WHERE phone_key = ? AND kind = ? ORDER BY id DESC LIMIT 1",
+            phone_key, kind)
+        if row is None:
+            return None
+        if row["state"] == "failed":
+            return "not sent"
+        if row["delivery_status"] in UNDELIVERED:
+            return "not delivered"
+        return None
 
     # audit
     async def record_event(self, now: float, actor: str, action: str, detail: str = "") -> None:

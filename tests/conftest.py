@@ -138,11 +138,19 @@ class WebBench:
 
 
 @pytest.fixture
-async def bench(make_settings: Callable[..., Settings], aiohttp_client: Callable[..., Any]) -> WebBench:
-    from web import create_app
+def make_bench(make_settings: Callable[..., Settings], aiohttp_client: Callable[..., Any]) -> Callable[..., Any]:
+    async def make(**env: str) -> WebBench:
+        from web import create_app
 
-    settings = make_settings(dev=False)
-    clock, gateway = FakeClock(), FakeGateway(settings.number)
-    app = create_app(settings, gateway=gateway, clock=clock, run_worker=False)
-    client = await aiohttp_client(app)
-    return WebBench(client, app, gateway, clock)
+        settings = make_settings(dev=False, **env)
+        clock, gateway = FakeClock(), FakeGateway(settings.number)
+        app = create_app(settings, gateway=gateway, clock=clock, run_worker=False)
+        client = await aiohttp_client(app)
+        return WebBench(client, app, gateway, clock)
+
+    return make
+
+
+@pytest.fixture
+async def bench(make_bench: Callable[..., Any]) -> WebBench:
+    return await make_bench()

@@ -29,6 +29,7 @@ from .webhooks import setup_webhooks
 
 log = logging.getLogger(__name__)
 HERE = pathlib.Path(__file__).parent
+HOUSEKEEPING_EVERY = 60.0
 
 
 def create_app(settings: Settings, *, gateway: Gateway | None = None, clock: Clock | None = None,
@@ -67,6 +68,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, clock: Clo
     app.cleanup_ctx.append(_gateway)
     if run_worker:
         app.cleanup_ctx.append(_outbox_worker)
+        app.cleanup_ctx.append(_housekeeping)
     return app
 
 
@@ -81,6 +83,22 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 async def _gateway(app: web.Application) -> AsyncIterator[None]:
     yield
     await app[GATEWAY].close()
+
+
+async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
+    async def every_minute() -> None:
+        while True:
+            try:
+                await app[SERVICE].housekeeping()
+            except Exception:
+                log.exception("housekeeping failed; trying again in a minute")
+            await asyncio.sleep(HOUSEKEEPING_EVERY)
+
+    task = asyncio.create_task(every_minute(), name="housekeeping")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _outbox_worker(app: web.Application) -> AsyncIterator[None]:

@@ -1,57 +1,97 @@
-"""Vonage webhooks: inbound texts (SMS API as query, form or JSON; Messages API JSON) and delivery receipts."""
+"""Vonage webhooks: inbound texts (SMS API as query, form or JSON; Messages API JSON) and delivery receipts.
+
+With VONAGE_SIGNATURE_SECRET set, every webhook must be signed: SMS API ones with `sig`, Messages API ones with an
+HS256 JWT. Anything else gets 401 and changes nothing. A 2xx is sent only once the text's effects are committed.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from smsbot import phone
 from smsbot.engine import InboundText
+from smsbot.service import InboundPart
+from smsbot.signatures import SignatureError, check_jwt, check_sms
 
-from .appkeys import SERVICE, SETTINGS
+from .appkeys import CLOCK, SERVICE, SETTINGS
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
+MAX_PARTS = 20
 
 
 class BadWebhook(Exception):
     """The request is not a webhook we understand; the reason goes into a 400 answer."""
 
 
-async def read_params(request: web.Request) -> dict[str, str]:
-    """All webhook fields as strings, from the query (GET) or the body (form or JSON)."""
+@dataclass(frozen=True)
+class Webhook:
+    params: dict[str, str]
+    body: bytes
+    messages_api: bool
+
+
+async def read_webhook(request: web.Request) -> Webhook:
+    """All webhook fields as strings, from the query (GET) or the body (form or JSON), checked if signing is on."""
     if request.method == "GET":
-        return {k: v for k, v in request.query.items()}
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
-    body = await request.read()
-    if len(body) > MAX_BODY:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=len(body))
-    ctype = request.content_type
-    if ctype == "application/json":
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise BadWebhook("the body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise BadWebhook("the JSON body must be an object")
-        return {str(k): v if isinstance(v, str) else json.dumps(v) if isinstance(v, (dict, list)) else str(v)
-                for k, v in data.items() if v is not None}
-    if ctype in ("application/x-www-form-urlencoded", "multipart/form-data", ""):
-        form = await request.post() if body else {}
-        return {k: v for k, v in form.items() if isinstance(v, str)}
-    raise web.HTTPUnsupportedMediaType(text="Send JSON or a form.")
+        webhook = Webhook(dict(request.query), b"", False)
+    else:
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
+        body = await request.read()
+        if len(body) > MAX_BODY:
+            raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=len(body))
+        params = _json_params(body) if request.content_type == "application/json" else await _form_params(request, body)
+        webhook = Webhook(params, body, "message_uuid" in params)
+    _check_signature(request, webhook)
+    return webhook
 
 
-def parse_inbound(params: Mapping[str, str], region: str) -> InboundText | None:
-    """The inbound text in `params`, or None for a well-formed message we do not act on."""
+def _json_params(body: bytes) -> dict[str, str]:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadWebhook("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadWebhook("the JSON body must be an object")
+    return {str(k): v if isinstance(v, str) else json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+            for k, v in data.items() if v is not None}
+
+
+async def _form_params(request: web.Request, body: bytes) -> dict[str, str]:
+    if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data", ""):
+        raise web.HTTPUnsupportedMediaType(text="Send JSON or a form.")
+    form = await request.post() if body else {}
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def _check_signature(request: web.Request, webhook: Webhook) -> None:
+    settings = request.app[SETTINGS]
+    secret = settings.vonage_signature_secret
+    if not secret:
+        return
+    now = request.app[CLOCK].now()
+    try:
+        if webhook.messages_api:
+            check_jwt(request.headers.get("Authorization", ""), webhook.body, secret, now)
+        else:
+            check_sms(webhook.params, secret, settings.vonage_signature_method, now)
+    except SignatureError as exc:
+        log.warning("webhook %s refused: bad signature (%s)", request.path, exc)
+        raise web.HTTPUnauthorized(text="Bad or missing webhook signature.") from None
+
+
+def parse_inbound(params: Mapping[str, str], region: str) -> InboundText | InboundPart | None:
+    """The inbound text (or part of one) in `params`, or None for a well-formed message we do not act on."""
     if "message_uuid" in params:  # Messages API
         message_id, sender, text = params.get("message_uuid", ""), params.get("from", ""), params.get("text")
-        if params.get("channel", "sms") != "sms":
+        if params.get("channel", "sms") != "sms" or params.get("message_type", "text") != "text":
             return None
     else:
         message_id, sender, text = params.get("messageId", ""), params.get("msisdn", ""), params.get("text")
@@ -63,35 +103,68 @@ def parse_inbound(params: Mapping[str, str], region: str) -> InboundText | None:
         raise BadWebhook("msisdn is missing or not digits")
     if text is None:
         raise BadWebhook("text is missing")
-    if "concat" in params or "concat-ref" in params:
-        log.warning("multipart text %s ignored: reassembly is not supported yet", message_id)
-        return None
+    part = _part_numbers(params)
     try:
         number = phone.from_msisdn(sender, region)
     except phone.PhoneError:
         log.info("text %s from an unusable number %s ignored", message_id, phone.mask(sender))
         return None
+    if part is not None:
+        ref, total, index = part
+        return InboundPart(message_id, number, text, ref, total, index)
     return InboundText(message_id=message_id, sender=number, text=text)
+
+
+def _part_numbers(params: Mapping[str, str]) -> tuple[str, int, int] | None:
+    if "concat-ref" not in params and "concat" not in params:
+        return None
+    ref, total, index = params.get("concat-ref", ""), params.get("concat-total", ""), params.get("concat-part", "")
+    if not ref or len(ref) > 40 or not total.isdigit() or not index.isdigit():
+        raise BadWebhook("concat-ref, concat-total and concat-part must come together")
+    if not 1 <= int(index) <= int(total) <= MAX_PARTS:
+        raise BadWebhook("concat-part must be between 1 and concat-total")
+    return ref, int(total), int(index)
 
 
 async def inbound(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     try:
-        params = await read_params(request)
-        msg = parse_inbound(params, settings.default_region)
+        webhook = await read_webhook(request)
+        msg = parse_inbound(webhook.params, settings.default_region)
     except BadWebhook as exc:
         return web.Response(status=400, text=f"Bad webhook: {exc}.")
-    if msg is not None:
-        await request.app[SERVICE].receive(msg)
+    service = request.app[SERVICE]
+    if isinstance(msg, InboundPart):
+        await service.receive_part(msg)
+    elif msg is not None:
+        await service.receive(msg)
     return web.Response(status=204)
 
 
+def parse_receipt(params: Mapping[str, str]) -> tuple[str, str, str, str]:
+    """(client_ref, provider id, status, error code) of an SMS API DLR or a Messages API status callback."""
+    if "message_uuid" in params:
+        error = params.get("error", "")
+        try:
+            details = json.loads(error) if error else {}
+            code = str(details.get("title") or details.get("type") or "") if isinstance(details, dict) else ""
+        except ValueError:
+            code = ""
+        return params.get("client_ref", ""), params["message_uuid"], params.get("status", ""), code
+    if not params.get("messageId") or not params.get("status"):
+        raise BadWebhook("messageId and status are required")
+    return params.get("client-ref", ""), params["messageId"], params["status"], params.get("err-code", "")
+
+
 async def status(request: web.Request) -> web.Response:
-    """Delivery receipts: acknowledged; recording them per text comes with issue 3."""
+    """Delivery receipts: each outbound text's delivery status is recorded."""
     try:
-        await read_params(request)
+        webhook = await read_webhook(request)
+        client_ref, provider_id, state, code = parse_receipt(webhook.params)
     except BadWebhook as exc:
         return web.Response(status=400, text=f"Bad webhook: {exc}.")
+    await request.app[SERVICE].record_delivery(client_ref=client_ref, provider_id=provider_id, status=state,
+                                               error_code=code)
     return web.Response(status=204)
 
 
