@@ -28,8 +28,10 @@ from .store import Invite, Member, Tx
 
 log = logging.getLogger(__name__)
 
-USERNAME = re.compile(r"^[A-Za-z0-9_-]{3,32}$")
+# At least one letter, so a username can never be mistaken for a phone number (REVOKE <username|phone>).
+USERNAME = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9_-]{3,32}$")
 CODE = re.compile(rf"^[{CODE_ALPHABET}]{{{CODE_LENGTH}}}$")
+GUESS = re.compile(rf"^[A-Za-z0-9]{{{CODE_LENGTH}}}$")  # shaped like a code, if not one we could have issued
 MAX_CODE_TRIES = 5
 LIST_ITEMS_PER_PAGE_LIMIT = 30
 
@@ -157,7 +159,8 @@ class Engine:
             turn.reply(texts.HELP_STRANGER.format(group=self.group))
             return True
         if roles == {Role.ANYONE, Role.INVITEE}:
-            turn.reply(texts.HELP_INVITEE.format(group=self.group))
+            template = texts.ASK_USERNAME if turn.state is State.AWAITING_USERNAME else texts.HELP_INVITEE
+            turn.reply(template.format(group=self.group))
             return True
         usable = commands.usable_by(roles)
         asked = commands.BY_WORD.get(parsed.argument.upper()) if parsed.argument else None
@@ -188,6 +191,10 @@ class Engine:
         if known is not None and known.roles & self.roles(turn):
             turn.reply(texts.USAGE.format(usage=known.usage))
             return True
+        if known is not None:
+            who = " and ".join(sorted(f"{r.value}s" for r in known.roles))
+            turn.reply(texts.NOT_YOURS.format(name=known.name, who=who))
+            return True
         names = [c.name for c in commands.usable_by(self.roles(turn))]
         close = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
         hint = texts.DID_YOU_MEAN.format(name=close[0]) if close else ""
@@ -202,6 +209,9 @@ class Engine:
             return
         if username is not None and not valid_username(username):
             turn.reply(texts.ADMIN_USERNAME_INVALID)
+            return
+        if phone.msisdn(target) == self.settings.number:
+            turn.reply(texts.BAD_NUMBER.format(typed=texts.shorten(argument), reason="it is this group's own number"))
             return
         key = self.keys.phone_key(target)
         member = await tx.member_by_phone(key)
@@ -240,7 +250,7 @@ class Engine:
         except phone.PhoneError as whole:
             reason = whole.reason
         number, _, last = argument.rpartition(" ")
-        if number and (USERNAME.match(last) or not any(ch.isdigit() for ch in last)):
+        if number and any(ch.isalpha() for ch in last):  # usernames have a letter; numbers never do
             try:
                 return phone.normalize(number, region), last
             except phone.PhoneError as exc:
@@ -254,10 +264,10 @@ class Engine:
         now = self.clock.now()
         member: Member | None = None
         invite: Invite | None = None
-        if USERNAME.match(argument):
+        if any(ch.isalpha() for ch in argument):  # a username (they have letters; numbers don't)
             member = await tx.member_by_username(argument)
             invite = None if member else await tx.invite_by_username(argument)
-        if member is None and invite is None:
+        else:
             try:
                 key = self.keys.phone_key(phone.normalize(argument, self.settings.default_region))
             except phone.PhoneError:
@@ -314,14 +324,12 @@ class Engine:
         invite = turn.invite
         assert invite is not None
         words = turn.msg.text.split()
-        if parsed is not None and parsed.command.name == "JOIN":
-            candidate = parsed.argument
-        elif len(words) == 1 and len(words[0]) <= 12:
-            candidate = words[0]
-        else:
+        candidate = parsed.argument if parsed is not None and parsed.command.name == "JOIN" else \
+            words[0] if len(words) == 1 else ""
+        if not GUESS.match(candidate):  # chatter ("hi", "ok?") is not a guess and costs no try
             turn.reply(texts.CODE_HINT.format(group=self.group))
             return True
-        if CODE.match(candidate.upper()) and same(self.keys.code_hash(turn.key, candidate), invite.code_hash):
+        if same(self.keys.code_hash(turn.key, candidate), invite.code_hash):
             await tx.record_event(self.clock.now(), turn.actor, "code-accepted", invite.phone_hint)
             if invite.username and not await tx.member_by_username(invite.username):
                 await self._join(tx, turn, invite, invite.username)
@@ -341,7 +349,9 @@ class Engine:
         invite = turn.invite
         assert invite is not None
         name = turn.msg.text.strip()
-        if not valid_username(name):
+        if CODE.match(name.upper()) and same(self.keys.code_hash(turn.key, name), invite.code_hash):
+            turn.reply(texts.ASK_USERNAME.format(group=self.group))  # the code again: they still need a name
+        elif not valid_username(name):
             turn.reply(texts.USERNAME_INVALID)
         elif await tx.username_taken(name):
             turn.reply(texts.USERNAME_TAKEN.format(username=name))
@@ -423,7 +433,8 @@ ADMIN_ACTIONS: dict[str, Callable[[Engine, Tx, Turn, str], Awaitable[None]]] = {
 }
 
 # The declared conversation: for each state, the handlers tried in order; the first that answers wins.
-# STOP, START and HELP come first everywhere (compliance keywords beat everything else).
+# STOP, START and HELP come first (compliance keywords beat everything else); after an invite expires, any text
+# but STOP and START gets the expiry notice once.
 STATE_TABLE: dict[State, list[Handler]] = {
     State.OPTED_OUT: [Engine.on_start, Engine.silence],
     State.STRANGER: [Engine.on_stop, Engine.on_start, Engine.on_help, Engine.on_admin_command,

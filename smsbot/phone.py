@@ -10,6 +10,9 @@ _REFUSED_TYPES = {
     PhoneNumberType.SHARED_COST: "it is a shared-cost number",
 }
 MAX_INPUT = 40
+# What people type in numbers. Letters are refused: phonenumbers would read them as keypad digits (1-800-FLOWERS)
+# or drop them, and we must never text a number nobody typed.
+ALLOWED = set("0123456789 +-().\u00a0/")
 
 
 class PhoneError(ValueError):
@@ -27,6 +30,10 @@ def normalize(text: str, region: str) -> str:
         raise PhoneError("it is not a phone number")
     if not any(ch.isdigit() for ch in raw):
         raise PhoneError("it has no digits")
+    if any(ch.isalpha() for ch in raw):
+        raise PhoneError("it has letters in it")
+    if not set(raw) <= ALLOWED:
+        raise PhoneError("it is not a phone number")
     if raw.startswith("00"):
         raw = "+" + raw[2:]
     try:

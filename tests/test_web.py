@@ -197,7 +197,7 @@ async def test_security_headers_and_health(bench: WebBench) -> None:
     response = await bench.client.get("/login")
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
     assert response.headers["X-Content-Type-Options"] == "nosniff"
-    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["Referrer-Policy"] == "same-origin"
     assert response.headers["Cache-Control"] == "no-store"
     assert response.headers["Strict-Transport-Security"].startswith("max-age=31536000")
     health = await bench.client.get("/healthz")
@@ -207,3 +207,11 @@ async def test_security_headers_and_health(bench: WebBench) -> None:
 async def test_dev_routes_do_not_exist_under_serve(bench: WebBench) -> None:
     assert (await bench.client.get("/dev/phone")).status == 404
     assert (await bench.client.post("/dev/phone/send", json={"from": ALICE, "text": "HELP"})).status in (404, 405)
+
+
+async def test_a_same_origin_browser_post_is_accepted_and_a_null_origin_alone_is_not(bench: WebBench) -> None:
+    pin = await bench.member_with_pin(ALICE, "alice")
+    refused, _ = await bench.login("alice", pin, Origin="null")
+    assert refused.status == 403
+    browser, _ = await bench.login("alice", pin, **{"Origin": "null", "Sec-Fetch-Site": "same-origin"})
+    assert browser.status == 303

@@ -69,13 +69,13 @@ class Csrf:
 
 
 def same_origin(request: web.Request, settings: Settings) -> bool:
-    """Refuse a browser request that says it comes from another site (Fetch Metadata, then Origin)."""
+    """Refuse a browser request that says it comes from another site: Fetch Metadata first, else Origin."""
     site = request.headers.get("Sec-Fetch-Site")
-    if site is not None and site not in ("same-origin", "none"):
-        return False
+    if site is not None:
+        return site in ("same-origin", "none")
     origin = request.headers.get("Origin")
     if origin is None:
-        return True  # not a browser, or a browser that sent Sec-Fetch-Site, checked above
+        return True  # not a browser (or a very old one); the CSRF token still has to match
     allowed = {_origin_of(settings.public_url), f"{request.scheme}://{request.host}"}
     return origin in allowed
 
@@ -96,7 +96,7 @@ def setup_security(app: web.Application, settings: Settings) -> None:
     async def headers(request: web.Request, response: web.StreamResponse) -> None:
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Cache-Control", "no-store")
         if settings.https:

@@ -1,0 +1,145 @@
+"""Helpers for tests that run `smsbot` as a real subprocess: free ports, a clean environment, deadlines.
+
+The process's stdout and stderr go to a log file; `SmsbotProcess.stop()` prints that log, so pytest shows it
+(as captured output) whenever a test using the process fails.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import BinaryIO, TypeVar
+
+import requests
+
+T = TypeVar("T")
+
+# Variables of the surrounding shell that would leak into the service under test.
+_SCRUBBED_PREFIXES = ("SMSBOT_", "VONAGE_")
+_SCRUBBED = {"REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
+             "http_proxy", "https_proxy", "all_proxy"}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it: bind to port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def clean_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """The current environment without smsbot/Vonage/proxy settings, plus `extra`."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(_SCRUBBED_PREFIXES) and k not in _SCRUBBED}
+    env["PYTHONUNBUFFERED"] = "1"
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    env.update(extra)
+    return env
+
+
+def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+class SmsbotProcess:
+    """`python -m smsbot <args>` in `cwd`, output to `log_path`."""
+
+    def __init__(self, args: Sequence[str], cwd: pathlib.Path, env: Mapping[str, str], log_path: pathlib.Path):
+        self.args = [sys.executable, "-m", "smsbot", *args]
+        self.cwd = cwd
+        self.env = dict(env)
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: BinaryIO | None = None
+
+    def start(self) -> None:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(self.args, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def output(self) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_healthy(self, base_url: str, timeout: float = 15.0) -> None:
+        """Poll GET /healthz until 200; fail early, with the output, if the process exits."""
+        assert self.proc is not None
+
+        def healthy() -> bool:
+            code = self.proc.poll() if self.proc else None
+            if code is not None:
+                raise AssertionError(f"smsbot exited with code {code} before it was healthy:\n{self.output()}")
+            try:
+                return requests.get(f"{base_url}/healthz", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_for(healthy, timeout, f"{base_url}/healthz to answer 200", interval=0.1)
+
+    def terminate(self, timeout: float) -> int:
+        """SIGTERM and wait; returns the exit code (raises subprocess.TimeoutExpired if it hangs)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        """Always safe: end the process (TERM, then KILL), close the log, print the output for pytest."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        code = self.proc.returncode if self.proc is not None else None
+        print(f"----- {' '.join(self.args[1:])} (exit code {code}) output -----\n{self.output()}")
+
+
+def start_smsbot(command: str, cwd: pathlib.Path, env: Callable[[int], Mapping[str, str]],
+                 log_path: pathlib.Path, extra_args: Sequence[str] = (), attempts: int = 3,
+                 ) -> tuple[SmsbotProcess, str]:
+    """Start `smsbot <command> --port <free port>` and wait for /healthz; retry if the port was taken meanwhile.
+
+    `env(port)` gives the process environment for that port. Returns the process and its base URL.
+    """
+    last_error: AssertionError | None = None
+    for _ in range(attempts):
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        proc = SmsbotProcess([command, "--port", str(port), *extra_args], cwd, env(port), log_path)
+        proc.start()
+        try:
+            proc.wait_healthy(base)
+            return proc, base
+        except AssertionError as exc:
+            proc.stop()
+            if "address already in use" not in proc.output().lower():
+                raise
+            last_error = exc
+    assert last_error is not None
+    raise last_error

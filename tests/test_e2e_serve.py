@@ -1,0 +1,300 @@
+"""End to end: the real `smsbot serve` process, real HTTP, and the real Vonage SDK talking to the TLS emulator.
+
+Inbound texts are posted to /webhooks/inbound the way Vonage's SMS API posts them (GET query string, POST form,
+POST JSON); what the service sends is read from the emulator's record of the SDK's requests.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import itertools
+import pathlib
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+
+import pytest
+import requests
+
+from .procs import SmsbotProcess, clean_env, start_smsbot, wait_for
+from .vonage_emulator import SMS_PATH, SentSms, VonageEmulator, running_emulator
+
+pytestmark = pytest.mark.slow
+
+SECRET = "e2e-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+ADMIN = "14155550100"  # as Vonage writes a msisdn: digits, no +
+INVITEE = "14155550134"
+NUMBER = "14155550199"  # the group's virtual number
+GROUP = "Friends"
+
+CODE = re.compile(r"(?<![A-Za-z0-9])[A-HJ-NP-Z2-9]{6}(?![A-Za-z0-9])")
+PIN = re.compile(r"(?<!\d)\d{6}(?!\d)")
+CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
+SESSION_COOKIE = "smsbot_session"  # no __Host- prefix: the public URL is http
+TEXT_TIMEOUT = 10.0
+
+_ids = itertools.count(1)
+
+
+@dataclasses.dataclass
+class Serve:
+    proc: SmsbotProcess
+    base: str
+    db: pathlib.Path
+
+
+@pytest.fixture
+def emu() -> Iterator[VonageEmulator]:
+    with running_emulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def http() -> Iterator[requests.Session]:
+    session = requests.Session()
+    session.trust_env = False  # no proxies from the environment for 127.0.0.1
+    yield session
+    session.close()
+
+
+@pytest.fixture
+def serve(tmp_path: pathlib.Path, emu: VonageEmulator) -> Iterator[Serve]:
+    workdir = tmp_path / "serve"
+    workdir.mkdir()
+    db = tmp_path / "data" / "smsbot.db"
+    db.parent.mkdir()
+
+    def env(port: int) -> dict[str, str]:
+        return clean_env({
+            "SMSBOT_SECRET": SECRET,
+            "SMSBOT_ADMINS": "+1 415 555 0100",
+            "SMSBOT_NUMBER": NUMBER,
+            "SMSBOT_GROUP_NAME": GROUP,
+            "SMSBOT_DB": str(db),
+            "SMSBOT_PUBLIC_URL": f"http://127.0.0.1:{port}",
+            "VONAGE_API_KEY": emu.api_key,
+            "VONAGE_API_SECRET": emu.api_secret,
+            "VONAGE_REST_HOST": emu.host,
+            "VONAGE_API_HOST": emu.host,
+            "REQUESTS_CA_BUNDLE": str(emu.ca_path),
+        })
+
+    proc, base = start_smsbot("serve", workdir, env, tmp_path / "serve.log", extra_args=["--host", "127.0.0.1"])
+    try:
+        yield Serve(proc, base, db)
+    finally:
+        proc.stop()
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def webhook_fields(msisdn: str, text: str, message_id: str | None = None) -> dict[str, str]:
+    """The fields of an SMS API inbound webhook, as Vonage sends them."""
+    words = text.split()
+    return {
+        "msisdn": msisdn,
+        "to": NUMBER,
+        "messageId": message_id or f"0A00000{next(_ids):09d}",
+        "text": text,
+        "type": "text",
+        "keyword": words[0].upper() if words else "",
+        "message-timestamp": "2025-03-14 15:09:26",
+        "api-key": "test-key",
+    }
+
+
+def post_webhook(http: requests.Session, base: str, how: str, fields: dict[str, str]) -> requests.Response:
+    url = f"{base}/webhooks/inbound"
+    if how == "get":
+        return http.get(url, params=fields, timeout=10)
+    if how == "form":
+        return http.post(url, data=fields, timeout=10)
+    if how == "json":
+        return http.post(url, json=fields, timeout=10)
+    raise ValueError(how)
+
+
+def text_in(http: requests.Session, base: str, how: str, msisdn: str, text: str,
+            message_id: str | None = None) -> requests.Response:
+    """One inbound text; the service must acknowledge it with 200 or 204."""
+    response = post_webhook(http, base, how, webhook_fields(msisdn, text, message_id))
+    assert response.status_code in (200, 204), (how, text, response.status_code, response.text)
+    return response
+
+
+def sent_to(emu: VonageEmulator, msisdn: str) -> list[SentSms]:
+    return [m for m in list(emu.sent) if m.to == msisdn]
+
+
+def wait_text(emu: VonageEmulator, msisdn: str, match: Callable[[str], bool], what: str,
+              timeout: float = TEXT_TIMEOUT) -> SentSms:
+    def found() -> SentSms | None:
+        return next((m for m in sent_to(emu, msisdn) if match(m.text)), None)
+
+    try:
+        return wait_for(found, timeout, f"a text to {msisdn}: {what}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; texts sent so far: {[(m.to, m.text) for m in emu.sent]}") from None
+
+
+def only(pattern: re.Pattern[str], text: str) -> str:
+    found = pattern.findall(text)
+    assert len(found) == 1, f"expected exactly one {pattern.pattern} standing alone in {text!r}, got {found}"
+    return str(found[0])
+
+
+def fence(emu: VonageEmulator, http: requests.Session, base: str) -> None:
+    """Wait until everything caused so far has been sent: texts go out in the order they were queued, so once the
+    reply to a fresh HELP from the admin is out, so is every text queued before it."""
+    before = len(sent_to(emu, ADMIN))
+    text_in(http, base, "form", ADMIN, "HELP")
+    wait_for(lambda: any(is_help(m.text) for m in sent_to(emu, ADMIN)[before:]), TEXT_TIMEOUT,
+             "the admin's HELP reply (fence)")
+
+
+def is_help(text: str) -> bool:
+    return "commands" in text.lower()
+
+
+def login(http: requests.Session, base: str, username: str, pin: str) -> requests.Response:
+    """Sign in as a browser does: GET the form (CSRF cookie + hidden token), POST it back."""
+    form = http.get(f"{base}/login", timeout=10)
+    assert form.status_code == 200
+    token = CSRF_INPUT.search(form.text)
+    assert token, "the login form carries a hidden csrf_token"
+    assert 'name="username"' in form.text and 'name="pin"' in form.text
+    csrf_cookies = {c.name: c.value or "" for c in form.cookies}
+    assert csrf_cookies, "the login form sets its CSRF cookie"
+    assert SESSION_COOKIE not in csrf_cookies, "no session cookie before login"
+    return http.post(f"{base}/login", data={"username": username, "pin": pin, "csrf_token": token.group(1)},
+                     cookies=csrf_cookies, allow_redirects=False, timeout=10)
+
+
+def auth(http: requests.Session, base: str, session_cookie: str | None) -> requests.Response:
+    cookies = {SESSION_COOKIE: session_cookie} if session_cookie else {}
+    return http.get(f"{base}/auth", cookies=cookies, allow_redirects=False, timeout=10)
+
+
+# ---------------------------------------------------------------------------------------------- tests
+
+
+def test_the_whole_story_over_real_http(serve: Serve, emu: VonageEmulator, http: requests.Session) -> None:
+    base = serve.base
+
+    # The admin invites by a GET webhook (query string).
+    invite_fields = webhook_fields(ADMIN, "INVITE +1 415 555 0134 alice")
+    response = post_webhook(http, base, "get", invite_fields)
+    assert response.status_code in (200, 204), response.text
+    invite = wait_text(emu, INVITEE, lambda t: "invited" in t, "the invite")
+    wait_text(emu, ADMIN, lambda t: t.startswith("Invited alice"), "the admin's INVITE reply")
+    assert invite.from_ == NUMBER
+    code = only(CODE, invite.text)
+
+    # The same webhook again (Vonage retries when unsure): no second invite, no second reply.
+    response = post_webhook(http, base, "get", invite_fields)
+    assert response.status_code in (200, 204), response.text
+    # The same LIST four times at once: exactly one reply.
+    list_fields = webhook_fields(ADMIN, "LIST")
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        def post_list(_: int) -> requests.Response:
+            with requests.Session() as own:  # requests.Session is not thread-safe: one each
+                own.trust_env = False
+                return post_webhook(own, base, "json", list_fields)
+
+        answers = list(pool.map(post_list, range(4)))
+    assert all(r.status_code in (200, 204) for r in answers), [(r.status_code, r.text) for r in answers]
+    fence(emu, http, base)
+    admin_texts = [m.text for m in sent_to(emu, ADMIN)]
+    assert len(sent_to(emu, INVITEE)) == 1, [m.text for m in sent_to(emu, INVITEE)]
+    assert len(admin_texts) == 3, f"INVITE reply, one LIST reply, HELP reply; got {admin_texts}"
+    assert "alice" in admin_texts[1], f"LIST names the pending invite: {admin_texts[1]!r}"
+
+    # The invitee replies with the code (a POST form; codes are case-insensitive) and gets a PIN.
+    text_in(http, base, "form", INVITEE, code.lower())
+    pin_text = wait_text(emu, INVITEE, lambda t: "invited" not in t and "PIN" in t, "the PIN").text
+    pin = only(PIN, pin_text)
+    assert f"{base}/login" in pin_text
+    assert "alice" in pin_text
+
+    # Sign in over HTTP.
+    assert auth(http, base, None).status_code == 401
+    response = login(http, base, "alice", pin)
+    assert response.status_code == 303, (response.status_code, response.text)
+    session_cookie = response.cookies.get(SESSION_COOKIE)
+    assert session_cookie, f"a session cookie is set at login: {response.headers.get('Set-Cookie')}"
+    set_cookie = ";".join(v for k, v in response.raw.headers.items() if k.lower() == "set-cookie")
+    assert "httponly" in set_cookie.lower() and re.search(r"samesite=(lax|strict)", set_cookie, re.I), set_cookie
+
+    checked = auth(http, base, session_cookie)
+    assert checked.status_code == 200, checked.text
+    assert checked.headers.get("X-Auth-User") == "alice"
+    home = http.get(f"{base}/", cookies={SESSION_COOKIE: session_cookie}, allow_redirects=False, timeout=10)
+    assert home.status_code == 200 and "Signed in as" in home.text and "alice" in home.text
+    assert auth(http, base, session_cookie + "x").status_code == 401
+
+    # The admin revokes alice (a POST JSON webhook): at once, the session no longer authenticates.
+    text_in(http, base, "json", ADMIN, "REVOKE alice")
+    revoked = auth(http, base, session_cookie)
+    assert revoked.status_code == 401, "REVOKE takes effect as soon as the webhook is acknowledged"
+    assert "X-Auth-User" not in revoked.headers
+    wait_text(emu, ADMIN, lambda t: t.startswith("Revoked alice"), "the admin's REVOKE reply")
+    home = http.get(f"{base}/", cookies={SESSION_COOKIE: session_cookie}, allow_redirects=False, timeout=10)
+    assert home.status_code in (302, 303) and home.headers["Location"].endswith("/login")
+
+    # Every text went out through the SDK from the group's number, once.
+    assert all(m.from_ == NUMBER for m in emu.sent)
+    assert len({m.message_id for m in emu.sent}) == len(emu.sent)
+
+
+@pytest.mark.parametrize("how", ["get", "form", "json"])
+def test_a_malformed_webhook_gets_400_and_changes_nothing(serve: Serve, emu: VonageEmulator,
+                                                         http: requests.Session, how: str) -> None:
+    fields = webhook_fields(ADMIN, "INVITE +1 415 555 0134 alice")
+    del fields["msisdn"]
+    response = post_webhook(http, serve.base, how, fields)
+    assert response.status_code == 400, (response.status_code, response.text)
+    fence(emu, http, serve.base)
+    assert [m.text for m in emu.sent if not is_help(m.text)] == []
+
+
+def test_serve_stops_cleanly_on_sigterm(serve: Serve, http: requests.Session) -> None:
+    assert http.get(f"{serve.base}/healthz", timeout=5).status_code == 200  # leaves a keep-alive connection open
+    try:
+        code = serve.proc.terminate(timeout=8)
+    except subprocess.TimeoutExpired:
+        pytest.fail("smsbot serve did not exit within 8 s of SIGTERM")
+    assert code == 0, f"exit code {code}"
+    assert "Traceback" not in serve.proc.output()
+
+
+def test_texts_survive_provider_errors(serve: Serve, emu: VonageEmulator, http: requests.Session) -> None:
+    emu.inject("http500", "throttle")
+    text_in(http, serve.base, "get", ADMIN, "INVITE +14155550134 alice")
+    invite = wait_text(emu, INVITEE, lambda t: "invited" in t, "the invite, after the provider recovers", 15)
+    wait_text(emu, ADMIN, lambda t: t.startswith("Invited alice"), "the INVITE reply, after the provider recovers",
+              15)
+    only(CODE, invite.text)
+    faults = [r.fault for r in emu.requests if r.path == SMS_PATH]
+    assert faults[:2] == ["http500", "throttle"], faults
+    fence(emu, http, serve.base)
+    assert len(sent_to(emu, INVITEE)) == 1, "sent once each, not once per attempt"
+    assert len([m for m in sent_to(emu, ADMIN) if m.text.startswith("Invited")]) == 1
+
+
+def test_serve_refuses_bad_settings_and_names_every_problem(tmp_path: pathlib.Path) -> None:
+    env = clean_env({
+        "SMSBOT_ADMINS": "+14155550100, not-a-phone",
+        "SMSBOT_DB": str(tmp_path / "smsbot.db"),
+        "SMSBOT_PIN_VIA": "pigeon",
+    })
+    result = subprocess.run([sys.executable, "-m", "smsbot", "serve", "--port", "9"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
+    print(result.stdout, result.stderr)
+    assert result.returncode != 0
+    for problem in ("SMSBOT_SECRET", "'not-a-phone'", "SMSBOT_PIN_VIA", "VONAGE_API_KEY", "SMSBOT_NUMBER"):
+        assert problem in result.stderr, f"{problem} is not named on stderr"
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "smsbot.db").exists(), "nothing is created when the settings are refused"
