@@ -380,14 +380,22 @@ class Engine:
         return True
 
     async def _issue_pin(self, tx: Tx, turn: Turn, member: Member) -> None:
+        """A new PIN replaces any live one. In verify mode Vonage makes and sends the code: the outbox starts
+        the verification, and only its request id is kept."""
         now = self.clock.now()
-        pin = self.source.pin()
-        await tx.put_pin(member.id, pin_hash=self.keys.pin_hash(member.id, pin), request_id=None, now=now,
-                         expires_at=now + self.settings.pin_ttl_minutes * 60)
+        expires_at = now + self.settings.pin_ttl_minutes * 60
+        details = {"group": self.group, "username": member.username, "url": self.settings.public_url,
+                   "minutes": int(self.settings.pin_ttl_minutes)}
+        if self.settings.pin_via == "verify":
+            await tx.put_pin(member.id, pin_hash=None, request_id=None, now=now, expires_at=expires_at)
+            turn.reply(texts.PIN_VERIFY.format(**details))
+            turn.reply("", kind="verify")
+        else:
+            pin = self.source.pin()
+            await tx.put_pin(member.id, pin_hash=self.keys.pin_hash(member.id, pin), request_id=None, now=now,
+                             expires_at=expires_at)
+            turn.reply(texts.PIN.format(pin=pin, **details), kind="pin")
         await tx.record_event(now, turn.actor, "pin-issued", member.username)
-        turn.reply(texts.PIN.format(group=self.group, pin=pin, username=member.username,
-                                    url=self.settings.public_url, minutes=int(self.settings.pin_ttl_minutes)),
-                   kind="pin")
 
     # --- fallbacks ---------------------------------------------------------------------------------------------
 

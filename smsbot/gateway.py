@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import enum
+import hmac
 import logging
 import re
+import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,10 +54,37 @@ class SendError(Exception):
         self.code = code
 
 
+class VerifyConflict(Exception):
+    """Verify v2 already has a verification in flight for this number (HTTP 409)."""
+
+    def __init__(self, request_id: str):
+        super().__init__(f"a verification is already in flight: {request_id}")
+        self.request_id = request_id
+
+
+class Check(enum.Enum):
+    """What Verify v2 said of a code."""
+
+    OK = "ok"  # 200 completed
+    WRONG = "wrong"  # 400: counts as a failed try
+    DEAD = "dead"  # 410 too many wrong codes, or 409 (no code step): the PIN is dead
+    GONE = "gone"  # 404 expired, unknown or already used
+
+
 class Gateway(Protocol):
     async def send_sms(self, to: str, text: str, client_ref: str) -> str:
         """Hand one text to the provider; return the provider's message id or raise SendError."""
         ...
+
+    async def start_verification(self, to: str, brand: str, code_length: int, timeout: int) -> str:
+        """Start a Verify v2 SMS verification; return its request id. Raises VerifyConflict or SendError."""
+        ...
+
+    async def check_code(self, request_id: str, code: str) -> Check:
+        """Check a code against Verify v2. Raises SendError(transient) when Vonage can't answer now."""
+        ...
+
+    async def cancel_verification(self, request_id: str) -> bool: ...
 
     async def close(self) -> None: ...
 
@@ -67,25 +97,72 @@ class FakeText:
     message_id: str
 
 
+@dataclass
+class FakeVerification:
+    to: str
+    code: str
+    wrong: int = 0
+    done: bool = False
+
+
 class FakeGateway:
-    """Keeps every text instead of sending it; dev mode shows them on the dev phone page."""
+    """Keeps every text instead of sending it; dev mode shows them on the dev phone page.
+
+    It plays Verify v2 too: a verification "texts" its code from Vonage, allows 3 wrong codes, one per number.
+    """
 
     def __init__(self, sender: str = "") -> None:
         self.sender = sender
         self.sent: list[FakeText] = []
         self.failures: list[SendError] = []  # raised, in order, by the next sends
         self.listeners: list[Callable[[FakeText], None]] = []
+        self.verifications: dict[str, FakeVerification] = {}
         self._counter = 0
 
-    async def send_sms(self, to: str, text: str, client_ref: str) -> str:
+    async def start_verification(self, to: str, brand: str, code_length: int, timeout: int) -> str:
         if self.failures:
             raise self.failures.pop(0)
+        for request_id, v in self.verifications.items():
+            if v.to == to and not v.done:
+                raise VerifyConflict(request_id)
+        request_id = f"fake-verify-{len(self.verifications) + 1}"
+        code = "".join(secrets.choice("0123456789") for _ in range(code_length))
+        self.verifications[request_id] = FakeVerification(to, code)
+        self._deliver(to, f"Your {brand} verification code is: {code}", "Vonage")
+        return request_id
+
+    async def check_code(self, request_id: str, code: str) -> Check:
+        v = self.verifications.get(request_id)
+        if v is None or v.done:
+            return Check.GONE
+        if hmac.compare_digest(code.encode(), v.code.encode()):
+            v.done = True
+            return Check.OK
+        v.wrong += 1
+        if v.wrong >= 3:
+            v.done = True
+            return Check.DEAD
+        return Check.WRONG
+
+    async def cancel_verification(self, request_id: str) -> bool:
+        v = self.verifications.get(request_id)
+        if v is None or v.done:
+            return False
+        v.done = True
+        return True
+
+    def _deliver(self, to: str, text: str, sender: str) -> str:
         self._counter += 1
-        message = FakeText(to, self.sender, text, f"FAKE{self._counter:012d}")
+        message = FakeText(to, sender, text, f"FAKE{self._counter:012d}")
         self.sent.append(message)
         for listener in list(self.listeners):
             listener(message)
         return message.message_id
+
+    async def send_sms(self, to: str, text: str, client_ref: str) -> str:
+        if self.failures:
+            raise self.failures.pop(0)
+        return self._deliver(to, text, self.sender)
 
     def texts_to(self, number: str) -> list[str]:
         return [m.text for m in self.sent if m.to == number]
@@ -100,17 +177,20 @@ class VonageGateway:
     def __init__(self, settings: Settings):
         self._settings = settings
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vonage")
-        self._client: Any = None
+        self._clients: dict[str, Any] = {}
         self._thread: threading.Thread | None = None
 
-    def _client_here(self) -> Any:
-        """The client belongs to the gateway thread; it is created there on first use."""
+    def _client(self, api: str) -> Any:
+        """The clients belong to the gateway thread, created there on first use. SMS and Verify get a client
+        each: the SDK keeps one header dict per client, and a Verify call's JSON Content-Type would leak into
+        the next SMS form post (vonage-python-sdk issue 323)."""
         from vonage import Auth, HttpClientOptions, Vonage
 
         current = threading.current_thread()
         if self._thread is not None and self._thread is not current:
             raise RuntimeError("the Vonage client is used from a second thread")
-        if self._client is None:
+        self._thread = current
+        if api not in self._clients:
             s = self._settings
             options: dict[str, Any] = {"timeout": s.vonage_timeout}
             if s.vonage_api_host:
@@ -119,28 +199,87 @@ class VonageGateway:
                 options["rest_host"] = s.vonage_rest_host
             auth = Auth(api_key=s.vonage_api_key, api_secret=s.vonage_api_secret,
                         application_id=s.vonage_application_id or None, private_key=s.vonage_private_key or None)
-            self._client = Vonage(auth, HttpClientOptions(**options))
-            self._thread = current
-        return self._client
+            self._clients[api] = Vonage(auth, HttpClientOptions(**options))
+        return self._clients[api]
+
+    async def _call(self, function: Callable[..., Any], *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, function, *args)
 
     def _send_blocking(self, to: str, text: str, client_ref: str) -> str:
         from vonage_sms import SmsMessage
 
         message = SmsMessage(to=phone.msisdn(to), from_=self._settings.number, text=text,
                              type="text" if texts.is_gsm7(text) else "unicode", client_ref=client_ref)
-        return _message_id(self._client_here().sms.send(message))
+        return _message_id(self._client("sms").sms.send(message))
 
     async def send_sms(self, to: str, text: str, client_ref: str) -> str:
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, self._send_blocking, to, text, client_ref)
+            result: str = await self._call(self._send_blocking, to, text, client_ref)
         except SendError:
             raise
         except Exception as exc:  # the SDK and requests raise many types; classify them all here
             raise classify(exc) from exc
+        return result
+
+    def _start_blocking(self, to: str, brand: str, code_length: int, timeout: int) -> str:
+        from vonage_verify import SmsChannel, VerifyRequest
+
+        request = VerifyRequest(brand=brand[:16], workflow=[SmsChannel(to=phone.msisdn(to))],
+                                code_length=code_length, channel_timeout=timeout)
+        return str(self._client("verify").verify.start_verification(request).request_id)
+
+    async def start_verification(self, to: str, brand: str, code_length: int, timeout: int) -> str:
+        try:
+            result: str = await self._call(self._start_blocking, to, brand, code_length, timeout)
+        except Exception as exc:
+            status, body = _http_status(exc)
+            if status == 409 and isinstance(body.get("request_id"), str):
+                raise VerifyConflict(body["request_id"]) from exc
+            if status in (400, 422):
+                raise SendError(f"Verify refused the request (HTTP {status}): {body.get('detail', '')}",
+                                transient=False, code=f"http-{status}") from exc
+            raise classify(exc) from exc
+        return result
+
+    def _check_blocking(self, request_id: str, code: str) -> str:
+        return str(self._client("verify").verify.check_code(request_id, code).status)
+
+    async def check_code(self, request_id: str, code: str) -> Check:
+        try:
+            status_text = await self._call(self._check_blocking, request_id, code)
+        except Exception as exc:
+            status, _ = _http_status(exc)
+            answers = {400: Check.WRONG, 404: Check.GONE, 409: Check.DEAD, 410: Check.DEAD}
+            if status in answers:
+                return answers[status]
+            raise classify(exc) from exc
+        return Check.OK if status_text == "completed" else Check.WRONG
+
+    def _cancel_blocking(self, request_id: str) -> None:
+        self._client("verify").verify.cancel_verification(request_id)
+
+    async def cancel_verification(self, request_id: str) -> bool:
+        try:
+            await self._call(self._cancel_blocking, request_id)
+        except Exception as exc:
+            log.warning("could not cancel verification %s: %s", request_id, classify(exc))
+            return False
+        return True
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _http_status(exc: Exception) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and JSON body of an SDK HTTP error, or (0, {})."""
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", 0) or 0
+    try:
+        body = response.json() if response is not None and hasattr(response, "json") else {}
+    except ValueError:
+        body = {}
+    return int(status), body if isinstance(body, dict) else {}
 
 
 def _message_id(response: Any) -> str:

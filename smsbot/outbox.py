@@ -15,7 +15,9 @@ import time
 from functools import partial
 
 from .clock import Clock
-from .gateway import Gateway, SendError
+from .gateway import Gateway, SendError, VerifyConflict
+from .keys import PIN_LENGTH
+from .settings import Settings
 from .store import OutboxRow, Store, Tx
 
 log = logging.getLogger(__name__)
@@ -55,15 +57,23 @@ def backoff(attempts: int, rng: random.Random) -> float:
 
 class Outbox:
     def __init__(self, store: Store, gateway: Gateway, clock: Clock, rate: float,
-                 rng: random.Random | None = None, give_up_after: float = GIVE_UP_AFTER):
+                 rng: random.Random | None = None, give_up_after: float = GIVE_UP_AFTER,
+                 brand: str = "smsbot", pin_ttl: float = 600.0):
         self.store = store
         self.gateway = gateway
         self.clock = clock
         self.limiter = RateLimiter(rate)
         self.rng = rng or random.Random()
         self.give_up_after = give_up_after
+        self.brand = brand[:16]
+        self.pin_ttl = pin_ttl
         self._wake = asyncio.Event()
         self._stopping = False
+
+    @classmethod
+    def for_settings(cls, settings: Settings, store: Store, gateway: Gateway, clock: Clock) -> Outbox:
+        return cls(store, gateway, clock, settings.sms_rate, brand=settings.group_name,
+                   pin_ttl=settings.pin_ttl_minutes * 60)
 
     def wake(self) -> None:
         self._wake.set()
@@ -90,6 +100,8 @@ class Outbox:
         if row.kind != "stop" and await self.store.run(lambda tx: tx.is_opted_out(row.phone_key)):
             await self._finish(row, "suppressed", error="recipient opted out")
             return 1
+        if row.kind == "verify":
+            return await self._verify(row)
         await self.limiter.acquire()
         try:
             provider_id = await self.gateway.send_sms(row.to_number, row.body, client_ref=f"smsbot-{row.id}")
@@ -99,9 +111,35 @@ class Outbox:
         log.info("sent %s text #%d to %s (attempt %d)", row.kind, row.id, row.phone_hint, row.attempts)
         return 1
 
+    async def _verify(self, row: OutboxRow) -> int:
+        """Start a Verify v2 verification for a PIN. One already in flight for the number is cancelled (or, when
+        Vonage won't cancel it, reused), so a member is never stuck waiting for a verification they can't use."""
+        timeout = max(15, min(900, int(self.pin_ttl)))
+        try:
+            try:
+                request_id = await self.gateway.start_verification(row.to_number, self.brand, PIN_LENGTH, timeout)
+            except VerifyConflict as conflict:
+                if await self.gateway.cancel_verification(conflict.request_id):
+                    request_id = await self.gateway.start_verification(row.to_number, self.brand, PIN_LENGTH,
+                                                                       timeout)
+                else:
+                    log.warning("reusing the verification already in flight for %s", row.phone_hint)
+                    request_id = conflict.request_id
+        except VerifyConflict as exc:
+            return await self._failed(row, SendError(str(exc), transient=True, code="http-409"))
+        except SendError as exc:
+            return await self._failed(row, exc)
+        if not await self.store.run(lambda tx: tx.set_pin_request(row.phone_key, request_id)):
+            log.info("verification for %s started, but its PIN was replaced or used meanwhile", row.phone_hint)
+        await self._finish(row, "sent", provider_id=request_id)
+        log.info("started a verification for %s (attempt %d)", row.phone_hint, row.attempts)
+        return 1
+
     async def _failed(self, row: OutboxRow, exc: SendError) -> int:
         now = self.clock.now()
-        too_old = now - row.created_at >= self.give_up_after
+        # A PIN is useless once it has expired: stop trying then, not a day later.
+        limit = self.pin_ttl if row.kind in ("pin", "verify") else self.give_up_after
+        too_old = now - row.created_at >= limit
         if exc.transient and not too_old:
             delay = backoff(row.attempts, self.rng)
             log.warning("text #%d to %s not sent (%s); retrying in %.0f s", row.id, row.phone_hint, exc, delay)

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from . import phone
 from .clock import Clock
 from .engine import USERNAME, Engine, InboundText, Outgoing
-from .gateway import DLR_ERRORS
-from .keys import Keys, SecretSource, same, token_hash
+from .gateway import DLR_ERRORS, Check, SendError
+from .keys import PIN_LENGTH, Keys, SecretSource, same, token_hash
 from .outbox import Outbox
 from .settings import Settings
-from .store import UNDELIVERED, Member, Session, Store, Tx
+from .store import UNDELIVERED, Member, Pin, Session, Store, Tx
 
 log = logging.getLogger(__name__)
 
@@ -145,31 +145,65 @@ class Service:
     # --- web login and sessions -----------------------------------------------------------------------------------
 
     async def login(self, username: str, pin: str, user_agent: str) -> str | None:
-        """A new session token when username and PIN match a live PIN, else None (whatever the reason)."""
+        """A new session token when username and PIN match a live PIN, else None (whatever the reason).
+
+        The PIN is read in one transaction and settled in another, so a Verify v2 check (a network call) never
+        holds the database; the second transaction acts only if the PIN is still the one that was checked.
+        """
         now = self.clock.now()
+        pin = pin[:16]
+
+        async def find(tx: Tx) -> tuple[Member, Pin] | None:
+            member = await tx.member_by_username(username) if USERNAME.match(username) else None
+            live = await tx.pin_of(member.id) if member else None
+            if member is None or live is None or live.expires_at <= now or live.tries >= MAX_PIN_TRIES:
+                return None
+            return member, live
+
+        found = await self.store.run(find)
+        verdict = await self._check_pin(found[0], found[1], pin) if found else None
+        if found is None or verdict is None:
+            self.keys.pin_hash(0, pin)  # the same hashing work whether or not the username exists
+            log.info("login failed")
+            return None
+        member, checked = found
         token = self.source.token()
 
-        async def work(tx: Tx) -> str | None:
-            member = await tx.member_by_username(username) if USERNAME.match(username) else None
-            pin_row = await tx.pin_of(member.id) if member else None
-            offered = self.keys.pin_hash(member.id if member else 0, pin[:16])
-            if member is None or pin_row is None or pin_row.pin_hash is None:
-                return None
-            if pin_row.expires_at <= now or pin_row.tries >= MAX_PIN_TRIES:
-                return None
-            if not same(offered, pin_row.pin_hash):
+        async def settle(tx: Tx) -> str | None:
+            current = await tx.pin_of(member.id)
+            if current is None or (current.created_at, current.request_id) != (checked.created_at,
+                                                                               checked.request_id):
+                return None  # used or replaced meanwhile
+            if verdict is Check.OK:
+                await tx.remove_pin(member.id)
+                await tx.reset_login_failures(member.id)
+                await tx.add_session(member.id, token_hash(token), now, user_agent)
+                await tx.record_event(now, member.username, "login")
+                return token
+            if verdict is Check.WRONG:
                 await tx.count_pin_try(member.id)
                 await tx.record_login_failure(member.id)
-                return None
-            await tx.remove_pin(member.id)
-            await tx.reset_login_failures(member.id)
-            await tx.add_session(member.id, token_hash(token), now, user_agent)
-            await tx.record_event(now, member.username, "login")
-            return token
+            else:
+                await tx.remove_pin(member.id)  # Vonage says the verification is over
+            return None
 
-        result = await self.store.run(work)
+        result = await self.store.run(settle)
         log.info("login %s", "succeeded" if result else "failed")
         return result
+
+    async def _check_pin(self, member: Member, live: Pin, pin: str) -> Check | None:
+        """What the offered PIN is worth: checked here (sms mode) or by Vonage (verify mode)."""
+        if live.pin_hash is not None:
+            return Check.OK if same(self.keys.pin_hash(member.id, pin), live.pin_hash) else Check.WRONG
+        if live.request_id is None:
+            return None  # the verification has not started yet
+        if not (pin.isdigit() and len(pin) == PIN_LENGTH):
+            return Check.WRONG
+        try:
+            return await self.outbox.gateway.check_code(live.request_id, pin)
+        except SendError as exc:
+            log.warning("could not check a code with Vonage Verify (%s); the member may try again", exc)
+            return None
 
     async def session(self, token: str | None) -> Session | None:
         """The live session for a cookie value, with sliding idle expiry and an absolute cap."""

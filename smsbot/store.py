@@ -324,6 +324,12 @@ class Tx:
         row = await self._one("SELECT * FROM pins WHERE member_id = ?", member_id)
         return None if row is None else Pin(**dict(row))
 
+    async def set_pin_request(self, phone_key: str, request_id: str) -> bool:
+        """Attach a Verify request id to the member's PIN that is waiting for one."""
+        return await self._run(
+            "UPDATE pins SET request_id = ? WHERE request_id IS NULL AND pin_hash IS NULL"
+            " AND member_id = (SELECT id FROM members WHERE phone_key = ?)", request_id, phone_key) > 0
+
     async def count_pin_try(self, member_id: int) -> int:
         await self._run("UPDATE pins SET tries = tries + 1 WHERE member_id = ?", member_id)
         row = await self._one("SELECT tries FROM pins WHERE member_id = ?", member_id)

@@ -27,6 +27,7 @@ INVITE_EXPIRED = "Your invite to {group} has expired. Ask an admin to invite you
 
 # PINs
 PIN = "Your {group} PIN is {pin}. Sign in as {username} at {url}/login within {minutes} minutes. Never share it."
+PIN_VERIFY = "Your {group} PIN comes in the next text. Sign in as {username} at {url}/login within {minutes} minutes."
 MEMBER_HINT = "Text LOGIN to get a PIN for signing in on a new device, or HELP for help."
 
 # Everyone

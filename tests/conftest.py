@@ -49,7 +49,8 @@ class Wired:
         self.clock = FakeClock()
         self.gateway = FakeGateway(settings.number)
         self.store = Store(settings.db_path)
-        self.outbox = Outbox(self.store, self.gateway, self.clock, rate=1000)
+        self.outbox = Outbox.for_settings(settings.with_changes(sms_rate=1000), self.store, self.gateway,
+                                          self.clock)
         self.service = Service(settings, self.store, self.outbox, self.clock, SecretSource())
         self._seen = 0
         self._ids = 0

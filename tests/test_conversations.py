@@ -31,7 +31,8 @@ OVER_HTTP = [t for t in TRANSCRIPTS if t.settings.get("http") == "yes"]
 def transcript_settings(t: Transcript, make_settings: Callable[..., Settings]) -> Settings:
     env = {}
     names = {"admins": "SMSBOT_ADMINS", "group": "SMSBOT_GROUP_NAME", "url": "SMSBOT_PUBLIC_URL",
-             "region": "SMSBOT_DEFAULT_REGION", "invite_ttl_hours": "SMSBOT_INVITE_TTL_HOURS"}
+             "region": "SMSBOT_DEFAULT_REGION", "invite_ttl_hours": "SMSBOT_INVITE_TTL_HOURS",
+             "pin_via": "SMSBOT_PIN_VIA"}
     for key, value in t.settings.items():
         if key in names:
             env[names[key]] = value.replace(" ", ",") if key == "admins" else value
@@ -49,7 +50,7 @@ async def test_transcript_against_engine(transcript: Transcript, make_settings: 
     settings = transcript_settings(transcript, make_settings)
     clock, gateway = FakeClock(), FakeGateway(settings.number)
     store = Store(settings.db_path)
-    outbox = Outbox(store, gateway, clock, rate=1000)
+    outbox = Outbox.for_settings(settings.with_changes(sms_rate=1000), store, gateway, clock)
     service = Service(settings, store, outbox, clock, SecretSource())
     seen = 0
     await store.open()

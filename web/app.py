@@ -41,7 +41,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, clock: Clo
         gateway = FakeGateway(settings.number) if settings.dev else VonageGateway(settings)
     keys = Keys(settings.secret)
     store = Store(settings.db_path)
-    outbox = Outbox(store, gateway, clock, settings.sms_rate)
+    outbox = Outbox.for_settings(settings, store, gateway, clock)
     app = web.Application(client_max_size=256 * 1024)
     app[SETTINGS] = settings
     app[CLOCK] = clock
