@@ -115,13 +115,14 @@ class FakeGateway:
         self.sender = sender
         self.sent: list[FakeText] = []
         self.failures: list[SendError] = []  # raised, in order, by the next sends
+        self.verify_failures: list[SendError] = []  # raised, in order, by the next verification starts
         self.listeners: list[Callable[[FakeText], None]] = []
         self.verifications: dict[str, FakeVerification] = {}
         self._counter = 0
 
     async def start_verification(self, to: str, brand: str, code_length: int, timeout: int) -> str:
-        if self.failures:
-            raise self.failures.pop(0)
+        if self.verify_failures:
+            raise self.verify_failures.pop(0)
         for request_id, v in self.verifications.items():
             if v.to == to and not v.done:
                 raise VerifyConflict(request_id)

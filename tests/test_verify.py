@@ -106,9 +106,9 @@ async def test_a_failing_verify_start_is_retried(verify: Wired) -> None:
     out = await verify.text(ADMIN, f"INVITE {ALICE} alice")
     code = re.search(r"code ([A-Z0-9]{6})", out[0][1])
     assert code
-    verify.gateway.failures = [SendError("HTTP 429", transient=True)]  # the Verify start fails once
+    verify.gateway.verify_failures = [SendError("HTTP 429", transient=True)]  # the Verify start fails once
     out = await verify.text(ALICE, code.group(1))
-    assert len(out) == 1, "the verification did not start yet"
+    assert len(out) == 1 and "comes in the next text" in out[0][1], "the verification did not start yet"
     assert await verify.service.login("alice", "123456", "t") is None
     verify.clock.advance(5)
     out = await verify.delivered()
