@@ -57,6 +57,40 @@ def _settings_or_exit(env: dict[str, str], dev: bool) -> Settings:
         raise SystemExit(2) from None
 
 
+def describe(settings: Settings) -> str:
+    """What `serve` will do with these settings, for `smsbot check`."""
+    pin = ("Vonage Verify v2 makes and texts each PIN (brand "
+           f"{settings.group_name[:16]!r}); you pay per verification" if settings.pin_via == "verify"
+           else "smsbot makes each PIN and texts it through the SMS API; you pay per text")
+    if settings.vonage_signature_secret:
+        signing = (f"on: SMS API webhooks need a valid {settings.vonage_signature_method} sig, "
+                   "Messages API webhooks an HS256 JWT")
+    else:
+        signing = "OFF: anyone who can reach the webhook URLs can post texts as any number"
+    auth = "key/secret" + (" + JWT (application id)" if settings.vonage_application_id else "")
+    lines = [
+        "smsbot configuration is valid.",
+        f"  Group:            {settings.group_name}",
+        f"  Vonage number:    {settings.number} (sender of every text), {auth} auth",
+        f"  Admins:           {', '.join(phone.mask(a) for a in settings.admins)}",
+        f"  Database:         {settings.db_path}",
+        f"  PINs:             {pin}",
+        f"  Signed webhooks:  {signing}",
+        f"  Send rate:        at most {settings.sms_rate:g} SMS API requests per second",
+        f"  Sessions:         signed out after {settings.session_idle_days:g} idle days, "
+        f"{settings.session_max_days:g} days at most",
+        f"  Cookies:          {'Secure __Host- cookies, HSTS' if settings.https else 'NOT Secure (public URL is http)'}",
+        "Paste these into the Vonage dashboard (API settings, or the number's settings):",
+        f"  Inbound SMS webhook:       {settings.public_url}/webhooks/inbound",
+        f"  Delivery receipt webhook:  {settings.public_url}/webhooks/status",
+        f"  Forward auth for proxies:  {settings.public_url}/auth",
+    ]
+    if settings.vonage_api_host or settings.vonage_rest_host:
+        lines.append(f"  Vonage hosts:     api {settings.vonage_api_host or 'default'}, "
+                     f"rest {settings.vonage_rest_host or 'default'}")
+    return "\n".join(lines)
+
+
 def run(settings: Settings, host: str, port: int) -> None:
     from web import create_app
 
@@ -70,12 +104,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     serve = sub.add_parser("serve", help="run the service against Vonage")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+    sub.add_parser("check", help="validate the configuration and say what serve will do (exit 0 or 1)")
     dev = sub.add_parser("dev", help="run offline with a fake SMS provider and the dev phone page")
     dev.add_argument("--port", type=int, default=8080)
     dev.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
     logs.configure(os.environ.get("SMSBOT_LOG_LEVEL", "INFO"))
 
+    if args.command == "check":
+        try:
+            checked = load(environment(), dev=False)
+        except SettingsError as exc:
+            print("smsbot configuration has problems:", file=sys.stderr)
+            for problem in exc.problems:
+                print(f"  - {problem}", file=sys.stderr)
+            raise SystemExit(1) from None
+        print(describe(checked))
+        raise SystemExit(0)
     if args.command == "serve":
         settings = _settings_or_exit(environment(), dev=False)
         if not settings.vonage_signature_secret:
