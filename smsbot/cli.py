@@ -67,6 +67,7 @@ def describe(settings: Settings) -> str:
                    "Messages API webhooks an HS256 JWT")
     else:
         signing = "OFF: anyone who can reach the webhook URLs can post texts as any number"
+    cookies = "Secure __Host- cookies, HSTS" if settings.https else "NOT Secure (the public URL is http)"
     auth = "key/secret" + (" + JWT (application id)" if settings.vonage_application_id else "")
     lines = [
         "smsbot configuration is valid.",
@@ -79,7 +80,7 @@ def describe(settings: Settings) -> str:
         f"  Send rate:        at most {settings.sms_rate:g} SMS API requests per second",
         f"  Sessions:         signed out after {settings.session_idle_days:g} idle days, "
         f"{settings.session_max_days:g} days at most",
-        f"  Cookies:          {'Secure __Host- cookies, HSTS' if settings.https else 'NOT Secure (public URL is http)'}",
+        f"  Cookies:          {cookies}",
         "Paste these into the Vonage dashboard (API settings, or the number's settings):",
         f"  Inbound SMS webhook:       {settings.public_url}/webhooks/inbound",
         f"  Delivery receipt webhook:  {settings.public_url}/webhooks/status",
