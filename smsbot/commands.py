@@ -50,6 +50,8 @@ COMMANDS: tuple[Command, ...] = (
             ADMIN, Args.REST),
     Command("LIST", "LIST [page]", "members by username and pending invites, a page per text",
             ADMIN, Args.OPTIONAL_WORD),
+    Command("LOG", "LOG [page]", "admin actions and security events, latest first, a page per text",
+            ADMIN, Args.OPTIONAL_WORD),
     Command("JOIN", "JOIN <code>", "join with the code from your invite (the code alone works too)",
             frozenset({Role.INVITEE}), Args.ONE_WORD),
     Command("LOGIN", "LOGIN", "get a new PIN to sign in on a device", frozenset({Role.MEMBER})),

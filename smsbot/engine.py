@@ -16,6 +16,7 @@ import difflib
 import enum
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ USERNAME = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9_-]{3,32}$")
 CODE = re.compile(rf"^[{CODE_ALPHABET}]{{{CODE_LENGTH}}}$")
 GUESS = re.compile(rf"^[A-Za-z0-9]{{{CODE_LENGTH}}}$")  # shaped like a code, if not one we could have issued
 MAX_CODE_TRIES = 5
+STRANGER_REPLIES_PER_DAY = 3
 LIST_ITEMS_PER_PAGE_LIMIT = 30
 
 
@@ -133,6 +135,16 @@ class Engine:
 
     # --- everyone ----------------------------------------------------------------------------------------------
 
+    async def _may_answer(self, tx: Tx, turn: Turn) -> bool:
+        """Strangers get at most a few HELP/STOP/START replies a day: spoofed senders can't make us a pump."""
+        if self.roles(turn) != {Role.ANYONE}:
+            return True
+        now = self.clock.now()
+        if await tx.count_since(turn.key, "stranger-reply", now - 86400) >= STRANGER_REPLIES_PER_DAY:
+            return False
+        await tx.note(turn.key, "stranger-reply", now)
+        return True
+
     async def on_stop(self, tx: Tx, turn: Turn, parsed: Parsed | None) -> bool:
         if parsed is None or parsed.command.name != "STOP":
             return False
@@ -140,7 +152,8 @@ class Engine:
             if turn.member is not None:
                 await tx.remove_pin(turn.member.id)
             await tx.record_event(self.clock.now(), turn.actor, "opt-out")
-            turn.reply(texts.STOPPED.format(group=self.group), kind="stop")
+            if await self._may_answer(tx, turn):
+                turn.reply(texts.STOPPED.format(group=self.group), kind="stop")
         return True
 
     async def on_start(self, tx: Tx, turn: Turn, parsed: Parsed | None) -> bool:
@@ -148,7 +161,8 @@ class Engine:
             return False
         if await tx.opt_in(turn.key):
             await tx.record_event(self.clock.now(), turn.actor, "opt-in")
-            turn.reply(texts.STARTED.format(group=self.group))
+            if await self._may_answer(tx, turn):
+                turn.reply(texts.STARTED.format(group=self.group))
         return True
 
     async def on_help(self, tx: Tx, turn: Turn, parsed: Parsed | None) -> bool:
@@ -156,7 +170,8 @@ class Engine:
             return False
         roles = self.roles(turn)
         if roles == {Role.ANYONE}:
-            turn.reply(texts.HELP_STRANGER.format(group=self.group))
+            if await self._may_answer(tx, turn):
+                turn.reply(texts.HELP_STRANGER.format(group=self.group))
             return True
         if roles == {Role.ANYONE, Role.INVITEE}:
             template = texts.ASK_USERNAME if turn.state is State.AWAITING_USERNAME else texts.HELP_INVITEE
@@ -167,7 +182,7 @@ class Engine:
         if asked is not None and asked in usable:
             turn.reply(texts.HELP_COMMAND.format(usage=asked.usage, help=asked.help))
         else:
-            usages = ", ".join(c.usage for c in usable)
+            usages = ", ".join(c.usage for c in usable if c.name != "JOIN")  # the code alone works too
             turn.reply(texts.HELP_ROLE.format(usages=usages))
         return True
 
@@ -215,6 +230,12 @@ class Engine:
             return
         key = self.keys.phone_key(target)
         member = await tx.member_by_phone(key)
+        if member is not None and member.locked_at is not None:
+            await tx.reset_login_failures(member.id)
+            await tx.record_event(self.clock.now(), turn.actor, "unlock", member.username)
+            turn.out.append(Outgoing(target, texts.UNLOCKED.format(group=self.group), "reply"))
+            turn.reply(texts.UNLOCKED_ADMIN.format(username=member.username))
+            return
         if member is not None:
             turn.reply(texts.ALREADY_MEMBER.format(username=member.username))
             return
@@ -311,6 +332,23 @@ class Engine:
             return
         turn.reply(render_page(pages, page))
 
+    async def log(self, tx: Tx, turn: Turn, argument: str) -> None:
+        if argument and not argument.isdigit():
+            turn.reply(texts.LOG_USAGE)
+            return
+        page = int(argument) if argument else 1
+        events = await tx.events(limit=200)
+        if not events:
+            turn.reply(texts.LOG_EMPTY)
+            return
+        items = [" ".join(filter(None, (time.strftime("%m-%d %H:%M", time.gmtime(e.at)), e.actor, e.action,
+                                        e.detail))) for e in events]
+        pages = paginate(items, "LOG")
+        if not 1 <= page <= len(pages):
+            turn.reply(texts.LIST_NO_PAGE.format(page=page, pages=len(pages)))
+            return
+        turn.reply(render_page(pages, page, "LOG"))
+
     # --- invitees ----------------------------------------------------------------------------------------------
 
     async def on_expired(self, tx: Tx, turn: Turn, parsed: Parsed | None) -> bool:
@@ -372,7 +410,19 @@ class Engine:
         if parsed is None or parsed.command.name != "LOGIN":
             return False
         assert turn.member is not None
+        if turn.member.locked_at is not None:
+            if await self._once_per_hour(tx, turn.key, "locked-reply"):
+                turn.reply(texts.LOCKED)
+            return True
         await self._issue_pin(tx, turn, turn.member)
+        return True
+
+    async def _once_per_hour(self, tx: Tx, key: str, action: str) -> bool:
+        """True (and noted) if this reply was not sent to this number in the last hour."""
+        now = self.clock.now()
+        if await tx.count_since(key, action, now - 3600):
+            return False
+        await tx.note(key, action, now)
         return True
 
     async def on_member_other(self, tx: Tx, turn: Turn, parsed: Parsed | None) -> bool:
@@ -383,6 +433,14 @@ class Engine:
         """A new PIN replaces any live one. In verify mode Vonage makes and sends the code: the outbox starts
         the verification, and only its request id is kept."""
         now = self.clock.now()
+        hour = await tx.count_since(turn.key, "pin", now - 3600)
+        day = await tx.count_since(turn.key, "pin", now - 86400)
+        if hour >= self.settings.pin_cap_hour or day >= self.settings.pin_cap_day:
+            await tx.record_event(now, turn.actor, "pin-capped", member.username)
+            if await self._once_per_hour(tx, turn.key, "pin-cap-reply"):
+                turn.reply(texts.PIN_CAP)
+            return
+        await tx.note(turn.key, "pin", now)
         expires_at = now + self.settings.pin_ttl_minutes * 60
         details = {"group": self.group, "username": member.username, "url": self.settings.public_url,
                    "minutes": int(self.settings.pin_ttl_minutes)}
@@ -407,14 +465,15 @@ class Engine:
         return f"{self.settings.invite_ttl_hours:g}"
 
 
-def paginate(items: list[str]) -> list[list[str]]:
+def paginate(items: list[str], command: str = "LIST") -> list[list[str]]:
     """Pack items into pages whose rendered text fits one SMS segment."""
     pages: list[list[str]] = []
     current: list[str] = []
     for item in items:
+        item = item if len(item) <= 100 else item[:98] + ".."
         trial = current + [item]
         # Measure against the widest header and footer a page could get.
-        if current and len(render_items(trial, 999, 999, more=True)) > texts.SEGMENT:
+        if current and texts.septets(render_items(trial, 999, 999, True, command)) > texts.SEGMENT:
             pages.append(current)
             current = [item]
         else:
@@ -424,20 +483,21 @@ def paginate(items: list[str]) -> list[list[str]]:
     return pages
 
 
-def render_items(items: list[str], page: int, pages: int, more: bool) -> str:
-    footer = texts.LIST_MORE.format(next=page + 1) if more else ""
+def render_items(items: list[str], page: int, pages: int, more: bool, command: str = "LIST") -> str:
+    footer = texts.LIST_MORE.format(command=command, next=page + 1) if more else ""
     return texts.LIST_PAGE.format(header=texts.LIST_HEADER.format(page=page, pages=pages), items=", ".join(items) + ".",
                                   footer=footer)
 
 
-def render_page(pages: list[list[str]], page: int) -> str:
-    return render_items(pages[page - 1], page, len(pages), more=page < len(pages))
+def render_page(pages: list[list[str]], page: int, command: str = "LIST") -> str:
+    return render_items(pages[page - 1], page, len(pages), page < len(pages), command)
 
 
 ADMIN_ACTIONS: dict[str, Callable[[Engine, Tx, Turn, str], Awaitable[None]]] = {
     "INVITE": Engine.invite,
     "REVOKE": Engine.revoke,
     "LIST": Engine.list_all,
+    "LOG": Engine.log,
 }
 
 # The declared conversation: for each state, the handlers tried in order; the first that answers wins.

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from . import phone
+from . import phone, texts
 from .clock import Clock
 from .engine import USERNAME, Engine, InboundText, Outgoing
 from .gateway import DLR_ERRORS, Check, SendError
@@ -89,11 +89,29 @@ class Service:
         return self._handled(whole, await self.store.run(work))
 
     async def _handle(self, tx: Tx, msg: InboundText, now: float) -> list[Outgoing]:
-        out = await self.engine.handle(tx, msg)
+        return await self._enqueue(tx, await self.engine.handle(tx, msg), now)
+
+    async def _enqueue(self, tx: Tx, out: list[Outgoing], now: float) -> list[Outgoing]:
+        """Queue texts within the daily SMS budget: past it, only texts to admins go out, and admins are told once."""
+        day_start = now - now % 86400
+        queued = await tx.texts_queued_since(day_start)
+        kept: list[Outgoing] = []
         for text in out:
-            await tx.enqueue(to_number=text.to, phone_key=self.keys.phone_key(text.to),
-                             phone_hint=phone.mask(text.to), body=text.body, kind=text.kind, now=now)
-        return out
+            key = self.keys.phone_key(text.to)
+            if key not in self.engine.admin_keys and queued >= self.settings.daily_sms_budget:
+                continue
+            await tx.enqueue(to_number=text.to, phone_key=key, phone_hint=phone.mask(text.to), body=text.body,
+                             kind=text.kind, now=now)
+            queued += 1
+            kept.append(text)
+        if len(kept) < len(out) and not await tx.event_since("budget-reached", day_start):
+            budget = self.settings.daily_sms_budget
+            await tx.record_event(now, "smsbot", "budget-reached", f"{budget} texts")
+            log.warning("daily SMS budget of %d texts reached: only texts to admins go out until midnight UTC",
+                        budget)
+            warning = [Outgoing(a, texts.BUDGET_REACHED.format(budget=budget), "reply") for a in self.settings.admins]
+            kept += await self._enqueue(tx, warning, now)
+        return kept
 
     def _handled(self, msg: InboundText, out: list[Outgoing] | None) -> list[Outgoing] | None:
         if out is None:
@@ -135,6 +153,7 @@ class Service:
         async def work(tx: Tx) -> int:
             dropped = await tx.drop_stale_parts(now - PART_TIMEOUT)
             await tx.forget_inbound_before(now - INBOUND_MEMORY)
+            await tx.forget_counts_before(now - 2 * 86400)
             return dropped
 
         dropped = await self.store.run(work)
@@ -158,12 +177,16 @@ class Service:
             live = await tx.pin_of(member.id) if member else None
             if member is None or live is None or live.expires_at <= now or live.tries >= MAX_PIN_TRIES:
                 return None
+            if member.locked_at is not None:
+                return None
             return member, live
 
         found = await self.store.run(find)
         verdict = await self._check_pin(found[0], found[1], pin) if found else None
         if found is None or verdict is None:
-            self.keys.pin_hash(0, pin)  # the same hashing work whether or not the username exists
+            # The same work as a wrong PIN (a hash and one committed write), so timing says nothing.
+            self.keys.pin_hash(0, pin)
+            await self.store.run(lambda tx: tx.bump_stat("failed-logins-without-live-pin"))
             log.info("login failed")
             return None
         member, checked = found
@@ -182,7 +205,9 @@ class Service:
                 return token
             if verdict is Check.WRONG:
                 await tx.count_pin_try(member.id)
-                await tx.record_login_failure(member.id)
+                failures = await tx.record_login_failure(member.id)
+                if failures >= self.settings.lockout_failures:
+                    await self._lock(tx, member, failures, now)
             else:
                 await tx.remove_pin(member.id)  # Vonage says the verification is over
             return None
@@ -190,6 +215,20 @@ class Service:
         result = await self.store.run(settle)
         log.info("login %s", "succeeded" if result else "failed")
         return result
+
+    async def _lock(self, tx: Tx, member: Member, failures: int, now: float) -> None:
+        """Too many wrong PINs in a row: no more PINs or sign-ins until an admin re-invites the member."""
+        await tx.lock_member(member.id, now)
+        await tx.remove_pin(member.id)
+        await tx.record_event(now, member.username, "lockout", f"after {failures} wrong PINs")
+        log.warning("member %s locked after %d wrong PINs in a row", member.username, failures)
+        # The one text a web request can cause: a single notice to the admins, not to a number typed on the web.
+        alert = texts.LOCKOUT_ALERT.format(username=member.username, failures=failures)
+        await self._enqueue(tx, [Outgoing(a, alert, "reply") for a in self.settings.admins], now)
+
+    async def record_security_event(self, action: str, detail: str) -> None:
+        now = self.clock.now()
+        await self.store.run(lambda tx: tx.record_event(now, "web", action, detail))
 
     async def _check_pin(self, member: Member, live: Pin, pin: str) -> Check | None:
         """What the offered PIN is worth: checked here (sms mode) or by Vonage (verify mode)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import pathlib
 from collections.abc import Mapping
@@ -50,6 +51,12 @@ class Settings:
     vonage_api_host: str = ""
     vonage_rest_host: str = ""
     vonage_timeout: int = 10
+    pin_cap_hour: int = 3
+    pin_cap_day: int = 10
+    daily_sms_budget: int = 500
+    lockout_failures: int = 20
+    login_rate_per_minute: int = 10
+    trusted_proxies: tuple[str, ...] = ()
     dev: bool = False
 
     @property
@@ -151,6 +158,12 @@ def load(env: Mapping[str, str], *, dev: bool = False) -> Settings:
             problems.append("VONAGE_API_KEY and VONAGE_API_SECRET are required to send texts")
         if not number:
             problems.append("SMSBOT_NUMBER (the Vonage virtual number) is required")
+    proxies: list[str] = []
+    for entry in filter(None, (p.strip() for p in env.get("SMSBOT_TRUSTED_PROXIES", "").split(","))):
+        try:
+            proxies.append(str(ipaddress.ip_network(entry, strict=False)))
+        except ValueError:
+            problems.append(f"SMSBOT_TRUSTED_PROXIES entry {entry!r} is not an IP address or network")
     if bool(app_id) != bool(private_key):
         problems.append("VONAGE_APPLICATION_ID and VONAGE_PRIVATE_KEY must be set together")
 
@@ -176,6 +189,13 @@ def load(env: Mapping[str, str], *, dev: bool = False) -> Settings:
         vonage_signature_method=method,
         vonage_api_host=env.get("VONAGE_API_HOST", "").strip(),
         vonage_rest_host=env.get("VONAGE_REST_HOST", "").strip(),
+        vonage_timeout=int(_number(env, "SMSBOT_VONAGE_TIMEOUT", 10, problems, 1)),
+        pin_cap_hour=int(_number(env, "SMSBOT_PIN_CAP_HOUR", 3, problems, 1)),
+        pin_cap_day=int(_number(env, "SMSBOT_PIN_CAP_DAY", 10, problems, 1)),
+        daily_sms_budget=int(_number(env, "SMSBOT_DAILY_SMS_BUDGET", 500, problems, 1)),
+        lockout_failures=int(_number(env, "SMSBOT_LOCKOUT_FAILURES", 20, problems, 5)),
+        login_rate_per_minute=int(_number(env, "SMSBOT_LOGIN_RATE_PER_MINUTE", 10, problems, 1)),
+        trusted_proxies=tuple(proxies),
         dev=dev,
     )
     if problems:

@@ -114,6 +114,24 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX outbox_recipient ON outbox(phone_key, kind);
         """,
     ),
+    (
+        "rate counters per number (PIN issuance, replies to strangers) and service-wide statistics",
+        """
+        CREATE TABLE counters (
+            id INTEGER PRIMARY KEY,
+            phone_key TEXT NOT NULL,
+            action TEXT NOT NULL,
+            at REAL NOT NULL
+        );
+        CREATE INDEX counters_lookup ON counters(phone_key, action, at);
+        CREATE TABLE stats (
+            name TEXT PRIMARY KEY,
+            value INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX outbox_created ON outbox(created_at);
+        CREATE INDEX events_action ON events(action, at);
+        """,
+    ),
 ]
 UNDELIVERED = ("failed", "rejected", "expired", "undeliverable")
 
@@ -485,6 +503,29 @@ class Tx:
         if row["delivery_status"] in UNDELIVERED:
             return "not delivered"
         return None
+
+    # rate counters and limits
+    async def count_since(self, phone_key: str, action: str, since: float) -> int:
+        row = await self._one("SELECT count(*) FROM counters WHERE phone_key = ? AND action = ? AND at >= ?",
+                              phone_key, action, since)
+        return int(row[0]) if row else 0
+
+    async def note(self, phone_key: str, action: str, now: float) -> None:
+        await self._run("INSERT INTO counters (phone_key, action, at) VALUES (?, ?, ?)", phone_key, action, now)
+
+    async def forget_counts_before(self, before: float) -> int:
+        return await self._run("DELETE FROM counters WHERE at < ?", before)
+
+    async def bump_stat(self, name: str) -> None:
+        await self._run("INSERT INTO stats (name, value) VALUES (?, 1)"
+                        " ON CONFLICT (name) DO UPDATE SET value = value + 1", name)
+
+    async def texts_queued_since(self, since: float) -> int:
+        row = await self._one("SELECT count(*) FROM outbox WHERE created_at >= ?", since)
+        return int(row[0]) if row else 0
+
+    async def event_since(self, action: str, since: float) -> bool:
+        return await self._one("SELECT 1 FROM events WHERE action = ? AND at >= ? LIMIT 1", action, since) is not None
 
     # audit
     async def record_event(self, now: float, actor: str, action: str, detail: str = "") -> None:

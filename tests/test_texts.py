@@ -31,6 +31,9 @@ SAMPLE = {
     "name": "INVITE",
     "usages": ", ".join(c.usage for c in commands.usable_by({commands.Role.ADMIN, commands.Role.MEMBER})
                         if c.name != "JOIN"),
+    "budget": 500,
+    "command": "LIST",
+    "failures": 20,
     "header": "",
     "items": "",
     "footer": "",
@@ -53,7 +56,7 @@ def test_template_fits_one_gsm7_segment(name: str) -> None:
 
 def test_help_for_every_role_fits() -> None:
     for roles in ({commands.Role.ADMIN, commands.Role.MEMBER}, {commands.Role.ADMIN, commands.Role.INVITEE}):
-        usages = ", ".join(c.usage for c in commands.usable_by(roles))
+        usages = ", ".join(c.usage for c in commands.usable_by(roles) if c.name != "JOIN")
         text = texts.HELP_ROLE.format(usages=usages)
         assert texts.fits_one_segment(text), text
     for command in commands.COMMANDS:
