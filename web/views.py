@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 
 import aiohttp_jinja2
 from aiohttp import web
 
 from smsbot.store import Session
 
-from .appkeys import SERVICE, SETTINGS
+from .appkeys import CLOCK, SERVICE, SETTINGS
+from .ratelimit import SlidingWindow, client_ip
 from .security import Cookies, Csrf
 
 log = logging.getLogger(__name__)
 
 COOKIES = web.AppKey("cookies", Cookies)
+LOGIN_LIMIT = web.AppKey("login_limit", SlidingWindow)
 CSRF = web.AppKey("csrf", Csrf)
 LOGIN_FAILED = "That username and PIN don't match, or the PIN has expired. Text LOGIN to get a new PIN."
 
@@ -41,6 +44,11 @@ async def login_form(request: web.Request) -> web.Response:
 
 
 async def login_submit(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    wait = request.app[LOGIN_LIMIT].hit(client_ip(request, settings.trusted_proxies))
+    if wait:
+        return web.Response(status=429, text="Too many sign-in attempts from here. Try again in a minute.",
+                            headers={"Retry-After": str(math.ceil(wait))})
     form = await request.post()
     username = str(form.get("username", "")).strip()[:64]
     pin = "".join(str(form.get("pin", "")).split())[:16]
@@ -101,6 +109,7 @@ def _when(timestamp: float) -> str:
 def setup_views(app: web.Application, cookies: Cookies, csrf: Csrf) -> None:
     app[COOKIES] = cookies
     app[CSRF] = csrf
+    app[LOGIN_LIMIT] = SlidingWindow(app[SETTINGS].login_rate_per_minute, 60.0, app[CLOCK])
     app.router.add_get("/login", login_form)
     app.router.add_post("/login", login_submit)
     app.router.add_get("/", home)

@@ -30,6 +30,24 @@ class BadWebhook(Exception):
     """The request is not a webhook we understand; the reason goes into a 400 answer."""
 
 
+class SignatureRefused(Exception):
+    """Signing is on and this webhook's signature is missing, wrong or stale."""
+
+
+AUDIT_SIGNATURE_EVERY = 60.0  # at most one audit event a minute for refused signatures, however many arrive
+LAST_SIGNATURE_EVENT = web.AppKey("last_signature_event", list)
+
+
+async def refused(request: web.Request, reason: str) -> web.Response:
+    """401, and an audit event (rate-limited, so a flood of forgeries can't flood the log table)."""
+    last = request.app[LAST_SIGNATURE_EVENT]
+    now = request.app[CLOCK].now()
+    if not last or now - last[0] >= AUDIT_SIGNATURE_EVERY:
+        last[:] = [now]
+        await request.app[SERVICE].record_security_event("signature-refused", f"{request.path}: {reason}")
+    return web.Response(status=401, text="Bad or missing webhook signature.")
+
+
 @dataclass(frozen=True)
 class Webhook:
     params: dict[str, str]
@@ -84,7 +102,7 @@ def _check_signature(request: web.Request, webhook: Webhook) -> None:
             check_sms(webhook.params, secret, settings.vonage_signature_method, now)
     except SignatureError as exc:
         log.warning("webhook %s refused: bad signature (%s)", request.path, exc)
-        raise web.HTTPUnauthorized(text="Bad or missing webhook signature.") from None
+        raise SignatureRefused(str(exc)) from None
 
 
 def parse_inbound(params: Mapping[str, str], region: str) -> InboundText | InboundPart | None:
@@ -133,6 +151,8 @@ async def inbound(request: web.Request) -> web.Response:
         msg = parse_inbound(webhook.params, settings.default_region)
     except BadWebhook as exc:
         return web.Response(status=400, text=f"Bad webhook: {exc}.")
+    except SignatureRefused as exc:
+        return await refused(request, str(exc))
     service = request.app[SERVICE]
     if isinstance(msg, InboundPart):
         await service.receive_part(msg)
@@ -163,12 +183,15 @@ async def status(request: web.Request) -> web.Response:
         client_ref, provider_id, state, code = parse_receipt(webhook.params)
     except BadWebhook as exc:
         return web.Response(status=400, text=f"Bad webhook: {exc}.")
+    except SignatureRefused as exc:
+        return await refused(request, str(exc))
     await request.app[SERVICE].record_delivery(client_ref=client_ref, provider_id=provider_id, status=state,
                                                error_code=code)
     return web.Response(status=204)
 
 
 def setup_webhooks(app: web.Application) -> None:
+    app[LAST_SIGNATURE_EVENT] = []
     for path, handler in (("/webhooks/inbound", inbound), ("/webhooks/status", status)):
         app.router.add_get(path, handler, allow_head=False)
         app.router.add_post(path, handler)

@@ -1,0 +1,193 @@
+"""Brute force and abuse limits: lockout, per-IP login limit, PIN caps, SMS budget, stranger replies, audit log."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from web.appkeys import OUTBOX, SETTINGS
+
+from .conftest import ADMIN, CSRF_INPUT, WebBench
+
+ALICE = "+14155550134"
+STRANGER = "+12025550188"
+SESSION = "__Host-smsbot_session"
+
+
+def pin_in(out: list[tuple[str, str]]) -> str:
+    found = re.search(r"PIN is (\d{6})", out[0][1])
+    assert found, out
+    return found.group(1)
+
+
+def wrong(pin: str) -> str:
+    return f"{(int(pin) + 1) % 10**6:06d}"
+
+
+async def test_twenty_wrong_pins_in_a_row_lock_the_member_until_an_admin_reinvites(
+        make_bench: Callable[..., Any]) -> None:
+    bench: WebBench = await make_bench(SMSBOT_LOGIN_RATE_PER_MINUTE="1000")
+    pin = await bench.member_with_pin(ALICE, "alice")
+    failures = 0
+    while failures < 20:
+        for _ in range(5):
+            response, _ = await bench.login("alice", wrong(pin))
+            assert response.status == 401
+            failures += 1
+        if failures < 20:
+            bench.clock.advance(3600)  # stay under the PIN cap
+            pin = pin_in(await bench.text(ALICE, "LOGIN"))
+    assert await bench.text(ALICE, "LOGIN") == [
+        (ADMIN, "alice is locked after 20 wrong PINs in a row. If it was them, INVITE their number to unlock."),
+        (ALICE, "Your sign-in is locked after too many wrong PINs. Ask an admin to unlock it.")]
+    for _ in range(3):
+        assert (await bench.login("alice", pin))[0].status == 401
+    admin_texts = [m.text for m in bench.gateway.sent if m.to == ADMIN and "locked" in m.text]
+    assert len(admin_texts) == 1, "the admins get one text"
+    assert await bench.text(ALICE, "LOGIN") == [], "the locked reply comes once an hour at most"
+    out = await bench.text(ADMIN, f"INVITE {ALICE}")
+    assert (ADMIN, "Unlocked alice. They can text LOGIN for a new PIN.") in out
+    bench.clock.advance(3600)
+    response, _ = await bench.login("alice", pin_in(await bench.text(ALICE, "LOGIN")))
+    assert response.status == 303
+
+
+async def test_a_locked_member_gets_the_same_answer_as_a_wrong_pin(make_bench: Callable[..., Any]) -> None:
+    bench: WebBench = await make_bench(SMSBOT_LOGIN_RATE_PER_MINUTE="1000", SMSBOT_LOCKOUT_FAILURES="5")
+    pin = await bench.member_with_pin(ALICE, "alice")
+    await bench.member_with_pin("+14155550135", "bob")
+    bench.client.session.cookie_jar.clear()
+    form = await bench.client.get("/login")
+    token = CSRF_INPUT.search(await form.text())
+    assert token
+    cookies = {k: v.value for k, v in form.cookies.items()}
+
+    async def attempt(username: str, candidate: str) -> tuple[int, str, dict[str, str]]:
+        bench.client.session.cookie_jar.clear()
+        r = await bench.client.post("/login", cookies=cookies, allow_redirects=False,
+                                    data={"username": username, "pin": candidate, "csrf_token": token.group(1)})
+        return r.status, await r.text(), {k: v for k, v in r.headers.items() if k not in ("Date", "Content-Length")}
+
+    answers = [await attempt("nobody", pin), await attempt("bob", "000000")]
+    for _ in range(5):
+        answers.append(await attempt("alice", wrong(pin)))
+    assert (ALICE, "Your sign-in is locked after too many wrong PINs. Ask an admin to unlock it.") in \
+        await bench.text(ALICE, "LOGIN")
+    answers.append(await attempt("alice", pin))  # the PIN that was right before the lock
+    assert len(set(map(repr, answers))) == 1, "status, body and headers are the same for every failure"
+
+
+async def test_failures_without_a_live_pin_lock_nobody(make_bench: Callable[..., Any]) -> None:
+    bench: WebBench = await make_bench(SMSBOT_LOGIN_RATE_PER_MINUTE="1000")
+    pin = await bench.member_with_pin(ALICE, "alice")
+    assert (await bench.login("alice", pin))[0].status == 303  # the PIN is used: no live PIN now
+    for _ in range(30):
+        assert (await bench.login("alice", "123456"))[0].status == 401
+    with sqlite3.connect(bench.app[SETTINGS].db_path) as db:
+        assert db.execute("SELECT failed_logins, locked_at FROM members").fetchone() == (0, None)
+    response, _ = await bench.login("alice", pin_in(await bench.text(ALICE, "LOGIN")))
+    assert response.status == 303
+
+
+async def test_login_attempts_are_limited_per_client_ip(make_bench: Callable[..., Any]) -> None:
+    bench: WebBench = await make_bench(SMSBOT_LOGIN_RATE_PER_MINUTE="3")
+    for _ in range(3):
+        assert (await bench.login("nobody", "123456"))[0].status == 401
+    limited, _ = await bench.login("nobody", "123456")
+    assert limited.status == 429 and 1 <= int(limited.headers["Retry-After"]) <= 60
+    # Without trusted proxies, X-Forwarded-For is ignored: it can't buy a fresh limit.
+    spoofed, _ = await bench.login("nobody", "123456", **{"X-Forwarded-For": "203.0.113.9"})
+    assert spoofed.status == 429
+    bench.clock.advance(61)
+    assert (await bench.login("nobody", "123456"))[0].status == 401
+
+
+async def test_x_forwarded_for_counts_only_from_a_trusted_proxy(make_bench: Callable[..., Any]) -> None:
+    bench: WebBench = await make_bench(SMSBOT_LOGIN_RATE_PER_MINUTE="2", SMSBOT_TRUSTED_PROXIES="127.0.0.1")
+    for client in ("203.0.113.1", "203.0.113.2"):
+        for _ in range(2):
+            response, _ = await bench.login("nobody", "1", **{"X-Forwarded-For": f"198.51.100.7, {client}"})
+            assert response.status == 401
+    blocked, _ = await bench.login("nobody", "1", **{"X-Forwarded-For": "203.0.113.1"})
+    assert blocked.status == 429
+
+
+async def test_pin_issuance_is_capped_per_number(bench: WebBench) -> None:
+    await bench.member_with_pin(ALICE, "alice")  # PIN 1 of the hour
+    for _ in range(2):
+        assert "PIN is" in (await bench.text(ALICE, "LOGIN"))[0][1]
+    assert await bench.text(ALICE, "LOGIN") == [
+        (ALICE, "You've asked for a lot of PINs lately. Wait an hour, then text LOGIN again.")]
+    assert await bench.text(ALICE, "LOGIN") == [], "the cap is announced once"
+    bench.clock.advance(3601)
+    assert "PIN is" in (await bench.text(ALICE, "LOGIN"))[0][1]
+    for _ in range(6):  # 10 a day, whatever the hours
+        bench.clock.advance(3601)
+        await bench.text(ALICE, "LOGIN")
+    bench.clock.advance(3601)
+    assert "PIN is" not in (await bench.text(ALICE, "LOGIN") or [("", "")])[0][1]
+
+
+async def test_the_daily_budget_keeps_admin_replies_and_warns_once(make_bench: Callable[..., Any]) -> None:
+    bench: WebBench = await make_bench(SMSBOT_DAILY_SMS_BUDGET="3")
+    out = await bench.text(ADMIN, f"INVITE {ALICE} alice")  # 2 texts
+    code = re.search(r"code ([A-Z0-9]{6})", out[0][1])
+    assert code
+    assert len(await bench.text(ALICE, code.group(1))) == 1  # the PIN: 3 texts, the budget
+    assert await bench.text(ALICE, "LOGIN") == [
+        (ADMIN, "Daily SMS budget of 3 texts reached: until midnight UTC only replies to admins go out.")
+    ], "over budget: nothing to members, and the admins are warned"
+    assert len(await bench.text(ADMIN, "LIST")) == 1, "admins still get replies"
+    await bench.text(ALICE, "LOGIN")
+    assert sum("budget" in m.text for m in bench.gateway.sent) == 1, "warned once a day"
+
+
+async def test_strangers_get_few_replies(bench: WebBench) -> None:
+    replies = [await bench.text(STRANGER, "HELP") for _ in range(5)]
+    assert [len(r) for r in replies] == [1, 1, 1, 0, 0]
+    bench.clock.advance(86401)
+    assert len(await bench.text(STRANGER, "HELP")) == 1
+
+
+async def test_no_web_route_sends_a_text(make_bench: Callable[..., Any]) -> None:
+    bench: WebBench = await make_bench(SMSBOT_LOGIN_RATE_PER_MINUTE="1000")
+    await bench.member_with_pin(ALICE, "alice")
+    sent = len(bench.gateway.sent)
+    routes = {(r.method, r.resource.canonical) for r in bench.app.router.routes() if r.resource is not None}
+    for method, path in sorted(routes):
+        if path.startswith("/webhooks") or path.startswith("/static"):
+            continue
+        for data in ({}, {"username": "alice", "pin": "123456", "phone": ALICE, "to": ALICE, "text": "LOGIN"}):
+            await bench.client.request(method, path, data=data if method == "POST" else None,
+                                       params=data if method == "GET" else None, allow_redirects=False)
+    await bench.app[OUTBOX].drain_once()
+    assert len(bench.gateway.sent) == sent
+
+
+async def test_log_shows_events_latest_first_and_pages(bench: WebBench) -> None:
+    for n in range(6):
+        await bench.text(ADMIN, f"INVITE +1415555020{n} user_number_{n}")
+    await bench.text(ADMIN, "REVOKE user_number_0")
+    out = await bench.text(ADMIN, "LOG")
+    assert len(out) == 1
+    first = out[0][1]
+    assert first.startswith("Page 1/") and " **00 cancel-invite user_number_0 (**00)" in first
+    assert first.index("cancel-invite") < first.index("invite user_number_5"), "latest first"
+    assert first.endswith(" LOG 2 for more.")
+    second = (await bench.text(ADMIN, "LOG 2"))[0][1]
+    assert second.startswith("Page 2/")
+    assert "4155550" not in first + second, "numbers are masked"
+
+
+async def test_refused_signatures_are_audited_at_most_once_a_minute(make_bench: Callable[..., Any]) -> None:
+    bench: WebBench = await make_bench(VONAGE_SIGNATURE_SECRET="s" * 32)
+    for _ in range(5):
+        r = await bench.client.post("/webhooks/inbound", data={"msisdn": "14155550100", "messageId": "x",
+                                                                "text": "HELP", "to": "14155550199"})
+        assert r.status == 401
+    with sqlite3.connect(bench.app[SETTINGS].db_path) as db:
+        events = db.execute("SELECT actor, action, detail FROM events").fetchall()
+        assert db.execute("SELECT count(*) FROM inbound").fetchone()[0] == 0
+    assert events == [("web", "signature-refused", "/webhooks/inbound: no sig parameter")]
