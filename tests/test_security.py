@@ -1,0 +1,77 @@
+"""Checklist items that need a test of their own (see SECURITY.md for the whole list)."""
+
+from __future__ import annotations
+
+import asyncio
+import ast
+import pathlib
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from web.appkeys import SETTINGS
+
+from .conftest import CSRF_INPUT, WebBench
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+ALICE = "+14155550134"
+
+
+async def test_two_concurrent_right_pins_make_exactly_one_session(bench: WebBench) -> None:
+    pin = await bench.member_with_pin(ALICE, "alice")
+    bench.client.session.cookie_jar.clear()
+    form = await bench.client.get("/login")
+    token = CSRF_INPUT.search(await form.text())
+    assert token
+    cookies = {k: v.value for k, v in form.cookies.items()}
+    responses = await asyncio.gather(*(
+        bench.client.post("/login", cookies=cookies, allow_redirects=False,
+                          data={"username": "alice", "pin": pin, "csrf_token": token.group(1)})
+        for _ in range(10)))
+    assert sorted(r.status for r in responses) == [303] + [401] * 9
+    with sqlite3.connect(bench.app[SETTINGS].db_path) as db:
+        assert db.execute("SELECT count(*) FROM sessions").fetchone()[0] == 1
+
+
+async def test_case_variants_share_one_failure_counter_and_a_lock_does_not_count(
+        make_bench: Callable[..., Any]) -> None:
+    bench: WebBench = await make_bench(SMSBOT_LOGIN_RATE_PER_MINUTE="1000", SMSBOT_LOCKOUT_FAILURES="6")
+    pin = await bench.member_with_pin(ALICE, "Alice")
+    for name in ("alice", "ALICE", "Alice", "aLiCe", "alicE"):
+        assert (await bench.login(name, f"{(int(pin) + 1) % 10**6:06d}"))[0].status == 401
+    with sqlite3.connect(bench.app[SETTINGS].db_path) as db:
+        assert db.execute("SELECT failed_logins FROM members").fetchone() == (5,)
+    bench.clock.advance(3600)
+    fresh = (await bench.text(ALICE, "LOGIN"))[0][1].split("PIN is ")[1][:6]
+    assert (await bench.login("alice", "000000" if fresh != "000000" else "111111"))[0].status == 401  # 6: locked
+    for _ in range(5):
+        await bench.login("alice", fresh)
+    with sqlite3.connect(bench.app[SETTINGS].db_path) as db:
+        failures, locked = db.execute("SELECT failed_logins, locked_at FROM members").fetchone()
+    assert failures == 6 and locked is not None, "attempts while locked are not counted"
+
+
+def test_codes_pins_and_tokens_come_from_secrets_only() -> None:
+    """`random` is allowed only for the outbox's retry jitter, never near a secret."""
+    for path in (ROOT / "smsbot").glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imports = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imports |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        if "random" in imports:
+            assert path.name == "outbox.py", f"{path.name} imports random"
+    keys = (ROOT / "smsbot" / "keys.py").read_text(encoding="utf-8")
+    assert "secrets.choice" in keys and "secrets.randbelow" in keys and "secrets.token_urlsafe(32)" in keys
+
+
+async def test_usernames_are_escaped_in_html(bench: WebBench) -> None:
+    response = await bench.client.post("/login", data={"username": "<script>x</script>", "pin": "1",
+                                                        "csrf_token": "x"})
+    assert "<script>x" not in await response.text()
+    assert "&lt;script&gt;" in await response.text()
+
+
+async def test_revoke_and_stop_leave_no_live_pin(bench: WebBench) -> None:
+    await bench.member_with_pin(ALICE, "alice")
+    await bench.text(ALICE, "STOP")
+    with sqlite3.connect(bench.app[SETTINGS].db_path) as db:
+        assert db.execute("SELECT count(*) FROM pins").fetchone()[0] == 0
