@@ -44,6 +44,13 @@ def clean_env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def _read(path: pathlib.Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
 def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
     """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -57,20 +64,26 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval:
 
 
 class SmsbotProcess:
-    """`python -m smsbot <args>` in `cwd`, output to `log_path`."""
+    """`python -m smsbot <args>` in `cwd`, output to `log_path` (stderr to `stderr_path` instead, if given)."""
 
-    def __init__(self, args: Sequence[str], cwd: pathlib.Path, env: Mapping[str, str], log_path: pathlib.Path):
+    def __init__(self, args: Sequence[str], cwd: pathlib.Path, env: Mapping[str, str], log_path: pathlib.Path,
+                 stderr_path: pathlib.Path | None = None):
         self.args = [sys.executable, "-m", "smsbot", *args]
         self.cwd = cwd
         self.env = dict(env)
         self.log_path = log_path
+        self.stderr_path = stderr_path
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: BinaryIO | None = None
+        self._err: BinaryIO | None = None
 
     def start(self) -> None:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        if self.stderr_path is not None:
+            self._err = open(self.stderr_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(self.args, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+                                     stdout=self._log, stderr=self._err or subprocess.STDOUT,
+                                     start_new_session=True)
 
     @property
     def pid(self) -> int:
@@ -78,10 +91,13 @@ class SmsbotProcess:
         return self.proc.pid
 
     def output(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
+        """Everything the process wrote (stdout, then stderr when that goes to its own file)."""
+        return _read(self.log_path) + (_read(self.stderr_path) if self.stderr_path is not None else "")
+
+    def stderr(self) -> str:
+        """What the process wrote to stderr alone (needs `stderr_path`)."""
+        assert self.stderr_path is not None, "start the process with stderr_path to read stderr alone"
+        return _read(self.stderr_path)
 
     def wait_healthy(self, base_url: str, timeout: float = 15.0) -> None:
         """Poll GET /healthz until 200; fail early, with the output, if the process exits."""
@@ -113,25 +129,27 @@ class SmsbotProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        for stream in (self._log, self._err):
+            if stream is not None:
+                stream.close()
+        self._log = self._err = None
         code = self.proc.returncode if self.proc is not None else None
         print(f"----- {' '.join(self.args[1:])} (exit code {code}) output -----\n{self.output()}")
 
 
 def start_smsbot(command: str, cwd: pathlib.Path, env: Callable[[int], Mapping[str, str]],
                  log_path: pathlib.Path, extra_args: Sequence[str] = (), attempts: int = 3,
-                 ) -> tuple[SmsbotProcess, str]:
+                 stderr_path: pathlib.Path | None = None) -> tuple[SmsbotProcess, str]:
     """Start `smsbot <command> --port <free port>` and wait for /healthz; retry if the port was taken meanwhile.
 
     `env(port)` gives the process environment for that port. Returns the process and its base URL.
+    With `stderr_path`, stderr goes to that file instead of the log.
     """
     last_error: AssertionError | None = None
     for _ in range(attempts):
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        proc = SmsbotProcess([command, "--port", str(port), *extra_args], cwd, env(port), log_path)
+        proc = SmsbotProcess([command, "--port", str(port), *extra_args], cwd, env(port), log_path, stderr_path)
         proc.start()
         try:
             proc.wait_healthy(base)

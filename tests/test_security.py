@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import ast
+import asyncio
 import pathlib
 import sqlite3
 from collections.abc import Callable
