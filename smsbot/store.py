@@ -130,6 +130,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         CREATE INDEX outbox_created ON outbox(created_at);
         CREATE INDEX events_action ON events(action, at);
+        CREATE INDEX outbox_waiting ON outbox(phone_key, state, id);
         """,
     ),
 ]
@@ -396,9 +397,13 @@ class Tx:
 
     async def claim_due(self, now: float, lease_seconds: float, limit: int) -> list[OutboxRow]:
         """Take texts that are due, or whose earlier claim was abandoned, and lease them to this worker."""
+        # Texts to one number go out in the order they were queued: a text waits while an earlier one to the
+        # same number is still waiting (so "your PIN comes in the next text" never follows the PIN).
         rows = await self._all(
-            "SELECT id, phone_key, phone_hint, to_number, body, kind, attempts, created_at FROM outbox"
-            " WHERE (state = 'pending' AND next_attempt_at <= ?) OR (state = 'sending' AND lease_until <= ?)"
+            "SELECT id, phone_key, phone_hint, to_number, body, kind, attempts, created_at FROM outbox AS o"
+            " WHERE ((state = 'pending' AND next_attempt_at <= ?) OR (state = 'sending' AND lease_until <= ?))"
+            " AND NOT EXISTS (SELECT 1 FROM outbox AS e WHERE e.phone_key = o.phone_key AND e.id < o.id"
+            "                 AND e.state IN ('pending', 'sending'))"
             " ORDER BY id LIMIT ?",
             now, now, limit,
         )

@@ -114,3 +114,19 @@ async def test_outbox_worker_runs_in_the_background(wired: Wired) -> None:
     finally:
         wired.outbox.stop()
         task.cancel()
+
+
+async def test_texts_to_one_number_keep_their_order_through_retries(wired: Wired) -> None:
+    now = wired.clock.now()
+
+    async def queue(tx: Tx) -> None:
+        for to, body in (("+14155550134", "first"), ("+14155550134", "second"), ("+14155550135", "other")):
+            await tx.enqueue(to_number=to, phone_key=to, phone_hint="**", body=body, kind="reply", now=now)
+
+    await wired.store.run(queue)
+    wired.gateway.failures = [SendError("HTTP 500", transient=True)]
+    await wired.outbox.drain_once()
+    assert [m.text for m in wired.gateway.sent] == ["other"], "'second' waits for 'first'"
+    wired.clock.advance(BACKOFF_CAP)
+    await wired.outbox.drain_once()
+    assert [m.text for m in wired.gateway.sent] == ["other", "first", "second"]
