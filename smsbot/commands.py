@@ -78,6 +78,8 @@ def parse(text: str) -> Parsed | None:
     words = _WORD.findall(text)
     if not words:
         return None
+    if not words[0].isascii():  # 'ﬅOP' or 'ſtop' upper-case to STOP: an exact match means ASCII only
+        return None
     command = BY_WORD.get(words[0].upper())
     if command is None:
         return None
@@ -89,6 +91,11 @@ def parse(text: str) -> Parsed | None:
     if command.args is Args.ONE_WORD and len(rest) != 1:
         return None
     return Parsed(command, " ".join(rest))
+
+
+def is_number(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts '²' and other digits that int() refuses."""
+    return text.isascii() and text.isdigit()
 
 
 def first_word(text: str) -> str:

@@ -309,7 +309,7 @@ class Engine:
             turn.reply(texts.NOT_FOUND.format(what=texts.shorten(argument)))
 
     async def list_all(self, tx: Tx, turn: Turn, argument: str) -> None:
-        if argument and not argument.isdigit():
+        if argument and not commands.is_number(argument):
             turn.reply(texts.LIST_USAGE)
             return
         page = int(argument) if argument else 1
@@ -333,7 +333,7 @@ class Engine:
         turn.reply(render_page(pages, page))
 
     async def log(self, tx: Tx, turn: Turn, argument: str) -> None:
-        if argument and not argument.isdigit():
+        if argument and not commands.is_number(argument):
             turn.reply(texts.LOG_USAGE)
             return
         page = int(argument) if argument else 1

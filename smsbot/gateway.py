@@ -11,6 +11,7 @@ import concurrent.futures
 import enum
 import hmac
 import logging
+import queue
 import re
 import secrets
 import threading
@@ -172,12 +173,41 @@ class FakeGateway:
         return None
 
 
+class SdkThread:
+    """One daemon thread that runs every SDK call in turn. A daemon, unlike a thread pool's workers, so a call
+    hung on the network cannot hold the process past its shutdown timeout."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...]]
+                                       | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="vonage-sdk", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            future, function, args = call
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(function(*args))
+            except BaseException as exc:  # handed to the awaiting coroutine
+                future.set_exception(exc)
+
+    async def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._calls.put((future, function, args))
+        return await asyncio.wrap_future(future)
+
+    def stop(self) -> None:
+        self._calls.put(None)
+
+
 class VonageGateway:
-    """The official Vonage SDK (SMS API), called off the event loop on a single thread of its own."""
+    """The official Vonage SDK (SMS API and Verify v2), called off the event loop on a single thread of its own."""
 
     def __init__(self, settings: Settings):
         self._settings = settings
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vonage")
+        self._sdk = SdkThread()
         self._clients: dict[str, Any] = {}
         self._thread: threading.Thread | None = None
 
@@ -204,8 +234,7 @@ class VonageGateway:
         return self._clients[api]
 
     async def _call(self, function: Callable[..., Any], *args: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, function, *args)
+        return await self._sdk.call(function, *args)
 
     def _send_blocking(self, to: str, text: str, client_ref: str) -> str:
         from vonage_sms import SmsMessage
@@ -269,7 +298,7 @@ class VonageGateway:
         return True
 
     async def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._sdk.stop()
 
 
 def _http_status(exc: Exception) -> tuple[int, dict[str, Any]]:

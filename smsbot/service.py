@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from . import phone, texts
 from .clock import Clock
+from .commands import is_number
 from .engine import USERNAME, Engine, InboundText, Outgoing
 from .gateway import DLR_ERRORS, Check, SendError
 from .keys import PIN_LENGTH, Keys, SecretSource, same, token_hash
@@ -23,6 +24,11 @@ MAX_PIN_TRIES = 5
 TOUCH_EVERY = 60.0  # seconds between last-seen updates of a session
 PART_TIMEOUT = 15 * 60.0  # an incomplete multipart text is dropped this long after its first part
 INBOUND_MEMORY = 7 * 86400.0  # message ids are remembered this long (Vonage retries for 24 hours)
+
+
+def valid_unicode(text: str) -> str:
+    """Lone surrogates (JSON can carry them) can't be stored as UTF-8; they become '?'."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ class Service:
     async def receive(self, msg: InboundText) -> list[Outgoing] | None:
         """Handle one inbound text exactly once. None means the message id was seen before."""
         now = self.clock.now()
+        msg = InboundText(valid_unicode(msg.message_id), msg.sender, valid_unicode(msg.text))
 
         async def work(tx: Tx) -> list[Outgoing] | None:
             if not await tx.record_inbound(msg.message_id, now):
@@ -72,6 +79,8 @@ class Service:
     async def receive_part(self, part: InboundPart) -> list[Outgoing] | None:
         """Keep one part of a multipart text; when the last part arrives, handle the whole text once."""
         now = self.clock.now()
+        part = InboundPart(valid_unicode(part.message_id), part.sender, valid_unicode(part.text),
+                           valid_unicode(part.ref), part.total, part.part)
         key = self.keys.phone_key(part.sender)
         whole = InboundText(f"{part.message_id}+parts", part.sender, "")
 
@@ -236,7 +245,7 @@ class Service:
             return Check.OK if same(self.keys.pin_hash(member.id, pin), live.pin_hash) else Check.WRONG
         if live.request_id is None:
             return None  # the verification has not started yet
-        if not (pin.isdigit() and len(pin) == PIN_LENGTH):
+        if not (is_number(pin) and len(pin) == PIN_LENGTH):
             return Check.WRONG
         try:
             return await self.outbox.gateway.check_code(live.request_id, pin)

@@ -132,7 +132,7 @@ def load(env: Mapping[str, str], *, dev: bool = False) -> Settings:
     if not admins and not any("SMSBOT_ADMINS" in p for p in problems):
         problems.append("SMSBOT_ADMINS is empty; give at least one admin phone number")
 
-    number = "".join(ch for ch in env.get("SMSBOT_NUMBER", "") if ch.isdigit())
+    number = "".join(ch for ch in env.get("SMSBOT_NUMBER", "") if ch in "0123456789")
     if env.get("SMSBOT_NUMBER", "").strip() and not number:
         problems.append("SMSBOT_NUMBER must be the virtual number's digits, e.g. 14155550100")
 

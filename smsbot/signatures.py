@@ -13,6 +13,8 @@ from collections.abc import Mapping
 
 import jwt
 
+from .commands import is_number
+
 HMAC_METHODS = {"md5": hashlib.md5, "sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha512": hashlib.sha512}
 MAX_AGE = 25 * 3600  # Vonage retries an inbound text for 24 hours, keeping its original timestamp
 MAX_SKEW = 300  # a timestamp this far in the future is still believed (clock drift)
@@ -45,7 +47,7 @@ def check_sms(params: Mapping[str, str], secret: str, method: str, now: float) -
     if not hmac.compare_digest(expected.lower().encode(), given.strip().lower().encode()):
         raise SignatureError(f"sig does not match ({method})")
     raw = params.get("timestamp", "")
-    if not raw.isdigit():
+    if not is_number(raw):
         raise SignatureError("no timestamp in a signed webhook")
     age = now - int(raw)
     if age > MAX_AGE or age < -MAX_SKEW:

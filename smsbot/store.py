@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from .commands import is_number
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -482,7 +484,7 @@ class Tx:
                               now: float) -> tuple[str, str] | None:
         """Note a receipt on the text it is about; return that text's (kind, phone hint), or None if unknown."""
         row = None
-        if client_ref.startswith("smsbot-") and client_ref[7:].isdigit():
+        if client_ref.startswith("smsbot-") and is_number(client_ref[7:]):
             row = await self._one("SELECT id, kind, phone_hint, delivery_status FROM outbox WHERE id = ?",
                                   int(client_ref[7:]))
         if row is None and provider_id:

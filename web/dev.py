@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import aiohttp_jinja2
@@ -11,6 +12,7 @@ from smsbot import phone
 from smsbot.engine import InboundText
 
 from .appkeys import DEV_PHONES, SERVICE, SETTINGS
+from .views import read_form
 
 
 async def page(request: web.Request) -> web.Response:
@@ -30,18 +32,31 @@ async def texts(request: web.Request) -> web.Response:
 
 async def send(request: web.Request) -> web.Response:
     """Text the service as a dev phone: the same path a Vonage webhook takes after parsing."""
-    data = await request.json() if request.content_type == "application/json" else dict(await request.post())
+    as_json = request.content_type == "application/json"
+    if as_json:
+        try:
+            data = json.loads(await request.read())
+        except (ValueError, UnicodeDecodeError):
+            data = None
+        if not isinstance(data, dict):
+            return web.json_response({"error": "Send a JSON object with 'from' and 'text'."}, status=400)
+    else:
+        data = await read_form(request)
     settings = request.app[SETTINGS]
     try:
         number = phone.normalize(str(data.get("from", "")), settings.default_region)
     except phone.PhoneError as exc:
         return web.json_response({"error": f"That phone number can't be used: {exc.reason}."}, status=400)
     text = str(data.get("text", ""))[:1000]
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return web.json_response({"error": "That text is not valid Unicode."}, status=400)
     if not text.strip():
         return web.json_response({"error": "Type a text to send."}, status=400)
     request.app[DEV_PHONES].record(number, "in", text)
     await request.app[SERVICE].receive(InboundText(f"dev-{uuid.uuid4().hex}", number, text))
-    if request.content_type == "application/json":
+    if as_json:
         return web.json_response({"ok": True, "from": number})
     raise web.HTTPSeeOther("/dev/phone")
 

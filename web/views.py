@@ -23,6 +23,21 @@ CSRF = web.AppKey("csrf", Csrf)
 LOGIN_FAILED = "That username and PIN don't match, or the PIN has expired. Text LOGIN to get a new PIN."
 
 
+async def read_form(request: web.Request) -> dict[str, str]:
+    """The posted form's text fields; a body that isn't a readable form is the client's error (400)."""
+    try:
+        form = await request.post()
+    except (ValueError, LookupError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(text="The form could not be read.") from None
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    try:
+        for value in fields.values():
+            value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise web.HTTPBadRequest(text="The form could not be read.") from None
+    return fields
+
+
 async def current_session(request: web.Request) -> Session | None:
     token = request.cookies.get(request.app[COOKIES].session)
     return await request.app[SERVICE].session(token)
@@ -49,7 +64,7 @@ async def login_submit(request: web.Request) -> web.Response:
     if wait:
         return web.Response(status=429, text="Too many sign-in attempts from here. Try again in a minute.",
                             headers={"Retry-After": str(math.ceil(wait))})
-    form = await request.post()
+    form = await read_form(request)
     username = str(form.get("username", "")).strip()[:64]
     pin = "".join(str(form.get("pin", "")).split())[:16]
     if not request.app[CSRF].valid(request, str(form.get("csrf_token", ""))):
@@ -75,7 +90,7 @@ async def home(request: web.Request) -> web.Response:
 
 
 async def logout(request: web.Request) -> web.Response:
-    form = await request.post()
+    form = await read_form(request)
     if not request.app[CSRF].valid(request, str(form.get("csrf_token", ""))):
         raise web.HTTPForbidden(text="This form had expired. Please go back and try again.")
     cookies = request.app[COOKIES]

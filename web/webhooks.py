@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from smsbot import phone
+from smsbot.commands import is_number
 from smsbot.engine import InboundText
 from smsbot.service import InboundPart
 from smsbot.signatures import SignatureError, check_jwt, check_sms
@@ -58,7 +60,7 @@ class Webhook:
 async def read_webhook(request: web.Request) -> Webhook:
     """All webhook fields as strings, from the query (GET) or the body (form or JSON), checked if signing is on."""
     if request.method == "GET":
-        webhook = Webhook(dict(request.query), b"", False)
+        webhook = Webhook(_clean(dict(request.query)), b"", False)
     else:
         if request.content_length is not None and request.content_length > MAX_BODY:
             raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
@@ -78,15 +80,29 @@ def _json_params(body: bytes) -> dict[str, str]:
         raise BadWebhook("the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise BadWebhook("the JSON body must be an object")
-    return {str(k): v if isinstance(v, str) else json.dumps(v) if isinstance(v, (dict, list)) else str(v)
-            for k, v in data.items() if v is not None}
+    return _clean({str(k): v if isinstance(v, str) else json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+                   for k, v in data.items() if v is not None})
 
 
 async def _form_params(request: web.Request, body: bytes) -> dict[str, str]:
-    if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data", ""):
-        raise web.HTTPUnsupportedMediaType(text="Send JSON or a form.")
-    form = await request.post() if body else {}
-    return {k: v for k, v in form.items() if isinstance(v, str)}
+    if request.content_type not in ("application/x-www-form-urlencoded", ""):
+        raise web.HTTPUnsupportedMediaType(text="Send JSON or a urlencoded form.")
+    try:
+        text = body.decode(request.charset or "utf-8")
+    except (LookupError, UnicodeDecodeError):
+        raise BadWebhook("the form is not in a known character set") from None
+    return _clean(dict(urllib.parse.parse_qsl(text, keep_blank_values=True)))
+
+
+def _clean(params: dict[str, str]) -> dict[str, str]:
+    """Refuse what can't be stored or signed: text that is not valid Unicode (JSON can carry lone surrogates)."""
+    for key, value in params.items():
+        try:
+            key.encode("utf-8")
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadWebhook("a field is not valid Unicode") from None
+    return params
 
 
 def _check_signature(request: web.Request, webhook: Webhook) -> None:
@@ -117,7 +133,7 @@ def parse_inbound(params: Mapping[str, str], region: str) -> InboundText | Inbou
             return None
     if not message_id or len(message_id) > 100:
         raise BadWebhook("messageId is missing")
-    if not sender or not sender.lstrip("+").isdigit() or len(sender) > 20:
+    if not sender or not is_number(sender.lstrip("+")) or len(sender) > 20:
         raise BadWebhook("msisdn is missing or not digits")
     if text is None:
         raise BadWebhook("text is missing")
@@ -137,7 +153,7 @@ def _part_numbers(params: Mapping[str, str]) -> tuple[str, int, int] | None:
     if "concat-ref" not in params and "concat" not in params:
         return None
     ref, total, index = params.get("concat-ref", ""), params.get("concat-total", ""), params.get("concat-part", "")
-    if not ref or len(ref) > 40 or not total.isdigit() or not index.isdigit():
+    if not ref or len(ref) > 40 or not is_number(total) or not is_number(index):
         raise BadWebhook("concat-ref, concat-total and concat-part must come together")
     if not 1 <= int(index) <= int(total) <= MAX_PARTS:
         raise BadWebhook("concat-part must be between 1 and concat-total")

@@ -1,0 +1,959 @@
+"""Durability under process death (security.md §5; checklist items 4, 29 and 31).
+
+`smsbot serve` is SIGKILLed at random moments while inbound texts stream in, more than a hundred times, and
+restarted each time; Vonage's retries are played by re-posting earlier messages. After every kill, a copy of the
+dead server's database files is checked: `PRAGMA integrity_check` is ok, every acknowledged message is recorded,
+and the outbox holds exactly the texts that the recorded messages cause (each transaction all or nothing). At the
+end every text has gone out through the real Vonage SDK to the emulator, texts claimed by a killed worker were sent
+after the restart, and no outbox row was ever sent with two different bodies (so no number got two different PINs
+for one request). A second test SIGTERMs the server with webhooks and an SMS send in flight. (A SIGKILL cannot
+drop writes the OS has buffered: power loss, the reason for synchronous=FULL, needs something like LazyFS.)
+
+Starting `python -m smsbot serve` costs most of a second of imports, too slow for a hundred restarts. So a small
+single-threaded "fork server" process is forked before the emulator's thread exists, with smsbot, web and the
+Vonage SDK imported; each server is a fork of it that calls `smsbot.cli.main(["serve", ...])`, the very code path
+of the console script. Three servers (the first, one in the middle and the last) are real `python -m smsbot serve`
+processes, and so is the one SIGTERMed in the second test: a fork ends with os._exit and would skip the
+interpreter's exit, where leftover threads are joined.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+import random
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import urllib.parse
+import warnings
+from collections.abc import Callable, Collection, Iterator
+from typing import Any
+
+import pytest
+import requests
+import vonage  # noqa: F401 - imported here so the forked servers need not import it
+import vonage_http_client  # noqa: F401
+import vonage_sms  # noqa: F401
+import vonage_verify  # noqa: F401
+
+import smsbot.cli
+import web  # noqa: F401
+from smsbot.keys import Keys
+
+from .procs import SmsbotProcess, clean_env, free_port
+from .vonage_emulator import SMS_PATH, SentSms, VonageEmulator, running_emulator
+
+pytestmark = pytest.mark.slow
+
+SECRET = "crash-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+ADMIN = "14155550100"  # msisdn form, as Vonage posts it
+NUMBER = "14155550199"
+MEMBERS = {f"1415555011{i}": f"member{i}" for i in range(1, 6)}
+SHUTDOWN_TIMEOUT = 5.0
+KEYS = Keys(SECRET)
+
+MIN_CYCLES = 100  # kills of a healthy server
+MAX_CYCLES = 140
+CYCLE_DEADLINE = 70.0  # seconds for all the kill/restart cycles
+EARLY_KILL_SHARE = 0.1  # some kills land while the server is still starting
+KILL_DELAY = (0.0, 0.3)  # seconds after /healthz answered
+REAL_CYCLE = 50  # besides the first and the last server, this one is a real `python -m smsbot serve` too
+CLIENTS = 3
+PACE = 0.03  # seconds each client waits between posts
+REPLAY_SHARE = 0.1  # share of posts that repeat an earlier message, acknowledged or not
+RETRY_SHARE = 0.8  # share of failed posts whose message is posted again next
+INVITE_SHARE = 0.4
+
+PIN = re.compile(r"(?<!\d)\d{6}(?!\d)")
+INVITE_CODE = re.compile(r"\bcode ([A-Z0-9]{6})\b")
+CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def key_of(msisdn: str) -> str:
+    return KEYS.phone_key("+" + msisdn)
+
+
+# ------------------------------------------------------------------------------------------------ the fork server
+
+
+class ForkServer:
+    """A single-threaded helper process that forks `smsbot serve` children on request and reaps them.
+
+    The test process itself has threads (the emulator, the clients); forking a server from it could copy a lock
+    some other thread holds. The helper is forked once, before any of those threads exist.
+    """
+
+    def __init__(self, error_log: pathlib.Path):
+        requests_r, requests_w = os.pipe()
+        replies_r, replies_w = os.pipe()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12+ warns about fork with threads
+            pid = os.fork()
+        if pid == 0:  # the helper: never returns into pytest
+            code = 1
+            try:
+                os.close(requests_w)
+                os.close(replies_r)
+                code = _fork_server_loop(requests_r, replies_w)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    error_log.write_text(traceback.format_exc(), encoding="utf-8")
+            finally:
+                os._exit(code)
+        os.close(requests_r)
+        os.close(replies_w)
+        self.pid = pid
+        self.error_log = error_log
+        self._to = os.fdopen(requests_w, "wb")
+        self._from = os.fdopen(replies_r, "rb")
+        self._lock = threading.Lock()
+
+    def _ask(self, **request: Any) -> dict[str, Any]:
+        with self._lock:
+            self._to.write(json.dumps(request).encode() + b"\n")
+            self._to.flush()
+            line = self._from.readline()
+        if not line:
+            error = self.error_log.read_text() if self.error_log.exists() else ""
+            raise AssertionError(f"the fork server died: {error}")
+        reply: dict[str, Any] = json.loads(line)
+        if "error" in reply:
+            raise AssertionError(f"fork server: {reply['error']}")
+        return reply
+
+    def spawn(self, env: dict[str, str], port: int, log: pathlib.Path, cwd: pathlib.Path) -> int:
+        """Fork a child that runs `smsbot serve --host 127.0.0.1 --port <port>`; its output goes to `log`."""
+        return int(self._ask(op="spawn", env=env, port=port, log=str(log), cwd=str(cwd))["pid"])
+
+    def wait(self, pid: int, timeout: float) -> int | None:
+        """The child's exit code (negative: killed by that signal), or None if it is still running."""
+        code = self._ask(op="wait", pid=pid, timeout=timeout)["code"]
+        return None if code is None else int(code)
+
+    def close(self) -> None:
+        """Stop the helper; it SIGKILLs and reaps any child still running."""
+        with contextlib.suppress(OSError, ValueError):
+            self._to.write(b'{"op": "quit"}\n')
+            self._to.flush()
+        for stream in (self._to, self._from):
+            with contextlib.suppress(OSError):
+                stream.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            done, _ = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                return
+            time.sleep(0.01)
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+
+
+def _fork_server_loop(requests_fd: int, replies_fd: int) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the test process ends us (and our children) through the pipe
+    inbox = os.fdopen(requests_fd, "rb")
+    outbox = os.fdopen(replies_fd, "wb")
+    children: set[int] = set()
+    try:
+        for line in inbox:
+            request = json.loads(line)
+            reply: dict[str, Any]
+            try:
+                if request["op"] == "quit":
+                    break
+                if request["op"] == "spawn":
+                    pid = os.fork()
+                    if pid == 0:
+                        inbox.close()
+                        outbox.close()
+                        _serve(request)  # never returns
+                    children.add(pid)
+                    reply = {"pid": pid}
+                elif request["op"] == "wait":
+                    code = _reap(int(request["pid"]), float(request["timeout"]))
+                    if code is not None:
+                        children.discard(int(request["pid"]))
+                    reply = {"code": code}
+                else:
+                    reply = {"error": f"unknown op {request['op']!r}"}
+            except Exception as exc:
+                reply = {"error": f"{type(exc).__name__}: {exc}"}
+            outbox.write(json.dumps(reply).encode() + b"\n")
+            outbox.flush()
+    finally:
+        for pid in children:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.waitpid(pid, 0)
+    return 0
+
+
+def _reap(pid: int, timeout: float) -> int | None:
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.002)
+
+
+def _serve(request: dict[str, Any]) -> None:
+    """In the forked child: become `smsbot serve` with the given environment, then exit with its exit code."""
+    code = 1
+    try:
+        out = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.close(out)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        sys.stdout = open(1, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)  # noqa: SIM115
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        root = logging.getLogger()  # pytest's capture handlers would swallow the server's log
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        root.setLevel(logging.WARNING)
+        smsbot.cli.main(["serve", "--host", "127.0.0.1", "--port", str(request["port"])])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+# ------------------------------------------------------------------------------------------------ servers
+
+
+class Running:
+    """One running server: a fork of the fork server, or a real `python -m smsbot serve` process."""
+
+    def __init__(self, forker: ForkServer | None, pid: int, proc: SmsbotProcess | None = None):
+        self.forker = forker
+        self.pid = pid
+        self.proc = proc
+        self.code: int | None = None
+        self._released = False
+
+    @property
+    def real(self) -> bool:
+        return self.proc is not None
+
+    def poll(self) -> int | None:
+        if self.code is None:
+            if self.proc is not None:
+                assert self.proc.proc is not None
+                self.code = self.proc.proc.poll()
+            else:
+                assert self.forker is not None
+                self.code = self.forker.wait(self.pid, 0)
+        return self.code
+
+    def wait(self, timeout: float) -> int | None:
+        if self.code is None:
+            if self.proc is not None:
+                assert self.proc.proc is not None
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.code = self.proc.proc.wait(timeout)
+            else:
+                assert self.forker is not None
+                self.code = self.forker.wait(self.pid, timeout)
+        return self.code
+
+    def kill(self) -> int:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+        code = self.wait(10)
+        assert code is not None, f"pid {self.pid} survived SIGKILL"
+        self.release()
+        return code
+
+    def release(self) -> None:
+        if self.proc is not None and not self._released:
+            self._released = True
+            self.proc.stop()  # closes its log and prints it (the real servers log at WARNING: short)
+
+
+class PortTaken(AssertionError):
+    """Another process took the port between two of our servers."""
+
+
+class Deployment:
+    """Everything a server needs (database, port, environment) and how to start one."""
+
+    def __init__(self, tmp: pathlib.Path, emu: VonageEmulator, forker: ForkServer | None):
+        self.tmp = tmp
+        self.emu = emu
+        self.forker = forker
+        self.workdir = tmp / "work"
+        self.workdir.mkdir()
+        self.db = tmp / "data" / "smsbot.db"
+        self.db.parent.mkdir()
+        self.fork_log = tmp / "forked-servers.log"
+        self.port = free_port()
+        self.starts = 0
+        self.health = requests.Session()
+        self.health.trust_env = False
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return clean_env({
+            "SMSBOT_SECRET": SECRET,
+            "SMSBOT_ADMINS": "+" + ADMIN,
+            "SMSBOT_NUMBER": NUMBER,
+            "SMSBOT_GROUP_NAME": "Crash",
+            "SMSBOT_DB": str(self.db),
+            "SMSBOT_PUBLIC_URL": self.base,
+            "SMSBOT_SMS_RATE": "1000",
+            "SMSBOT_PIN_CAP_HOUR": "100000",
+            "SMSBOT_PIN_CAP_DAY": "100000",
+            "SMSBOT_DAILY_SMS_BUDGET": "1000000",
+            "SMSBOT_LOGIN_RATE_PER_MINUTE": "1000",
+            "SMSBOT_SHUTDOWN_TIMEOUT": f"{SHUTDOWN_TIMEOUT:g}",
+            "VONAGE_API_KEY": self.emu.api_key,
+            "VONAGE_API_SECRET": self.emu.api_secret,
+            "VONAGE_REST_HOST": self.emu.host,
+            "VONAGE_API_HOST": self.emu.host,
+            "REQUESTS_CA_BUNDLE": str(self.emu.ca_path),
+            **extra,
+        })
+
+    def start(self, real: bool = False) -> Running:
+        """Start a server on this deployment's port (without waiting for it to be healthy)."""
+        self.starts += 1
+        if real:
+            log = self.tmp / f"real-server-{self.starts}.log"
+            proc = SmsbotProcess(["serve", "--host", "127.0.0.1", "--port", str(self.port)], self.workdir,
+                                 self.env(SMSBOT_LOG_LEVEL="WARNING"), log)
+            proc.start()
+            return Running(None, proc.pid, proc)
+        assert self.forker is not None
+        with self.fork_log.open("a", encoding="utf-8") as out:
+            out.write(f"===== start {self.starts} =====\n")
+        return Running(self.forker, self.forker.spawn(self.env(), self.port, self.fork_log, self.workdir))
+
+    def wait_healthy(self, server: Running, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            code = server.poll()
+            if code is not None:
+                if self.port_taken(server):
+                    raise PortTaken(f"port {self.port} is taken")
+                raise AssertionError(f"smsbot serve exited with code {code} before it was healthy:\n"
+                                     f"{self.log_tail(server)}")
+            with contextlib.suppress(requests.RequestException):
+                if self.health.get(f"{self.base}/healthz", timeout=2).status_code == 200:
+                    return
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"smsbot serve not healthy after {timeout:g} s:\n{self.log_tail(server)}")
+            time.sleep(0.005)
+
+    def start_healthy(self, real: bool = False) -> Running:
+        for attempt in range(3):
+            server = self.start(real)
+            try:
+                self.wait_healthy(server)
+                return server
+            except PortTaken:
+                server.kill()
+                if attempt == 2:
+                    raise
+                self.port = free_port()
+            except BaseException:
+                server.kill()
+                raise
+        raise AssertionError("unreachable")
+
+    def port_taken(self, server: Running) -> bool:
+        return "address already in use" in self.log_tail(server, lines=20).lower()
+
+    def log_tail(self, server: Running | None = None, lines: int = 60) -> str:
+        if server is not None and server.proc is not None:
+            text = server.proc.output()
+        else:
+            text = self.fork_log.read_text(encoding="utf-8", errors="replace") if self.fork_log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def close(self) -> None:
+        self.health.close()
+
+
+# ------------------------------------------------------------------------------------------------ inbound traffic
+
+
+@dataclasses.dataclass
+class Msg:
+    """One inbound text (one Vonage messageId) and the outbox rows it must cause, once."""
+
+    mid: str
+    msisdn: str
+    text: str
+    effects: tuple[tuple[str, str], ...]  # (phone key, outbox kind)
+    posts: int = 0
+    acked: bool = False
+
+
+class Traffic:
+    """Posts inbound webhooks as Vonage does, from several threads, and remembers which were acknowledged."""
+
+    def __init__(self, deployment: Deployment, seed: int):
+        self.deployment = deployment
+        self.seed = seed
+        self.lock = threading.Lock()
+        self.messages: dict[str, Msg] = {}
+        self.names: dict[str, str] = {key_of(ADMIN): ADMIN, **{key_of(n): n for n in MEMBERS}}
+        self._fresh = iter(range(2000, 10000))
+        self._serial = 0
+        self.posts = 0
+        self.replays = 0
+        self.unacked_replays = 0
+        self.unexpected: list[str] = []
+        self.stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # messages
+    def _new(self, msisdn: str, text: str, effects: list[tuple[str, str]]) -> Msg:
+        self._serial += 1
+        msg = Msg(f"0C{self.seed:08X}{self._serial:08d}", msisdn, text, tuple(effects))
+        self.messages[msg.mid] = msg
+        return msg
+
+    def invite(self, msisdn: str | None = None, username: str | None = None) -> Msg:
+        with self.lock:
+            if msisdn is None:
+                msisdn = f"1415555{next(self._fresh):04d}"
+            self.names[key_of(msisdn)] = msisdn
+            text = f"INVITE +{msisdn}" + (f" {username}" if username else "")
+            return self._new(ADMIN, text, [(key_of(msisdn), "invite"), (key_of(ADMIN), "reply")])
+
+    def login(self, msisdn: str) -> Msg:
+        with self.lock:
+            return self._new(msisdn, "LOGIN", [(key_of(msisdn), "pin")])
+
+    def code(self, msisdn: str, code: str) -> Msg:
+        with self.lock:
+            return self._new(msisdn, code, [(key_of(msisdn), "pin")])
+
+    # posting
+    @staticmethod
+    def fields(msg: Msg) -> dict[str, str]:
+        """The SMS API inbound webhook, as Vonage posts it (a form)."""
+        return {"msisdn": msg.msisdn, "to": NUMBER, "messageId": msg.mid, "text": msg.text, "type": "text",
+                "keyword": msg.text.split()[0].upper(), "message-timestamp": "2025-03-14 15:09:26"}
+
+    def post(self, session: requests.Session, msg: Msg) -> bool:
+        """Post the webhook; True if it was acknowledged (2xx)."""
+        try:
+            response = session.post(f"{self.deployment.base}/webhooks/inbound", data=self.fields(msg),
+                                    timeout=(2, 15))
+        except requests.RequestException:
+            return self.record(msg, 0, "")
+        return self.record(msg, response.status_code, response.text)
+
+    def record(self, msg: Msg, status: int, text: str) -> bool:
+        """Note one post of `msg` and its answer (status 0: no answer); True if it was acknowledged."""
+        ok = status in (200, 204)
+        with self.lock:
+            msg.posts += 1
+            self.posts += 1
+            msg.acked = msg.acked or ok
+            if status and not ok:
+                self.unexpected.append(f"{msg.mid} {msg.text!r}: HTTP {status} {text[:200]}")
+        return ok
+
+    def _client(self, number: int) -> None:
+        rng = random.Random(self.seed * 100 + number)
+        with requests.Session() as session:
+            session.trust_env = False
+            retry: Msg | None = None  # not acknowledged: Vonage tries again (mostly)
+            while not self.stop.is_set():
+                with self.lock:
+                    earlier = list(self.messages.values()) if rng.random() < REPLAY_SHARE else []
+                if retry is not None and rng.random() < RETRY_SHARE:
+                    msg = retry
+                elif earlier:
+                    msg = rng.choice(earlier)
+                elif rng.random() < INVITE_SHARE:
+                    msg = self.invite()
+                else:
+                    msg = self.login(rng.choice(list(MEMBERS)))
+                if msg.posts:
+                    with self.lock:
+                        self.replays += 1
+                        self.unacked_replays += not msg.acked
+                ok = self.post(session, msg)
+                retry = None if ok else msg
+                self.stop.wait(PACE if ok else 0.02)
+
+    def start(self) -> None:
+        for number in range(CLIENTS):
+            thread = threading.Thread(target=self._client, args=(number,), name=f"client-{number}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def halt(self) -> None:
+        self.stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+            assert not thread.is_alive(), f"{thread.name} did not stop"
+        self._threads.clear()
+
+    def acked(self) -> set[str]:
+        with self.lock:
+            return {m.mid for m in self.messages.values() if m.acked}
+
+    def name(self, key: str) -> str:
+        return self.names.get(key, key[:12])
+
+
+# ------------------------------------------------------------------------------------------------ database checks
+
+
+@dataclasses.dataclass
+class DbFacts:
+    inbound: set[str]
+    outbox: collections.Counter[tuple[str, str]]
+    sending: set[int]
+
+
+def read_db(path: pathlib.Path) -> DbFacts:
+    """Check a database nobody else has open: integrity, foreign keys; return what the checks below need."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        integrity = conn.execute("PRAGMA integrity_check").fetchall()
+        assert integrity == [("ok",)], f"PRAGMA integrity_check on {path}: {integrity}"
+        broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+        assert broken == [], f"PRAGMA foreign_key_check on {path}: {broken}"
+        inbound = {str(r[0]) for r in conn.execute("SELECT message_id FROM inbound")}
+        outbox = collections.Counter({(str(k), str(kind)): int(n) for k, kind, n in conn.execute(
+            "SELECT phone_key, kind, count(*) FROM outbox GROUP BY phone_key, kind")})
+        sending = {int(r[0]) for r in conn.execute("SELECT id FROM outbox WHERE state = 'sending'")}
+    finally:
+        conn.close()
+    return DbFacts(inbound, outbox, sending)
+
+
+def snapshot(db: pathlib.Path, into: pathlib.Path) -> pathlib.Path:
+    """Copy the files a killed server left (database and WAL, as they are on disk) to check them untouched."""
+    if into.exists():
+        shutil.rmtree(into)
+    into.mkdir()
+    copy = into / db.name
+    for suffix in ("", "-wal", "-journal"):
+        source = db.with_name(db.name + suffix)
+        if source.exists():
+            shutil.copyfile(source, copy.with_name(copy.name + suffix))
+    return copy
+
+
+def check_effects(facts: DbFacts, traffic: Traffic, acked: set[str], where: str) -> None:
+    """Every acknowledged message is recorded, and the outbox holds exactly the texts of the recorded messages."""
+    with traffic.lock:
+        messages = dict(traffic.messages)
+    unknown = facts.inbound - messages.keys()
+    assert not unknown, f"{where}: inbound holds message ids nobody sent: {sorted(unknown)[:5]}"
+    lost = acked - facts.inbound
+    assert not lost, (f"{where}: {len(lost)} acknowledged message(s) missing from the inbound table: "
+                      f"{[(m, messages[m].text) for m in sorted(lost)[:5]]}")
+    expected: collections.Counter[tuple[str, str]] = collections.Counter()
+    for mid in facts.inbound:
+        expected.update(messages[mid].effects)
+    if facts.outbox != expected:
+        problems = []
+        for key in sorted(set(expected) | set(facts.outbox)):
+            if expected[key] != facts.outbox[key]:
+                number, kind = traffic.name(key[0]), key[1]
+                causes = [(m.mid, m.text, "acked" if m.mid in acked else "not acked") for m in messages.values()
+                          if key in m.effects and m.mid in facts.inbound]
+                problems.append(f"{kind} texts to {number}: {facts.outbox[key]} in the outbox, expected "
+                                f"{expected[key]} from recorded messages {causes[:4]}")
+        raise AssertionError(f"{where}: outbox does not match the recorded messages (exactly once):\n  "
+                             + "\n  ".join(problems[:10]))
+
+
+def waiting_texts(db: pathlib.Path) -> list[tuple[int, str, str, int]]:
+    """The running server's outbox rows still waiting or being sent (read-only, alongside the server)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None, timeout=5)
+    try:
+        rows = conn.execute("SELECT id, kind, state, attempts FROM outbox WHERE state IN ('pending', 'sending')"
+                            " ORDER BY id").fetchall()
+    finally:
+        conn.close()
+    return [(int(i), str(kind), str(state), int(attempts)) for i, kind, state, attempts in rows]
+
+
+def wait_drained(db: pathlib.Path, timeout: float, claimed_by_the_dead: Collection[int] = ()) -> None:
+    """Wait until the outbox has sent everything; say which rows are stuck if it does not."""
+    deadline = time.monotonic() + timeout
+    while waiting := waiting_texts(db):
+        if time.monotonic() >= deadline:
+            described = [f"#{i} {kind} {state}, {attempts} attempt(s)"
+                         + (", claimed by a killed worker" if i in claimed_by_the_dead else "")
+                         for i, kind, state, attempts in waiting[:10]]
+            raise AssertionError(f"the outbox did not drain within {timeout:g} s: {len(waiting)} row(s) left: "
+                                 f"{described}")
+        time.sleep(0.1)
+
+
+def outbox_rows(db: pathlib.Path) -> dict[int, sqlite3.Row]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None, timeout=5)
+    conn.row_factory = sqlite3.Row
+    try:
+        return {int(r["id"]): r for r in conn.execute("SELECT id, phone_key, kind, state, attempts FROM outbox")}
+    finally:
+        conn.close()
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def sent_by_ref(emu: VonageEmulator) -> dict[str, list[SentSms]]:
+    groups: dict[str, list[SentSms]] = collections.defaultdict(list)
+    for sms in list(emu.sent):
+        groups[sms.client_ref or ""].append(sms)
+    return groups
+
+
+def web_login(base: str, username: str, pin: str) -> int:
+    with requests.Session() as http:
+        http.trust_env = False
+        form = http.get(f"{base}/login", timeout=10)
+        token = CSRF_INPUT.search(form.text)
+        assert form.status_code == 200 and token, form.text[:300]
+        response = http.post(f"{base}/login", data={"username": username, "pin": pin,
+                                                    "csrf_token": token.group(1)},
+                             allow_redirects=False, timeout=10)
+        return response.status_code
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture
+def forker(tmp_path: pathlib.Path) -> Iterator[ForkServer]:
+    """Requested before `emu`, so it is forked while this process has no extra thread."""
+    server = ForkServer(tmp_path / "fork-server-error.txt")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def emu() -> Iterator[VonageEmulator]:
+    with running_emulator() as emulator:
+        yield emulator
+
+
+# ------------------------------------------------------------------------------------------------ tests
+
+
+def test_sigkill_at_random_moments_loses_nothing_acknowledged(forker: ForkServer, emu: VonageEmulator,
+                                                              tmp_path: pathlib.Path) -> None:
+    started = time.monotonic()
+    seed = random.SystemRandom().randrange(1 << 30)
+    print(f"\ncrash test seed {seed}")
+    rng = random.Random(seed)
+    deployment = Deployment(tmp_path, emu, forker)
+    traffic = Traffic(deployment, seed)
+    setup_http = requests.Session()
+    setup_http.trust_env = False
+    server: Running | None = None
+    kills = early_kills = real_kills = 0
+    claimed_at_crash: set[int] = set()
+    try:
+        # Members, without kills, on a real `python -m smsbot serve`.
+        server = deployment.start_healthy(real=True)
+        for msisdn, username in MEMBERS.items():
+            assert traffic.post(setup_http, traffic.invite(msisdn, username))
+        for msisdn in MEMBERS:
+            wait_until(lambda m=msisdn: any(s.to == m for s in emu.sent), 15, f"the invite to {msisdn}")
+            invite = next(s for s in list(emu.sent) if s.to == msisdn)
+            code = INVITE_CODE.search(invite.text)
+            assert code, invite.text
+            assert traffic.post(setup_http, traffic.code(msisdn, code.group(1)))
+        for msisdn in MEMBERS:
+            wait_until(lambda m=msisdn: any(s.to == m and "PIN" in s.text for s in emu.sent), 15,
+                       f"the first PIN of {msisdn}")
+
+        # The storm: texts stream in from several threads while the server is killed and restarted.
+        traffic.start()
+        cycle_deadline = time.monotonic() + CYCLE_DEADLINE
+        cycle = 0
+        while kills < MIN_CYCLES and cycle < MAX_CYCLES and time.monotonic() < cycle_deadline:
+            cycle += 1
+            real = cycle == REAL_CYCLE
+            early = cycle > 1 and not real and rng.random() < EARLY_KILL_SHARE
+            if server is None:
+                server = deployment.start(real=real)
+                if early:
+                    time.sleep(rng.uniform(0.0, 0.06))
+                else:
+                    with contextlib.suppress(PortTaken):
+                        deployment.wait_healthy(server)
+            if not early and server.poll() is None:
+                time.sleep(rng.uniform(*KILL_DELAY))
+            real = server.real
+            code = server.kill()
+            if code != -signal.SIGKILL and deployment.port_taken(server):
+                deployment.port = free_port()  # not a cycle: try again on another port
+                server = None
+                continue
+            assert code == -signal.SIGKILL, f"cycle {cycle}: exit code {code}, not killed:\n{deployment.log_tail()}"
+            server = None
+            if early:
+                early_kills += 1
+            else:
+                kills += 1
+                real_kills += real
+            # The dead server's files, checked untouched: no server runs until the next cycle.
+            acked = traffic.acked()
+            copy = snapshot(deployment.db, tmp_path / "snapshot")
+            try:
+                facts = read_db(copy)
+                check_effects(facts, traffic, acked, f"after kill {cycle}")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n--- server log (tail) ---\n{deployment.log_tail(lines=40)}") from None
+            claimed_at_crash |= facts.sending
+        cycles_done = time.monotonic()
+        traffic.halt()
+        assert kills >= MIN_CYCLES, f"only {kills} kill/restart cycles in {CYCLE_DEADLINE:g} s"
+        assert not traffic.unexpected, f"webhooks answered other than 2xx: {traffic.unexpected[:5]}"
+        acked_before = traffic.acked()
+        committed_unacked = read_db(snapshot(deployment.db, tmp_path / "snapshot")).inbound - acked_before
+
+        # The last start, a real process: Vonage retries everything never acknowledged, and some that were.
+        server = deployment.start_healthy(real=True)
+        with traffic.lock:
+            pending = [m for m in traffic.messages.values() if not m.acked]
+            acked_msgs = [m for m in traffic.messages.values() if m.acked]
+        for msg in pending:
+            assert traffic.post(setup_http, msg), f"retry of {msg.mid} not acknowledged by a healthy server"
+        for msg in rng.sample(acked_msgs, min(100, len(acked_msgs))):
+            assert traffic.post(setup_http, msg), f"replay of {msg.mid} not acknowledged by a healthy server"
+            traffic.replays += 1
+        wait_drained(deployment.db, 40, claimed_at_crash)
+        drained = time.monotonic()
+
+        # The PIN each member got last is the one that signs them in.
+        rows = outbox_rows(deployment.db)
+        by_ref = sent_by_ref(emu)
+        for msisdn, username in MEMBERS.items():
+            last = max(i for i, r in rows.items() if r["phone_key"] == key_of(msisdn) and r["kind"] == "pin")
+            pin = PIN.search(by_ref[f"smsbot-{last}"][0].text)
+            assert pin, by_ref[f"smsbot-{last}"][0].text
+            assert web_login(deployment.base, username, pin.group(0)) == 303, f"{username} cannot sign in"
+
+        stopping = time.monotonic()
+        assert server.proc is not None
+        server.proc.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        code = server.wait(SHUTDOWN_TIMEOUT + 2)
+        stop_seconds = time.monotonic() - stopping
+        output = server.proc.output()
+        server.kill()  # if it is still running
+        server = None
+        assert code == 0, f"exit code {code} after SIGTERM (None: still running after {SHUTDOWN_TIMEOUT + 2:g} s)"
+        assert "Traceback" not in output, output
+
+        # Final state: everything acknowledged, each effect once, every text sent.
+        facts = read_db(deployment.db)
+        everything = traffic.acked()
+        assert everything == set(traffic.messages), "every message is acknowledged in the end"
+        check_effects(facts, traffic, everything, "after the final shutdown")
+        rows = outbox_rows(deployment.db)
+        stuck = {i: (r["kind"], r["state"]) for i, r in rows.items() if r["state"] != "sent"}
+        assert not stuck, f"outbox rows not sent in the end: {dict(list(stuck.items())[:10])}"
+
+        # The provider's side: each row sent, with one body however often it was sent, to its own number.
+        by_ref = sent_by_ref(emu)
+        assert "" not in by_ref, "every text carries its outbox row as client-ref"
+        duplicates = 0
+        for ref, texts in by_ref.items():
+            assert ref.startswith("smsbot-") and int(ref[7:]) in rows, f"a text for no outbox row: {ref}"
+            row = rows[int(ref[7:])]
+            assert {key_of(t.to) for t in texts} == {row["phone_key"]}, f"{ref} went to another number"
+            bodies = {t.text for t in texts}
+            assert len(bodies) == 1, f"outbox row {ref} ({row['kind']}) was sent with different bodies: {bodies}"
+            if row["kind"] == "pin":
+                assert len(PIN.findall(texts[0].text)) == 1, texts[0].text
+            if len(texts) > 1:
+                duplicates += len(texts) - 1
+                assert int(ref[7:]) in claimed_at_crash, (
+                    f"{ref} was sent {len(texts)} times but was never claimed by a worker that died")
+                assert len(texts) <= row["attempts"], f"{ref} sent {len(texts)} times in {row['attempts']} attempts"
+        unsent = [i for i in rows if f"smsbot-{i}" not in by_ref]
+        assert not unsent, f"outbox rows marked sent that the provider never got: {unsent[:10]}"
+        not_retried = [i for i in claimed_at_crash if rows[i]["attempts"] < 2]
+        assert not not_retried, f"rows claimed by a killed worker but not claimed again after restart: {not_retried}"
+        assert claimed_at_crash, "no kill fell while the worker held a claim: the recovery path went untested"
+        for msg in traffic.messages.values():
+            if msg.text.startswith("INVITE"):
+                invitee = msg.text.split()[1].lstrip("+")
+                bodies = {s.text for s in list(emu.sent) if s.to == invitee and "invited" in s.text}
+                assert len(bodies) == 1, f"{msg.text!r} ({msg.mid}): the invitee got {len(bodies)} invite texts"
+        log = deployment.fork_log.read_text(encoding="utf-8", errors="replace")
+        problems = [line for line in log.splitlines() if " ERROR " in line or "Traceback" in line]
+        assert not problems, f"the forked servers logged errors: {problems[:10]}"
+
+        elapsed = time.monotonic() - started
+        print(f"crash summary: {kills} SIGKILL cycles of a healthy server ({real_kills} of a real "
+              f"`python -m smsbot serve`) + {early_kills} during start-up, in {cycles_done - started:.1f} s; "
+              f"{len(traffic.messages)} messages, {traffic.posts} webhook posts, {len(acked_before)} acked during "
+              f"the kills, {len(committed_unacked)} committed but not acked (kill between COMMIT and response), "
+              f"{traffic.replays} re-posts of an earlier messageId ({traffic.unacked_replays} of unacked ones); "
+              f"{len(rows)} texts, {len(claimed_at_crash)} claimed by a killed worker and sent after restart, "
+              f"{duplicates} duplicate(s) of accepted texts (kill between provider acceptance and mark-sent); "
+              f"drain {drained - cycles_done:.1f} s, SIGTERM exit in {stop_seconds:.2f} s; "
+              f"elapsed {elapsed:.1f} s")
+    finally:
+        traffic.stop.set()
+        if server is not None:
+            server.kill()
+        for thread in traffic._threads:
+            thread.join(timeout=10)
+        setup_http.close()
+        deployment.close()
+
+
+def test_sigterm_finishes_in_flight_webhooks_and_exits_within_the_shutdown_timeout(
+        forker: ForkServer, emu: VonageEmulator, tmp_path: pathlib.Path) -> None:
+    """A real `python -m smsbot serve` (a fork would skip the interpreter's own exit, where threads are joined),
+    SIGTERMed while ~30 webhooks are in flight and the outbox worker waits on a hanging Vonage request."""
+    deployment = Deployment(tmp_path, emu, forker)
+    traffic = Traffic(deployment, random.SystemRandom().randrange(1 << 30))
+    emu.hang_seconds = 60.0  # longer than the test: the hanging request never answers
+    server: Running | None = None
+    threads: list[threading.Thread] = []
+    sockets: dict[str, socket.socket] = {}
+    try:
+        server = deployment.start_healthy(real=True)
+        assert server.proc is not None and server.proc.proc is not None
+        with requests.Session() as http:
+            http.trust_env = False
+            emu.inject("hang", path=SMS_PATH)
+            assert traffic.post(http, traffic.invite())
+        wait_until(lambda: any(r.fault == "hang" for r in list(emu.requests)), 10, "the outbox's hanging send")
+        hung_ref = next(r for r in list(emu.requests) if r.fault == "hang").params.get("client-ref", "")
+
+        # 30 webhooks on connections opened beforehand, sent at once; SIGTERM as soon as the first is answered,
+        # so the others are being handled. Three send only part of their body, and never the rest.
+        burst = [traffic.invite() for _ in range(30)]
+        partial = {m.mid for m in burst[:3]}
+        for msg in burst:
+            sockets[msg.mid] = socket.create_connection(("127.0.0.1", deployment.port), timeout=20)
+        answered: dict[str, float] = {}
+        first_answer = threading.Event()
+
+        def read_answer(msg: Msg) -> None:
+            data, first_at = b"", 0.0
+            with contextlib.suppress(OSError):
+                while chunk := sockets[msg.mid].recv(4096):
+                    first_at, data = first_at or time.monotonic(), data + chunk
+            status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else 0
+            if traffic.record(msg, status, data.decode("utf-8", "replace")):
+                answered[msg.mid] = first_at
+                first_answer.set()
+
+        threads = [threading.Thread(target=read_answer, args=(m,), daemon=True) for m in burst]
+        for thread in threads:
+            thread.start()
+        for msg in burst:
+            body = urllib.parse.urlencode(traffic.fields(msg)).encode()
+            head = (f"POST /webhooks/inbound HTTP/1.1\r\nHost: 127.0.0.1:{deployment.port}\r\n"
+                    "Content-Type: application/x-www-form-urlencoded\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+            sockets[msg.mid].sendall(head + (body[:20] if msg.mid in partial else body))
+        assert first_answer.wait(10), "no webhook of the burst was acknowledged"
+        sigterm_at = time.monotonic()
+        server.proc.proc.send_signal(signal.SIGTERM)
+
+        # Wait for the exit (a while past the limit, to measure it); note when the app closed its database.
+        wal = deployment.db.with_name(deployment.db.name + "-wal")
+        limit = SHUTDOWN_TIMEOUT + 2
+        db_closed_after: float | None = None
+        while server.poll() is None and time.monotonic() - sigterm_at < limit + 12:
+            if db_closed_after is None and not wal.exists():
+                db_closed_after = time.monotonic() - sigterm_at
+            time.sleep(0.01)
+        code = server.poll()
+        exit_after = time.monotonic() - sigterm_at
+        output = server.proc.output()
+        server.kill()  # if it is still running
+        server = None
+        for thread in threads:
+            thread.join(timeout=20)
+
+        # Nothing acknowledged is lost: every 2xx has its effects, exactly once.
+        acked = traffic.acked()
+        facts = read_db(deployment.db)
+        check_effects(facts, traffic, acked, "after SIGTERM")
+        after_sigterm = [mid for mid, at in answered.items() if at > sigterm_at]
+
+        # After a restart the texts go out, the one the stopped worker held included.
+        emu.clear_faults()
+        server = deployment.start_healthy()
+        wait_drained(deployment.db, 20)
+        rows = outbox_rows(deployment.db)
+        by_ref = sent_by_ref(emu)
+        unsent = [i for i, r in rows.items() if r["state"] != "sent" or f"smsbot-{i}" not in by_ref]
+        assert not unsent, f"outbox rows not sent after the restart: {unsent}"
+        assert hung_ref.startswith("smsbot-") and rows[int(hung_ref[7:])]["attempts"] >= 2, (
+            f"the text whose send hung ({hung_ref}) was not claimed again after the restart")
+        for msg in burst:
+            invitee = msg.text.split()[1].lstrip("+")
+            if msg.mid in acked:
+                assert any(s.to == invitee for s in list(emu.sent)), f"acknowledged {msg.text!r}: no invite sent"
+        server.kill()
+        server = None
+
+        print(f"\nsigterm summary: {len(acked & {m.mid for m in burst})}/{len(burst)} webhooks of the burst "
+              f"acknowledged, {len(after_sigterm)} of them answered after SIGTERM; database closed "
+              f"{db_closed_after if db_closed_after is None else round(db_closed_after, 2)} s and process exited "
+              f"{exit_after:.2f} s after SIGTERM (exit code {code})")
+        assert after_sigterm, "no webhook in flight at SIGTERM was finished (all were answered before it)"
+        assert "Traceback" not in output, output
+        assert code == 0 and exit_after <= limit, (
+            f"`smsbot serve` did not exit within SMSBOT_SHUTDOWN_TIMEOUT={SHUTDOWN_TIMEOUT:g} s + 2 s of SIGTERM: "
+            f"exit code {code} ({'still running, killed' if code is None else 'exited'}) after {exit_after:.2f} s; "
+            f"the app had closed its database {db_closed_after} s after SIGTERM, while the outbox's Vonage "
+            f"request ({hung_ref}) was hanging")
+    finally:
+        if server is not None:
+            server.kill()
+        for sock in sockets.values():
+            sock.close()
+        deployment.close()
