@@ -223,7 +223,10 @@ class VonageGateway:
         self._thread = current
         if api not in self._clients:
             s = self._settings
-            options: dict[str, Any] = {"timeout": s.vonage_timeout}
+            # pool_maxsize=1 turns off the SDK's own loop that re-POSTs after a dropped connection, and
+            # max_retries=0 its urllib3 retries: every request then passes our rate limiter, and retries follow
+            # the outbox's backoff.
+            options: dict[str, Any] = {"timeout": s.vonage_timeout, "pool_maxsize": 1, "max_retries": 0}
             if s.vonage_api_host:
                 options["api_host"] = s.vonage_api_host
             if s.vonage_rest_host:

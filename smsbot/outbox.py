@@ -12,6 +12,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import AsyncIterator
 from functools import partial
 
 from .clock import Clock
@@ -31,22 +32,34 @@ IDLE_POLL = 5.0
 
 
 class RateLimiter:
-    """At most `rate` sends in any sliding one-second window."""
+    """At most `rate` send requests in any sliding one-second window, as the provider sees them.
+
+    A request is counted from when it finishes: a request's arrival at Vonage can lag its start (a new TLS
+    connection), so counting from the start could let two requests land closer than the window allows.
+    """
 
     def __init__(self, rate: float):
         self.capacity = max(1, int(rate))
         self.window = 1.0 if rate >= 1 else 1.0 / rate
-        self._sent: collections.deque[float] = collections.deque()
+        self._done: collections.deque[float] = collections.deque()
+        self._in_flight = 0
 
-    async def acquire(self) -> None:
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
         while True:
             now = time.monotonic()
-            while self._sent and now - self._sent[0] >= self.window:
-                self._sent.popleft()
-            if len(self._sent) < self.capacity:
-                self._sent.append(now)
-                return
-            await asyncio.sleep(self.window - (now - self._sent[0]) + 0.001)
+            while self._done and now - self._done[0] >= self.window:
+                self._done.popleft()
+            if len(self._done) + self._in_flight < self.capacity:
+                break
+            wait = self.window - (now - self._done[0]) if self._done else 0.01
+            await asyncio.sleep(max(wait, 0.001) + 0.001)
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            self._done.append(time.monotonic())
 
 
 def backoff(attempts: int, rng: random.Random) -> float:
@@ -102,9 +115,9 @@ class Outbox:
             return 1
         if row.kind == "verify":
             return await self._verify(row)
-        await self.limiter.acquire()
         try:
-            provider_id = await self.gateway.send_sms(row.to_number, row.body, client_ref=f"smsbot-{row.id}")
+            async with self.limiter.slot():
+                provider_id = await self.gateway.send_sms(row.to_number, row.body, client_ref=f"smsbot-{row.id}")
         except SendError as exc:
             return await self._failed(row, exc)
         await self._finish(row, "sent", provider_id=provider_id)
