@@ -13,8 +13,21 @@ import pytest
 import requests
 
 from .procs import clean_env, start_smsbot, wait_for
-from .test_e2e_serve import (ADMIN, CODE, NUMBER, PIN, SECRET, SESSION_COOKIE, Serve, auth, login, only, sent_to,
-                             text_in, wait_text)
+from .test_e2e_serve import (
+    ADMIN,
+    CODE,
+    NUMBER,
+    PIN,
+    SECRET,
+    SESSION_COOKIE,
+    Serve,
+    auth,
+    login,
+    only,
+    sent_to,
+    text_in,
+    wait_text,
+)
 from .vonage_emulator import SMS_PATH, VonageEmulator, running_emulator
 
 pytestmark = pytest.mark.slow
