@@ -126,7 +126,7 @@ async def test_each_device_has_its_own_session_and_logout_ends_only_one(bench: W
     _, laptop_cookies = await bench.login("alice", second)
     assert phone_cookies[SESSION] != laptop_cookies[SESSION]
     home = await bench.client.get("/", cookies=laptop_cookies)
-    assert (await home.text()).count("<li>") == 2
+    assert (await home.text()).count("<li ") == 2
     token = CSRF_INPUT.search(await home.text())
     assert token
     bench.client.session.cookie_jar.clear()
@@ -215,3 +215,15 @@ async def test_a_same_origin_browser_post_is_accepted_and_a_null_origin_alone_is
     assert refused.status == 403
     browser, _ = await bench.login("alice", pin, **{"Origin": "null", "Sec-Fetch-Site": "same-origin"})
     assert browser.status == 303
+
+
+def test_devices_get_readable_names() -> None:
+    from web.views import device_name
+
+    iphone = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+              "Version/17.0 Mobile/15E148 Safari/604.1")
+    assert device_name(iphone) == "Safari on iPhone"
+    assert device_name("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/156.0 Safari/537.36") == \
+        "Chrome on Linux"
+    assert device_name("Mozilla/5.0 (Windows NT 10.0; rv:128.0) Gecko/20100101 Firefox/128.0") == "Firefox on Windows"
+    assert device_name("") == "Unknown browser"

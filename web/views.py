@@ -86,7 +86,8 @@ async def home(request: web.Request) -> web.Response:
     if session is None:
         raise web.HTTPSeeOther("/login")
     devices = await request.app[SERVICE].devices(session)
-    return _render(request, "home.html", {"username": session.username, "devices": devices, "when": _when})
+    return _render(request, "home.html", {"username": session.username, "devices": devices, "when": _when,
+                                          "device_name": device_name})
 
 
 async def logout(request: web.Request) -> web.Response:
@@ -115,6 +116,19 @@ async def healthz(request: web.Request) -> web.Response:
         log.exception("health check failed")
         ok = False
     return web.json_response({"ok": ok}, status=200 if ok else 503)
+
+
+BROWSERS = (("Edg/", "Edge"), ("OPR/", "Opera"), ("Firefox/", "Firefox"), ("Chrome/", "Chrome"),
+            ("Safari/", "Safari"))
+SYSTEMS = (("iPhone", "iPhone"), ("iPad", "iPad"), ("Android", "Android"), ("Windows", "Windows"),
+           ("Mac OS X", "macOS"), ("CrOS", "ChromeOS"), ("Linux", "Linux"))
+
+
+def device_name(user_agent: str) -> str:
+    """'Chrome on Android' from a User-Agent header: enough to tell one's devices apart."""
+    browser = next((name for mark, name in BROWSERS if mark in user_agent), "A browser")
+    system = next((name for mark, name in SYSTEMS if mark in user_agent), "")
+    return f"{browser} on {system}" if system else browser if user_agent else "Unknown browser"
 
 
 def _when(timestamp: float) -> str:
