@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pathlib
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -30,6 +30,25 @@ BASE_ENV = {
     "VONAGE_API_KEY": "test-key",
     "VONAGE_API_SECRET": "test-secret-value",
 }
+
+
+@pytest.fixture
+def emu() -> Iterator[Any]:
+    """The Vonage TLS emulator, on its own thread, for tests that run the real SDK or `smsbot serve`."""
+    from .vonage_emulator import running_emulator
+
+    with running_emulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def http() -> Iterator[Any]:
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False  # no proxies from the environment for 127.0.0.1
+    yield session
+    session.close()
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ The process's stdout and stderr go to a log file; `SmsbotProcess.stop()` prints 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import signal
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import requests
 
@@ -161,3 +162,30 @@ def start_smsbot(command: str, cwd: pathlib.Path, env: Callable[[int], Mapping[s
             last_error = exc
     assert last_error is not None
     raise last_error
+
+
+@dataclasses.dataclass
+class Serve:
+    """A running `smsbot serve`: the process, its base URL and its database file."""
+
+    proc: SmsbotProcess
+    base: str
+    db: pathlib.Path
+
+
+def serve_env(emu: Any, port: int, db: pathlib.Path, secret: str, number: str, **extra: str) -> dict[str, str]:
+    """The environment of a `smsbot serve` that talks to the Vonage emulator `emu` (an extra of "" removes)."""
+    values = {
+        "SMSBOT_SECRET": secret,
+        "SMSBOT_ADMINS": "+1 415 555 0100",
+        "SMSBOT_NUMBER": number,
+        "SMSBOT_DB": str(db),
+        "SMSBOT_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "VONAGE_API_KEY": emu.api_key,
+        "VONAGE_API_SECRET": emu.api_secret,
+        "VONAGE_REST_HOST": emu.host,
+        "VONAGE_API_HOST": emu.host,
+        "REQUESTS_CA_BUNDLE": str(emu.ca_path),
+        **extra,
+    }
+    return clean_env({k: v for k, v in values.items() if v})

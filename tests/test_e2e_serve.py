@@ -7,7 +7,6 @@ POST JSON); what the service sends is read from the emulator's record of the SDK
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import itertools
 import pathlib
 import re
@@ -18,8 +17,8 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 
-from .procs import SmsbotProcess, clean_env, start_smsbot, wait_for
-from .vonage_emulator import SMS_PATH, SentSms, VonageEmulator, running_emulator
+from .procs import Serve, clean_env, serve_env, start_smsbot, wait_for
+from .vonage_emulator import SMS_PATH, SentSms, VonageEmulator
 
 pytestmark = pytest.mark.slow
 
@@ -38,27 +37,6 @@ TEXT_TIMEOUT = 10.0
 _ids = itertools.count(1)
 
 
-@dataclasses.dataclass
-class Serve:
-    proc: SmsbotProcess
-    base: str
-    db: pathlib.Path
-
-
-@pytest.fixture
-def emu() -> Iterator[VonageEmulator]:
-    with running_emulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def http() -> Iterator[requests.Session]:
-    session = requests.Session()
-    session.trust_env = False  # no proxies from the environment for 127.0.0.1
-    yield session
-    session.close()
-
-
 @pytest.fixture
 def serve(tmp_path: pathlib.Path, emu: VonageEmulator) -> Iterator[Serve]:
     workdir = tmp_path / "serve"
@@ -67,19 +45,7 @@ def serve(tmp_path: pathlib.Path, emu: VonageEmulator) -> Iterator[Serve]:
     db.parent.mkdir()
 
     def env(port: int) -> dict[str, str]:
-        return clean_env({
-            "SMSBOT_SECRET": SECRET,
-            "SMSBOT_ADMINS": "+1 415 555 0100",
-            "SMSBOT_NUMBER": NUMBER,
-            "SMSBOT_GROUP_NAME": GROUP,
-            "SMSBOT_DB": str(db),
-            "SMSBOT_PUBLIC_URL": f"http://127.0.0.1:{port}",
-            "VONAGE_API_KEY": emu.api_key,
-            "VONAGE_API_SECRET": emu.api_secret,
-            "VONAGE_REST_HOST": emu.host,
-            "VONAGE_API_HOST": emu.host,
-            "REQUESTS_CA_BUNDLE": str(emu.ca_path),
-        })
+        return serve_env(emu, port, db, SECRET, NUMBER, SMSBOT_GROUP_NAME=GROUP)
 
     proc, base = start_smsbot("serve", workdir, env, tmp_path / "serve.log", extra_args=["--host", "127.0.0.1"])
     try:

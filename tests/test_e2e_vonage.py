@@ -24,8 +24,8 @@ import jwt
 import pytest
 import requests
 
-from .procs import SmsbotProcess, clean_env, start_smsbot, wait_for
-from .vonage_emulator import SMS_PATH, VERIFY_PATH, RecordedRequest, SentSms, VonageEmulator, running_emulator
+from .procs import Serve, SmsbotProcess, serve_env, start_smsbot, wait_for
+from .vonage_emulator import SMS_PATH, VERIFY_PATH, RecordedRequest, SentSms, VonageEmulator
 
 pytestmark = pytest.mark.slow
 
@@ -156,19 +156,6 @@ class Texter:
 # ---------------------------------------------------------------------------------------------- the service
 
 
-@dataclasses.dataclass
-class Serve:
-    proc: SmsbotProcess
-    base: str
-    db: pathlib.Path
-
-
-@pytest.fixture
-def emu() -> Iterator[VonageEmulator]:
-    with running_emulator() as emulator:
-        yield emulator
-
-
 @pytest.fixture
 def start_serve(tmp_path: pathlib.Path, emu: VonageEmulator) -> Iterator[Callable[..., Serve]]:
     """Start `smsbot serve` against the emulator; keyword arguments add to (or, as "", remove from) its env."""
@@ -182,25 +169,10 @@ def start_serve(tmp_path: pathlib.Path, emu: VonageEmulator) -> Iterator[Callabl
         db.parent.mkdir()
 
         def env(port: int) -> dict[str, str]:
-            values = {
-                "SMSBOT_SECRET": SECRET,
-                "SMSBOT_ADMINS": "+1 415 555 0100",
-                "SMSBOT_NUMBER": NUMBER,
-                "SMSBOT_GROUP_NAME": GROUP,
-                "SMSBOT_DB": str(db),
-                "SMSBOT_PUBLIC_URL": f"http://127.0.0.1:{port}",
-                "VONAGE_API_KEY": emu.api_key,
-                "VONAGE_API_SECRET": emu.api_secret,
-                "VONAGE_REST_HOST": emu.host,
-                "VONAGE_API_HOST": emu.host,
-                "REQUESTS_CA_BUNDLE": str(emu.ca_path),
-                # The abuse limits are not what these tests are about: the verify story issues 4 PINs in a minute
-                # and signs in 11 times from one address.
-                "SMSBOT_PIN_CAP_HOUR": "10",
-                "SMSBOT_LOGIN_RATE_PER_MINUTE": "100",
-                **extra,
-            }
-            return clean_env({k: v for k, v in values.items() if v})
+            # The abuse limits are not what these tests are about: the verify story issues 4 PINs in a minute
+            # and signs in 11 times from one address.
+            limits = {"SMSBOT_PIN_CAP_HOUR": "10", "SMSBOT_LOGIN_RATE_PER_MINUTE": "100"}
+            return serve_env(emu, port, db, SECRET, NUMBER, SMSBOT_GROUP_NAME=GROUP, **{**limits, **extra})
 
         proc, base = start_smsbot("serve", workdir, env, tmp_path / f"serve{n}.log",
                                   extra_args=["--host", "127.0.0.1"], stderr_path=tmp_path / f"serve{n}.err")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from .procs import clean_env, start_smsbot, wait_for
+from .procs import Serve, serve_env, start_smsbot, wait_for
 from .test_e2e_serve import (
     ADMIN,
     CODE,
@@ -20,7 +20,6 @@ from .test_e2e_serve import (
     PIN,
     SECRET,
     SESSION_COOKIE,
-    Serve,
     auth,
     login,
     only,
@@ -28,7 +27,7 @@ from .test_e2e_serve import (
     text_in,
     wait_text,
 )
-from .vonage_emulator import SMS_PATH, VonageEmulator, running_emulator
+from .vonage_emulator import SMS_PATH, VonageEmulator
 
 pytestmark = pytest.mark.slow
 RATE = 3
@@ -36,32 +35,12 @@ INVITEES = [f"1415555{n:04d}" for n in range(300, 308)]
 
 
 @pytest.fixture
-def emu() -> Iterator[VonageEmulator]:
-    with running_emulator() as emulator:
-        emulator.hang_seconds = 120  # a hung request never completes during the test: the provider never took it
-        yield emulator
-
-
-@pytest.fixture
-def http() -> Iterator[requests.Session]:
-    session = requests.Session()
-    session.trust_env = False
-    yield session
-    session.close()
-
-
-@pytest.fixture
 def serve(tmp_path: pathlib.Path, emu: VonageEmulator) -> Iterator[Serve]:
+    emu.hang_seconds = 120  # a hung request never completes during the test: the provider never took it
     db = tmp_path / "smsbot.db"
 
     def env(port: int) -> dict[str, str]:
-        return clean_env({
-            "SMSBOT_SECRET": SECRET, "SMSBOT_ADMINS": "+1 415 555 0100", "SMSBOT_NUMBER": NUMBER,
-            "SMSBOT_DB": str(db), "SMSBOT_PUBLIC_URL": f"http://127.0.0.1:{port}",
-            "SMSBOT_SMS_RATE": str(RATE), "SMSBOT_VONAGE_TIMEOUT": "2",
-            "VONAGE_API_KEY": emu.api_key, "VONAGE_API_SECRET": emu.api_secret,
-            "VONAGE_REST_HOST": emu.host, "VONAGE_API_HOST": emu.host, "REQUESTS_CA_BUNDLE": str(emu.ca_path),
-        })
+        return serve_env(emu, port, db, SECRET, NUMBER, SMSBOT_SMS_RATE=str(RATE), SMSBOT_VONAGE_TIMEOUT="2")
 
     proc, base = start_smsbot("serve", tmp_path, env, tmp_path / "serve.log", extra_args=["--host", "127.0.0.1"])
     try:
