@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -189,3 +190,27 @@ def serve_env(emu: Any, port: int, db: pathlib.Path, secret: str, number: str, *
         **extra,
     }
     return clean_env({k: v for k, v in values.items() if v})
+
+
+def sent_to(emu: Any, msisdn: str) -> list[Any]:
+    """What the emulator accepted for `msisdn` so far (SentSms records)."""
+    return [m for m in list(emu.sent) if m.to == msisdn]
+
+
+def wait_text(emu: Any, msisdn: str, match: Callable[[str], bool], what: str, timeout: float = 10.0,
+              after: int = 0) -> Any:
+    """The first text to `msisdn` (from the `after`-th on) that `match`es, waiting for it."""
+    def found() -> Any:
+        return next((m for m in sent_to(emu, msisdn)[after:] if match(m.text)), None)
+
+    try:
+        return wait_for(found, timeout, f"a text to {msisdn}: {what}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; texts sent so far: {[(m.to, m.text) for m in emu.sent]}") from None
+
+
+def only(pattern: re.Pattern[str], text: str) -> str:
+    """The one match of `pattern` in `text` (a code or PIN standing alone); fails if there isn't exactly one."""
+    found = pattern.findall(text)
+    assert len(found) == 1, f"expected exactly one {pattern.pattern} standing alone in {text!r}, got {found}"
+    return str(found[0])

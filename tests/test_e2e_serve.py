@@ -12,13 +12,13 @@ import pathlib
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import requests
 
-from .procs import Serve, clean_env, serve_env, start_smsbot, wait_for
-from .vonage_emulator import SMS_PATH, SentSms, VonageEmulator
+from .procs import Serve, clean_env, only, sent_to, serve_env, start_smsbot, wait_for, wait_text
+from .vonage_emulator import SMS_PATH, VonageEmulator
 
 pytestmark = pytest.mark.slow
 
@@ -89,27 +89,6 @@ def text_in(http: requests.Session, base: str, how: str, msisdn: str, text: str,
     response = post_webhook(http, base, how, webhook_fields(msisdn, text, message_id))
     assert response.status_code in (200, 204), (how, text, response.status_code, response.text)
     return response
-
-
-def sent_to(emu: VonageEmulator, msisdn: str) -> list[SentSms]:
-    return [m for m in list(emu.sent) if m.to == msisdn]
-
-
-def wait_text(emu: VonageEmulator, msisdn: str, match: Callable[[str], bool], what: str,
-              timeout: float = TEXT_TIMEOUT) -> SentSms:
-    def found() -> SentSms | None:
-        return next((m for m in sent_to(emu, msisdn) if match(m.text)), None)
-
-    try:
-        return wait_for(found, timeout, f"a text to {msisdn}: {what}")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; texts sent so far: {[(m.to, m.text) for m in emu.sent]}") from None
-
-
-def only(pattern: re.Pattern[str], text: str) -> str:
-    found = pattern.findall(text)
-    assert len(found) == 1, f"expected exactly one {pattern.pattern} standing alone in {text!r}, got {found}"
-    return str(found[0])
 
 
 def fence(emu: VonageEmulator, http: requests.Session, base: str) -> None:

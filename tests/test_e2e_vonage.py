@@ -24,7 +24,7 @@ import jwt
 import pytest
 import requests
 
-from .procs import Serve, SmsbotProcess, serve_env, start_smsbot, wait_for
+from .procs import Serve, SmsbotProcess, only, sent_to, serve_env, start_smsbot, wait_for, wait_text
 from .vonage_emulator import SMS_PATH, VERIFY_PATH, RecordedRequest, SentSms, VonageEmulator
 
 pytestmark = pytest.mark.slow
@@ -193,30 +193,8 @@ def fresh_session() -> requests.Session:
     return session
 
 
-def sent_to(emu: VonageEmulator, msisdn: str) -> list[SentSms]:
-    return [m for m in list(emu.sent) if m.to == msisdn]
-
-
 def texts_to(emu: VonageEmulator, msisdn: str) -> list[str]:
     return [m.text for m in sent_to(emu, msisdn)]
-
-
-def wait_text(emu: VonageEmulator, msisdn: str, match: Callable[[str], bool], what: str,
-              timeout: float = TEXT_TIMEOUT, after: int = 0) -> SentSms:
-    """The first text to `msisdn` (from the `after`-th on) that `match`es, waiting for it."""
-    def found() -> SentSms | None:
-        return next((m for m in sent_to(emu, msisdn)[after:] if match(m.text)), None)
-
-    try:
-        return wait_for(found, timeout, f"a text to {msisdn}: {what}")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; texts sent so far: {[(m.to, m.text) for m in emu.sent]}") from None
-
-
-def only(pattern: re.Pattern[str], text: str) -> str:
-    found = pattern.findall(text)
-    assert len(found) == 1, f"expected exactly one {pattern.pattern} standing alone in {text!r}, got {found}"
-    return str(found[0])
 
 
 def is_help(text: str) -> bool:
