@@ -298,10 +298,12 @@ class Engine:
                 invite = await tx.invite_by_phone(key)
         if member is not None:
             await tx.remove_member(member.id)
+            await tx.withdraw_texts(member.phone_key, ("pin", "verify"))
             turn.reply(texts.REVOKED.format(username=member.username))
             await tx.record_event(now, turn.actor, "revoke", member.username)
         elif invite is not None:
             await tx.remove_invite(invite.id)
+            await tx.withdraw_texts(invite.phone_key, ("invite",))
             who = f"{invite.username} ({invite.phone_hint})" if invite.username else invite.phone_hint
             turn.reply(texts.INVITE_CANCELLED.format(who=who))
             await tx.record_event(now, turn.actor, "cancel-invite", who)
@@ -316,7 +318,7 @@ class Engine:
         now = self.clock.now()
         items = []
         for member in await tx.members():
-            problem = await tx.delivery_problem(member.phone_key, "pin")
+            problem = await tx.delivery_problem(member.phone_key, "pin", "verify")
             items.append(f"{member.username} (PIN {problem})" if problem else member.username)
         for inv in await tx.invites():
             label = f"{inv.username} {inv.phone_hint}" if inv.username else inv.phone_hint
@@ -411,16 +413,16 @@ class Engine:
             return False
         assert turn.member is not None
         if turn.member.locked_at is not None:
-            if await self._once_per_hour(tx, turn.key, "locked-reply"):
+            if await self._once_per(tx, turn.key, "locked-reply", 3600):
                 turn.reply(texts.LOCKED)
             return True
         await self._issue_pin(tx, turn, turn.member)
         return True
 
-    async def _once_per_hour(self, tx: Tx, key: str, action: str) -> bool:
-        """True (and noted) if this reply was not sent to this number in the last hour."""
+    async def _once_per(self, tx: Tx, key: str, action: str, seconds: float) -> bool:
+        """True (and noted) if this reply was not sent to this number in the last `seconds`."""
         now = self.clock.now()
-        if await tx.count_since(key, action, now - 3600):
+        if await tx.count_since(key, action, now - seconds):
             return False
         await tx.note(key, action, now)
         return True
@@ -437,8 +439,9 @@ class Engine:
         day = await tx.count_since(turn.key, "pin", now - 86400)
         if hour >= self.settings.pin_cap_hour or day >= self.settings.pin_cap_day:
             await tx.record_event(now, turn.actor, "pin-capped", member.username)
-            if await self._once_per_hour(tx, turn.key, "pin-cap-reply"):
-                turn.reply(texts.PIN_CAP)
+            daily = day >= self.settings.pin_cap_day
+            if await self._once_per(tx, turn.key, "pin-cap-day" if daily else "pin-cap-hour", 86400 if daily else 3600):
+                turn.reply(texts.PIN_CAP_DAY if daily else texts.PIN_CAP)
             return
         await tx.note(turn.key, "pin", now)
         expires_at = now + self.settings.pin_ttl_minutes * 60

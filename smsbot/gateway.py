@@ -11,6 +11,7 @@ import concurrent.futures
 import enum
 import hmac
 import logging
+import pathlib
 import queue
 import re
 import secrets
@@ -231,8 +232,11 @@ class VonageGateway:
                 options["api_host"] = s.vonage_api_host
             if s.vonage_rest_host:
                 options["rest_host"] = s.vonage_rest_host
-            auth = Auth(api_key=s.vonage_api_key, api_secret=s.vonage_api_secret,
-                        application_id=s.vonage_application_id or None, private_key=s.vonage_private_key or None)
+            # The SMS API takes key/secret; only Verify uses the application's JWT, so a bad private key can't
+            # stop the texts.
+            jwt = {"application_id": s.vonage_application_id, "private_key": private_key(s.vonage_private_key)} \
+                if api == "verify" and s.vonage_application_id else {}
+            auth = Auth(api_key=s.vonage_api_key, api_secret=s.vonage_api_secret, **jwt)
             self._clients[api] = Vonage(auth, HttpClientOptions(**options))
         return self._clients[api]
 
@@ -302,6 +306,26 @@ class VonageGateway:
 
     async def close(self) -> None:
         self._sdk.stop()
+
+
+def private_key(value: str) -> str:
+    """VONAGE_PRIVATE_KEY as the SDK wants it: PEM text (a .env file can only hold it with escaped newlines),
+    or the contents of the file it names."""
+    value = value.strip()
+    if "-----BEGIN" in value:
+        return value.replace("\\n", "\n")
+    return pathlib.Path(value).read_text(encoding="utf-8")
+
+
+def check_jwt_auth(application_id: str, key: str) -> str | None:
+    """Why the SDK would refuse this application id and private key, or None if it accepts them."""
+    from vonage import Auth
+
+    try:
+        Auth(application_id=application_id, private_key=private_key(key)).generate_application_jwt()
+    except Exception as exc:  # the SDK raises several types for bad keys
+        return f"{type(exc).__name__}: {str(exc)[:120]}"
+    return None
 
 
 def _http_status(exc: Exception) -> tuple[int, dict[str, Any]]:

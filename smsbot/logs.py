@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import sys
 
-# aiosqlite logs every statement with its parameters at DEBUG: numbers waiting in the outbox, PIN hashes.
-LEAKY_LOGGERS = ("aiosqlite",)
+# aiosqlite logs every statement with its parameters at DEBUG (numbers waiting in the outbox, PIN hashes); the
+# Vonage SDK logs request bodies (numbers, PINs) and headers (credentials) at DEBUG and response bodies at WARNING;
+# urllib3 logs URLs. Our own lines say what happened, masked.
+LEAKY_LOGGERS = {"aiosqlite": logging.WARNING, "vonage": logging.ERROR, "vonage_http_client": logging.ERROR,
+                 "urllib3": logging.ERROR}
 
 
 def quiet_leaky_loggers() -> None:
-    for name in LEAKY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    for name, level in LEAKY_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def configure(level: str = "INFO") -> None:

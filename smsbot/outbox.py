@@ -104,6 +104,8 @@ class Outbox:
             if not rows:
                 break
             for row in rows:
+                if self._stopping:
+                    break  # the rest stay claimed; they are released at the next start
                 finished += await self._deliver(row)
         if finished:
             await self.store.scrub()
@@ -181,11 +183,12 @@ class Outbox:
             self._wake.clear()
             try:
                 await self.drain_once()
+                timeout = await self._seconds_to_next()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("outbox worker error; carrying on")
-            timeout = await self._seconds_to_next()
+                timeout = IDLE_POLL
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 

@@ -206,6 +206,8 @@ class Service:
             if current is None or (current.created_at, current.request_id) != (checked.created_at,
                                                                                checked.request_id):
                 return None  # used or replaced meanwhile
+            if current.tries >= MAX_PIN_TRIES or current.expires_at <= now:
+                return None  # killed by wrong tries that were settled first (guesses fired all at once)
             if verdict is Check.OK:
                 await tx.remove_pin(member.id)
                 await tx.reset_login_failures(member.id)

@@ -166,6 +166,12 @@ def load(env: Mapping[str, str], *, dev: bool = False) -> Settings:
             problems.append(f"SMSBOT_TRUSTED_PROXIES entry {entry!r} is not an IP address or network")
     if bool(app_id) != bool(private_key):
         problems.append("VONAGE_APPLICATION_ID and VONAGE_PRIVATE_KEY must be set together")
+    elif app_id:
+        from .gateway import check_jwt_auth
+
+        why = check_jwt_auth(app_id, private_key)
+        if why:
+            problems.append(f"VONAGE_PRIVATE_KEY is not a usable private key for VONAGE_APPLICATION_ID ({why})")
 
     settings = Settings(
         secret=secret,

@@ -346,9 +346,10 @@ class Tx:
         return None if row is None else Pin(**dict(row))
 
     async def set_pin_request(self, phone_key: str, request_id: str) -> bool:
-        """Attach a Verify request id to the member's PIN that is waiting for one."""
+        """Attach a Verify request id to the member's PIN. Texts to one number go out in order, so the newest
+        verification is the last one attached, and it wins (an earlier one was cancelled to start it)."""
         return await self._run(
-            "UPDATE pins SET request_id = ? WHERE request_id IS NULL AND pin_hash IS NULL"
+            "UPDATE pins SET request_id = ? WHERE pin_hash IS NULL"
             " AND member_id = (SELECT id FROM members WHERE phone_key = ?)", request_id, phone_key) > 0
 
     async def count_pin_try(self, member_id: int) -> int:
@@ -415,6 +416,13 @@ class Tx:
                 now + lease_seconds, row["id"],
             )
         return [OutboxRow(**{**dict(r), "attempts": r["attempts"] + 1}) for r in rows]
+
+    async def withdraw_texts(self, phone_key: str, kinds: tuple[str, ...]) -> int:
+        """Texts of these kinds still waiting for this number will not go out (their number and body are wiped)."""
+        marks = ", ".join("?" for _ in kinds)
+        return await self._run(  # the f-string below adds only "?" placeholders
+            "UPDATE outbox SET state = 'suppressed', to_number = NULL, body = NULL, error = 'withdrawn'"  # noqa: S608
+            f" WHERE phone_key = ? AND state IN ('pending', 'sending') AND kind IN ({marks})", phone_key, *kinds)
 
     async def release_claims(self) -> int:
         return await self._run("UPDATE outbox SET state = 'pending', lease_until = NULL WHERE state = 'sending'")
@@ -484,13 +492,13 @@ class Tx:
                               now: float) -> tuple[str, str] | None:
         """Note a receipt on the text it is about; return that text's (kind, phone hint), or None if unknown."""
         row = None
-        if client_ref.startswith("smsbot-") and is_number(client_ref[7:]):
+        if client_ref.startswith("smsbot-") and is_number(client_ref[7:]) and len(client_ref) <= 7 + 18:
             row = await self._one("SELECT id, kind, phone_hint, delivery_status FROM outbox WHERE id = ?",
                                   int(client_ref[7:]))
         if row is None and provider_id:
             row = await self._one(
-                "SELECT id, kind, phone_hint, delivery_status FROM outbox WHERE provider_id = ?"
-                " OR ',' || provider_id || ',' LIKE '%,' || ? || ',%'", provider_id, provider_id)
+                "SELECT id, kind, phone_hint, delivery_status FROM outbox"
+                " WHERE instr(',' || provider_id || ',', ',' || ? || ',') > 0", provider_id)
         if row is None:
             return None
         if row["delivery_status"] not in UNDELIVERED:  # one failed part makes the whole text undelivered
@@ -498,11 +506,12 @@ class Tx:
                             status, error or None, now, row["id"])
         return str(row["kind"]), str(row["phone_hint"])
 
-    async def delivery_problem(self, phone_key: str, kind: str) -> str | None:
-        """Why the latest text of `kind` to this number did not arrive, if it did not."""
-        row = await self._one(
-            "SELECT state, delivery_status FROM outbox WHERE phone_key = ? AND kind = ? ORDER BY id DESC LIMIT 1",
-            phone_key, kind)
+    async def delivery_problem(self, phone_key: str, *kinds: str) -> str | None:
+        """Why the latest text of these kinds to this number did not arrive, if it did not."""
+        marks = ", ".join("?" for _ in kinds)
+        row = await self._one(  # the f-string adds only "?" placeholders
+            f"SELECT state, delivery_status FROM outbox WHERE phone_key = ? AND kind IN ({marks})"  # noqa: S608
+            " ORDER BY id DESC LIMIT 1", phone_key, *kinds)
         if row is None:
             return None
         if row["state"] == "failed":
@@ -619,10 +628,11 @@ class Store:
             await db.execute("BEGIN IMMEDIATE")
             try:
                 result = await work(Tx(db))
+                await db.execute("COMMIT")
             except BaseException:
-                await db.execute("ROLLBACK")
+                if db.in_transaction:
+                    await db.execute("ROLLBACK")
                 raise
-            await db.execute("COMMIT")
             return result
 
     async def scrub(self) -> None:

@@ -16,7 +16,7 @@ GROUP_NAME_MAX = 24
 
 # Invitations and joining
 INVITE = "{group}: you're invited to join. Reply with code {code} within {hours} hours to get your sign-in PIN. Reply STOP to opt out."
-INVITE_AS = "{group}: you're invited to join as {username}. Reply with code {code} within {hours} hours to get your PIN. Reply STOP to opt out."
+INVITE_AS = "{group}: you're invited to join as {username}. Reply with code {code} within {hours} hours. Reply STOP to opt out."
 ASK_USERNAME = "Welcome to {group}! Reply with the username you want: 3-32 letters, digits, _ or -."
 USERNAME_INVALID = "A username is 3-32 letters, digits, _ or -, with at least one letter, and not a command word. Reply with another one."
 USERNAME_TAKEN = "Sorry, {username} is taken. Reply with another username."
@@ -26,9 +26,10 @@ TOO_MANY_CODES = "Too many wrong codes, so this invite is cancelled. Ask an admi
 INVITE_EXPIRED = "Your invite to {group} has expired. Ask an admin to invite you again."
 
 # PINs
-PIN = "Your {group} PIN is {pin}. Sign in as {username} at {url}/login within {minutes} minutes. Never share it."
-PIN_VERIFY = "Your {group} PIN comes in the next text. Sign in as {username} at {url}/login within {minutes} minutes."
-PIN_CAP = "You've asked for a lot of PINs lately. Wait an hour, then text LOGIN again."
+PIN = "Your {group} PIN is {pin}. Sign in as {username} at {url}/login in {minutes} min. Never share it."
+PIN_VERIFY = "Your {group} PIN comes in the next text. Sign in as {username} at {url}/login in {minutes} min."
+PIN_CAP = "You've asked for a lot of PINs this hour. Wait a while, then text LOGIN again."
+PIN_CAP_DAY = "You've had the most PINs allowed in a day. Text LOGIN again tomorrow."
 LOCKED = "Your sign-in is locked after too many wrong PINs. Ask an admin to unlock it."
 UNLOCKED = "An admin unlocked your sign-in to {group}. Text LOGIN for a new PIN."
 MEMBER_HINT = "Text LOGIN to get a PIN for signing in on a new device, or HELP for help."

@@ -119,7 +119,7 @@ async def test_pin_issuance_is_capped_per_number(bench: WebBench) -> None:
     for _ in range(2):
         assert "PIN is" in (await bench.text(ALICE, "LOGIN"))[0][1]
     assert await bench.text(ALICE, "LOGIN") == [
-        (ALICE, "You've asked for a lot of PINs lately. Wait an hour, then text LOGIN again.")]
+        (ALICE, "You've asked for a lot of PINs this hour. Wait a while, then text LOGIN again.")]
     assert await bench.text(ALICE, "LOGIN") == [], "the cap is announced once"
     bench.clock.advance(3601)
     assert "PIN is" in (await bench.text(ALICE, "LOGIN"))[0][1]
@@ -191,3 +191,13 @@ async def test_refused_signatures_are_audited_at_most_once_a_minute(make_bench: 
         events = db.execute("SELECT actor, action, detail FROM events").fetchall()
         assert db.execute("SELECT count(*) FROM inbound").fetchone()[0] == 0
     assert events == [("web", "signature-refused", "/webhooks/inbound: no sig parameter")]
+
+
+async def test_the_daily_pin_cap_says_so(make_bench: Callable[..., Any]) -> None:
+    bench: WebBench = await make_bench(SMSBOT_PIN_CAP_HOUR="10", SMSBOT_PIN_CAP_DAY="2")
+    await bench.member_with_pin(ALICE, "alice")
+    assert "PIN is" in (await bench.text(ALICE, "LOGIN"))[0][1]
+    assert await bench.text(ALICE, "LOGIN") == [
+        (ALICE, "You've had the most PINs allowed in a day. Text LOGIN again tomorrow.")]
+    bench.clock.advance(2 * 3600)
+    assert await bench.text(ALICE, "LOGIN") == [], "said once a day"

@@ -278,7 +278,7 @@ def checks(emu: VonageEmulator, request_id: str) -> list[str]:
 
 
 def announcement(base: str, username: str = "alice") -> str:
-    return f"Your {GROUP} PIN comes in the next text. Sign in as {username} at {base}/login within 10 minutes."
+    return f"Your {GROUP} PIN comes in the next text. Sign in as {username} at {base}/login in 10 min."
 
 
 def assert_one_live_verification_at_a_time(emu: VonageEmulator) -> None:
@@ -483,7 +483,7 @@ def test_every_bad_signature_gets_401_and_changes_nothing(start_serve: Callable[
     tampered_body = body.replace(b"erin", b"eve")
     messages_cases: list[tuple[str, bytes, str | None]] = [
         ("missing JWT", body, None),
-        ("stale JWT (10 minutes)", body, messages_jwt(body, iat=now - 600)),
+        ("stale JWT (26 hours)", body, messages_jwt(body, iat=now - 26 * 3600)),
         ("JWT from the future", body, messages_jwt(body, iat=now + 3600)),
         ("tampered body", tampered_body, messages_jwt(body)),
         ("JWT signed with another secret", body, messages_jwt(body, secret="not-the-" + SIG_SECRET)),

@@ -9,6 +9,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+from smsbot.gateway import SendError
 from web.appkeys import SETTINGS
 
 from .conftest import CSRF_INPUT, WebBench
@@ -75,3 +76,47 @@ async def test_revoke_and_stop_leave_no_live_pin(bench: WebBench) -> None:
     await bench.text(ALICE, "STOP")
     with sqlite3.connect(bench.app[SETTINGS].db_path) as db:
         assert db.execute("SELECT count(*) FROM pins").fetchone()[0] == 0
+
+
+async def test_guesses_fired_all_at_once_get_only_five_tries(make_bench: Callable[..., Any]) -> None:
+    bench: WebBench = await make_bench(SMSBOT_LOGIN_RATE_PER_MINUTE="1000")
+    pin = await bench.member_with_pin(ALICE, "alice")
+    bench.client.session.cookie_jar.clear()
+    form = await bench.client.get("/login")
+    token = CSRF_INPUT.search(await form.text())
+    assert token
+    cookies = {k: v.value for k, v in form.cookies.items()}
+    guesses = [f"{(int(pin) + n) % 10**6:06d}" for n in range(1, 10)] + [pin]
+    responses = await asyncio.gather(*(
+        bench.client.post("/login", cookies=cookies, allow_redirects=False,
+                          data={"username": "alice", "pin": guess, "csrf_token": token.group(1)})
+        for guess in guesses))
+    assert {r.status for r in responses} == {401}, "the right PIN came after five wrong ones: dead"
+    with sqlite3.connect(bench.app[SETTINGS].db_path) as db:
+        assert db.execute("SELECT count(*) FROM sessions").fetchone()[0] == 0
+
+
+async def test_revoke_withdraws_texts_still_waiting(bench: WebBench) -> None:
+    from web.appkeys import OUTBOX
+
+    await bench.member_with_pin(ALICE, "alice")
+    down = SendError("down", transient=True)
+    bench.gateway.failures = [down, down]
+    await bench.text(ALICE, "LOGIN")  # the PIN text fails once and waits for a retry
+    await bench.text("+14155550100", "INVITE +14155550177")  # the invite waits too (the provider is "down")
+    await bench.text("+14155550100", "REVOKE alice")
+    await bench.text("+14155550100", "REVOKE +14155550177")
+    bench.clock.advance(600)
+    await bench.app[OUTBOX].drain_once()
+    assert sum("PIN is" in m.text for m in bench.gateway.sent if m.to == ALICE) == 1, "no PIN after REVOKE"
+    assert not any(m.to == "+14155550177" for m in bench.gateway.sent), "no invite after it was cancelled"
+
+
+def test_leaky_loggers_are_quiet(caplog: Any) -> None:
+    import logging
+
+    from smsbot import logs
+
+    logs.quiet_leaky_loggers()
+    for name in ("aiosqlite", "vonage", "vonage_http_client", "urllib3"):
+        assert not logging.getLogger(name).isEnabledFor(logging.INFO)

@@ -53,3 +53,19 @@ def test_dev_mode_needs_no_configuration(tmp_path: pathlib.Path) -> None:
     assert settings.dev and settings.admins == ("+14155550100",)
     again = load(dev_environment({"SMSBOT_DB": str(tmp_path / "dev.db")}, 8080), dev=True)
     assert again.secret == settings.secret, "the dev secret persists, so the dev database stays usable"
+
+
+def test_a_jwt_private_key_is_checked_at_start(tmp_path: pathlib.Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    app = {**BASE_ENV, "VONAGE_APPLICATION_ID": "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"}
+    assert load({**app, "VONAGE_PRIVATE_KEY": pem.replace("\n", "\\n")}).vonage_application_id  # as a .env holds it
+    key_file = tmp_path / "vonage_private_key"  # no extension, as secrets are often mounted
+    key_file.write_text(pem)
+    assert load({**app, "VONAGE_PRIVATE_KEY": str(key_file)}).vonage_private_key == str(key_file)
+    with pytest.raises(SettingsError) as caught:
+        load({**app, "VONAGE_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----"})
+    assert any(p.startswith("VONAGE_PRIVATE_KEY is not a usable private key") for p in caught.value.problems)

@@ -11,13 +11,13 @@ from smsbot.engine import paginate, render_page
 
 SAMPLE = {
     "group": texts.cut_group("The Riverside Allotment Society"),  # cut to 24 characters
-    "username": "margaret_hamilton-1936",  # 22 characters
+    "username": "margaret_hamilton-1936_w_longest",  # 32 characters, the longest allowed
     "code": "K7XM2P",
     "pin": "048213",
     "hours": "72",
     "minutes": 10,
     "url": "https://allotments.example.org",
-    "who": "margaret_hamilton-1936 (**34)",
+    "who": "margaret_hamilton-1936_w_longest (**34)",
     "typed": texts.shorten("+1 (415) 555-01 extra words here"),
     "reason": "it is a premium-rate number",
     "what": texts.shorten("someone-who-is-not-there"),

@@ -30,7 +30,7 @@ async def join(w: Wired) -> str:
     assert code
     out = await w.text(ALICE, code.group(1))
     assert out[0] == (ALICE, "Your Friends PIN comes in the next text. Sign in as alice at "
-                             "https://group.example.org/login within 10 minutes.")
+                             "https://group.example.org/login in 10 min.")
     pin = re.fullmatch(r"Your Friends verification code is: (\d{6})", out[1][1])
     assert pin, out
     return pin.group(1)
@@ -113,3 +113,26 @@ async def test_a_failing_verify_start_is_retried(verify: Wired) -> None:
     verify.clock.advance(5)
     out = await verify.delivered()
     assert out and out[0][1].startswith("Your Friends verification code is: ")
+
+
+async def test_two_logins_in_a_row_leave_the_newest_code_working(verify: Wired) -> None:
+    await join(verify)
+    from smsbot import phone
+    from smsbot.engine import InboundText
+
+    sender = phone.normalize(ALICE, "US")
+    await verify.service.receive(InboundText("l1", sender, "LOGIN"))
+    await verify.service.receive(InboundText("l2", sender, "LOGIN"))
+    out = await verify.delivered()
+    codes = [t.split(": ")[1] for to, t in out if "verification code" in t]
+    assert len(codes) == 2
+    assert await verify.service.login("alice", codes[0], "t") is None
+    assert await verify.service.login("alice", codes[1], "t") is not None
+
+
+async def test_a_failed_verification_shows_in_list(verify: Wired) -> None:
+    await join(verify)
+    verify.gateway.verify_failures = [SendError("HTTP 422 invalid number", transient=False)]
+    await verify.text(ALICE, "LOGIN")
+    out = await verify.text(ADMIN, "LIST")
+    assert out == [(ADMIN, "Page 1/1: alice (PIN not sent).")]

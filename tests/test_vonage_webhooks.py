@@ -92,7 +92,7 @@ async def test_messages_api_webhooks_need_a_valid_jwt(make_bench: Callable[..., 
     body = messages_body("aaaaaaaa-0000-0000-0000-000000000001", "HELP")
     bad = {
         "none": {"Content-Type": "application/json"},
-        "stale": bearer(body, now - 3600),
+        "stale": bearer(body, now - 26 * 3600),
         "wrong secret": bearer(body, now, secret="another-secret-of-thirty-two-chars!"),
         "tampered": bearer(messages_body("x", "LIST"), now),
     }
@@ -180,3 +180,14 @@ async def test_messages_api_status_callbacks_are_recorded(bench: WebBench) -> No
     assert (await bench.client.post("/webhooks/status", json=status)).status == 204
     with sqlite3.connect(bench.app[SETTINGS].db_path) as db:
         assert db.execute("SELECT delivery_status FROM outbox WHERE id = 1").fetchone() == ("rejected",)
+
+
+async def test_odd_receipts_are_acknowledged_and_match_nothing(bench: WebBench) -> None:
+    await bench.text(ADMIN, "HELP")
+    for receipt in ({"messageId": "%", "status": "failed", "err-code": "3"},
+                    {"messageId": "_", "status": "failed", "err-code": "3"},
+                    {"client-ref": "smsbot-" + "9" * 30, "messageId": "x", "status": "failed"},
+                    {"status": "failed"}, {}):
+        assert (await bench.client.post("/webhooks/status", data=receipt)).status == 204
+    with sqlite3.connect(bench.app[SETTINGS].db_path) as db:
+        assert db.execute("SELECT delivery_status FROM outbox").fetchall() == [(None,)]

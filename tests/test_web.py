@@ -137,13 +137,19 @@ async def test_each_device_has_its_own_session_and_logout_ends_only_one(bench: W
     assert (await bench.auth({SESSION: phone_cookies[SESSION]})).status == 200
 
 
-async def test_logout_needs_the_csrf_token(bench: WebBench) -> None:
+async def test_logout_refuses_a_wrong_token_and_a_cross_site_post(bench: WebBench) -> None:
     pin = await bench.member_with_pin(ALICE, "alice")
     _, cookies = await bench.login("alice", pin)
     bench.client.session.cookie_jar.clear()
-    response = await bench.client.post("/logout", data={}, cookies=cookies, allow_redirects=False)
-    assert response.status == 403
+    wrong = await bench.client.post("/logout", data={"csrf_token": "forged"}, cookies=cookies, allow_redirects=False)
+    cross = await bench.client.post("/logout", data={}, cookies=cookies, allow_redirects=False,
+                                    headers={"Sec-Fetch-Site": "cross-site"})
+    assert wrong.status == cross.status == 403
     assert (await bench.auth({SESSION: cookies[SESSION]})).status == 200
+    # A non-browser client holding only the session cookie may end its own session (the contract's POST /logout).
+    plain = await bench.client.post("/logout", cookies=cookies, allow_redirects=False)
+    assert plain.status == 303
+    assert (await bench.auth({SESSION: cookies[SESSION]})).status == 401
 
 
 async def test_revoke_signs_out_every_device_at_once(bench: WebBench) -> None:

@@ -30,6 +30,7 @@ from .webhooks import setup_webhooks
 log = logging.getLogger(__name__)
 HERE = pathlib.Path(__file__).parent
 HOUSEKEEPING_EVERY = 60.0
+WORKER_GRACE = 1.0  # seconds the outbox gets, after requests have drained, to finish a send
 
 
 def create_app(settings: Settings, *, gateway: Gateway | None = None, clock: Clock | None = None,
@@ -102,10 +103,19 @@ async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _outbox_worker(app: web.Application) -> AsyncIterator[None]:
+    """The worker is told to stop when shutdown begins, and finishes the text it is sending while in-flight
+    requests drain; only one still stuck after that is cut off (it goes out again after the next start)."""
     outbox = app[OUTBOX]
     task = asyncio.create_task(outbox.run(), name="outbox")
+
+    async def stop_sending(app: web.Application) -> None:
+        outbox.stop()
+
+    app.on_shutdown.append(stop_sending)
     yield
     outbox.stop()
+    with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+        await asyncio.wait_for(asyncio.shield(task), WORKER_GRACE)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task

@@ -133,8 +133,11 @@ def parse_inbound(params: Mapping[str, str], region: str) -> InboundText | Inbou
             return None
     if not message_id or len(message_id) > 100:
         raise BadWebhook("messageId is missing")
-    if not sender or not is_number(sender.lstrip("+")) or len(sender) > 20:
-        raise BadWebhook("msisdn is missing or not digits")
+    if not sender:
+        raise BadWebhook("msisdn is missing")
+    if not is_number(sender.lstrip("+")) or len(sender) > 20:
+        log.info("text %s from a sender that is not a phone number ignored", message_id)
+        return None
     if text is None:
         raise BadWebhook("text is missing")
     part = _part_numbers(params)
@@ -187,9 +190,8 @@ def parse_receipt(params: Mapping[str, str]) -> tuple[str, str, str, str]:
         except ValueError:
             code = ""
         return params.get("client_ref", ""), params["message_uuid"], params.get("status", ""), code
-    if not params.get("messageId") or not params.get("status"):
-        raise BadWebhook("messageId and status are required")
-    return params.get("client-ref", ""), params["messageId"], params["status"], params.get("err-code", "")
+    return (params.get("client-ref", ""), params.get("messageId", ""), params.get("status", ""),
+            params.get("err-code", ""))
 
 
 async def status(request: web.Request) -> web.Response:
@@ -201,8 +203,11 @@ async def status(request: web.Request) -> web.Response:
         return web.Response(status=400, text=f"Bad webhook: {exc}.")
     except SignatureRefused as exc:
         return await refused(request, str(exc))
-    await request.app[SERVICE].record_delivery(client_ref=client_ref, provider_id=provider_id, status=state,
-                                               error_code=code)
+    if (client_ref or provider_id) and state:
+        await request.app[SERVICE].record_delivery(client_ref=client_ref, provider_id=provider_id, status=state,
+                                                   error_code=code)
+    else:
+        log.info("a delivery receipt without a message id or status ignored")
     return web.Response(status=204)
 
 
