@@ -30,7 +30,7 @@ CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 async def main(runs: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = load({"SMSBOT_SECRET": "b" * 40, "SMSBOT_ADMINS": ADMIN, "SMSBOT_DB": str(Path(tmp) / "b.db"),
-                         "SMSBOT_LOGIN_RATE_PER_MINUTE": "1000000", "SMSBOT_DAILY_SMS_BUDGET": "100000",
+                         "SMSBOT_LOGIN_FAILURES_PER_MINUTE": "1000000", "SMSBOT_DAILY_SMS_BUDGET": "100000",
                          "SMSBOT_LOCKOUT_FAILURES": "5"}, dev=True)
         clock, gateway = FakeClock(), FakeGateway()
         app = create_app(settings, gateway=gateway, clock=clock, run_worker=False)

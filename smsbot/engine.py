@@ -32,9 +32,14 @@ log = logging.getLogger(__name__)
 # At least one letter, so a username can never be mistaken for a phone number (REVOKE <username|phone>).
 USERNAME = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9_-]{3,32}$")
 CODE = re.compile(rf"^[{CODE_ALPHABET}]{{{CODE_LENGTH}}}$")
+LOOKS_LIKE_CODE = re.compile(rf"^[A-Z0-9]{{{CODE_LENGTH}}}$")
 GUESS = re.compile(rf"^[A-Za-z0-9]{{{CODE_LENGTH}}}$")  # shaped like a code, if not one we could have issued
 MAX_CODE_TRIES = 5
-STRANGER_REPLIES_PER_DAY = 3
+# Strangers' replies a day: spoofed senders can't make us a pump. STOP and START confirmations have their own,
+# larger allowance, so a stranger who asked for HELP still gets the STOP confirmation compliance requires.
+STRANGER_HELP_PER_DAY = 3
+STRANGER_OPT_REPLIES_PER_DAY = 10
+STRANGER_REPLIES_PER_DAY = STRANGER_HELP_PER_DAY + STRANGER_OPT_REPLIES_PER_DAY
 LIST_ITEMS_PER_PAGE_LIMIT = 30
 
 
@@ -85,7 +90,9 @@ Handler = Callable[["Engine", Tx, Turn, Parsed | None], Awaitable[bool]]
 
 
 def valid_username(name: str) -> bool:
-    return bool(USERNAME.match(name)) and not commands.is_reserved(name)
+    """Letters, digits, _ and -; not a command word; and not shaped like an invite code (six capitals and digits),
+    so the code stands alone in an invite text that names the username."""
+    return bool(USERNAME.match(name)) and not commands.is_reserved(name) and not LOOKS_LIKE_CODE.match(name)
 
 
 class Engine:
@@ -135,14 +142,14 @@ class Engine:
 
     # --- everyone ----------------------------------------------------------------------------------------------
 
-    async def _may_answer(self, tx: Tx, turn: Turn) -> bool:
-        """Strangers get at most a few HELP/STOP/START replies a day: spoofed senders can't make us a pump."""
+    async def _may_answer(self, tx: Tx, turn: Turn, action: str, per_day: int) -> bool:
+        """Strangers get a few replies a day; everyone else always gets one."""
         if self.roles(turn) != {Role.ANYONE}:
             return True
         now = self.clock.now()
-        if await tx.count_since(turn.key, "stranger-reply", now - 86400) >= STRANGER_REPLIES_PER_DAY:
+        if await tx.count_since(turn.key, action, now - 86400) >= per_day:
             return False
-        await tx.note(turn.key, "stranger-reply", now)
+        await tx.note(turn.key, action, now)
         return True
 
     async def on_stop(self, tx: Tx, turn: Turn, parsed: Parsed | None) -> bool:
@@ -152,7 +159,7 @@ class Engine:
             if turn.member is not None:
                 await tx.remove_pin(turn.member.id)
             await tx.record_event(self.clock.now(), turn.actor, "opt-out")
-            if await self._may_answer(tx, turn):
+            if await self._may_answer(tx, turn, "stranger-opt-reply", STRANGER_OPT_REPLIES_PER_DAY):
                 turn.reply(texts.STOPPED.format(group=self.group), kind="stop")
         return True
 
@@ -161,7 +168,7 @@ class Engine:
             return False
         if await tx.opt_in(turn.key):
             await tx.record_event(self.clock.now(), turn.actor, "opt-in")
-            if await self._may_answer(tx, turn):
+            if await self._may_answer(tx, turn, "stranger-opt-reply", STRANGER_OPT_REPLIES_PER_DAY):
                 turn.reply(texts.STARTED.format(group=self.group))
         return True
 
@@ -170,7 +177,7 @@ class Engine:
             return False
         roles = self.roles(turn)
         if roles == {Role.ANYONE}:
-            if await self._may_answer(tx, turn):
+            if await self._may_answer(tx, turn, "stranger-help", STRANGER_HELP_PER_DAY):
                 turn.reply(texts.HELP_STRANGER.format(group=self.group))
             return True
         if roles == {Role.ANYONE, Role.INVITEE}:
@@ -258,7 +265,8 @@ class Engine:
         template = texts.INVITE_AS if username else texts.INVITE
         turn.out.append(Outgoing(target, template.format(group=self.group, username=username, code=code, hours=hours),
                                  "invite"))
-        turn.reply((texts.REINVITED if earlier else texts.INVITED).format(who=who, hours=hours))
+        if target != turn.msg.sender:  # an admin inviting their own phone gets the invite as the one reply
+            turn.reply((texts.REINVITED if earlier else texts.INVITED).format(who=who, hours=hours))
         await tx.record_event(now, turn.actor, "invite", who)
 
     def _split_invite(self, argument: str) -> tuple[str | None, str | None]:

@@ -33,7 +33,7 @@ class Settings:
     db_path: pathlib.Path = pathlib.Path("smsbot.db")
     number: str = ""  # digits, the sender of every SMS
     public_url: str = "http://localhost:8080"
-    group_name: str = "the group"
+    group_name: str = "smsbot"
     default_region: str = "US"
     pin_via: str = "sms"
     sms_rate: float = 30.0
@@ -51,11 +51,11 @@ class Settings:
     vonage_api_host: str = ""
     vonage_rest_host: str = ""
     vonage_timeout: int = 10
-    pin_cap_hour: int = 3
-    pin_cap_day: int = 10
+    pin_cap_hour: int = 5
+    pin_cap_day: int = 20
     daily_sms_budget: int = 500
     lockout_failures: int = 20
-    login_rate_per_minute: int = 10
+    login_failures_per_minute: int = 30
     trusted_proxies: tuple[str, ...] = ()
     dev: bool = False
 
@@ -179,7 +179,7 @@ def load(env: Mapping[str, str], *, dev: bool = False) -> Settings:
         db_path=pathlib.Path(env.get("SMSBOT_DB", "").strip() or "smsbot.db"),
         number=number,
         public_url=public_url,
-        group_name=env.get("SMSBOT_GROUP_NAME", "").strip() or "the group",
+        group_name=env.get("SMSBOT_GROUP_NAME", "").strip() or "smsbot",
         default_region=region,
         pin_via=pin_via,
         sms_rate=_number(env, "SMSBOT_SMS_RATE", 30.0, problems, 0.1),
@@ -196,11 +196,11 @@ def load(env: Mapping[str, str], *, dev: bool = False) -> Settings:
         vonage_api_host=env.get("VONAGE_API_HOST", "").strip(),
         vonage_rest_host=env.get("VONAGE_REST_HOST", "").strip(),
         vonage_timeout=int(_number(env, "SMSBOT_VONAGE_TIMEOUT", 10, problems, 1)),
-        pin_cap_hour=int(_number(env, "SMSBOT_PIN_CAP_HOUR", 3, problems, 1)),
-        pin_cap_day=int(_number(env, "SMSBOT_PIN_CAP_DAY", 10, problems, 1)),
+        pin_cap_hour=int(_number(env, "SMSBOT_PIN_CAP_HOUR", 5, problems, 1)),
+        pin_cap_day=int(_number(env, "SMSBOT_PIN_CAP_DAY", 20, problems, 1)),
         daily_sms_budget=int(_number(env, "SMSBOT_DAILY_SMS_BUDGET", 500, problems, 1)),
         lockout_failures=int(_number(env, "SMSBOT_LOCKOUT_FAILURES", 20, problems, 5)),
-        login_rate_per_minute=int(_number(env, "SMSBOT_LOGIN_RATE_PER_MINUTE", 10, problems, 1)),
+        login_failures_per_minute=int(_number(env, "SMSBOT_LOGIN_FAILURES_PER_MINUTE", 30, problems, 1)),
         trusted_proxies=tuple(proxies),
         dev=dev,
     )

@@ -28,7 +28,7 @@ def wrong(pin: str) -> str:
 
 async def test_twenty_wrong_pins_in_a_row_lock_the_member_until_an_admin_reinvites(
         make_bench: Callable[..., Any]) -> None:
-    bench: WebBench = await make_bench(SMSBOT_LOGIN_RATE_PER_MINUTE="1000")
+    bench: WebBench = await make_bench(SMSBOT_LOGIN_FAILURES_PER_MINUTE="1000")
     pin = await bench.member_with_pin(ALICE, "alice")
     failures = 0
     while failures < 20:
@@ -55,7 +55,7 @@ async def test_twenty_wrong_pins_in_a_row_lock_the_member_until_an_admin_reinvit
 
 
 async def test_a_locked_member_gets_the_same_answer_as_a_wrong_pin(make_bench: Callable[..., Any]) -> None:
-    bench: WebBench = await make_bench(SMSBOT_LOGIN_RATE_PER_MINUTE="1000", SMSBOT_LOCKOUT_FAILURES="5")
+    bench: WebBench = await make_bench(SMSBOT_LOGIN_FAILURES_PER_MINUTE="1000", SMSBOT_LOCKOUT_FAILURES="5")
     pin = await bench.member_with_pin(ALICE, "alice")
     await bench.member_with_pin("+14155550135", "bob")
     bench.client.session.cookie_jar.clear()
@@ -80,7 +80,7 @@ async def test_a_locked_member_gets_the_same_answer_as_a_wrong_pin(make_bench: C
 
 
 async def test_failures_without_a_live_pin_lock_nobody(make_bench: Callable[..., Any]) -> None:
-    bench: WebBench = await make_bench(SMSBOT_LOGIN_RATE_PER_MINUTE="1000")
+    bench: WebBench = await make_bench(SMSBOT_LOGIN_FAILURES_PER_MINUTE="1000")
     pin = await bench.member_with_pin(ALICE, "alice")
     assert (await bench.login("alice", pin))[0].status == 303  # the PIN is used: no live PIN now
     for _ in range(30):
@@ -92,7 +92,7 @@ async def test_failures_without_a_live_pin_lock_nobody(make_bench: Callable[...,
 
 
 async def test_login_attempts_are_limited_per_client_ip(make_bench: Callable[..., Any]) -> None:
-    bench: WebBench = await make_bench(SMSBOT_LOGIN_RATE_PER_MINUTE="3")
+    bench: WebBench = await make_bench(SMSBOT_LOGIN_FAILURES_PER_MINUTE="3")
     for _ in range(3):
         assert (await bench.login("nobody", "123456"))[0].status == 401
     limited, _ = await bench.login("nobody", "123456")
@@ -105,7 +105,7 @@ async def test_login_attempts_are_limited_per_client_ip(make_bench: Callable[...
 
 
 async def test_x_forwarded_for_counts_only_from_a_trusted_proxy(make_bench: Callable[..., Any]) -> None:
-    bench: WebBench = await make_bench(SMSBOT_LOGIN_RATE_PER_MINUTE="2", SMSBOT_TRUSTED_PROXIES="127.0.0.1")
+    bench: WebBench = await make_bench(SMSBOT_LOGIN_FAILURES_PER_MINUTE="2", SMSBOT_TRUSTED_PROXIES="127.0.0.1")
     for client in ("203.0.113.1", "203.0.113.2"):
         for _ in range(2):
             response, _ = await bench.login("nobody", "1", **{"X-Forwarded-For": f"198.51.100.7, {client}"})
@@ -114,7 +114,8 @@ async def test_x_forwarded_for_counts_only_from_a_trusted_proxy(make_bench: Call
     assert blocked.status == 429
 
 
-async def test_pin_issuance_is_capped_per_number(bench: WebBench) -> None:
+async def test_pin_issuance_is_capped_per_number(make_bench: Callable[..., Any]) -> None:
+    bench: WebBench = await make_bench(SMSBOT_PIN_CAP_HOUR="3", SMSBOT_PIN_CAP_DAY="10")
     await bench.member_with_pin(ALICE, "alice")  # PIN 1 of the hour
     for _ in range(2):
         assert "PIN is" in (await bench.text(ALICE, "LOGIN"))[0][1]
@@ -152,7 +153,7 @@ async def test_strangers_get_few_replies(bench: WebBench) -> None:
 
 
 async def test_no_web_route_sends_a_text(make_bench: Callable[..., Any]) -> None:
-    bench: WebBench = await make_bench(SMSBOT_LOGIN_RATE_PER_MINUTE="1000")
+    bench: WebBench = await make_bench(SMSBOT_LOGIN_FAILURES_PER_MINUTE="1000")
     await bench.member_with_pin(ALICE, "alice")
     sent = len(bench.gateway.sent)
     routes = {(r.method, r.resource.canonical) for r in bench.app.router.routes() if r.resource is not None}
@@ -201,3 +202,22 @@ async def test_the_daily_pin_cap_says_so(make_bench: Callable[..., Any]) -> None
         (ALICE, "You've had the most PINs allowed in a day. Text LOGIN again tomorrow.")]
     bench.clock.advance(2 * 3600)
     assert await bench.text(ALICE, "LOGIN") == [], "said once a day"
+
+
+async def test_a_stranger_out_of_help_replies_still_gets_the_stop_confirmation(bench: WebBench) -> None:
+    for _ in range(4):
+        await bench.text(STRANGER, "HELP")
+    assert await bench.text(STRANGER, "STOP") == [
+        (STRANGER, "You won't get more texts from Friends. Reply START to opt back in.")]
+
+
+async def test_an_admin_inviting_their_own_phone_gets_one_text(bench: WebBench) -> None:
+    out = await bench.text(ADMIN, "INVITE +1 415 555 0100 boss")
+    assert len(out) == 1 and out[0][0] == ADMIN and "join as boss" in out[0][1]
+
+
+async def test_usernames_shaped_like_codes_are_refused(bench: WebBench) -> None:
+    out = await bench.text(ADMIN, f"INVITE {ALICE} ZZTOP1")
+    assert out == [(ADMIN, "A username is 3-32 letters, digits, _ or -, with at least one letter. "
+                           "Try INVITE <phone> [username] again.")]
+    assert len(await bench.text(ADMIN, f"INVITE {ALICE} zztop1")) == 2

@@ -337,7 +337,7 @@ class Deployment:
             "SMSBOT_PIN_CAP_HOUR": "100000",
             "SMSBOT_PIN_CAP_DAY": "100000",
             "SMSBOT_DAILY_SMS_BUDGET": "1000000",
-            "SMSBOT_LOGIN_RATE_PER_MINUTE": "1000",
+            "SMSBOT_LOGIN_FAILURES_PER_MINUTE": "1000",
             "SMSBOT_SHUTDOWN_TIMEOUT": f"{SHUTDOWN_TIMEOUT:g}",
             "VONAGE_API_KEY": self.emu.api_key,
             "VONAGE_API_SECRET": self.emu.api_secret,

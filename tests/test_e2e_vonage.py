@@ -171,7 +171,7 @@ def start_serve(tmp_path: pathlib.Path, emu: VonageEmulator) -> Iterator[Callabl
         def env(port: int) -> dict[str, str]:
             # The abuse limits are not what these tests are about: the verify story issues 4 PINs in a minute
             # and signs in 11 times from one address.
-            limits = {"SMSBOT_PIN_CAP_HOUR": "10", "SMSBOT_LOGIN_RATE_PER_MINUTE": "100"}
+            limits = {"SMSBOT_PIN_CAP_HOUR": "10", "SMSBOT_LOGIN_FAILURES_PER_MINUTE": "100"}
             return serve_env(emu, port, db, SECRET, NUMBER, SMSBOT_GROUP_NAME=GROUP, **{**limits, **extra})
 
         proc, base = start_smsbot("serve", workdir, env, tmp_path / f"serve{n}.log",

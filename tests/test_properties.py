@@ -771,7 +771,7 @@ class LiveApp:
     def send(self, req: Request) -> tuple[int, str]:
         """(status, body text); for a 5xx, the text is the exception the server logged. The clock moves on just
         enough that the per-client login limit (all requests come from 127.0.0.1) never answers 429 instead."""
-        self.clock.advance(60.0 / self.settings.login_rate_per_minute + 0.1)
+        self.clock.advance(60.0 / self.settings.login_failures_per_minute + 0.1)
         self.errors.last = ""
         status, text = self.loop.run_until_complete(self._send(req))
         return status, (self.errors.last or text) if status >= 500 else text

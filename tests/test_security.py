@@ -36,7 +36,7 @@ async def test_two_concurrent_right_pins_make_exactly_one_session(bench: WebBenc
 
 async def test_case_variants_share_one_failure_counter_and_a_lock_does_not_count(
         make_bench: Callable[..., Any]) -> None:
-    bench: WebBench = await make_bench(SMSBOT_LOGIN_RATE_PER_MINUTE="1000", SMSBOT_LOCKOUT_FAILURES="6")
+    bench: WebBench = await make_bench(SMSBOT_LOGIN_FAILURES_PER_MINUTE="1000", SMSBOT_LOCKOUT_FAILURES="6")
     pin = await bench.member_with_pin(ALICE, "Alice")
     for name in ("alice", "ALICE", "Alice", "aLiCe", "alicE"):
         assert (await bench.login(name, f"{(int(pin) + 1) % 10**6:06d}"))[0].status == 401
@@ -79,7 +79,7 @@ async def test_revoke_and_stop_leave_no_live_pin(bench: WebBench) -> None:
 
 
 async def test_guesses_fired_all_at_once_get_only_five_tries(make_bench: Callable[..., Any]) -> None:
-    bench: WebBench = await make_bench(SMSBOT_LOGIN_RATE_PER_MINUTE="1000")
+    bench: WebBench = await make_bench(SMSBOT_LOGIN_FAILURES_PER_MINUTE="1000")
     pin = await bench.member_with_pin(ALICE, "alice")
     bench.client.session.cookie_jar.clear()
     form = await bench.client.get("/login")

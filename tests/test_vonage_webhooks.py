@@ -191,3 +191,9 @@ async def test_odd_receipts_are_acknowledged_and_match_nothing(bench: WebBench) 
         assert (await bench.client.post("/webhooks/status", data=receipt)).status == 204
     with sqlite3.connect(bench.app[SETTINGS].db_path) as db:
         assert db.execute("SELECT delivery_status FROM outbox").fetchall() == [(None,)]
+
+
+async def test_an_unreadable_receipt_still_gets_204(bench: WebBench) -> None:
+    response = await bench.client.post("/webhooks/status", data=b"not json",
+                                       headers={"Content-Type": "application/json"})
+    assert response.status == 204

@@ -47,8 +47,7 @@ class SlidingWindow:
         self.clock = clock
         self._seen: collections.OrderedDict[str, collections.deque[float]] = collections.OrderedDict()
 
-    def hit(self, client: str) -> float:
-        """Count one event; return 0 if allowed, else the seconds until the client may try again."""
+    def _recent(self, client: str) -> collections.deque[float]:
         now = self.clock.now()
         times = self._seen.pop(client, None) or collections.deque()
         while times and now - times[0] >= self.window:
@@ -56,7 +55,15 @@ class SlidingWindow:
         self._seen[client] = times
         while len(self._seen) > MAX_CLIENTS:
             self._seen.popitem(last=False)
-        if len(times) >= self.limit:
-            return max(1.0, self.window - (now - times[0]))
-        times.append(now)
-        return 0.0
+        return times
+
+    def wait(self, client: str) -> float:
+        """0 if the client may go on, else the seconds until it may."""
+        times = self._recent(client)
+        if len(times) < self.limit:
+            return 0.0
+        return max(1.0, self.window - (self.clock.now() - times[0]))
+
+    def hit(self, client: str) -> None:
+        """Count one event for the client."""
+        self._recent(client).append(self.clock.now())

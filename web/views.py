@@ -60,7 +60,8 @@ async def login_form(request: web.Request) -> web.Response:
 
 async def login_submit(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    wait = request.app[LOGIN_LIMIT].hit(client_ip(request, settings.trusted_proxies))
+    client = client_ip(request, settings.trusted_proxies)
+    wait = request.app[LOGIN_LIMIT].wait(client)  # failed sign-ins are limited; successful ones are not
     if wait:
         return web.Response(status=429, text="Too many sign-in attempts from here. Try again in a minute.",
                             headers={"Retry-After": str(math.ceil(wait))})
@@ -69,10 +70,12 @@ async def login_submit(request: web.Request) -> web.Response:
     pin = "".join(str(form.get("pin", "")).split())[:16]
     if not request.app[CSRF].valid(request, str(form.get("csrf_token", ""))):
         # Nothing is checked, so no PIN is used up by a forged or stale form.
+        request.app[LOGIN_LIMIT].hit(client)
         return _render(request, "login.html", {"error": "This form had expired. Please try again.",
                                                "username": username}, status=403)
     token = await request.app[SERVICE].login(username, pin, request.headers.get("User-Agent", ""))
     if token is None:
+        request.app[LOGIN_LIMIT].hit(client)
         return _render(request, "login.html", {"error": LOGIN_FAILED, "username": ""}, status=401)
     response = web.HTTPSeeOther("/")
     cookies = request.app[COOKIES]
@@ -141,7 +144,7 @@ def _when(timestamp: float) -> str:
 def setup_views(app: web.Application, cookies: Cookies, csrf: Csrf) -> None:
     app[COOKIES] = cookies
     app[CSRF] = csrf
-    app[LOGIN_LIMIT] = SlidingWindow(app[SETTINGS].login_rate_per_minute, 60.0, app[CLOCK])
+    app[LOGIN_LIMIT] = SlidingWindow(app[SETTINGS].login_failures_per_minute, 60.0, app[CLOCK])
     app.router.add_get("/login", login_form)
     app.router.add_post("/login", login_submit)
     app.router.add_get("/", home)
