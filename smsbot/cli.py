@@ -95,7 +95,10 @@ def describe(settings: Settings) -> str:
 def run(settings: Settings, host: str, port: int) -> None:
     from web import create_app
 
-    web.run_app(create_app(settings), host=host, port=port, shutdown_timeout=settings.shutdown_timeout,
+    # SMSBOT_SHUTDOWN_TIMEOUT bounds the whole stop: requests in flight get most of it, the outbox worker a
+    # little, and closing the database the rest.
+    drain = max(0.5, settings.shutdown_timeout - 1.5)
+    web.run_app(create_app(settings), host=host, port=port, shutdown_timeout=drain,
                 access_log_class=PathOnlyAccessLogger, print=None)
 
 

@@ -30,7 +30,7 @@ from .webhooks import setup_webhooks
 log = logging.getLogger(__name__)
 HERE = pathlib.Path(__file__).parent
 HOUSEKEEPING_EVERY = 60.0
-WORKER_GRACE = 1.0  # seconds the outbox gets, after requests have drained, to finish a send
+WORKER_GRACE = 0.5  # seconds the outbox gets, after requests have drained, to finish a send
 
 
 def create_app(settings: Settings, *, gateway: Gateway | None = None, clock: Clock | None = None,

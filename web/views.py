@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import math
+import time
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -20,6 +22,7 @@ log = logging.getLogger(__name__)
 COOKIES = web.AppKey("cookies", Cookies)
 LOGIN_LIMIT = web.AppKey("login_limit", SlidingWindow)
 CSRF = web.AppKey("csrf", Csrf)
+FAILURE_FLOOR = 0.03  # seconds
 LOGIN_FAILED = "That username and PIN don't match, or the PIN has expired. Text LOGIN to get a new PIN."
 
 
@@ -59,6 +62,7 @@ async def login_form(request: web.Request) -> web.Response:
 
 
 async def login_submit(request: web.Request) -> web.Response:
+    started = time.monotonic()
     settings = request.app[SETTINGS]
     client = client_ip(request, settings.trusted_proxies)
     wait = request.app[LOGIN_LIMIT].wait(client)  # failed sign-ins are limited; successful ones are not
@@ -76,6 +80,8 @@ async def login_submit(request: web.Request) -> web.Response:
     token = await request.app[SERVICE].login(username, pin, request.headers.get("User-Agent", ""))
     if token is None:
         request.app[LOGIN_LIMIT].hit(client)
+        # Every failure takes at least this long, whatever went wrong, so timing tells nothing about the reason.
+        await asyncio.sleep(max(0.0, FAILURE_FLOOR - (time.monotonic() - started)))
         return _render(request, "login.html", {"error": LOGIN_FAILED, "username": ""}, status=401)
     response = web.HTTPSeeOther("/")
     cookies = request.app[COOKIES]
