@@ -291,8 +291,5 @@ class Service:
         sessions = await self.store.run(lambda tx: tx.sessions_of(session.member_id))
         return [Device(s.created_at, s.last_seen_at, s.user_agent, s.id == session.id) for s in sessions]
 
-    async def member(self, member_id: int) -> Member | None:
-        return await self.store.run(lambda tx: tx.member_by_id(member_id))
-
     async def healthy(self) -> bool:
         return await self.store.run(lambda tx: tx.healthy())

@@ -449,17 +449,6 @@ class Tx:
             next_attempt_at, error, outbox_id,
         )
 
-    async def outbox_counts(self) -> dict[str, int]:
-        rows = await self._all("SELECT state, count(*) FROM outbox GROUP BY state")
-        return {str(r[0]): int(r[1]) for r in rows}
-
-    async def failed_texts(self, limit: int = 10) -> list[tuple[str, str, str]]:
-        rows = await self._all(
-            "SELECT phone_hint, kind, coalesce(error, '') FROM outbox WHERE state = 'failed' ORDER BY id DESC LIMIT ?",
-            limit,
-        )
-        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
-
     # multipart inbound texts
     async def add_part(self, *, phone_key: str, ref: str, total: int, part: int, text: str, now: float) -> None:
         await self._run(

@@ -101,6 +101,15 @@ async def wired(make_settings: Callable[..., Settings]) -> AsyncIterator[Wired]:
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
+async def login_form(client: TestClient) -> tuple[str, dict[str, str]]:
+    """A fresh browser's visit to /login: the form's CSRF token and the cookies it set."""
+    client.session.cookie_jar.clear()
+    form = await client.get("/login")
+    token = CSRF_INPUT.search(await form.text())
+    assert token, "the login form has a CSRF token"
+    return token.group(1), {k: v.value for k, v in form.cookies.items()}
+
+
 async def web_login(client: TestClient, username: str, pin: str, **headers: str) -> tuple[Any, dict[str, str]]:
     """Log in as a browser would: fetch the form (CSRF cookie + token), post it. Returns (response, cookies)."""
     client.session.cookie_jar.clear()

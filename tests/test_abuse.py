@@ -9,7 +9,7 @@ from typing import Any
 
 from web.appkeys import OUTBOX, SETTINGS
 
-from .conftest import ADMIN, CSRF_INPUT, WebBench
+from .conftest import ADMIN, WebBench, login_form
 
 ALICE = "+14155550134"
 STRANGER = "+12025550188"
@@ -58,16 +58,12 @@ async def test_a_locked_member_gets_the_same_answer_as_a_wrong_pin(make_bench: C
     bench: WebBench = await make_bench(SMSBOT_LOGIN_FAILURES_PER_MINUTE="1000", SMSBOT_LOCKOUT_FAILURES="5")
     pin = await bench.member_with_pin(ALICE, "alice")
     await bench.member_with_pin("+14155550135", "bob")
-    bench.client.session.cookie_jar.clear()
-    form = await bench.client.get("/login")
-    token = CSRF_INPUT.search(await form.text())
-    assert token
-    cookies = {k: v.value for k, v in form.cookies.items()}
+    token, cookies = await login_form(bench.client)
 
     async def attempt(username: str, candidate: str) -> tuple[int, str, dict[str, str]]:
         bench.client.session.cookie_jar.clear()
         r = await bench.client.post("/login", cookies=cookies, allow_redirects=False,
-                                    data={"username": username, "pin": candidate, "csrf_token": token.group(1)})
+                                    data={"username": username, "pin": candidate, "csrf_token": token})
         return r.status, await r.text(), {k: v for k, v in r.headers.items() if k not in ("Date", "Content-Length")}
 
     answers = [await attempt("nobody", pin), await attempt("bob", "000000")]

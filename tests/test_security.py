@@ -12,7 +12,7 @@ from typing import Any
 from smsbot.gateway import SendError
 from web.appkeys import SETTINGS
 
-from .conftest import CSRF_INPUT, WebBench
+from .conftest import WebBench, login_form
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ALICE = "+14155550134"
@@ -20,14 +20,10 @@ ALICE = "+14155550134"
 
 async def test_two_concurrent_right_pins_make_exactly_one_session(bench: WebBench) -> None:
     pin = await bench.member_with_pin(ALICE, "alice")
-    bench.client.session.cookie_jar.clear()
-    form = await bench.client.get("/login")
-    token = CSRF_INPUT.search(await form.text())
-    assert token
-    cookies = {k: v.value for k, v in form.cookies.items()}
+    token, cookies = await login_form(bench.client)
     responses = await asyncio.gather(*(
         bench.client.post("/login", cookies=cookies, allow_redirects=False,
-                          data={"username": "alice", "pin": pin, "csrf_token": token.group(1)})
+                          data={"username": "alice", "pin": pin, "csrf_token": token})
         for _ in range(10)))
     assert sorted(r.status for r in responses) == [303] + [401] * 9
     with sqlite3.connect(bench.app[SETTINGS].db_path) as db:
@@ -81,15 +77,11 @@ async def test_revoke_and_stop_leave_no_live_pin(bench: WebBench) -> None:
 async def test_guesses_fired_all_at_once_get_only_five_tries(make_bench: Callable[..., Any]) -> None:
     bench: WebBench = await make_bench(SMSBOT_LOGIN_FAILURES_PER_MINUTE="1000")
     pin = await bench.member_with_pin(ALICE, "alice")
-    bench.client.session.cookie_jar.clear()
-    form = await bench.client.get("/login")
-    token = CSRF_INPUT.search(await form.text())
-    assert token
-    cookies = {k: v.value for k, v in form.cookies.items()}
+    token, cookies = await login_form(bench.client)
     guesses = [f"{(int(pin) + n) % 10**6:06d}" for n in range(1, 10)] + [pin]
     responses = await asyncio.gather(*(
         bench.client.post("/login", cookies=cookies, allow_redirects=False,
-                          data={"username": "alice", "pin": guess, "csrf_token": token.group(1)})
+                          data={"username": "alice", "pin": guess, "csrf_token": token})
         for guess in guesses))
     assert {r.status for r in responses} == {401}, "the right PIN came after five wrong ones: dead"
     with sqlite3.connect(bench.app[SETTINGS].db_path) as db:
