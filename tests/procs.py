@@ -22,6 +22,11 @@ import requests
 
 T = TypeVar("T")
 
+# What texts and pages of a `serve` on http://127.0.0.1 look like to a client.
+CODE = re.compile(r"(?<![A-Za-z0-9])[A-HJ-NP-Z2-9]{6}(?![A-Za-z0-9])")
+PIN = re.compile(r"(?<!\d)\d{6}(?!\d)")
+SESSION_COOKIE = "smsbot_session"  # no __Host- prefix: the public URL is http
+
 # Variables of the surrounding shell that would leak into the service under test.
 _SCRUBBED_PREFIXES = ("SMSBOT_", "VONAGE_")
 _SCRUBBED = {"REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",

@@ -17,7 +17,20 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from .procs import Serve, clean_env, only, sent_to, serve_env, start_smsbot, wait_for, wait_text
+from .conftest import CSRF_INPUT
+from .procs import (
+    CODE,
+    PIN,
+    SESSION_COOKIE,
+    Serve,
+    clean_env,
+    only,
+    sent_to,
+    serve_env,
+    start_smsbot,
+    wait_for,
+    wait_text,
+)
 from .vonage_emulator import SMS_PATH, VonageEmulator
 
 pytestmark = pytest.mark.slow
@@ -28,10 +41,6 @@ INVITEE = "14155550134"
 NUMBER = "14155550199"  # the group's virtual number
 GROUP = "Friends"
 
-CODE = re.compile(r"(?<![A-Za-z0-9])[A-HJ-NP-Z2-9]{6}(?![A-Za-z0-9])")
-PIN = re.compile(r"(?<!\d)\d{6}(?!\d)")
-CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
-SESSION_COOKIE = "smsbot_session"  # no __Host- prefix: the public URL is http
 TEXT_TIMEOUT = 10.0
 
 _ids = itertools.count(1)

@@ -24,7 +24,20 @@ import jwt
 import pytest
 import requests
 
-from .procs import Serve, SmsbotProcess, only, sent_to, serve_env, start_smsbot, wait_for, wait_text
+from .conftest import CSRF_INPUT
+from .procs import (
+    CODE,
+    PIN,
+    SESSION_COOKIE,
+    Serve,
+    SmsbotProcess,
+    only,
+    sent_to,
+    serve_env,
+    start_smsbot,
+    wait_for,
+    wait_text,
+)
 from .vonage_emulator import SMS_PATH, VERIFY_PATH, RecordedRequest, SentSms, VonageEmulator
 
 pytestmark = pytest.mark.slow
@@ -37,10 +50,6 @@ NUMBER = "14155550199"  # the group's virtual number
 GROUP = "Old Mill Friends Club"  # longer than a Verify brand may be (16)
 APPLICATION_ID = "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"
 
-CODE = re.compile(r"(?<![A-Za-z0-9])[A-HJ-NP-Z2-9]{6}(?![A-Za-z0-9])")
-PIN = re.compile(r"(?<!\d)\d{6}(?!\d)")
-CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
-SESSION_COOKIE = "smsbot_session"  # no __Host- prefix: the public URL is http
 TEXT_TIMEOUT = 10.0
 FAULT_TIMEOUT = 20.0  # a hung request costs the SDK timeout (10 s) plus a backoff
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from .procs import Serve, only, sent_to, serve_env, start_smsbot, wait_for, wait_text
-from .test_e2e_serve import ADMIN, CODE, NUMBER, PIN, SECRET, SESSION_COOKIE, auth, login, text_in
+from .procs import CODE, PIN, SESSION_COOKIE, Serve, only, sent_to, serve_env, start_smsbot, wait_for, wait_text
+from .test_e2e_serve import ADMIN, NUMBER, SECRET, auth, login, text_in
 from .vonage_emulator import SMS_PATH, VonageEmulator
 
 pytestmark = pytest.mark.slow
