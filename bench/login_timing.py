@@ -20,8 +20,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from smsbot.clock import FakeClock
 from smsbot.gateway import FakeGateway
 from smsbot.settings import load
-from web import create_app
-from web.appkeys import OUTBOX
+from smsbot.web import create_app
+from smsbot.web.appkeys import OUTBOX
 
 ADMIN = "+14155550100"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')

@@ -1,3 +1,5 @@
-from .cli import main
+"""`python -m smsbot`: the same entry point as the console script."""
+
+from smsbot.web.cli import main
 
 main()

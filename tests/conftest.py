@@ -135,7 +135,7 @@ class WebBench:
 
     async def text(self, sender: str, body: str) -> list[tuple[str, str]]:
         from smsbot import phone
-        from web.appkeys import OUTBOX
+        from smsbot.web.appkeys import OUTBOX
 
         self._ids += 1
         number = phone.normalize(sender, "US")
@@ -169,7 +169,7 @@ class WebBench:
 @pytest.fixture
 def make_bench(make_settings: Callable[..., Settings], aiohttp_client: Callable[..., Any]) -> Callable[..., Any]:
     async def make(**env: str) -> WebBench:
-        from web import create_app
+        from smsbot.web import create_app
 
         settings = make_settings(dev=False, **env)
         clock, gateway = FakeClock(), FakeGateway(settings.number)

@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from web.appkeys import OUTBOX, SETTINGS
+from smsbot.web.appkeys import OUTBOX, SETTINGS
 
 from .conftest import ADMIN, WebBench, login_form
 

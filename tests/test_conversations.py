@@ -18,8 +18,8 @@ from smsbot.outbox import Outbox
 from smsbot.service import Service
 from smsbot.settings import Settings
 from smsbot.store import Store
-from web import create_app
-from web.appkeys import OUTBOX
+from smsbot.web import create_app
+from smsbot.web.appkeys import OUTBOX
 
 from .conftest import web_login
 from .conversation import Player, Sent, Transcript, all_transcripts

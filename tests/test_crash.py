@@ -11,7 +11,7 @@ drop writes the OS has buffered: power loss, the reason for synchronous=FULL, ne
 
 Starting `python -m smsbot serve` costs most of a second of imports, too slow for a hundred restarts. So a small
 single-threaded "fork server" process is forked before the emulator's thread exists, with smsbot, web and the
-Vonage SDK imported; each server is a fork of it that calls `smsbot.cli.main(["serve", ...])`, the very code path
+Vonage SDK imported; each server is a fork of it that calls `smsbot.web.cli.main(["serve", ...])`, the very code path
 of the console script. Three servers (the first, one in the middle and the last) are real `python -m smsbot serve`
 processes, and so is the one SIGTERMed in the second test: a fork ends with os._exit and would skip the
 interpreter's exit, where leftover threads are joined.
@@ -49,8 +49,7 @@ import vonage_http_client  # noqa: F401
 import vonage_sms  # noqa: F401
 import vonage_verify  # noqa: F401
 
-import smsbot.cli
-import web  # noqa: F401
+import smsbot.web.cli
 from smsbot.keys import Keys
 
 from .procs import SmsbotProcess, clean_env, free_port
@@ -234,7 +233,7 @@ def _serve(request: dict[str, Any]) -> None:
         for handler in list(root.handlers):
             root.removeHandler(handler)
         root.setLevel(logging.WARNING)
-        smsbot.cli.main(["serve", "--host", "127.0.0.1", "--port", str(request["port"])])
+        smsbot.web.cli.main(["serve", "--host", "127.0.0.1", "--port", str(request["port"])])
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from smsbot import logs
-from web.appkeys import SETTINGS, STORE
+from smsbot.web.appkeys import SETTINGS, STORE
 
 from .conftest import ADMIN, WebBench
 

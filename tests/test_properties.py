@@ -45,7 +45,7 @@ from smsbot.keys import CODE_ALPHABET, Keys
 from smsbot.service import InboundPart
 from smsbot.settings import Settings, load
 from smsbot.signatures import sms_signature
-from web import create_app
+from smsbot.web import create_app
 
 from .conftest import ADMIN, BASE_ENV, SECRET, Wired
 

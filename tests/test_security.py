@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from smsbot.gateway import SendError
-from web.appkeys import SETTINGS
+from smsbot.web.appkeys import SETTINGS
 
 from .conftest import WebBench, login_form
 
@@ -89,7 +89,7 @@ async def test_guesses_fired_all_at_once_get_only_five_tries(make_bench: Callabl
 
 
 async def test_revoke_withdraws_texts_still_waiting(bench: WebBench) -> None:
-    from web.appkeys import OUTBOX
+    from smsbot.web.appkeys import OUTBOX
 
     await bench.member_with_pin(ALICE, "alice")
     down = SendError("down", transient=True)

@@ -6,8 +6,8 @@ import pathlib
 
 import pytest
 
-from smsbot.cli import dev_environment
 from smsbot.settings import Settings, SettingsError, environment, load
+from smsbot.web.cli import dev_environment
 
 from .conftest import BASE_ENV
 

@@ -13,7 +13,7 @@ import jwt
 import pytest
 
 from smsbot.signatures import sms_signature
-from web.appkeys import OUTBOX, SERVICE, SETTINGS
+from smsbot.web.appkeys import OUTBOX, SERVICE, SETTINGS
 
 from .conftest import ADMIN, WebBench
 

@@ -6,7 +6,7 @@ import asyncio
 import json
 import sqlite3
 
-from web.appkeys import OUTBOX, SETTINGS
+from smsbot.web.appkeys import OUTBOX, SETTINGS
 
 from .conftest import ADMIN, WebBench
 

@@ -14,8 +14,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-from . import logs, phone
-from .settings import Settings, SettingsError, environment, load
+from smsbot import logs, phone
+from smsbot.settings import Settings, SettingsError, environment, load
 
 log = logging.getLogger("smsbot")
 DEV_ADMIN = "+14155550100"
@@ -93,7 +93,7 @@ def describe(settings: Settings) -> str:
 
 
 def run(settings: Settings, host: str, port: int) -> None:
-    from web import create_app
+    from .app import create_app
 
     # SMSBOT_SHUTDOWN_TIMEOUT bounds the whole stop: requests in flight get most of it, the outbox worker a
     # little, and closing the database the rest.
