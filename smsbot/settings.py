@@ -12,13 +12,14 @@ from urllib.parse import urlsplit
 import phonenumbers
 
 from . import phone
+from .errors import SmsbotError
 
 PIN_MODES = ("sms", "verify")
 SIGNATURE_METHODS = ("md5hash", "md5", "sha1", "sha256", "sha512")
 MIN_SECRET_LENGTH = 32
 
 
-class SettingsError(Exception):
+class SettingsError(SmsbotError):
     """The configuration has problems; `problems` lists every one of them."""
 
     def __init__(self, problems: list[str]):
