@@ -1,6 +1,9 @@
-"""The SMS commands, declared once: name, aliases, arguments, who may use them, one line of help.
+"""The SMS commands, declared once: name, aliases, arguments, who may use them, one line of help, an example, and
+the handler that runs them.
 
-HELP texts, usage replies and the README's command table all come from these declarations.
+HELP texts, usage replies and the README's command table all come from these declarations. A handler is named as
+"feature.method" (a feature object of the engine, and its method); the engine resolves every name when it is built,
+so a command without a handler can't start.
 """
 
 from __future__ import annotations
@@ -32,34 +35,45 @@ class Command:
     usage: str
     help: str
     roles: frozenset[Role]
+    handler: str  # "feature.method", resolved by the engine
     args: Args = Args.NONE
     aliases: tuple[str, ...] = ()
+    example: str = ""  # a filled-in use, shown in the usage reply
 
     @property
     def words(self) -> tuple[str, ...]:
         return (self.name, *self.aliases)
 
+    @property
+    def usage_reply(self) -> str:
+        """What an admin who misused the command is told."""
+        return f"Usage: {self.usage}" + (f", e.g. {self.example}" if self.example else "")
+
 
 ADMIN = frozenset({Role.ADMIN})
 EVERYONE = frozenset({Role.ANYONE})
 
-COMMANDS: tuple[Command, ...] = (
-    Command("INVITE", "INVITE <phone> [username]",
-            "text an invite code to that number; give a username or they pick one", ADMIN, Args.REST),
-    Command("REVOKE", "REVOKE <username|phone>", "remove a member (signing out every device) or cancel an invite",
-            ADMIN, Args.REST),
-    Command("LIST", "LIST [page]", "members by username and pending invites, a page per text",
-            ADMIN, Args.OPTIONAL_WORD),
-    Command("LOG", "LOG [page]", "admin actions and security events, latest first, a page per text",
-            ADMIN, Args.OPTIONAL_WORD),
-    Command("JOIN", "JOIN <code>", "join with the code from your invite (the code alone works too)",
-            frozenset({Role.INVITEE}), Args.ONE_WORD),
-    Command("LOGIN", "LOGIN", "get a new PIN to sign in on a device", frozenset({Role.MEMBER})),
-    Command("HELP", "HELP [command]", "the commands you can use", EVERYONE, Args.OPTIONAL_WORD, ("INFO",)),
-    Command("STOP", "STOP", "no more texts to this phone, until you text START", EVERYONE,
-            aliases=("STOPALL", "UNSUBSCRIBE", "END", "QUIT", "CANCEL", "OPTOUT")),
-    Command("START", "START", "texts to this phone again after STOP", EVERYONE, aliases=("UNSTOP",)),
-)
+INVITE = Command("INVITE", "INVITE <phone> [username]",
+                 "text an invite code to that number; give a username or they pick one", ADMIN, "admin.invite",
+                 Args.REST, example="INVITE +14155550134 alice")
+REVOKE = Command("REVOKE", "REVOKE <username|phone>", "remove a member (signing out every device) or cancel an invite",
+                 ADMIN, "admin.revoke", Args.REST, example="REVOKE alice")
+LIST = Command("LIST", "LIST [page]", "members by username and pending invites, a page per text", ADMIN, "admin.list",
+               Args.OPTIONAL_WORD, example="LIST 2")
+LOG = Command("LOG", "LOG [page]", "admin actions and security events, latest first, a page per text", ADMIN,
+              "admin.log", Args.OPTIONAL_WORD, example="LOG 2")
+JOIN = Command("JOIN", "JOIN <code>", "join with the code from your invite (the code alone works too)",
+               frozenset({Role.INVITEE}), "invites.join", Args.ONE_WORD)
+LOGIN = Command("LOGIN", "LOGIN", "get a new PIN to sign in on a device", frozenset({Role.MEMBER}), "pins.login")
+HELP = Command("HELP", "HELP [command]", "the commands you can use", EVERYONE, "keywords.help", Args.OPTIONAL_WORD,
+               ("INFO",))
+STOP = Command("STOP", "STOP", "no more texts to this phone, until you text START", EVERYONE, "keywords.stop",
+               aliases=("STOPALL", "UNSUBSCRIBE", "END", "QUIT", "CANCEL", "OPTOUT"))
+START = Command("START", "START", "texts to this phone again after STOP", EVERYONE, "keywords.start",
+                aliases=("UNSTOP",))
+
+COMMANDS: tuple[Command, ...] = (INVITE, REVOKE, LIST, LOG, JOIN, LOGIN, HELP, STOP, START)
+ADMIN_COMMANDS: tuple[Command, ...] = tuple(c for c in COMMANDS if c.roles == ADMIN)
 
 BY_WORD: dict[str, Command] = {word: command for command in COMMANDS for word in command.words}
 _WORD = re.compile(r"\S+")

@@ -12,13 +12,11 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
-from functools import partial
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from .clock import Clock
-from .gateway import Gateway, SendError, VerifyConflict
-from .keys import PIN_LENGTH
-from .settings import Settings
+from .gateway import Gateway, SendError
+from .messages import Kind
 from .store import OutboxRow, Store, Tx
 
 log = logging.getLogger(__name__)
@@ -68,25 +66,24 @@ def backoff(attempts: int, rng: random.Random) -> float:
     return float(delay / 2 + rng.uniform(0, delay / 2))
 
 
+Verifier = Callable[[str, str], Awaitable[str]]  # (number, hint for logs) -> the verification's request id
+
+
 class Outbox:
-    def __init__(self, store: Store, gateway: Gateway, clock: Clock, rate: float,
-                 rng: random.Random | None = None, give_up_after: float = GIVE_UP_AFTER,
-                 brand: str = "smsbot", pin_ttl: float = 600.0):
+    """Sends what the engine queued. `verifier` starts a Verify v2 verification for a body-less VERIFY text."""
+
+    def __init__(self, store: Store, gateway: Gateway, clock: Clock, rate: float, verifier: Verifier | None = None,
+                 rng: random.Random | None = None, give_up_after: float = GIVE_UP_AFTER, pin_ttl: float = 600.0):
         self.store = store
         self.gateway = gateway
         self.clock = clock
         self.limiter = RateLimiter(rate)
+        self.verifier = verifier
         self.rng = rng or random.Random()
         self.give_up_after = give_up_after
-        self.brand = brand[:16]
         self.pin_ttl = pin_ttl
         self._wake = asyncio.Event()
         self._stopping = False
-
-    @classmethod
-    def for_settings(cls, settings: Settings, store: Store, gateway: Gateway, clock: Clock) -> Outbox:
-        return cls(store, gateway, clock, settings.sms_rate, brand=settings.group_name,
-                   pin_ttl=settings.pin_ttl_minutes * 60)
 
     def wake(self) -> None:
         self._wake.set()
@@ -99,8 +96,7 @@ class Outbox:
         """Send every text that is due now; return how many were finished (sent, failed or suppressed)."""
         finished = 0
         while not self._stopping:
-            now = self.clock.now()
-            rows = await self.store.run(partial(Tx.claim_due, now=now, lease_seconds=LEASE_SECONDS, limit=BATCH))
+            rows = await self.store.run(self._claim)
             if not rows:
                 break
             for row in rows:
@@ -111,11 +107,14 @@ class Outbox:
             await self.store.scrub()
         return finished
 
+    async def _claim(self, tx: Tx) -> list[OutboxRow]:
+        return await tx.claim_due(now=self.clock.now(), lease_seconds=LEASE_SECONDS, limit=BATCH)
+
     async def _deliver(self, row: OutboxRow) -> int:
-        if row.kind != "stop" and await self.store.run(lambda tx: tx.is_opted_out(row.phone_key)):
+        if row.kind is not Kind.STOP and await self.store.run(lambda tx: tx.is_opted_out(row.phone_key)):
             await self._finish(row, "suppressed", error="recipient opted out")
             return 1
-        if row.kind == "verify":
+        if row.kind is Kind.VERIFY:
             return await self._verify(row)
         try:
             async with self.limiter.slot():
@@ -123,25 +122,14 @@ class Outbox:
         except SendError as exc:
             return await self._failed(row, exc)
         await self._finish(row, "sent", provider_id=provider_id)
-        log.info("sent %s text #%d to %s (attempt %d)", row.kind, row.id, row.phone_hint, row.attempts)
+        log.info("sent %s text #%d to %s (attempt %d)", row.kind.value, row.id, row.phone_hint, row.attempts)
         return 1
 
     async def _verify(self, row: OutboxRow) -> int:
-        """Start a Verify v2 verification for a PIN. One already in flight for the number is cancelled (or, when
-        Vonage won't cancel it, reused), so a member is never stuck waiting for a verification they can't use."""
-        timeout = max(15, min(900, int(self.pin_ttl)))
+        if self.verifier is None:
+            return await self._failed(row, SendError("no Verify v2 set up", transient=False, code="no-verify"))
         try:
-            try:
-                request_id = await self.gateway.start_verification(row.to_number, self.brand, PIN_LENGTH, timeout)
-            except VerifyConflict as conflict:
-                if await self.gateway.cancel_verification(conflict.request_id):
-                    request_id = await self.gateway.start_verification(row.to_number, self.brand, PIN_LENGTH,
-                                                                       timeout)
-                else:
-                    log.warning("reusing the verification already in flight for %s", row.phone_hint)
-                    request_id = conflict.request_id
-        except VerifyConflict as exc:
-            return await self._failed(row, SendError(str(exc), transient=True, code="http-409"))
+            request_id = await self.verifier(row.to_number, row.phone_hint)
         except SendError as exc:
             return await self._failed(row, exc)
         if not await self.store.run(lambda tx: tx.set_pin_request(row.phone_key, request_id)):
@@ -153,7 +141,7 @@ class Outbox:
     async def _failed(self, row: OutboxRow, exc: SendError) -> int:
         now = self.clock.now()
         # A PIN is useless once it has expired: stop trying then, not a day later.
-        limit = self.pin_ttl if row.kind in ("pin", "verify") else self.give_up_after
+        limit = self.pin_ttl if row.kind in (Kind.PIN, Kind.VERIFY) else self.give_up_after
         too_old = now - row.created_at >= limit
         if exc.transient and not too_old:
             delay = backoff(row.attempts, self.rng)
@@ -161,7 +149,7 @@ class Outbox:
             await self.store.run(lambda tx: tx.retry_outbox(row.id, next_attempt_at=now + delay, error=str(exc)))
             return 0
         reason = str(exc) if not too_old else f"gave up after {row.attempts} attempts: {exc}"
-        log.error("text #%d (%s) to %s failed for good: %s", row.id, row.kind, row.phone_hint, reason)
+        log.error("text #%d (%s) to %s failed for good: %s", row.id, row.kind.value, row.phone_hint, reason)
         await self._finish(row, "failed", error=reason)
         return 1
 
@@ -172,7 +160,7 @@ class Outbox:
         async def work(tx: Tx) -> None:
             await tx.finish_outbox(row.id, state=state, now=now, provider_id=provider_id, error=error)
             if state == "failed":
-                await tx.record_event(now, "outbox", "send-failed", f"{row.kind} to {row.phone_hint}: {error}")
+                await tx.record_event(now, "outbox", "send-failed", f"{row.kind.value} to {row.phone_hint}: {error}")
 
         await self.store.run(work)
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
 
+from .errors import PhoneError
+
+__all__ = ["PhoneError", "from_msisdn", "mask", "msisdn", "normalize"]
+
 _REFUSED_TYPES = {
     PhoneNumberType.PREMIUM_RATE: "it is a premium-rate number",
     PhoneNumberType.SHARED_COST: "it is a shared-cost number",
@@ -13,14 +17,6 @@ MAX_INPUT = 40
 # What people type in numbers. Letters are refused: phonenumbers would read them as keypad digits (1-800-FLOWERS)
 # or drop them, and we must never text a number nobody typed.
 ALLOWED = set("0123456789 +-().\u00a0/")
-
-
-class PhoneError(ValueError):
-    """A number we cannot use; `reason` is a short phrase fit for a text to an admin."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
 
 
 def normalize(text: str, region: str) -> str:

@@ -12,19 +12,11 @@ from urllib.parse import urlsplit
 import phonenumbers
 
 from . import phone
-from .errors import SmsbotError
+from .errors import SettingsError
 
 PIN_MODES = ("sms", "verify")
 SIGNATURE_METHODS = ("md5hash", "md5", "sha1", "sha256", "sha512")
 MIN_SECRET_LENGTH = 32
-
-
-class SettingsError(SmsbotError):
-    """The configuration has problems; `problems` lists every one of them."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("; ".join(problems))
-        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -168,7 +160,7 @@ def load(env: Mapping[str, str], *, dev: bool = False) -> Settings:
     if bool(app_id) != bool(private_key):
         problems.append("VONAGE_APPLICATION_ID and VONAGE_PRIVATE_KEY must be set together")
     elif app_id:
-        from .gateway import check_jwt_auth
+        from .gateway.vonage import check_jwt_auth
 
         why = check_jwt_auth(app_id, private_key)
         if why:

@@ -14,15 +14,12 @@ from collections.abc import Mapping
 import jwt
 
 from .commands import is_number
+from .errors import SignatureError
 
 HMAC_METHODS = {"md5": hashlib.md5, "sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha512": hashlib.sha512}
 MAX_AGE = 25 * 3600  # Vonage retries an inbound text for 24 hours, keeping its original timestamp
 MAX_SKEW = 300  # a timestamp this far in the future is still believed (clock drift)
 JWT_MAX_AGE = MAX_AGE  # Vonage may repeat a webhook's token when it retries; message_uuid dedupe stops replays
-
-
-class SignatureError(Exception):
-    """Why a webhook's signature was refused (for the log; the caller only ever answers 401)."""
 
 
 def signing_string(params: Mapping[str, str]) -> str:

@@ -12,11 +12,8 @@ from aiohttp.test_utils import TestClient
 
 from smsbot.clock import FakeClock
 from smsbot.gateway import FakeGateway
-from smsbot.keys import SecretSource
-from smsbot.outbox import Outbox
-from smsbot.service import Service
 from smsbot.settings import Settings, load
-from smsbot.store import Store
+from smsbot.wiring import build
 
 ADMIN = "+14155550100"
 SECRET = "test-secret-0123456789-abcdefghijklmnop"
@@ -67,20 +64,19 @@ class Wired:
         self.settings = settings
         self.clock = FakeClock()
         self.gateway = FakeGateway(settings.number)
-        self.store = Store(settings.db_path)
-        self.outbox = Outbox.for_settings(settings.with_changes(sms_rate=1000), self.store, self.gateway,
-                                          self.clock)
-        self.service = Service(settings, self.store, self.outbox, self.clock, SecretSource())
+        graph = build(settings.with_changes(sms_rate=1000), clock=self.clock, gateway=self.gateway)
+        self.store, self.outbox = graph.store, graph.outbox
+        self.pipeline, self.signin = graph.pipeline, graph.signin
         self._seen = 0
         self._ids = 0
 
     async def text(self, sender: str, body: str) -> list[tuple[str, str]]:
         """Send an inbound text, drain the outbox, return the texts it caused as (to, body)."""
         from smsbot import phone
-        from smsbot.engine import InboundText
+        from smsbot.messages import InboundText
 
         self._ids += 1
-        await self.service.receive(InboundText(f"msg-{self._ids}", phone.normalize(sender, "US"), body))
+        await self.pipeline.receive(InboundText(f"msg-{self._ids}", phone.normalize(sender, "US"), body))
         return await self.delivered()
 
     async def delivered(self) -> list[tuple[str, str]]:

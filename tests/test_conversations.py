@@ -11,15 +11,12 @@ from aiohttp.test_utils import TestClient
 
 from smsbot import phone
 from smsbot.clock import FakeClock
-from smsbot.engine import InboundText
 from smsbot.gateway import FakeGateway
-from smsbot.keys import SecretSource
-from smsbot.outbox import Outbox
-from smsbot.service import Service
+from smsbot.messages import InboundText
 from smsbot.settings import Settings
-from smsbot.store import Store
 from smsbot.web import create_app
 from smsbot.web.appkeys import OUTBOX
+from smsbot.wiring import build
 
 from .conftest import web_login
 from .conversation import Player, Sent, Transcript, all_transcripts
@@ -49,15 +46,14 @@ def test_there_are_enough_transcripts() -> None:
 async def test_transcript_against_engine(transcript: Transcript, make_settings: Callable[..., Settings]) -> None:
     settings = transcript_settings(transcript, make_settings)
     clock, gateway = FakeClock(), FakeGateway(settings.number)
-    store = Store(settings.db_path)
-    outbox = Outbox.for_settings(settings.with_changes(sms_rate=1000), store, gateway, clock)
-    service = Service(settings, store, outbox, clock, SecretSource())
+    graph = build(settings.with_changes(sms_rate=1000), clock=clock, gateway=gateway)
+    store, outbox = graph.store, graph.outbox
     seen = 0
     await store.open()
 
     async def send(sender: str, text: str) -> None:
         number = phone.normalize(sender, settings.default_region)
-        await service.receive(InboundText(uuid.uuid4().hex, number, text))
+        await graph.pipeline.receive(InboundText(uuid.uuid4().hex, number, text))
 
     async def delivered() -> list[Sent]:
         nonlocal seen
@@ -66,12 +62,12 @@ async def test_transcript_against_engine(transcript: Transcript, make_settings: 
         return [Sent(m.to, m.text) for m in new]
 
     async def session_user(token: str) -> str | None:
-        found = await service.session(token)
+        found = await graph.signin.session(token)
         return found.username if found else None
 
     try:
         await Player(transcript, send=send, delivered=delivered, wait=clock.advance,
-                     login=lambda u, p: service.login(u, p, "transcript"), session_user=session_user).play()
+                     login=lambda u, p: graph.signin.login(u, p, "transcript"), session_user=session_user).play()
     finally:
         await store.close()
 

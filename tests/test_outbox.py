@@ -8,6 +8,7 @@ import sqlite3
 import time
 
 from smsbot.gateway import SendError
+from smsbot.messages import Kind
 from smsbot.outbox import BACKOFF_CAP, RateLimiter, backoff
 from smsbot.store import Tx
 
@@ -68,7 +69,7 @@ async def test_claims_of_a_dead_worker_are_picked_up_after_restart(wired: Wired)
     now = wired.clock.now()
 
     async def enqueue_and_claim(tx: Tx) -> None:
-        await tx.enqueue(to_number=ADMIN, phone_key="k", phone_hint="**00", body="hello", kind="reply", now=now)
+        await tx.enqueue(to_number=ADMIN, phone_key="k", phone_hint="**00", body="hello", kind=Kind.REPLY, now=now)
         await tx.claim_due(now, 300, 10)  # claimed, then the worker "dies"
 
     await wired.store.run(enqueue_and_claim)
@@ -104,9 +105,9 @@ async def test_outbox_worker_runs_in_the_background(wired: Wired) -> None:
     task = asyncio.create_task(wired.outbox.run())
     try:
         from smsbot import phone
-        from smsbot.engine import InboundText
+        from smsbot.messages import InboundText
 
-        await wired.service.receive(InboundText("bg-1", phone.normalize(ADMIN, "US"), "HELP"))
+        await wired.pipeline.receive(InboundText("bg-1", phone.normalize(ADMIN, "US"), "HELP"))
         for _ in range(100):
             if wired.gateway.sent:
                 break
@@ -122,7 +123,7 @@ async def test_texts_to_one_number_keep_their_order_through_retries(wired: Wired
 
     async def queue(tx: Tx) -> None:
         for to, body in (("+14155550134", "first"), ("+14155550134", "second"), ("+14155550135", "other")):
-            await tx.enqueue(to_number=to, phone_key=to, phone_hint="**", body=body, kind="reply", now=now)
+            await tx.enqueue(to_number=to, phone_key=to, phone_hint="**", body=body, kind=Kind.REPLY, now=now)
 
     await wired.store.run(queue)
     wired.gateway.failures = [SendError("HTTP 500", transient=True)]

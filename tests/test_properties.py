@@ -36,13 +36,12 @@ from hypothesis import HealthCheck, Phase, assume, given, note, settings, target
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from smsbot import commands, engine, phone
+from smsbot import commands, keywords, phone
 from smsbot.clock import FakeClock
 from smsbot.commands import Args
-from smsbot.engine import InboundText
 from smsbot.gateway import FakeGateway
 from smsbot.keys import CODE_ALPHABET, Keys
-from smsbot.service import InboundPart
+from smsbot.messages import InboundPart, InboundText
 from smsbot.settings import Settings, load
 from smsbot.signatures import sms_signature
 from smsbot.web import create_app
@@ -251,9 +250,9 @@ class SyncWired:
         self._ids += 1
         message_id = f"prop-{self._ids}"  # apart from Wired's msg-N, which a template database has seen
         if part is None:
-            self.run(self.wired.service.receive(InboundText(message_id, sender, body)))
+            self.run(self.wired.pipeline.receive(InboundText(message_id, sender, body)))
         else:
-            self.run(self.wired.service.receive_part(InboundPart(message_id, sender, body, *part)))
+            self.run(self.wired.pipeline.receive_part(InboundPart(message_id, sender, body, *part)))
 
     def delivered(self) -> list[tuple[str, str]]:
         return self.run(self.wired.delivered())
@@ -431,7 +430,7 @@ def test_strangers_get_nothing_but_help_stop_and_start_replies() -> None:
                     assert len(out) <= 1 and all(to == sender for to, _ in out)
                 replies[sender] += len(out)
                 # The clock stands still: the daily cap on replies to a stranger holds over the whole run.
-                assert replies[sender] <= engine.STRANGER_REPLIES_PER_DAY, f"{sender} got {replies[sender]} replies"
+                assert replies[sender] <= keywords.STRANGER_REPLIES_PER_DAY, f"{sender} got {replies[sender]} replies"
 
         check()
         assert rig.run(rig.wired.store.run(lambda tx: tx.members())) == []

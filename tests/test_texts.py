@@ -7,7 +7,7 @@ import string
 import pytest
 
 from smsbot import commands, texts
-from smsbot.engine import paginate, render_page
+from smsbot.admin import paginate, render_page
 
 SAMPLE = {
     "group": texts.cut_group("The Riverside Allotment Society"),  # cut to 24 characters
@@ -27,6 +27,7 @@ SAMPLE = {
     "word": texts.shorten("INVTIE", 12),
     "hint": texts.DID_YOU_MEAN.format(name="INVITE"),
     "usage": "INVITE <phone> [username]",
+    "example": max((c.example for c in commands.COMMANDS), key=len),
     "help": max((c.help for c in commands.COMMANDS), key=len),
     "name": "INVITE",
     "usages": ", ".join(c.usage for c in commands.usable_by({commands.Role.ADMIN, commands.Role.MEMBER})
@@ -61,6 +62,7 @@ def test_help_for_every_role_fits() -> None:
         assert texts.fits_one_segment(text), text
     for command in commands.COMMANDS:
         assert texts.fits_one_segment(texts.HELP_COMMAND.format(usage=command.usage, help=command.help))
+        assert texts.fits_one_segment(command.usage_reply), command.usage_reply
 
 
 def test_list_pages_fit_and_keep_every_item() -> None:

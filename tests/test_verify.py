@@ -49,19 +49,19 @@ async def test_only_the_request_id_is_kept_and_the_code_signs_in(verify: Wired) 
     code = await join(verify)
     row = await pin_row(verify)
     assert row is not None and row[0] is None and row[1] == "fake-verify-1"
-    assert await verify.service.login("alice", code, "test") is not None
+    assert await verify.signin.login("alice", code, "test") is not None
     assert await pin_row(verify) is None
 
 
 async def test_wrong_codes_count_and_vonage_ending_it_kills_the_pin(verify: Wired) -> None:
     code = await join(verify)
     wrong = f"{(int(code) + 1) % 10**6:06d}"
-    assert await verify.service.login("alice", wrong, "t") is None
-    assert await verify.service.login("alice", wrong, "t") is None
+    assert await verify.signin.login("alice", wrong, "t") is None
+    assert await verify.signin.login("alice", wrong, "t") is None
     assert (await pin_row(verify) or ("", "", 0))[2] == 2
-    assert await verify.service.login("alice", wrong, "t") is None  # Vonage's third wrong code: 410, dead
+    assert await verify.signin.login("alice", wrong, "t") is None  # Vonage's third wrong code: 410, dead
     assert await pin_row(verify) is None
-    assert await verify.service.login("alice", code, "t") is None
+    assert await verify.signin.login("alice", code, "t") is None
 
 
 async def test_vonage_unreachable_at_login_costs_no_try(verify: Wired) -> None:
@@ -72,10 +72,10 @@ async def test_vonage_unreachable_at_login_costs_no_try(verify: Wired) -> None:
 
     real = verify.gateway.check_code
     verify.gateway.check_code = down  # type: ignore[method-assign]
-    assert await verify.service.login("alice", code, "t") is None
+    assert await verify.signin.login("alice", code, "t") is None
     assert (await pin_row(verify) or ("", "", 9))[2] == 0
     verify.gateway.check_code = real  # type: ignore[method-assign]
-    assert await verify.service.login("alice", code, "t") is not None
+    assert await verify.signin.login("alice", code, "t") is not None
 
 
 async def test_a_verification_in_flight_is_cancelled_and_replaced(verify: Wired) -> None:
@@ -85,8 +85,8 @@ async def test_a_verification_in_flight_is_cancelled_and_replaced(verify: Wired)
     assert second
     assert verify.gateway.verifications["fake-verify-1"].done
     assert (await pin_row(verify) or ("", "", 0))[1] == "fake-verify-2"
-    assert await verify.service.login("alice", first, "t") is None
-    assert await verify.service.login("alice", second.group(1), "t") is not None
+    assert await verify.signin.login("alice", first, "t") is None
+    assert await verify.signin.login("alice", second.group(1), "t") is not None
 
 
 async def test_when_vonage_will_not_cancel_the_verification_in_flight_is_reused(verify: Wired) -> None:
@@ -99,7 +99,7 @@ async def test_when_vonage_will_not_cancel_the_verification_in_flight_is_reused(
     out = await verify.text(ALICE, "LOGIN")
     assert len(out) == 1, "no second code: the first one is still good"
     assert (await pin_row(verify) or ("", "", 0))[1] == "fake-verify-1"
-    assert await verify.service.login("alice", first, "t") is not None
+    assert await verify.signin.login("alice", first, "t") is not None
 
 
 async def test_a_failing_verify_start_is_retried(verify: Wired) -> None:
@@ -109,7 +109,7 @@ async def test_a_failing_verify_start_is_retried(verify: Wired) -> None:
     verify.gateway.verify_failures = [SendError("HTTP 429", transient=True)]  # the Verify start fails once
     out = await verify.text(ALICE, code.group(1))
     assert len(out) == 1 and "comes in the next text" in out[0][1], "the verification did not start yet"
-    assert await verify.service.login("alice", "123456", "t") is None
+    assert await verify.signin.login("alice", "123456", "t") is None
     verify.clock.advance(5)
     out = await verify.delivered()
     assert out and out[0][1].startswith("Your Friends verification code is: ")
@@ -118,16 +118,16 @@ async def test_a_failing_verify_start_is_retried(verify: Wired) -> None:
 async def test_two_logins_in_a_row_leave_the_newest_code_working(verify: Wired) -> None:
     await join(verify)
     from smsbot import phone
-    from smsbot.engine import InboundText
+    from smsbot.messages import InboundText
 
     sender = phone.normalize(ALICE, "US")
-    await verify.service.receive(InboundText("l1", sender, "LOGIN"))
-    await verify.service.receive(InboundText("l2", sender, "LOGIN"))
+    await verify.pipeline.receive(InboundText("l1", sender, "LOGIN"))
+    await verify.pipeline.receive(InboundText("l2", sender, "LOGIN"))
     out = await verify.delivered()
     codes = [t.split(": ")[1] for to, t in out if "verification code" in t]
     assert len(codes) == 2
-    assert await verify.service.login("alice", codes[0], "t") is None
-    assert await verify.service.login("alice", codes[1], "t") is not None
+    assert await verify.signin.login("alice", codes[0], "t") is None
+    assert await verify.signin.login("alice", codes[1], "t") is not None
 
 
 async def test_a_failed_verification_shows_in_list(verify: Wired) -> None:

@@ -13,7 +13,7 @@ import jwt
 import pytest
 
 from smsbot.signatures import sms_signature
-from smsbot.web.appkeys import OUTBOX, SERVICE, SETTINGS
+from smsbot.web.appkeys import OUTBOX, PIPELINE, SETTINGS
 
 from .conftest import ADMIN, WebBench
 
@@ -137,7 +137,7 @@ async def test_an_incomplete_multipart_text_is_dropped_after_a_while(bench: WebB
     caplog.set_level(logging.WARNING)
     await parts_of(bench, "INVITE +1 415 555 0134 someone_else_entirely", "B7", [1, 2])  # of 3
     bench.clock.advance(16 * 60)
-    await bench.app[SERVICE].housekeeping()
+    await bench.app[PIPELINE].housekeeping()
     assert "dropped 2 part(s)" in caplog.text
     with sqlite3.connect(bench.app[SETTINGS].db_path) as db:
         assert db.execute("SELECT count(*) FROM inbound_parts").fetchone()[0] == 0

@@ -13,14 +13,12 @@ import jinja2
 from aiohttp import web
 
 from smsbot.clock import Clock
-from smsbot.gateway import FakeGateway, Gateway, VonageGateway
-from smsbot.keys import Keys, SecretSource
-from smsbot.outbox import Outbox
-from smsbot.service import Service
+from smsbot.gateway import FakeGateway, Gateway
+from smsbot.keys import SecretSource
 from smsbot.settings import Settings
-from smsbot.store import Store
+from smsbot.wiring import build
 
-from .appkeys import CLOCK, DEV_PHONES, GATEWAY, KEYS, OUTBOX, SERVICE, SETTINGS, STORE
+from .appkeys import CLOCK, DEV_PHONES, GATEWAY, GRAPH, KEYS, OUTBOX, PIPELINE, SETTINGS, SIGNIN, STORE
 from .dev import setup_dev
 from .devphone import DevPhones
 from .security import Cookies, Csrf, setup_security
@@ -35,22 +33,19 @@ WORKER_GRACE = 0.5  # seconds the outbox gets, after requests have drained, to f
 
 def create_app(settings: Settings, *, gateway: Gateway | None = None, clock: Clock | None = None,
                source: SecretSource | None = None, run_worker: bool = True) -> web.Application:
-    """Wire the service for `settings`; nothing is opened until the app starts."""
-    clock = clock or Clock()
-    source = source or SecretSource()
-    if gateway is None:
-        gateway = FakeGateway(settings.number) if settings.dev else VonageGateway(settings)
-    keys = Keys(settings.secret)
-    store = Store(settings.db_path)
-    outbox = Outbox.for_settings(settings, store, gateway, clock)
+    """The app for `settings`, on the object graph `smsbot.wiring.build` makes; nothing is opened until it starts."""
+    graph = build(settings, clock=clock, gateway=gateway, source=source)
     app = web.Application(client_max_size=256 * 1024)
+    app[GRAPH] = graph
     app[SETTINGS] = settings
-    app[CLOCK] = clock
-    app[KEYS] = keys
-    app[STORE] = store
-    app[GATEWAY] = gateway
-    app[OUTBOX] = outbox
-    app[SERVICE] = Service(settings, store, outbox, clock, source, keys)
+    app[CLOCK] = graph.clock
+    app[KEYS] = graph.keys
+    app[STORE] = graph.store
+    app[GATEWAY] = graph.gateway
+    app[OUTBOX] = graph.outbox
+    app[PIPELINE] = graph.pipeline
+    app[SIGNIN] = graph.signin
+    keys = graph.keys
 
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
     setup_security(app, settings)
@@ -61,8 +56,8 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, clock: Clo
     if settings.dev:
         phones = DevPhones()
         app[DEV_PHONES] = phones
-        if isinstance(gateway, FakeGateway):
-            gateway.listeners.append(phones.on_sent)
+        if isinstance(graph.gateway, FakeGateway):
+            graph.gateway.listeners.append(phones.on_sent)
         setup_dev(app)
 
     app.cleanup_ctx.append(_database)
@@ -76,7 +71,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, clock: Clo
 async def _database(app: web.Application) -> AsyncIterator[None]:
     store = app[STORE]
     await store.open()
-    log.info("database %s ready (schema version %d)", store.path, await store.schema_version())
+    log.info("database %s ready (schema version %d)", app[SETTINGS].db_path, await store.schema_version())
     yield
     await store.close()
 
@@ -90,7 +85,7 @@ async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
     async def every_minute() -> None:
         while True:
             try:
-                await app[SERVICE].housekeeping()
+                await app[PIPELINE].housekeeping()
             except Exception:
                 log.exception("housekeeping failed; trying again in a minute")
             await asyncio.sleep(HOUSEKEEPING_EVERY)

@@ -1,4 +1,4 @@
-"""Typed application keys: app state is wiring only, set once in create_app."""
+"""Typed application keys: app state is wiring only, set once in create_app from the one object graph."""
 
 from __future__ import annotations
 
@@ -8,15 +8,19 @@ from smsbot.clock import Clock
 from smsbot.gateway import Gateway
 from smsbot.keys import Keys
 from smsbot.outbox import Outbox
-from smsbot.service import Service
+from smsbot.pipeline import Pipeline
 from smsbot.settings import Settings
+from smsbot.signin import SignIn
 from smsbot.store import Store
+from smsbot.wiring import Graph
 
 from .devphone import DevPhones
 
+GRAPH = web.AppKey("graph", Graph)
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
-SERVICE = web.AppKey("service", Service)
+PIPELINE = web.AppKey("pipeline", Pipeline)
+SIGNIN = web.AppKey("signin", SignIn)
 OUTBOX = web.AppKey("outbox", Outbox)
 GATEWAY = web.AppKey("gateway", Gateway)
 KEYS = web.AppKey("keys", Keys)

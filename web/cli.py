@@ -15,7 +15,8 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
 from smsbot import logs, phone
-from smsbot.settings import Settings, SettingsError, environment, load
+from smsbot.errors import SettingsError
+from smsbot.settings import Settings, environment, load
 
 log = logging.getLogger("smsbot")
 DEV_ADMIN = "+14155550100"

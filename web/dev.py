@@ -9,9 +9,9 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from smsbot import phone
-from smsbot.engine import InboundText
+from smsbot.messages import InboundText
 
-from .appkeys import DEV_PHONES, SERVICE, SETTINGS
+from .appkeys import DEV_PHONES, PIPELINE, SETTINGS
 from .views import read_form
 
 
@@ -55,7 +55,7 @@ async def send(request: web.Request) -> web.Response:
     if not text.strip():
         return web.json_response({"error": "Type a text to send."}, status=400)
     request.app[DEV_PHONES].record(number, "in", text)
-    await request.app[SERVICE].receive(InboundText(f"dev-{uuid.uuid4().hex}", number, text))
+    await request.app[PIPELINE].receive(InboundText(f"dev-{uuid.uuid4().hex}", number, text))
     if as_json:
         return web.json_response({"ok": True, "from": number})
     raise web.HTTPSeeOther("/dev/phone")

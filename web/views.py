@@ -13,7 +13,7 @@ from aiohttp import web
 
 from smsbot.store import Session
 
-from .appkeys import CLOCK, SERVICE, SETTINGS
+from .appkeys import CLOCK, SETTINGS, SIGNIN, STORE
 from .ratelimit import SlidingWindow, client_ip
 from .security import Cookies, Csrf
 
@@ -43,7 +43,7 @@ async def read_form(request: web.Request) -> dict[str, str]:
 
 async def current_session(request: web.Request) -> Session | None:
     token = request.cookies.get(request.app[COOKIES].session)
-    return await request.app[SERVICE].session(token)
+    return await request.app[SIGNIN].session(token)
 
 
 def _render(request: web.Request, template: str, context: dict[str, object], status: int = 200,
@@ -77,7 +77,7 @@ async def login_submit(request: web.Request) -> web.Response:
         request.app[LOGIN_LIMIT].hit(client)
         return _render(request, "login.html", {"error": "This form had expired. Please try again.",
                                                "username": username}, status=403)
-    token = await request.app[SERVICE].login(username, pin, request.headers.get("User-Agent", ""))
+    token = await request.app[SIGNIN].login(username, pin, request.headers.get("User-Agent", ""))
     if token is None:
         request.app[LOGIN_LIMIT].hit(client)
         # Every failure takes at least this long, whatever went wrong, so timing tells nothing about the reason.
@@ -94,7 +94,7 @@ async def home(request: web.Request) -> web.Response:
     session = await current_session(request)
     if session is None:
         raise web.HTTPSeeOther("/login")
-    devices = await request.app[SERVICE].devices(session)
+    devices = await request.app[SIGNIN].devices(session)
     return _render(request, "home.html", {"username": session.username, "devices": devices, "when": _when,
                                           "device_name": device_name})
 
@@ -107,7 +107,7 @@ async def logout(request: web.Request) -> web.Response:
     if "csrf_token" in form and not request.app[CSRF].valid(request, form["csrf_token"]):
         raise web.HTTPForbidden(text="This form had expired. Please go back and try again.")
     cookies = request.app[COOKIES]
-    await request.app[SERVICE].logout(request.cookies.get(cookies.session))
+    await request.app[SIGNIN].logout(request.cookies.get(cookies.session))
     response = web.HTTPSeeOther("/login")
     cookies.clear_session(response)
     raise response
@@ -123,7 +123,7 @@ async def auth(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     try:
-        ok = await request.app[SERVICE].healthy()
+        ok = await request.app[STORE].healthy()
     except Exception:
         log.exception("health check failed")
         ok = False

@@ -16,24 +16,16 @@ from aiohttp import web
 
 from smsbot import phone
 from smsbot.commands import is_number
-from smsbot.engine import InboundText
-from smsbot.service import InboundPart
-from smsbot.signatures import SignatureError, check_jwt, check_sms
+from smsbot.errors import BadWebhook, SignatureError
+from smsbot.messages import InboundPart, InboundText
+from smsbot.signatures import check_jwt, check_sms
 
-from .appkeys import CLOCK, SERVICE, SETTINGS
+from .appkeys import CLOCK, PIPELINE, SETTINGS
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
 MAX_PARTS = 20
-
-
-class BadWebhook(Exception):
-    """The request is not a webhook we understand; the reason goes into a 400 answer."""
-
-
-class SignatureRefused(Exception):
-    """Signing is on and this webhook's signature is missing, wrong or stale."""
 
 
 AUDIT_SIGNATURE_EVERY = 60.0  # at most one audit event a minute for refused signatures, however many arrive
@@ -46,7 +38,7 @@ async def refused(request: web.Request, reason: str) -> web.Response:
     now = request.app[CLOCK].now()
     if not last or now - last[0] >= AUDIT_SIGNATURE_EVERY:
         last[:] = [now]
-        await request.app[SERVICE].record_security_event("signature-refused", f"{request.path}: {reason}")
+        await request.app[PIPELINE].record_security_event("signature-refused", f"{request.path}: {reason}")
     return web.Response(status=401, text="Bad or missing webhook signature.")
 
 
@@ -118,7 +110,7 @@ def _check_signature(request: web.Request, webhook: Webhook) -> None:
             check_sms(webhook.params, secret, settings.vonage_signature_method, now)
     except SignatureError as exc:
         log.warning("webhook %s refused: bad signature (%s)", request.path, exc)
-        raise SignatureRefused(str(exc)) from None
+        raise
 
 
 def parse_inbound(params: Mapping[str, str], region: str) -> InboundText | InboundPart | None:
@@ -170,13 +162,13 @@ async def inbound(request: web.Request) -> web.Response:
         msg = parse_inbound(webhook.params, settings.default_region)
     except BadWebhook as exc:
         return web.Response(status=400, text=f"Bad webhook: {exc}.")
-    except SignatureRefused as exc:
+    except SignatureError as exc:
         return await refused(request, str(exc))
-    service = request.app[SERVICE]
+    pipeline = request.app[PIPELINE]
     if isinstance(msg, InboundPart):
-        await service.receive_part(msg)
+        await pipeline.receive_part(msg)
     elif msg is not None:
-        await service.receive(msg)
+        await pipeline.receive(msg)
     return web.Response(status=204)
 
 
@@ -203,10 +195,10 @@ async def status(request: web.Request) -> web.Response:
         # The contract promises this route 200 or 204 (a receipt we can't read is not worth Vonage's retries).
         log.info("an unreadable delivery receipt ignored: %s", exc)
         return web.Response(status=204)
-    except SignatureRefused as exc:
+    except SignatureError as exc:
         return await refused(request, str(exc))
     if (client_ref or provider_id) and state:
-        await request.app[SERVICE].record_delivery(client_ref=client_ref, provider_id=provider_id, status=state,
+        await request.app[PIPELINE].record_delivery(client_ref=client_ref, provider_id=provider_id, status=state,
                                                    error_code=code)
     else:
         log.info("a delivery receipt without a message id or status ignored")

@@ -1,6 +1,6 @@
-"""SQLite storage: numbered migrations, one writer, every unit of work one `BEGIN IMMEDIATE` transaction.
+"""The SQLite store: numbered migrations, one writer, every unit of work one `BEGIN IMMEDIATE` transaction.
 
-All SQL lives here. Phone numbers appear only as keyed HMACs, except in outbox rows still waiting to be sent.
+All of SQLite's SQL lives here; what each method means is declared once, in the protocols of `base`.
 """
 
 from __future__ import annotations
@@ -9,15 +9,15 @@ import asyncio
 import logging
 import pathlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import aiosqlite
 
-from .commands import is_number
+from ..commands import is_number
+from ..messages import Kind
+from .base import UNDELIVERED, Event, Invite, Member, OutboxRow, Pin, Session, T, Tx, username_key
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # Append-only: never edit a released migration, add a new one.
 MIGRATIONS: list[tuple[str, str]] = [
@@ -136,81 +136,8 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
 ]
-UNDELIVERED = ("failed", "rejected", "expired", "undeliverable")
-
-
-@dataclass(frozen=True)
-class Member:
-    id: int
-    username: str
-    phone_key: str
-    phone_hint: str
-    created_at: float
-    failed_logins: int
-    locked_at: float | None
-
-
-@dataclass(frozen=True)
-class Invite:
-    id: int
-    phone_key: str
-    phone_hint: str
-    code_hash: str
-    username: str | None
-    stage: str
-    tries: int
-    invited_by: str
-    created_at: float
-    expires_at: float
-
-
-@dataclass(frozen=True)
-class Pin:
-    member_id: int
-    pin_hash: str | None
-    request_id: str | None
-    tries: int
-    created_at: float
-    expires_at: float
-
-
-@dataclass(frozen=True)
-class Session:
-    id: int
-    member_id: int
-    username: str
-    created_at: float
-    last_seen_at: float
-    user_agent: str
-    token_hash: str
-
-
-@dataclass(frozen=True)
-class OutboxRow:
-    id: int
-    phone_key: str
-    phone_hint: str
-    to_number: str
-    body: str
-    kind: str
-    attempts: int
-    created_at: float
-
-
-@dataclass(frozen=True)
-class Event:
-    at: float
-    actor: str
-    action: str
-    detail: str
-
-
-def username_key(username: str) -> str:
-    return username.casefold()
-
-
-class Tx:
-    """One open transaction; methods are named for what the service means, not for the SQL."""
+class SqliteTx(Tx):
+    """One open SQLite transaction."""
 
     def __init__(self, db: aiosqlite.Connection):
         self._db = db
@@ -229,21 +156,16 @@ class Tx:
 
     # inbound dedupe
     async def record_inbound(self, message_id: str, now: float) -> bool:
-        """False when this message id was seen before."""
-        async with self._db.execute(
-            "INSERT INTO inbound (message_id, received_at) VALUES (?, ?) ON CONFLICT DO NOTHING", (message_id, now)
-        ) as cur:
-            return cur.rowcount == 1
+        return await self._run("INSERT INTO inbound (message_id, received_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                               message_id, now) == 1
 
     # opt-outs
     async def is_opted_out(self, phone_key: str) -> bool:
         return await self._one("SELECT 1 FROM opt_outs WHERE phone_key = ?", phone_key) is not None
 
     async def opt_out(self, phone_key: str, now: float) -> bool:
-        async with self._db.execute(
-            "INSERT INTO opt_outs (phone_key, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING", (phone_key, now)
-        ) as cur:
-            return cur.rowcount == 1
+        return await self._run("INSERT INTO opt_outs (phone_key, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                               phone_key, now) == 1
 
     async def opt_in(self, phone_key: str) -> bool:
         return await self._run("DELETE FROM opt_outs WHERE phone_key = ?", phone_key) > 0
@@ -278,7 +200,6 @@ class Tx:
         return member
 
     async def remove_member(self, member_id: int) -> None:
-        """Delete the member; their sessions and PIN go with them (foreign keys cascade)."""
         await self._run("DELETE FROM members WHERE id = ?", member_id)
 
     async def members(self) -> list[Member]:
@@ -302,7 +223,6 @@ class Tx:
 
     async def put_invite(self, *, phone_key: str, phone_hint: str, code_hash: str, username: str | None,
                          invited_by: str, now: float, expires_at: float) -> None:
-        """Create the invite for this number, replacing any earlier one (and its code)."""
         await self._run("DELETE FROM invites WHERE phone_key = ?", phone_key)
         await self._run(
             "INSERT INTO invites (phone_key, phone_hint, code_hash, username, stage, invited_by, created_at,"
@@ -332,7 +252,6 @@ class Tx:
     # PINs
     async def put_pin(self, member_id: int, *, pin_hash: str | None, request_id: str | None, now: float,
                       expires_at: float) -> None:
-        """Issue a PIN for the member, replacing any live one."""
         await self._run(
             "INSERT INTO pins (member_id, pin_hash, request_id, tries, created_at, expires_at)"
             " VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (member_id) DO UPDATE SET pin_hash = excluded.pin_hash,"
@@ -346,8 +265,6 @@ class Tx:
         return None if row is None else Pin(**dict(row))
 
     async def set_pin_request(self, phone_key: str, request_id: str) -> bool:
-        """Attach a Verify request id to the member's PIN. Texts to one number go out in order, so the newest
-        verification is the last one attached, and it wins (an earlier one was cancelled to start it)."""
         return await self._run(
             "UPDATE pins SET request_id = ? WHERE pin_hash IS NULL"
             " AND member_id = (SELECT id FROM members WHERE phone_key = ?)", request_id, phone_key) > 0
@@ -390,16 +307,15 @@ class Tx:
         return [Session(**dict(r)) for r in rows]
 
     # outbox
-    async def enqueue(self, *, to_number: str, phone_key: str, phone_hint: str, body: str, kind: str,
+    async def enqueue(self, *, to_number: str, phone_key: str, phone_hint: str, body: str, kind: Kind,
                       now: float) -> None:
         await self._run(
             "INSERT INTO outbox (phone_key, phone_hint, to_number, body, kind, created_at, next_attempt_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            phone_key, phone_hint, to_number, body, kind, now, now,
+            phone_key, phone_hint, to_number, body, kind.value, now, now,
         )
 
     async def claim_due(self, now: float, lease_seconds: float, limit: int) -> list[OutboxRow]:
-        """Take texts that are due, or whose earlier claim was abandoned, and lease them to this worker."""
         # Texts to one number go out in the order they were queued: a text waits while an earlier one to the
         # same number is still waiting (so "your PIN comes in the next text" never follows the PIN).
         rows = await self._all(
@@ -415,14 +331,14 @@ class Tx:
                 "UPDATE outbox SET state = 'sending', lease_until = ?, attempts = attempts + 1 WHERE id = ?",
                 now + lease_seconds, row["id"],
             )
-        return [OutboxRow(**{**dict(r), "attempts": r["attempts"] + 1}) for r in rows]
+        return [OutboxRow(**{**dict(r), "kind": Kind(r["kind"]), "attempts": r["attempts"] + 1}) for r in rows]
 
-    async def withdraw_texts(self, phone_key: str, kinds: tuple[str, ...]) -> int:
-        """Texts of these kinds still waiting for this number will not go out (their number and body are wiped)."""
+    async def withdraw_texts(self, phone_key: str, kinds: tuple[Kind, ...]) -> int:
         marks = ", ".join("?" for _ in kinds)
         return await self._run(  # the f-string below adds only "?" placeholders
             "UPDATE outbox SET state = 'suppressed', to_number = NULL, body = NULL, error = 'withdrawn'"  # noqa: S608
-            f" WHERE phone_key = ? AND state IN ('pending', 'sending') AND kind IN ({marks})", phone_key, *kinds)
+            f" WHERE phone_key = ? AND state IN ('pending', 'sending') AND kind IN ({marks})",
+            phone_key, *(k.value for k in kinds))
 
     async def release_claims(self) -> int:
         return await self._run("UPDATE outbox SET state = 'pending', lease_until = NULL WHERE state = 'sending'")
@@ -436,7 +352,6 @@ class Tx:
 
     async def finish_outbox(self, outbox_id: int, *, state: str, now: float, provider_id: str | None = None,
                             error: str | None = None) -> None:
-        """Close a text for good; its number and body are wiped."""
         await self._run(
             "UPDATE outbox SET state = ?, done_at = ?, provider_id = ?, error = ?, to_number = NULL, body = NULL,"
             " lease_until = NULL WHERE id = ?",
@@ -466,7 +381,6 @@ class Tx:
         await self._run("DELETE FROM inbound_parts WHERE phone_key = ? AND ref = ?", phone_key, ref)
 
     async def drop_stale_parts(self, before: float) -> int:
-        """Forget multipart texts whose first part came before `before` and are still incomplete."""
         return await self._run(
             "DELETE FROM inbound_parts WHERE (phone_key, ref) IN"
             " (SELECT phone_key, ref FROM inbound_parts GROUP BY phone_key, ref HAVING min(received_at) < ?)",
@@ -478,8 +392,7 @@ class Tx:
 
     # delivery receipts
     async def record_delivery(self, *, client_ref: str, provider_id: str, status: str, error: str,
-                              now: float) -> tuple[str, str] | None:
-        """Note a receipt on the text it is about; return that text's (kind, phone hint), or None if unknown."""
+                              now: float) -> tuple[Kind, str] | None:
         row = None
         if client_ref.startswith("smsbot-") and is_number(client_ref[7:]) and len(client_ref) <= 7 + 18:
             row = await self._one("SELECT id, kind, phone_hint, delivery_status FROM outbox WHERE id = ?",
@@ -493,14 +406,13 @@ class Tx:
         if row["delivery_status"] not in UNDELIVERED:  # one failed part makes the whole text undelivered
             await self._run("UPDATE outbox SET delivery_status = ?, delivery_error = ?, delivered_at = ? WHERE id = ?",
                             status, error or None, now, row["id"])
-        return str(row["kind"]), str(row["phone_hint"])
+        return Kind(row["kind"]), str(row["phone_hint"])
 
-    async def delivery_problem(self, phone_key: str, *kinds: str) -> str | None:
-        """Why the latest text of these kinds to this number did not arrive, if it did not."""
+    async def delivery_problem(self, phone_key: str, *kinds: Kind) -> str | None:
         marks = ", ".join("?" for _ in kinds)
         row = await self._one(  # the f-string adds only "?" placeholders
             f"SELECT state, delivery_status FROM outbox WHERE phone_key = ? AND kind IN ({marks})"  # noqa: S608
-            " ORDER BY id DESC LIMIT 1", phone_key, *kinds)
+            " ORDER BY id DESC LIMIT 1", phone_key, *(k.value for k in kinds))
         if row is None:
             return None
         if row["state"] == "failed":
@@ -542,8 +454,6 @@ class Tx:
                                limit, offset)
         return [Event(**dict(r)) for r in rows]
 
-    async def healthy(self) -> bool:
-        return await self._one("SELECT 1") is not None
 
 
 def _member(row: aiosqlite.Row | None) -> Member | None:
@@ -558,7 +468,7 @@ def _invite(row: aiosqlite.Row | None) -> Invite | None:
     return None if row is None else Invite(**dict(row))
 
 
-class Store:
+class SqliteStore:
     """The one writer for the database file."""
 
     def __init__(self, path: pathlib.Path | str):
@@ -616,7 +526,7 @@ class Store:
         async with self._lock:
             await db.execute("BEGIN IMMEDIATE")
             try:
-                result = await work(Tx(db))
+                result = await work(SqliteTx(db))
                 await db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
@@ -631,6 +541,10 @@ class Store:
 
     async def _checkpoint(self) -> None:
         await self._require().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def healthy(self) -> bool:
+        async with self._lock, self._require().execute("SELECT 1") as cur:
+            return await cur.fetchone() is not None
 
     async def schema_version(self) -> int:
         async with self._require().execute("PRAGMA user_version") as cur:

@@ -1,4 +1,4 @@
-"""SMS gateways: the real Vonage SDK, and an in-process fake for dev mode and tests.
+"""The Vonage adapter: the official SDK (SMS API and Verify v2) behind the gateway protocol.
 
 The Vonage SDK is synchronous and not thread-safe: every call runs on one dedicated thread, which alone creates
 and uses the client. It has no default timeout, so one is always set.
@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import enum
-import hmac
 import logging
 import pathlib
 import queue
 import re
-import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from . import phone, texts
-from .settings import Settings
+from .. import phone, texts
+from ..errors import SendError, VerifyConflict
+from ..settings import Settings
+from .base import Check
 
 log = logging.getLogger(__name__)
 
@@ -35,143 +33,6 @@ SMS_STATUS = {
     "32": "Signature and API secret disallowed", "33": "Number de-activated",
 }
 TRANSIENT_SMS_STATUS = {"1", "5"}
-# Delivery receipt `err-code`s: why a text did not reach the phone.
-DLR_ERRORS = {
-    "0": "delivered", "1": "unknown error", "2": "phone switched off or out of coverage",
-    "3": "phone permanently unreachable", "4": "barred by the user", "5": "number ported, routing failed",
-    "6": "blocked as spam", "7": "handset busy", "8": "network error",
-    "9": "number opted out or blacklisted (illegal number)", "10": "message refused (illegal message)",
-    "11": "unroutable", "12": "destination unreachable", "13": "age restriction", "14": "blocked by the carrier",
-    "15": "prepaid account without funds", "50": "entity filter", "51": "header filter", "52": "content filter",
-    "53": "consent filter", "54": "regulation error", "99": "general error",
-}
-
-
-class SendError(Exception):
-    """A send that did not go through. `transient` says whether trying again later can help."""
-
-    def __init__(self, message: str, *, transient: bool, code: str = ""):
-        super().__init__(message)
-        self.transient = transient
-        self.code = code
-
-
-class VerifyConflict(Exception):
-    """Verify v2 already has a verification in flight for this number (HTTP 409)."""
-
-    def __init__(self, request_id: str):
-        super().__init__(f"a verification is already in flight: {request_id}")
-        self.request_id = request_id
-
-
-class Check(enum.Enum):
-    """What Verify v2 said of a code."""
-
-    OK = "ok"  # 200 completed
-    WRONG = "wrong"  # 400: counts as a failed try
-    DEAD = "dead"  # 410 too many wrong codes, or 409 (no code step): the PIN is dead
-    GONE = "gone"  # 404 expired, unknown or already used
-
-
-class Gateway(Protocol):
-    async def send_sms(self, to: str, text: str, client_ref: str) -> str:
-        """Hand one text to the provider; return the provider's message id or raise SendError."""
-        ...
-
-    async def start_verification(self, to: str, brand: str, code_length: int, timeout: int) -> str:
-        """Start a Verify v2 SMS verification; return its request id. Raises VerifyConflict or SendError."""
-        ...
-
-    async def check_code(self, request_id: str, code: str) -> Check:
-        """Check a code against Verify v2. Raises SendError(transient) when Vonage can't answer now."""
-        ...
-
-    async def cancel_verification(self, request_id: str) -> bool: ...
-
-    async def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class FakeText:
-    to: str  # E.164
-    sender: str
-    text: str
-    message_id: str
-
-
-@dataclass
-class FakeVerification:
-    to: str
-    code: str
-    wrong: int = 0
-    done: bool = False
-
-
-class FakeGateway:
-    """Keeps every text instead of sending it; dev mode shows them on the dev phone page.
-
-    It plays Verify v2 too: a verification "texts" its code from Vonage, allows 3 wrong codes, one per number.
-    """
-
-    def __init__(self, sender: str = "") -> None:
-        self.sender = sender
-        self.sent: list[FakeText] = []
-        self.failures: list[SendError] = []  # raised, in order, by the next sends
-        self.verify_failures: list[SendError] = []  # raised, in order, by the next verification starts
-        self.listeners: list[Callable[[FakeText], None]] = []
-        self.verifications: dict[str, FakeVerification] = {}
-        self._counter = 0
-
-    async def start_verification(self, to: str, brand: str, code_length: int, timeout: int) -> str:
-        if self.verify_failures:
-            raise self.verify_failures.pop(0)
-        for request_id, v in self.verifications.items():
-            if v.to == to and not v.done:
-                raise VerifyConflict(request_id)
-        request_id = f"fake-verify-{len(self.verifications) + 1}"
-        code = "".join(secrets.choice("0123456789") for _ in range(code_length))
-        self.verifications[request_id] = FakeVerification(to, code)
-        self._deliver(to, f"Your {brand} verification code is: {code}", "Vonage")
-        return request_id
-
-    async def check_code(self, request_id: str, code: str) -> Check:
-        v = self.verifications.get(request_id)
-        if v is None or v.done:
-            return Check.GONE
-        if hmac.compare_digest(code.encode(), v.code.encode()):
-            v.done = True
-            return Check.OK
-        v.wrong += 1
-        if v.wrong >= 3:
-            v.done = True
-            return Check.DEAD
-        return Check.WRONG
-
-    async def cancel_verification(self, request_id: str) -> bool:
-        v = self.verifications.get(request_id)
-        if v is None or v.done:
-            return False
-        v.done = True
-        return True
-
-    def _deliver(self, to: str, text: str, sender: str) -> str:
-        self._counter += 1
-        message = FakeText(to, sender, text, f"FAKE{self._counter:012d}")
-        self.sent.append(message)
-        for listener in list(self.listeners):
-            listener(message)
-        return message.message_id
-
-    async def send_sms(self, to: str, text: str, client_ref: str) -> str:
-        if self.failures:
-            raise self.failures.pop(0)
-        return self._deliver(to, text, self.sender)
-
-    def texts_to(self, number: str) -> list[str]:
-        return [m.text for m in self.sent if m.to == number]
-
-    async def close(self) -> None:
-        return None
 
 
 class SdkThread:

@@ -1,0 +1,207 @@
+"""Admin commands: INVITE, REVOKE, LIST and LOG, and the hint an admin gets for a text that is not a command."""
+
+from __future__ import annotations
+
+import difflib
+import time
+from dataclasses import dataclass
+
+from . import commands, phone, texts
+from .clock import Clock
+from .commands import INVITE, LIST, LOG, REVOKE
+from .engine import Turn
+from .invites import valid_username
+from .keys import Keys, SecretSource
+from .messages import Kind
+from .settings import Settings
+from .store import Invite, Member, Tx
+
+
+@dataclass(eq=False)
+class Admin:
+    settings: Settings
+    keys: Keys
+    clock: Clock
+    source: SecretSource
+    group: str
+
+    async def unknown(self, tx: Tx, turn: Turn) -> bool:
+        """Admins always get an answer: a hint when a command word was misused or misspelt."""
+        if not turn.is_admin:
+            return False
+        word = commands.first_word(turn.msg.text)
+        known = commands.BY_WORD.get(word)
+        if known is not None and known.roles & turn.roles:
+            turn.reply(known.usage_reply)
+            return True
+        if known is not None:
+            who = " and ".join(sorted(f"{r.value}s" for r in known.roles))
+            turn.reply(texts.NOT_YOURS.format(name=known.name, who=who))
+            return True
+        names = [c.name for c in commands.usable_by(turn.roles)]
+        close = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
+        hint = texts.DID_YOU_MEAN.format(name=close[0]) if close else ""
+        turn.reply(texts.UNKNOWN.format(word=texts.shorten(word, 12) or "(empty)", hint=hint))
+        return True
+
+    async def invite(self, tx: Tx, turn: Turn, argument: str) -> None:
+        target, username = self._split_invite(argument)
+        if target is None:
+            turn.reply(INVITE.usage_reply if not argument else texts.BAD_NUMBER.format(
+                typed=texts.shorten(argument), reason=username or "it is not a valid number", example=INVITE.example))
+            return
+        if username is not None and not valid_username(username):
+            turn.reply(texts.ADMIN_USERNAME_INVALID.format(usage=INVITE.usage))
+            return
+        if phone.msisdn(target) == self.settings.number:
+            turn.reply(texts.BAD_NUMBER.format(typed=texts.shorten(argument), reason="it is this group's own number",
+                                               example=INVITE.example))
+            return
+        key = self.keys.phone_key(target)
+        member = await tx.member_by_phone(key)
+        if member is not None and member.locked_at is not None:
+            await tx.reset_login_failures(member.id)
+            await tx.record_event(self.clock.now(), turn.actor, "unlock", member.username)
+            turn.send(target, texts.UNLOCKED.format(group=self.group))
+            turn.reply(texts.UNLOCKED_ADMIN.format(username=member.username))
+            return
+        if member is not None:
+            turn.reply(texts.ALREADY_MEMBER.format(username=member.username))
+            return
+        if await tx.is_opted_out(key):
+            turn.reply(texts.NUMBER_OPTED_OUT)
+            return
+        earlier = await tx.invite_by_phone(key)
+        if username is not None:
+            holder = await tx.invite_by_username(username)
+            if await tx.member_by_username(username) is not None or (holder is not None and holder.phone_key != key):
+                turn.reply(texts.ADMIN_USERNAME_TAKEN.format(username=username))
+                return
+        code = self.source.invite_code()
+        now = self.clock.now()
+        hours = f"{self.settings.invite_ttl_hours:g}"
+        await tx.put_invite(phone_key=key, phone_hint=phone.mask(target), code_hash=self.keys.code_hash(key, code),
+                            username=username, invited_by=turn.actor, now=now,
+                            expires_at=now + self.settings.invite_ttl_hours * 3600)
+        who = f"{username} ({phone.mask(target)})" if username else phone.mask(target)
+        template = texts.INVITE_AS if username else texts.INVITE
+        turn.send(target, template.format(group=self.group, username=username, code=code, hours=hours), Kind.INVITE)
+        if target != turn.msg.sender:  # an admin inviting their own phone gets the invite as the one reply
+            turn.reply((texts.REINVITED if earlier else texts.INVITED).format(who=who, hours=hours))
+        await tx.record_event(now, turn.actor, "invite", who)
+
+    def _split_invite(self, argument: str) -> tuple[str | None, str | None]:
+        """(E.164, username or None); on failure (None, reason). The username is the last word, if any."""
+        if not argument:
+            return None, None
+        region = self.settings.default_region
+        try:
+            return phone.normalize(argument, region), None
+        except phone.PhoneError as whole:
+            reason = whole.reason
+        number, _, last = argument.rpartition(" ")
+        if number and any(ch.isalpha() for ch in last):  # usernames have a letter; numbers never do
+            try:
+                return phone.normalize(number, region), last
+            except phone.PhoneError as exc:
+                reason = exc.reason
+        return None, reason
+
+    async def revoke(self, tx: Tx, turn: Turn, argument: str) -> None:
+        if not argument:
+            turn.reply(REVOKE.usage_reply)
+            return
+        now = self.clock.now()
+        member: Member | None = None
+        invite: Invite | None = None
+        if any(ch.isalpha() for ch in argument):  # a username (they have letters; numbers don't)
+            member = await tx.member_by_username(argument)
+            invite = None if member else await tx.invite_by_username(argument)
+        else:
+            try:
+                key = self.keys.phone_key(phone.normalize(argument, self.settings.default_region))
+            except phone.PhoneError:
+                key = None
+            if key is not None:
+                member = await tx.member_by_phone(key)
+                invite = await tx.invite_by_phone(key)
+        if member is not None:
+            await tx.remove_member(member.id)
+            await tx.withdraw_texts(member.phone_key, (Kind.PIN, Kind.VERIFY))
+            turn.reply(texts.REVOKED.format(username=member.username))
+            await tx.record_event(now, turn.actor, "revoke", member.username)
+        elif invite is not None:
+            await tx.remove_invite(invite.id)
+            await tx.withdraw_texts(invite.phone_key, (Kind.INVITE,))
+            who = f"{invite.username} ({invite.phone_hint})" if invite.username else invite.phone_hint
+            turn.reply(texts.INVITE_CANCELLED.format(who=who))
+            await tx.record_event(now, turn.actor, "cancel-invite", who)
+        else:
+            turn.reply(texts.NOT_FOUND.format(what=texts.shorten(argument)))
+
+    async def list(self, tx: Tx, turn: Turn, argument: str) -> None:
+        if argument and not commands.is_number(argument):
+            turn.reply(LIST.usage_reply)
+            return
+        now = self.clock.now()
+        items = []
+        for member in await tx.members():
+            problem = await tx.delivery_problem(member.phone_key, Kind.PIN, Kind.VERIFY)
+            items.append(f"{member.username} (PIN {problem})" if problem else member.username)
+        for inv in await tx.invites():
+            label = f"{inv.username} {inv.phone_hint}" if inv.username else inv.phone_hint
+            problem = await tx.delivery_problem(inv.phone_key, Kind.INVITE)
+            state = f"invite {problem}" if problem else "expired" if inv.expires_at <= now else "invited"
+            items.append(f"{label} ({state})")
+        if not items:
+            turn.reply(texts.LIST_EMPTY.format(usage=INVITE.usage))
+            return
+        turn.reply(page_of(items, int(argument) if argument else 1, LIST.name))
+
+    async def log(self, tx: Tx, turn: Turn, argument: str) -> None:
+        if argument and not commands.is_number(argument):
+            turn.reply(LOG.usage_reply)
+            return
+        events = await tx.events(limit=200)
+        if not events:
+            turn.reply(texts.LOG_EMPTY)
+            return
+        items = [" ".join(filter(None, (time.strftime("%m-%d %H:%M", time.gmtime(e.at)), e.actor, e.action,
+                                        e.detail))) for e in events]
+        turn.reply(page_of(items, int(argument) if argument else 1, LOG.name))
+
+
+def page_of(items: list[str], page: int, command: str) -> str:
+    """The text for one page of a list, or the answer that there is no such page."""
+    pages = paginate(items, command)
+    if not 1 <= page <= len(pages):
+        return texts.LIST_NO_PAGE.format(page=page, pages=len(pages))
+    return render_page(pages, page, command)
+
+
+def paginate(items: list[str], command: str = "LIST") -> list[list[str]]:
+    """Pack items into pages whose rendered text fits one SMS segment."""
+    pages: list[list[str]] = []
+    current: list[str] = []
+    for item in items:
+        item = item if len(item) <= 100 else item[:98] + ".."
+        trial = current + [item]
+        # Measure against the widest header and footer a page could get.
+        if current and texts.septets(render_items(trial, 999, 999, True, command)) > texts.SEGMENT:
+            pages.append(current)
+            current = [item]
+        else:
+            current = trial
+    if current:
+        pages.append(current)
+    return pages
+
+
+def render_items(items: list[str], page: int, pages: int, more: bool, command: str = "LIST") -> str:
+    footer = texts.LIST_MORE.format(command=command, next=page + 1) if more else ""
+    return texts.LIST_PAGE.format(header=texts.LIST_HEADER.format(page=page, pages=pages), items=", ".join(items) + ".",
+                                  footer=footer)
+
+
+def render_page(pages: list[list[str]], page: int, command: str = "LIST") -> str:
+    return render_items(pages[page - 1], page, len(pages), page < len(pages), command)

@@ -1,0 +1,73 @@
+"""The words everyone may text: STOP and START (carrier compliance) and HELP, and the silence strangers get."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from . import commands, texts
+from .clock import Clock
+from .commands import JOIN, Role
+from .engine import State, Turn
+from .messages import Kind
+from .store import Tx
+
+log = logging.getLogger(__name__)
+
+# Strangers' replies a day: spoofed senders can't make us a pump. STOP and START confirmations have their own,
+# larger allowance, so a stranger who asked for HELP still gets the STOP confirmation compliance requires.
+STRANGER_HELP_PER_DAY = 3
+STRANGER_OPT_REPLIES_PER_DAY = 10
+STRANGER_REPLIES_PER_DAY = STRANGER_HELP_PER_DAY + STRANGER_OPT_REPLIES_PER_DAY
+
+
+@dataclass(eq=False)
+class Keywords:
+    group: str
+    clock: Clock
+
+    async def _may_answer(self, tx: Tx, turn: Turn, action: str, per_day: int) -> bool:
+        """Strangers get a few replies a day; everyone else always gets one."""
+        if turn.roles != {Role.ANYONE}:
+            return True
+        now = self.clock.now()
+        if await tx.count_since(turn.key, action, now - 86400) >= per_day:
+            return False
+        await tx.note(turn.key, action, now)
+        return True
+
+    async def stop(self, tx: Tx, turn: Turn, argument: str) -> None:
+        if await tx.opt_out(turn.key, self.clock.now()):
+            if turn.member is not None:
+                await tx.remove_pin(turn.member.id)
+            await tx.record_event(self.clock.now(), turn.actor, "opt-out")
+            if await self._may_answer(tx, turn, "stranger-opt-reply", STRANGER_OPT_REPLIES_PER_DAY):
+                turn.reply(texts.STOPPED.format(group=self.group), kind=Kind.STOP)
+
+    async def start(self, tx: Tx, turn: Turn, argument: str) -> None:
+        if await tx.opt_in(turn.key):
+            await tx.record_event(self.clock.now(), turn.actor, "opt-in")
+            if await self._may_answer(tx, turn, "stranger-opt-reply", STRANGER_OPT_REPLIES_PER_DAY):
+                turn.reply(texts.STARTED.format(group=self.group))
+
+    async def help(self, tx: Tx, turn: Turn, argument: str) -> None:
+        roles = turn.roles
+        if roles == {Role.ANYONE}:
+            if await self._may_answer(tx, turn, "stranger-help", STRANGER_HELP_PER_DAY):
+                turn.reply(texts.HELP_STRANGER.format(group=self.group))
+            return
+        if roles == {Role.ANYONE, Role.INVITEE}:
+            template = texts.ASK_USERNAME if turn.state is State.AWAITING_USERNAME else texts.HELP_INVITEE
+            turn.reply(template.format(group=self.group))
+            return
+        usable = commands.usable_by(roles)
+        asked = commands.BY_WORD.get(argument.upper()) if argument else None
+        if asked is not None and asked in usable:
+            turn.reply(texts.HELP_COMMAND.format(usage=asked.usage, help=asked.help))
+        else:
+            usages = ", ".join(c.usage for c in usable if c is not JOIN)  # the code alone works too
+            turn.reply(texts.HELP_ROLE.format(usages=usages))
+
+    async def silence(self, tx: Tx, turn: Turn) -> bool:
+        log.info("no reply to a text from %s in state %s", turn.actor, turn.state.value)
+        return True

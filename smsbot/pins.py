@@ -1,0 +1,131 @@
+"""PINs, in both modes: issued when a member joins or texts LOGIN, and checked at sign-in.
+
+In sms mode smsbot makes the PIN, texts it and keeps only its keyed hash. In verify mode Vonage Verify v2 makes and
+texts the code: the engine queues a body-less VERIFY text, the outbox has this module start the verification (and
+keeps only its request id), and sign-in asks Vonage whether a code is right.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from . import texts
+from .clock import Clock
+from .commands import is_number
+from .engine import Turn
+from .gateway import Check, Gateway, SendError, VerifyConflict
+from .keys import PIN_LENGTH, Keys, SecretSource, same
+from .messages import Kind
+from .settings import Settings
+from .store import Member, Pin, Tx
+
+log = logging.getLogger(__name__)
+
+MAX_PIN_TRIES = 5
+
+
+async def once_per(tx: Tx, clock: Clock, key: str, action: str, seconds: float) -> bool:
+    """True (and noted) if this reply was not sent to this number in the last `seconds`."""
+    now = clock.now()
+    if await tx.count_since(key, action, now - seconds):
+        return False
+    await tx.note(key, action, now)
+    return True
+
+
+@dataclass(eq=False)
+class Pins:
+    settings: Settings
+    keys: Keys
+    clock: Clock
+    source: SecretSource
+    gateway: Gateway
+    group: str
+
+    @property
+    def verify(self) -> bool:
+        return self.settings.pin_via == "verify"
+
+    @property
+    def ttl(self) -> float:
+        return self.settings.pin_ttl_minutes * 60
+
+    # --- by SMS ------------------------------------------------------------------------------------------------
+
+    async def login(self, tx: Tx, turn: Turn, argument: str) -> None:
+        """LOGIN: a new PIN for a new device, unless the member is locked out."""
+        assert turn.member is not None
+        if turn.member.locked_at is not None:
+            if await once_per(tx, self.clock, turn.key, "locked-reply", 3600):
+                turn.reply(texts.LOCKED)
+            return
+        await self.issue(tx, turn, turn.member)
+
+    async def member_hint(self, tx: Tx, turn: Turn) -> bool:
+        turn.reply(texts.MEMBER_HINT)
+        return True
+
+    async def issue(self, tx: Tx, turn: Turn, member: Member) -> None:
+        """A new PIN replaces any live one, within the per-number caps."""
+        now = self.clock.now()
+        hour = await tx.count_since(turn.key, "pin", now - 3600)
+        day = await tx.count_since(turn.key, "pin", now - 86400)
+        if hour >= self.settings.pin_cap_hour or day >= self.settings.pin_cap_day:
+            await tx.record_event(now, turn.actor, "pin-capped", member.username)
+            daily = day >= self.settings.pin_cap_day
+            if await once_per(tx, self.clock, turn.key, "pin-cap-day" if daily else "pin-cap-hour",
+                              86400 if daily else 3600):
+                turn.reply(texts.PIN_CAP_DAY if daily else texts.PIN_CAP)
+            return
+        await tx.note(turn.key, "pin", now)
+        expires_at = now + self.ttl
+        details = {"group": self.group, "username": member.username, "url": self.settings.public_url,
+                   "minutes": int(self.settings.pin_ttl_minutes)}
+        if self.verify:
+            await tx.put_pin(member.id, pin_hash=None, request_id=None, now=now, expires_at=expires_at)
+            turn.reply(texts.PIN_VERIFY.format(**details))
+            turn.reply("", kind=Kind.VERIFY)
+        else:
+            pin = self.source.pin()
+            await tx.put_pin(member.id, pin_hash=self.keys.pin_hash(member.id, pin), request_id=None, now=now,
+                             expires_at=expires_at)
+            turn.reply(texts.PIN.format(pin=pin, **details), kind=Kind.PIN)
+        await tx.record_event(now, turn.actor, "pin-issued", member.username)
+
+    # --- by the outbox (verify mode) ---------------------------------------------------------------------------
+
+    async def start_verification(self, to: str, hint: str) -> str:
+        """Start a Verify v2 verification; return its request id, or raise SendError. One already in flight for the
+        number is cancelled (or, when Vonage won't cancel it, reused), so a member is never stuck waiting for a
+        verification they can't use."""
+        timeout = max(15, min(900, int(self.ttl)))
+        brand = self.group[:16]
+        try:
+            return await self.gateway.start_verification(to, brand, PIN_LENGTH, timeout)
+        except VerifyConflict as conflict:
+            if await self.gateway.cancel_verification(conflict.request_id):
+                return await self.gateway.start_verification(to, brand, PIN_LENGTH, timeout)
+            log.warning("reusing the verification already in flight for %s", hint)
+            return conflict.request_id
+
+    # --- at sign-in --------------------------------------------------------------------------------------------
+
+    async def check(self, member: Member, live: Pin, pin: str) -> Check | None:
+        """What the offered PIN is worth: checked here (sms mode) or by Vonage (verify mode). None when it can't be
+        told now (the verification has not started, or Vonage did not answer)."""
+        if live.pin_hash is not None:
+            return Check.OK if same(self.keys.pin_hash(member.id, pin), live.pin_hash) else Check.WRONG
+        if live.request_id is None:
+            return None
+        if not (is_number(pin) and len(pin) == PIN_LENGTH):
+            return Check.WRONG
+        try:
+            return await self.gateway.check_code(live.request_id, pin)
+        except SendError as exc:
+            log.warning("could not check a code with Vonage Verify (%s); the member may try again", exc)
+            return None
+
+    def spend_like_a_check(self, pin: str) -> None:
+        """The work a PIN check costs, for a sign-in that fails before one (timing tells nothing)."""
+        self.keys.pin_hash(0, pin)

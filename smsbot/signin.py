@@ -1,0 +1,143 @@
+"""Sign-in on the web: a username and PIN make a session; sessions slide and expire; wrong PINs lock a member out.
+
+Each public method is one unit of work (or two, around a Verify check that must not hold the database).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from . import texts
+from .clock import Clock
+from .gateway import Check
+from .invites import USERNAME
+from .keys import SecretSource, token_hash
+from .messages import Outgoing
+from .pins import MAX_PIN_TRIES, Pins
+from .pipeline import Pipeline
+from .settings import Settings
+from .store import Member, Pin, Session, Store, Tx
+
+log = logging.getLogger(__name__)
+
+TOUCH_EVERY = 60.0  # seconds between last-seen updates of a session
+
+
+@dataclass(frozen=True)
+class Device:
+    created_at: float
+    last_seen_at: float
+    user_agent: str
+    current: bool
+
+
+@dataclass(eq=False)
+class SignIn:
+    settings: Settings
+    store: Store
+    pins: Pins
+    pipeline: Pipeline
+    clock: Clock
+    source: SecretSource
+
+    async def login(self, username: str, pin: str, user_agent: str) -> str | None:
+        """A new session token when username and PIN match a live PIN, else None (whatever the reason).
+
+        The PIN is read in one transaction and settled in another, so a Verify v2 check (a network call) never
+        holds the database; the second transaction acts only if the PIN is still the one that was checked.
+        """
+        now = self.clock.now()
+        pin = pin[:16]
+
+        async def find(tx: Tx) -> tuple[Member, Pin] | None:
+            member = await tx.member_by_username(username) if USERNAME.match(username) else None
+            live = await tx.pin_of(member.id) if member else None
+            if member is None or live is None or live.expires_at <= now or live.tries >= MAX_PIN_TRIES:
+                return None
+            if member.locked_at is not None:
+                return None
+            return member, live
+
+        found = await self.store.run(find)
+        verdict = await self.pins.check(found[0], found[1], pin) if found else None
+        if found is None or verdict is None:
+            # The same work as a wrong PIN (a hash and one committed write), so timing says nothing.
+            self.pins.spend_like_a_check(pin)
+            await self.store.run(lambda tx: tx.bump_stat("failed-logins-without-live-pin"))
+            log.info("login failed")
+            return None
+        member, checked = found
+        token = self.source.token()
+
+        async def settle(tx: Tx) -> str | None:
+            current = await tx.pin_of(member.id)
+            if current is None or (current.created_at, current.request_id) != (checked.created_at,
+                                                                               checked.request_id):
+                return None  # used or replaced meanwhile
+            if current.tries >= MAX_PIN_TRIES or current.expires_at <= now:
+                return None  # killed by wrong tries that were settled first (guesses fired all at once)
+            if verdict is Check.OK:
+                await tx.remove_pin(member.id)
+                await tx.reset_login_failures(member.id)
+                await tx.add_session(member.id, token_hash(token), now, user_agent)
+                await tx.record_event(now, member.username, "login")
+                return token
+            if verdict is Check.WRONG:
+                await tx.count_pin_try(member.id)
+                failures = await tx.record_login_failure(member.id)
+                if failures >= self.settings.lockout_failures:
+                    await self._lock(tx, member, failures, now)
+            else:
+                await tx.remove_pin(member.id)  # Vonage says the verification is over
+            return None
+
+        result = await self.store.run(settle)
+        log.info("login %s", "succeeded" if result else "failed")
+        return result
+
+    async def _lock(self, tx: Tx, member: Member, failures: int, now: float) -> None:
+        """Too many wrong PINs in a row: no more PINs or sign-ins until an admin re-invites the member."""
+        await tx.lock_member(member.id, now)
+        await tx.remove_pin(member.id)
+        await tx.record_event(now, member.username, "lockout", f"after {failures} wrong PINs")
+        log.warning("member %s locked after %d wrong PINs in a row", member.username, failures)
+        # The one text a web request can cause: a single notice to the admins, not to a number typed on the web.
+        alert = texts.LOCKOUT_ALERT.format(username=member.username, failures=failures)
+        await self.pipeline.enqueue(tx, [Outgoing(a, alert) for a in self.settings.admins], now)
+
+    async def session(self, token: str | None) -> Session | None:
+        """The live session for a cookie value, with sliding idle expiry and an absolute cap."""
+        if not token or len(token) > 100:
+            return None
+        now = self.clock.now()
+        idle = self.settings.session_idle_days * 86400
+        absolute = self.settings.session_max_days * 86400
+
+        async def work(tx: Tx) -> Session | None:
+            found = await tx.session_by_token(token_hash(token))
+            if found is None:
+                return None
+            if now - found.created_at >= absolute or now - found.last_seen_at >= idle:
+                await tx.remove_session(found.id)
+                return None
+            if now - found.last_seen_at >= TOUCH_EVERY:
+                await tx.touch_session(found.id, now)
+            return found
+
+        return await self.store.run(work)
+
+    async def logout(self, token: str | None) -> None:
+        if not token:
+            return
+
+        async def work(tx: Tx) -> None:
+            found = await tx.session_by_token(token_hash(token))
+            if found is not None:
+                await tx.remove_session(found.id)
+
+        await self.store.run(work)
+
+    async def devices(self, session: Session) -> list[Device]:
+        sessions = await self.store.run(lambda tx: tx.sessions_of(session.member_id))
+        return [Device(s.created_at, s.last_seen_at, s.user_agent, s.id == session.id) for s in sessions]

@@ -1,0 +1,9 @@
+"""Storage behind one seam: the protocols and records in `base`, SQLite in `sqlite`."""
+
+from __future__ import annotations
+
+from .base import UNDELIVERED, Event, Invite, Member, OutboxRow, Pin, Session, Store, Tx, username_key
+from .sqlite import SqliteStore
+
+__all__ = ["UNDELIVERED", "Event", "Invite", "Member", "OutboxRow", "Pin", "Session", "SqliteStore", "Store", "Tx",
+           "username_key"]

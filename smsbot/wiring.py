@@ -1,0 +1,71 @@
+"""The one place the object graph is built: from settings, plus the seams for time, the provider and randomness.
+
+`create_app` and every test fixture build through here, so what runs in production is what the tests run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import texts
+from .admin import Admin
+from .clock import Clock
+from .engine import Engine
+from .gateway import FakeGateway, Gateway
+from .invites import Invites
+from .keys import Keys, SecretSource
+from .keywords import Keywords
+from .outbox import Outbox
+from .pins import Pins
+from .pipeline import Pipeline
+from .settings import Settings
+from .signin import SignIn
+from .store import SqliteStore, Store
+
+
+@dataclass(frozen=True)
+class Graph:
+    """Everything a running smsbot is made of. Nothing is opened until the store's `open()`."""
+
+    settings: Settings
+    clock: Clock
+    source: SecretSource
+    keys: Keys
+    gateway: Gateway
+    store: Store
+    outbox: Outbox
+    engine: Engine
+    pipeline: Pipeline
+    signin: SignIn
+
+
+def default_gateway(settings: Settings) -> Gateway:
+    """The fake provider in dev mode, else Vonage (imported only then, so the rest never loads the SDK)."""
+    if settings.dev:
+        return FakeGateway(settings.number)
+    from .gateway.vonage import VonageGateway
+
+    return VonageGateway(settings)
+
+
+def build(settings: Settings, *, clock: Clock | None = None, gateway: Gateway | None = None,
+          source: SecretSource | None = None) -> Graph:
+    clock = clock or Clock()
+    source = source or SecretSource()
+    gateway = gateway or default_gateway(settings)
+    keys = Keys(settings.secret)
+    store: Store = SqliteStore(settings.db_path)
+    group = texts.cut_group(settings.group_name)
+    pins = Pins(settings, keys, clock, source, gateway, group)
+    features = {
+        "keywords": Keywords(group, clock),
+        "admin": Admin(settings, keys, clock, source, group),
+        "invites": Invites(keys, clock, pins, group),
+        "pins": pins,
+    }
+    engine = Engine(keys, clock, settings.admins, features)
+    outbox = Outbox(store, gateway, clock, settings.sms_rate, verifier=pins.start_verification,
+                    pin_ttl=pins.ttl)
+    pipeline = Pipeline(settings, store, engine, outbox, keys, clock)
+    signin = SignIn(settings, store, pins, pipeline, clock, source)
+    return Graph(settings, clock, source, keys, gateway, store, outbox, engine, pipeline, signin)

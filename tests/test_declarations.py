@@ -1,0 +1,69 @@
+"""Every declared command is whole: a handler the engine resolves, usage and help texts, a transcript that uses
+it, and a README row; every state of the declared table has its fallbacks."""
+
+from __future__ import annotations
+
+import inspect
+import pathlib
+from collections.abc import Callable
+
+import pytest
+
+from smsbot import commands, engine
+from smsbot.commands import Command
+from smsbot.settings import Settings
+from smsbot.wiring import build
+
+from .conversation import all_transcripts
+
+README = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+SENT_WORDS = {step.body.split()[0].upper() for t in all_transcripts() for step in t.steps
+              if step.kind == "text" and step.body.split()}
+
+
+@pytest.fixture
+def built(make_settings: Callable[..., Settings]) -> engine.Engine:
+    return build(make_settings()).engine
+
+
+@pytest.mark.parametrize("command", commands.COMMANDS, ids=lambda c: c.name)
+def test_every_command_has_a_handler(command: Command, built: engine.Engine) -> None:
+    handler = built.commands[command]
+    assert inspect.iscoroutinefunction(handler), f"{command.handler} is not async"
+    assert list(inspect.signature(handler).parameters) == ["tx", "turn", "argument"]
+    assert handler.__name__ == command.handler.partition(".")[2]
+
+
+@pytest.mark.parametrize("command", commands.COMMANDS, ids=lambda c: c.name)
+def test_every_command_has_usage_help_a_transcript_and_a_readme_row(command: Command) -> None:
+    assert command.usage.split()[0] == command.name and command.help
+    assert command.usage_reply.startswith(f"Usage: {command.usage}")
+    if command.args in (commands.Args.REST, commands.Args.OPTIONAL_WORD) and command.roles == commands.ADMIN:
+        assert command.example.split()[0] == command.name, "an admin command with arguments shows an example"
+    assert set(command.words) & SENT_WORDS, f"no transcript in conversations/ texts {command.name}"
+    usage = command.usage.replace("|", "\\|")
+    assert f"| `{usage}` |" in README, f"README has no row for {command.name}"
+
+
+def test_every_state_has_a_row_whose_fallbacks_resolve(built: engine.Engine) -> None:
+    assert set(engine.STATE_TABLE) == set(engine.State)
+    for state, step in engine.STATE_TABLE.items():
+        assert step.fallbacks, f"{state} has no fallback"
+        for name in step.fallbacks:
+            assert inspect.iscoroutinefunction(built.fallbacks[name]), name
+        assert all(c in commands.COMMANDS for c in step.takes)
+
+
+def test_a_declaration_without_a_handler_cannot_be_built() -> None:
+    with pytest.raises(LookupError, match="admin.nothing"):
+        engine.resolve({"admin": object()}, "admin.nothing")
+    with pytest.raises(LookupError, match="nowhere"):
+        engine.resolve({}, "nowhere.invite")
+
+
+def test_usage_replies_come_from_the_declarations_only() -> None:
+    from smsbot import texts
+
+    copies = [name for name, value in vars(texts).items() if isinstance(value, str) and name.isupper()
+              and any(c.usage in value for c in commands.COMMANDS if c.args is not commands.Args.NONE)]
+    assert copies == [], f"texts.py copies a usage line: {copies}"
