@@ -23,6 +23,7 @@ from .store import Member, Pin, Tx
 log = logging.getLogger(__name__)
 
 MAX_PIN_TRIES = 5
+PIN_TTL_MINUTES = 10  # not a setting: the README, the texts and the transcripts promise 10 minutes
 
 
 async def once_per(tx: Tx, clock: Clock, key: str, action: str, seconds: float) -> bool:
@@ -49,7 +50,7 @@ class Pins:
 
     @property
     def ttl(self) -> float:
-        return self.settings.pin_ttl_minutes * 60
+        return PIN_TTL_MINUTES * 60.0
 
     # --- by SMS ------------------------------------------------------------------------------------------------
 
@@ -81,7 +82,7 @@ class Pins:
         await tx.note(turn.key, "pin", now)
         expires_at = now + self.ttl
         details = {"group": self.group, "username": member.username, "url": self.settings.public_url,
-                   "minutes": int(self.settings.pin_ttl_minutes)}
+                   "minutes": PIN_TTL_MINUTES}
         if self.verify:
             await tx.put_pin(member.id, pin_hash=None, request_id=None, now=now, expires_at=expires_at)
             turn.reply(texts.PIN_VERIFY.format(**details))

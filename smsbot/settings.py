@@ -1,56 +1,283 @@
-"""Settings: built once from the environment (and a .env file) at the edge, validated, then frozen."""
+"""Settings: one declared table of environment variables, loaded once at the edge, validated, then frozen.
+
+The table (`TABLE`) is the single source: loading and validation, `smsbot check`'s listing and the README's
+configuration table are all made from it.
+"""
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import os
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 from urllib.parse import urlsplit
 
 import phonenumbers
+from dotenv import dotenv_values
 
 from . import phone
-from .errors import SettingsError
+from .errors import SettingsError, SmsbotError
 
 PIN_MODES = ("sms", "verify")
 SIGNATURE_METHODS = ("md5hash", "md5", "sha1", "sha256", "sha512")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MIN_SECRET_LENGTH = 32
+SECRET_RULE = (f"it must be at least {MIN_SECRET_LENGTH} characters "
+               "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+
+
+class Invalid(SmsbotError, ValueError):
+    """A parser's complaints about one variable's value; each reads after the variable's name."""
+
+    def __init__(self, *problems: str):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class Need(enum.Enum):
+    OPTIONAL = "optional"
+    ALWAYS = "always"  # dev mode fills these in itself
+    TO_SERVE = "to serve"  # dev mode talks to no provider, so it needs no number or credentials
+
+
+# A parser turns a variable's raw text (never blank) into the field's value, or raises Invalid. It sees its own
+# row (for the bounds) and the values of the rows above it.
+Parser = Callable[[str, "Setting", Mapping[str, Any]], Any]
+Check = Callable[["Settings"], list[str]]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the table: an environment variable and the Settings field it fills."""
+
+    env: str
+    attr: str
+    parse: Parser
+    default: Any  # the value when the variable is unset or blank
+    doc: str
+    minimum: float | None = None
+    unit: str = ""  # of the minimum, as the README shows it
+    choices: tuple[str, ...] = ()
+    secret: bool = False  # shown only as set / not set, never in a repr or a log line
+    need: Need = Need.OPTIONAL
+    missing: str = "is required"  # the problem, after the name, when a needed variable is not set
+    together: str = ""  # a variable that must be set exactly when this one is
+    show: Callable[[Any], str] | None = None  # how `smsbot check` shows the value, if not as plain text
+
+    def needed(self, dev: bool) -> bool:
+        return self.need is Need.ALWAYS or (self.need is Need.TO_SERVE and not dev)
+
+    def bounds(self) -> str:
+        """The allowed values, as the README shows them."""
+        allowed = []
+        if self.minimum is not None:
+            allowed.append(f"at least {self.minimum:g} {self.unit}".rstrip())
+        if self.choices:
+            allowed.append(", ".join(f"`{c}`" for c in self.choices))
+        if self.together:
+            allowed.append(f"set together with {self.together}")
+        return "; ".join(allowed) or "-"
+
+
+def text(raw: str, row: Setting, done: Mapping[str, Any]) -> str:
+    return raw.strip()
+
+
+def path(raw: str, row: Setting, done: Mapping[str, Any]) -> pathlib.Path:
+    return pathlib.Path(raw.strip())
+
+
+def number(raw: str, row: Setting, done: Mapping[str, Any]) -> float:
+    raw = raw.strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        raise Invalid(f"must be a number, got {raw!r}") from None
+    if row.minimum is not None and value < row.minimum:
+        raise Invalid(f"must be at least {row.minimum:g}, got {raw!r}")
+    return value
+
+
+def whole_number(raw: str, row: Setting, done: Mapping[str, Any]) -> int:
+    return int(number(raw, row, done))
+
+
+def choice(raw: str, row: Setting, done: Mapping[str, Any]) -> str:
+    """One of the row's choices, matched ignoring case, spelled as declared."""
+    given = raw.strip()
+    for allowed in row.choices:
+        if given.lower() == allowed.lower():
+            return allowed
+    raise Invalid(f"must be one of {', '.join(row.choices)}, got {given!r}")
+
+
+def server_secret(raw: str, row: Setting, done: Mapping[str, Any]) -> str:
+    # Not stripped: every key derives from the exact text, and changing it forgets every member.
+    if len(raw) < MIN_SECRET_LENGTH:
+        raise Invalid(f"is only {len(raw)} characters; {SECRET_RULE}")
+    return raw
+
+
+def region(raw: str, row: Setting, done: Mapping[str, Any]) -> str:
+    code = raw.strip().upper()
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        raise Invalid(f"{code!r} is not a known region code (e.g. US, GB, DE)")
+    return code
+
+
+def _entries(raw: str) -> list[str]:
+    return [entry for entry in (part.strip() for part in raw.split(",")) if entry]
+
+
+def phone_numbers(raw: str, row: Setting, done: Mapping[str, Any]) -> tuple[str, ...]:
+    """Comma-separated numbers in any format that parses in SMSBOT_DEFAULT_REGION, as E.164."""
+    numbers, problems = [], []
+    for entry in _entries(raw):
+        try:
+            numbers.append(phone.normalize(entry, done["default_region"]))
+        except phone.PhoneError as exc:
+            problems.append(f"entry {entry!r} is not a valid phone number: {exc.reason}")
+    if problems:
+        raise Invalid(*problems)
+    if not numbers:
+        raise Invalid(row.missing)
+    return tuple(dict.fromkeys(numbers))
+
+
+def digits(raw: str, row: Setting, done: Mapping[str, Any]) -> str:
+    value = "".join(ch for ch in raw if ch in "0123456789")
+    if not value:
+        raise Invalid("must be the virtual number's digits, e.g. 14155550100")
+    return value
+
+
+def http_url(raw: str, row: Setting, done: Mapping[str, Any]) -> str:
+    url = raw.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise Invalid(f"must be an http(s) URL like https://group.example.org, got {url!r}")
+    return url
+
+
+def networks(raw: str, row: Setting, done: Mapping[str, Any]) -> tuple[str, ...]:
+    found, problems = [], []
+    for entry in _entries(raw):
+        try:
+            found.append(str(ipaddress.ip_network(entry, strict=False)))
+        except ValueError:
+            problems.append(f"entry {entry!r} is not an IP address or network")
+    if problems:
+        raise Invalid(*problems)
+    return tuple(found)
+
+
+def _masked(numbers: tuple[str, ...]) -> str:
+    return ", ".join(phone.mask(n) for n in numbers)
+
+
+# Row order is the README's order, and a parser may use the values of the rows above it (admins use the region).
+TABLE: tuple[Setting, ...] = (
+    Setting("SMSBOT_SECRET", "secret", server_secret, "", minimum=MIN_SECRET_LENGTH, unit="characters",
+            secret=True, need=Need.ALWAYS,
+            missing=f"is not set; {SECRET_RULE}",
+            doc="server secret; keys for number HMACs, PIN hashes and CSRF tokens derive "
+                "from it. Changing it forgets every member"),
+    Setting("SMSBOT_DEFAULT_REGION", "default_region", region, "US",
+            doc="two-letter region for numbers written in national format, as in SMSBOT_ADMINS"),
+    Setting("SMSBOT_ADMINS", "admins", phone_numbers, (), need=Need.ALWAYS, show=_masked,
+            missing="is empty; give at least one admin phone number",
+            doc="comma-separated admin phone numbers, any format that parses with SMSBOT_DEFAULT_REGION"),
+    Setting("SMSBOT_NUMBER", "number", digits, "", need=Need.TO_SERVE,
+            missing="is required: the Vonage virtual number that sends every text",
+            doc="the group's Vonage virtual number, digits; the sender of every text"),
+    Setting("VONAGE_API_KEY", "vonage_api_key", text, "", need=Need.TO_SERVE, missing="is required to send texts",
+            doc="Vonage API key"),
+    Setting("VONAGE_API_SECRET", "vonage_api_secret", text, "", secret=True, need=Need.TO_SERVE,
+            missing="is required to send texts", doc="Vonage API secret"),
+    Setting("SMSBOT_DB", "db_path", path, pathlib.Path("smsbot.db"), doc="SQLite database file"),
+    Setting("SMSBOT_PUBLIC_URL", "public_url", http_url, "http://localhost:8080",
+            doc="public base URL, used in texts; `https://` turns on Secure `__Host-` cookies and HSTS"),
+    Setting("SMSBOT_GROUP_NAME", "group_name", text, "smsbot",
+            doc="the group's name in texts (cut to 24 characters)"),
+    Setting("SMSBOT_PIN_VIA", "pin_via", choice, "sms", choices=PIN_MODES,
+            doc="`sms`: smsbot makes each PIN and texts it; `verify`: Vonage Verify v2 does"),
+    Setting("SMSBOT_SMS_RATE", "sms_rate", number, 30.0, minimum=0.1, unit="per second",
+            doc="ceiling on outbound SMS API requests per second (any sliding one-second window)"),
+    Setting("SMSBOT_INVITE_TTL_HOURS", "invite_ttl_hours", number, 72.0, minimum=0.01, unit="hours",
+            doc="how long an invite code is valid"),
+    Setting("SMSBOT_SESSION_IDLE_DAYS", "session_idle_days", number, 30.0, minimum=0.001, unit="days",
+            doc="a device unused this long is signed out"),
+    Setting("SMSBOT_SESSION_MAX_DAYS", "session_max_days", number, 365.0, minimum=0.001, unit="days",
+            doc="a device is signed out this long after signing in, used or not"),
+    Setting("SMSBOT_PIN_CAP_HOUR", "pin_cap_hour", whole_number, 5, minimum=1,
+            doc="PINs one number can get per hour; past that it gets one \"wait an hour\" text"),
+    Setting("SMSBOT_PIN_CAP_DAY", "pin_cap_day", whole_number, 20, minimum=1,
+            doc="PINs one number can get per day"),
+    Setting("SMSBOT_DAILY_SMS_BUDGET", "daily_sms_budget", whole_number, 500, minimum=1,
+            doc="texts queued per UTC day; past it only texts to admins go out, and the admins are warned once"),
+    Setting("SMSBOT_LOCKOUT_FAILURES", "lockout_failures", whole_number, 20, minimum=5,
+            doc="wrong PINs in a row (across PINs) that lock a member until an admin INVITEs their number again"),
+    Setting("SMSBOT_LOGIN_FAILURES_PER_MINUTE", "login_failures_per_minute", whole_number, 30, minimum=1,
+            doc="failed sign-ins per client IP per minute; past it /login answers 429 with Retry-After"),
+    Setting("SMSBOT_TRUSTED_PROXIES", "trusted_proxies", networks, (),
+            doc="comma-separated proxy IPs or networks (e.g. `127.0.0.1`) whose X-Forwarded-For gives the client IP"),
+    Setting("SMSBOT_VONAGE_TIMEOUT", "vonage_timeout", whole_number, 10, minimum=1, unit="second",
+            doc="how long each Vonage API call may take"),
+    Setting("SMSBOT_SHUTDOWN_TIMEOUT", "shutdown_timeout", number, 10.0, minimum=0.1, unit="seconds",
+            doc="how long a stop (SIGTERM) may take: requests in flight finish, the outbox stops, the database closes"),
+    Setting("SMSBOT_LOG_LEVEL", "log_level", choice, "INFO", choices=LOG_LEVELS, doc="log level"),
+    Setting("VONAGE_APPLICATION_ID", "vonage_application_id", text, "", together="VONAGE_PRIVATE_KEY",
+            doc="optional Vonage application id, for JWT auth (Verify v2, Messages API)"),
+    Setting("VONAGE_PRIVATE_KEY", "vonage_private_key", text, "", secret=True,
+            doc="the application's private key: PEM text (multi-line in quotes, or with `\\n` escapes) or a file path"),
+    Setting("VONAGE_SIGNATURE_SECRET", "vonage_signature_secret", text, "", secret=True,
+            doc="signature secret for signed inbound webhooks; unset, anyone who can reach them can post texts"),
+    Setting("VONAGE_SIGNATURE_METHOD", "vonage_signature_method", choice, "sha256", choices=SIGNATURE_METHODS,
+            doc="the account's webhook signature method"),
+    Setting("VONAGE_API_HOST", "vonage_api_host", text, "",
+            doc="`host[:port]` override for Vonage's API host (a regional endpoint, or a local emulator trusted "
+                "through REQUESTS_CA_BUNDLE)"),
+    Setting("VONAGE_REST_HOST", "vonage_rest_host", text, "", doc="`host[:port]` override for Vonage's REST host"),
+)
 
 
 @dataclass(frozen=True)
 class Settings:
-    secret: str
+    """The validated configuration: one field per row of TABLE (the defaults live there), plus dev mode."""
+
+    secret: str = field(repr=False)
+    default_region: str
     admins: tuple[str, ...]  # E.164
-    db_path: pathlib.Path = pathlib.Path("smsbot.db")
-    number: str = ""  # digits, the sender of every SMS
-    public_url: str = "http://localhost:8080"
-    group_name: str = "smsbot"
-    default_region: str = "US"
-    pin_via: str = "sms"
-    sms_rate: float = 30.0
-    invite_ttl_hours: float = 72.0
-    pin_ttl_minutes: float = 10.0
-    session_idle_days: float = 30.0
-    session_max_days: float = 365.0
-    shutdown_timeout: float = 10.0
-    vonage_api_key: str = ""
-    vonage_api_secret: str = field(default="", repr=False)
-    vonage_application_id: str = ""
-    vonage_private_key: str = field(default="", repr=False)
-    vonage_signature_secret: str = field(default="", repr=False)
-    vonage_signature_method: str = "sha256"
-    vonage_api_host: str = ""
-    vonage_rest_host: str = ""
-    vonage_timeout: int = 10
-    pin_cap_hour: int = 5
-    pin_cap_day: int = 20
-    daily_sms_budget: int = 500
-    lockout_failures: int = 20
-    login_failures_per_minute: int = 30
-    trusted_proxies: tuple[str, ...] = ()
-    dev: bool = False
+    number: str  # digits, the sender of every SMS
+    vonage_api_key: str
+    vonage_api_secret: str = field(repr=False)
+    db_path: pathlib.Path
+    public_url: str
+    group_name: str
+    pin_via: str
+    sms_rate: float
+    invite_ttl_hours: float
+    session_idle_days: float
+    session_max_days: float
+    pin_cap_hour: int
+    pin_cap_day: int
+    daily_sms_budget: int
+    lockout_failures: int
+    login_failures_per_minute: int
+    trusted_proxies: tuple[str, ...]
+    vonage_timeout: int
+    shutdown_timeout: float
+    log_level: str
+    vonage_application_id: str
+    vonage_private_key: str = field(repr=False)
+    vonage_signature_secret: str = field(repr=False)
+    vonage_signature_method: str
+    vonage_api_host: str
+    vonage_rest_host: str
+    dev: bool
 
     @property
     def https(self) -> bool:
@@ -60,143 +287,71 @@ class Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
-def read_dotenv(path: pathlib.Path) -> dict[str, str]:
-    """Parse a simple KEY=VALUE .env file (comments, blank lines, optional quotes, `export`)."""
-    values: dict[str, str] = {}
-    if not path.is_file():
-        return values
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        if line.startswith("export "):
-            line = line[len("export ") :].strip()
-        key, _, value = line.partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key.strip()] = value
-    return values
-
-
 def environment(environ: Mapping[str, str] | None = None, cwd: pathlib.Path | None = None) -> dict[str, str]:
     """The effective environment: the .env file in the working directory, overridden by the real environment."""
-    merged = read_dotenv((cwd or pathlib.Path.cwd()) / ".env")
+    # No ${VAR} interpolation: a value means what it says, as the real environment's values do.
+    dotenv = dotenv_values((cwd or pathlib.Path.cwd()) / ".env", interpolate=False)
+    merged = {key: value for key, value in dotenv.items() if value is not None}
     merged.update(os.environ if environ is None else environ)
     return merged
 
 
-def _number(env: Mapping[str, str], name: str, default: float, problems: list[str], minimum: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        problems.append(f"{name} must be a number, got {raw!r}")
-        return default
-    if value < minimum:
-        problems.append(f"{name} must be at least {minimum:g}, got {raw!r}")
-    return value
-
-
-def load(env: Mapping[str, str], *, dev: bool = False) -> Settings:
-    """Build and validate settings; raise SettingsError listing every problem found."""
+def load(env: Mapping[str, str], *, dev: bool = False, checks: Iterable[Check] = ()) -> Settings:
+    """Build and validate settings from the table, then run `checks` on them; raise SettingsError listing every
+    problem found."""
     problems: list[str] = []
-    region = env.get("SMSBOT_DEFAULT_REGION", "US").strip().upper() or "US"
-    if region not in phonenumbers.SUPPORTED_REGIONS:
-        problems.append(f"SMSBOT_DEFAULT_REGION {region!r} is not a known region code (e.g. US, GB, DE)")
-        region = "US"
-
-    secret = env.get("SMSBOT_SECRET", "")
-    if len(secret) < MIN_SECRET_LENGTH:
-        what = "is not set" if not secret else f"is only {len(secret)} characters"
-        problems.append(f"SMSBOT_SECRET {what}; it must be at least {MIN_SECRET_LENGTH} characters "
-                        "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')")
-
-    admins: list[str] = []
-    for entry in (part.strip() for part in env.get("SMSBOT_ADMINS", "").split(",")):
-        if not entry:
+    values: dict[str, Any] = {}
+    for row in TABLE:
+        raw = env.get(row.env, "")
+        values[row.attr] = row.default
+        if row.together and bool(raw.strip()) != bool(env.get(row.together, "").strip()):
+            problems.append(f"{row.env} and {row.together} must be set together")
+        if not raw.strip():
+            if row.needed(dev):
+                problems.append(f"{row.env} {row.missing}")
             continue
         try:
-            admins.append(phone.normalize(entry, region))
-        except phone.PhoneError as exc:
-            problems.append(f"SMSBOT_ADMINS entry {entry!r} is not a valid phone number: {exc.reason}")
-    if not admins and not any("SMSBOT_ADMINS" in p for p in problems):
-        problems.append("SMSBOT_ADMINS is empty; give at least one admin phone number")
-
-    number = "".join(ch for ch in env.get("SMSBOT_NUMBER", "") if ch in "0123456789")
-    if env.get("SMSBOT_NUMBER", "").strip() and not number:
-        problems.append("SMSBOT_NUMBER must be the virtual number's digits, e.g. 14155550100")
-
-    public_url = env.get("SMSBOT_PUBLIC_URL", "").strip().rstrip("/") or "http://localhost:8080"
-    parts = urlsplit(public_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        problems.append(f"SMSBOT_PUBLIC_URL must be an http(s) URL like https://group.example.org, got {public_url!r}")
-
-    pin_via = env.get("SMSBOT_PIN_VIA", "sms").strip().lower() or "sms"
-    if pin_via not in PIN_MODES:
-        problems.append(f"SMSBOT_PIN_VIA must be one of {', '.join(PIN_MODES)}, got {pin_via!r}")
-
-    method = env.get("VONAGE_SIGNATURE_METHOD", "sha256").strip().lower() or "sha256"
-    if method not in SIGNATURE_METHODS:
-        problems.append(f"VONAGE_SIGNATURE_METHOD must be one of {', '.join(SIGNATURE_METHODS)}, got {method!r}")
-
-    api_key = env.get("VONAGE_API_KEY", "").strip()
-    api_secret = env.get("VONAGE_API_SECRET", "").strip()
-    app_id = env.get("VONAGE_APPLICATION_ID", "").strip()
-    private_key = env.get("VONAGE_PRIVATE_KEY", "").strip()
-    if not dev:
-        if not api_key or not api_secret:
-            problems.append("VONAGE_API_KEY and VONAGE_API_SECRET are required to send texts")
-        if not number:
-            problems.append("SMSBOT_NUMBER (the Vonage virtual number) is required")
-    proxies: list[str] = []
-    for entry in filter(None, (p.strip() for p in env.get("SMSBOT_TRUSTED_PROXIES", "").split(","))):
-        try:
-            proxies.append(str(ipaddress.ip_network(entry, strict=False)))
-        except ValueError:
-            problems.append(f"SMSBOT_TRUSTED_PROXIES entry {entry!r} is not an IP address or network")
-    if bool(app_id) != bool(private_key):
-        problems.append("VONAGE_APPLICATION_ID and VONAGE_PRIVATE_KEY must be set together")
-    elif app_id:
-        from .gateway.vonage import check_jwt_auth
-
-        why = check_jwt_auth(app_id, private_key)
-        if why:
-            problems.append(f"VONAGE_PRIVATE_KEY is not a usable private key for VONAGE_APPLICATION_ID ({why})")
-
-    settings = Settings(
-        secret=secret,
-        admins=tuple(dict.fromkeys(admins)),
-        db_path=pathlib.Path(env.get("SMSBOT_DB", "").strip() or "smsbot.db"),
-        number=number,
-        public_url=public_url,
-        group_name=env.get("SMSBOT_GROUP_NAME", "").strip() or "smsbot",
-        default_region=region,
-        pin_via=pin_via,
-        sms_rate=_number(env, "SMSBOT_SMS_RATE", 30.0, problems, 0.1),
-        invite_ttl_hours=_number(env, "SMSBOT_INVITE_TTL_HOURS", 72.0, problems, 0.01),
-        session_idle_days=_number(env, "SMSBOT_SESSION_IDLE_DAYS", 30.0, problems, 0.001),
-        session_max_days=_number(env, "SMSBOT_SESSION_MAX_DAYS", 365.0, problems, 0.001),
-        shutdown_timeout=_number(env, "SMSBOT_SHUTDOWN_TIMEOUT", 10.0, problems, 0.1),
-        vonage_api_key=api_key,
-        vonage_api_secret=api_secret,
-        vonage_application_id=app_id,
-        vonage_private_key=private_key,
-        vonage_signature_secret=env.get("VONAGE_SIGNATURE_SECRET", "").strip(),
-        vonage_signature_method=method,
-        vonage_api_host=env.get("VONAGE_API_HOST", "").strip(),
-        vonage_rest_host=env.get("VONAGE_REST_HOST", "").strip(),
-        vonage_timeout=int(_number(env, "SMSBOT_VONAGE_TIMEOUT", 10, problems, 1)),
-        pin_cap_hour=int(_number(env, "SMSBOT_PIN_CAP_HOUR", 5, problems, 1)),
-        pin_cap_day=int(_number(env, "SMSBOT_PIN_CAP_DAY", 20, problems, 1)),
-        daily_sms_budget=int(_number(env, "SMSBOT_DAILY_SMS_BUDGET", 500, problems, 1)),
-        lockout_failures=int(_number(env, "SMSBOT_LOCKOUT_FAILURES", 20, problems, 5)),
-        login_failures_per_minute=int(_number(env, "SMSBOT_LOGIN_FAILURES_PER_MINUTE", 30, problems, 1)),
-        trusted_proxies=tuple(proxies),
-        dev=dev,
-    )
+            values[row.attr] = row.parse(raw, row, values)
+        except Invalid as exc:
+            problems.extend(f"{row.env} {problem}" for problem in exc.problems)
+    settings = Settings(**values, dev=dev)
+    for check in checks:
+        problems.extend(check(settings))
     if problems:
         raise SettingsError(problems)
     return settings
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ", ".join(value)
+    return str(value)
+
+
+def listing(settings: Settings) -> list[tuple[str, str]]:
+    """Each variable with its value as `smsbot check` shows it; secrets only as "set" or "not set"."""
+    shown = []
+    for row in TABLE:
+        value = getattr(settings, row.attr)
+        if row.secret:
+            shown.append((row.env, "set" if value else "not set"))
+            continue
+        what = (row.show or _plain)(value) or "not set"
+        shown.append((row.env, f"{what} (default)" if value == row.default and value else what))
+    return shown
+
+
+def markdown_table() -> str:
+    """The README's configuration table, made from TABLE (a test keeps the README in step)."""
+    lines = ["| variable | default | allowed | meaning |", "|---|---|---|---|"]
+    for row in TABLE:
+        if row.need is Need.OPTIONAL:
+            default = f"`{_plain(row.default)}`" if row.default else "-"
+        else:
+            default = "(required)" if row.need is Need.ALWAYS else "(required, not in dev mode)"
+        meaning = row.doc + (". Secret: shown only as set or not set" if row.secret else "")
+        cells = [row.env, default, row.bounds(), meaning]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines)

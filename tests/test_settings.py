@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
+import typing
 
 import pytest
 
-from smsbot.settings import Settings, SettingsError, environment, load
+from smsbot.gateway.vonage import vonage_key_check
+from smsbot.settings import TABLE, Settings, SettingsError, environment, load
 from smsbot.web.cli import dev_environment
 
 from .conftest import BASE_ENV
+
+APP_ID = "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"
+
+
+def rsa_pem() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
 
 
 def test_a_good_configuration_loads_into_a_frozen_object() -> None:
@@ -56,16 +69,134 @@ def test_dev_mode_needs_no_configuration(tmp_path: pathlib.Path) -> None:
 
 
 def test_a_jwt_private_key_is_checked_at_start(tmp_path: pathlib.Path) -> None:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
-    app = {**BASE_ENV, "VONAGE_APPLICATION_ID": "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"}
-    assert load({**app, "VONAGE_PRIVATE_KEY": pem.replace("\n", "\\n")}).vonage_application_id  # as a .env holds it
+    pem = rsa_pem()
+    app = {**BASE_ENV, "VONAGE_APPLICATION_ID": APP_ID}
+    checks = [vonage_key_check]
+    assert load({**app, "VONAGE_PRIVATE_KEY": pem.replace("\n", "\\n")}, checks=checks).vonage_application_id
     key_file = tmp_path / "vonage_private_key"  # no extension, as secrets are often mounted
     key_file.write_text(pem)
-    assert load({**app, "VONAGE_PRIVATE_KEY": str(key_file)}).vonage_private_key == str(key_file)
+    assert load({**app, "VONAGE_PRIVATE_KEY": str(key_file)}, checks=checks).vonage_private_key == str(key_file)
     with pytest.raises(SettingsError) as caught:
-        load({**app, "VONAGE_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----"})
+        load({**app, "VONAGE_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----"},
+             checks=checks)
     assert any(p.startswith("VONAGE_PRIVATE_KEY is not a usable private key") for p in caught.value.problems)
+
+
+def test_the_application_id_and_private_key_come_together() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load({**BASE_ENV, "VONAGE_APPLICATION_ID": APP_ID}, checks=[vonage_key_check])
+    assert caught.value.problems == ["VONAGE_APPLICATION_ID and VONAGE_PRIVATE_KEY must be set together"]
+
+
+def test_checks_see_the_settings_and_their_problems_join_the_table_s() -> None:
+    seen: list[Settings] = []
+
+    def check(settings: Settings) -> list[str]:
+        seen.append(settings)
+        return ["the check found a problem"]
+
+    with pytest.raises(SettingsError) as caught:
+        load({**BASE_ENV, "SMSBOT_SMS_RATE": "fast", "SMSBOT_GROUP_NAME": "Chess"}, checks=[check])
+    assert caught.value.problems == ["SMSBOT_SMS_RATE must be a number, got 'fast'", "the check found a problem"]
+    assert seen[0].group_name == "Chess" and seen[0].sms_rate == 30, "a bad value falls back to its default"
+    assert load(BASE_ENV, checks=[lambda settings: []]).group_name == "Friends"
+
+
+def test_a_multi_line_pem_key_in_dotenv_loads(tmp_path: pathlib.Path) -> None:
+    pem = rsa_pem()
+    assert pem.count("\n") > 20
+    lines = [f"{k}={v}" for k, v in BASE_ENV.items()]
+    lines += [f"VONAGE_APPLICATION_ID={APP_ID}", "# the key, as the dashboard downloads it:",
+              f'VONAGE_PRIVATE_KEY="{pem}"', "export SMSBOT_GROUP_NAME='Book Club'"]
+    (tmp_path / ".env").write_text("\n".join(lines) + "\n")
+    settings = load(environment({}, cwd=tmp_path), checks=[vonage_key_check])
+    assert settings.vonage_private_key == pem.strip() and settings.group_name == "Book Club"
+
+    escaped = pem.strip().replace("\n", "\\n")  # the old one-line workaround still works
+    (tmp_path / ".env").write_text("\n".join([*lines[:-2], f"VONAGE_PRIVATE_KEY={escaped}"]) + "\n")
+    settings = load(environment({}, cwd=tmp_path), checks=[vonage_key_check])
+    assert settings.vonage_private_key == escaped
+
+
+def test_a_dotenv_value_means_what_it_says(tmp_path: pathlib.Path) -> None:
+    (tmp_path / ".env").write_text("SMSBOT_SECRET='${HOME}-and-32-more-characters-xxxxxxxxxx'\nVONAGE_API_KEY\n")
+    env = environment({}, cwd=tmp_path)
+    assert env == {"SMSBOT_SECRET": "${HOME}-and-32-more-characters-xxxxxxxxxx"}, "no interpolation, no None"
+
+
+def test_no_secret_appears_in_a_repr() -> None:
+    pem = rsa_pem()
+    secrets = {"SMSBOT_SECRET": "m" * 40, "VONAGE_API_SECRET": "api-secret-value-123",
+               "VONAGE_PRIVATE_KEY": pem, "VONAGE_SIGNATURE_SECRET": "signature-secret-value-456"}
+    settings = load({**BASE_ENV, **secrets, "VONAGE_APPLICATION_ID": APP_ID}, checks=[vonage_key_check])
+    assert {row.env for row in TABLE if row.secret} == set(secrets)
+    for shown in (repr(settings), str(settings), repr(settings.with_changes(group_name="x"))):
+        assert "Friends" in shown or "'x'" in shown
+        for value in secrets.values():
+            assert value.strip() not in shown
+        assert "BEGIN PRIVATE KEY" not in shown and "MII" not in shown
+
+
+def test_secret_rows_and_hidden_fields_agree() -> None:
+    hidden = {f.name for f in dataclasses.fields(Settings) if not f.repr}
+    assert hidden == {row.attr for row in TABLE if row.secret}
+
+
+def test_every_default_has_its_field_s_type() -> None:
+    hints = typing.get_type_hints(Settings)
+    for row in TABLE:
+        kind = typing.get_origin(hints[row.attr]) or hints[row.attr]
+        assert isinstance(row.default, kind), row.env
+    defaults = load(BASE_ENV)
+    assert defaults.pin_via == "sms" and defaults.sms_rate == 30 and defaults.db_path == pathlib.Path("smsbot.db")
+
+
+@pytest.mark.parametrize(("name", "value", "problem"), [
+    ("SMSBOT_LOG_LEVEL", "loud", "SMSBOT_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, got 'loud'"),
+    ("SMSBOT_LOCKOUT_FAILURES", "4", "SMSBOT_LOCKOUT_FAILURES must be at least 5, got '4'"),
+    ("SMSBOT_DEFAULT_REGION", "zz", "SMSBOT_DEFAULT_REGION 'ZZ' is not a known region code (e.g. US, GB, DE)"),
+    ("SMSBOT_NUMBER", "call me", "SMSBOT_NUMBER must be the virtual number's digits, e.g. 14155550100"),
+    ("SMSBOT_PUBLIC_URL", "group.example.org", "SMSBOT_PUBLIC_URL must be an http(s) URL like "
+     "https://group.example.org, got 'group.example.org'"),
+    ("SMSBOT_TRUSTED_PROXIES", "127.0.0.1, proxy", "SMSBOT_TRUSTED_PROXIES entry 'proxy' is not an IP address or "
+     "network"),
+    ("SMSBOT_ADMINS", " , ", "SMSBOT_ADMINS is empty; give at least one admin phone number"),
+])
+def test_each_bad_value_is_named(name: str, value: str, problem: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load({**BASE_ENV, name: value})
+    assert caught.value.problems == [problem]
+
+
+def test_values_are_normalised() -> None:
+    settings = load({**BASE_ENV, "SMSBOT_LOG_LEVEL": "debug", "SMSBOT_PIN_VIA": " Verify ",
+                     "SMSBOT_DEFAULT_REGION": "gb",
+                     "SMSBOT_ADMINS": "020 7946 0958, +442079460958", "SMSBOT_PUBLIC_URL": "https://a.example/",
+                     "SMSBOT_TRUSTED_PROXIES": "10.0.0.1/8", "SMSBOT_PIN_CAP_DAY": "7"})
+    assert (settings.log_level, settings.pin_via, settings.default_region) == ("DEBUG", "verify", "GB")
+    assert settings.admins == ("+442079460958",) and settings.public_url == "https://a.example"
+    assert settings.trusted_proxies == ("10.0.0.0/8",) and settings.pin_cap_day == 7
+
+
+def test_dev_mode_needs_no_number_or_vonage_credentials() -> None:
+    env = {k: v for k, v in BASE_ENV.items() if k not in ("SMSBOT_NUMBER", "VONAGE_API_KEY", "VONAGE_API_SECRET")}
+    assert load(env, dev=True).dev
+    with pytest.raises(SettingsError) as caught:
+        load(env)
+    assert caught.value.problems == ["SMSBOT_NUMBER is required: the Vonage virtual number that sends every text",
+                                     "VONAGE_API_KEY is required to send texts",
+                                     "VONAGE_API_SECRET is required to send texts"]
+
+
+def test_settings_do_not_import_the_gateway() -> None:
+    """The private-key check is the edge's to pass in: loading settings with a key loads no gateway."""
+    import json
+    import subprocess
+    import sys
+
+    env = {**BASE_ENV, "VONAGE_APPLICATION_ID": APP_ID, "VONAGE_PRIVATE_KEY": "/nowhere/key.pem"}
+    code = ("import json, sys, smsbot.settings; smsbot.settings.load(json.loads(sys.argv[1])); "
+            "print(sorted(m for m in sys.modules if m.startswith(('smsbot.', 'vonage'))))")
+    loaded = subprocess.run([sys.executable, "-c", code, json.dumps(env)], capture_output=True, text=True,
+                            check=True).stdout
+    assert loaded.strip() == "['smsbot.errors', 'smsbot.phone', 'smsbot.settings']"

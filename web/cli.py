@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import pathlib
 import secrets
 import sys
@@ -16,7 +15,8 @@ from aiohttp.web import BaseRequest, StreamResponse
 
 from smsbot import logs, phone
 from smsbot.errors import SettingsError
-from smsbot.settings import Settings, environment, load
+from smsbot.gateway.vonage import vonage_key_check
+from smsbot.settings import Check, Settings, environment, listing, load
 
 log = logging.getLogger("smsbot")
 DEV_ADMIN = "+14155550100"
@@ -48,9 +48,12 @@ def dev_environment(env: dict[str, str], port: int) -> dict[str, str]:
     return env
 
 
-def _settings_or_exit(env: dict[str, str], dev: bool) -> Settings:
+SERVE_CHECKS: tuple[Check, ...] = (vonage_key_check,)
+
+
+def _settings_or_exit(env: dict[str, str], dev: bool, checks: tuple[Check, ...] = ()) -> Settings:
     try:
-        return load(env, dev=dev)
+        return load(env, dev=dev, checks=checks)
     except SettingsError as exc:
         print("smsbot cannot start; fix these settings (environment or .env):", file=sys.stderr)
         for problem in exc.problems:
@@ -90,7 +93,17 @@ def describe(settings: Settings) -> str:
     if settings.vonage_api_host or settings.vonage_rest_host:
         lines.append(f"  Vonage hosts:     api {settings.vonage_api_host or 'default'}, "
                      f"rest {settings.vonage_rest_host or 'default'}")
+    shown = listing(settings)
+    width = max(len(name) for name, _ in shown)
+    lines.append("Every setting (secrets only as set or not set):")
+    lines.extend(f"  {name.ljust(width)}  {value}" for name, value in shown)
     return "\n".join(lines)
+
+
+def start_logging(settings: Settings) -> None:
+    logs.configure(settings.log_level)
+    dotenv = pathlib.Path.cwd() / ".env"
+    log.debug("settings read from the environment%s", f" over {dotenv}" if dotenv.is_file() else " (no .env file)")
 
 
 def run(settings: Settings, host: str, port: int) -> None:
@@ -114,20 +127,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     dev.add_argument("--port", type=int, default=8080)
     dev.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
-    logs.configure(os.environ.get("SMSBOT_LOG_LEVEL", "INFO"))
+    env = environment()  # the real environment over .env, for logging as for everything else
 
     if args.command == "check":
         try:
-            checked = load(environment(), dev=False)
+            checked = load(env, dev=False, checks=SERVE_CHECKS)
         except SettingsError as exc:
             print("smsbot configuration has problems:", file=sys.stderr)
             for problem in exc.problems:
                 print(f"  - {problem}", file=sys.stderr)
             raise SystemExit(1) from None
+        start_logging(checked)
         print(describe(checked))
         raise SystemExit(0)
     if args.command == "serve":
-        settings = _settings_or_exit(environment(), dev=False)
+        settings = _settings_or_exit(env, dev=False, checks=SERVE_CHECKS)
+        start_logging(settings)
         if not settings.vonage_signature_secret:
             log.warning("VONAGE_SIGNATURE_SECRET is not set: anyone who can reach /webhooks/inbound can post texts "
                         "as any number. Enable signed webhooks in Vonage and set it.")
@@ -135,7 +150,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                  settings.public_url, len(settings.admins), settings.pin_via)
         run(settings, args.host, args.port)
     else:
-        settings = _settings_or_exit(dev_environment(environment(), args.port), dev=True)
+        settings = _settings_or_exit(dev_environment(env, args.port), dev=True)
+        start_logging(settings)
         shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104 (only printed)
         base = f"http://{shown_host}:{args.port}"
         print(f"""

@@ -189,6 +189,14 @@ def check_jwt_auth(application_id: str, key: str) -> str | None:
     return None
 
 
+def vonage_key_check(settings: Settings) -> list[str]:
+    """The Vonage SDK must accept the application id and private key, when they are set."""
+    if not (settings.vonage_application_id and settings.vonage_private_key):
+        return []
+    why = check_jwt_auth(settings.vonage_application_id, settings.vonage_private_key)
+    return [f"VONAGE_PRIVATE_KEY is not a usable private key for VONAGE_APPLICATION_ID ({why})"] if why else []
+
+
 def _http_status(exc: Exception) -> tuple[int, dict[str, Any]]:
     """The HTTP status and JSON body of an SDK HTTP error, or (0, {})."""
     response = getattr(exc, "response", None)

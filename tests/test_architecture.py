@@ -1,0 +1,134 @@
+"""The package's shape holds: the core never imports the web layer or aiohttp, modules import each other without
+a circle, every error derives from SmsbotError, and one install name holds everything."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from smsbot.errors import SmsbotError
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CORE = ROOT / "smsbot"
+WEB = ROOT / "web"
+ENTRY_POINTS = {"smsbot.__main__"}  # `python -m smsbot` starts the web layer's CLI: an edge, not the core
+
+
+def module_name(path: pathlib.Path, package_dir: pathlib.Path, package: str) -> str:
+    parts = list(path.relative_to(package_dir).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join([package, *parts])
+
+
+def modules(package_dir: pathlib.Path, package: str) -> dict[str, pathlib.Path]:
+    found = {}
+    for path in sorted(package_dir.rglob("*.py")):
+        if (package_dir / "web") in path.parents:  # the symlink that shows web/ to type checkers
+            continue
+        found[module_name(path, package_dir, package)] = path
+    return found
+
+
+CORE_MODULES = modules(CORE, "smsbot")
+WEB_MODULES = modules(WEB, "smsbot.web")
+
+
+def imports_of(name: str, path: pathlib.Path, *, top_level_only: bool = False) -> set[str]:
+    """Every module `name` imports (relative imports resolved), at module level or, unless told, anywhere."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    found: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                target = f"{base}.{node.module}" if node.module else base
+            else:
+                target = node.module or ""
+            found.add(target)
+            found.update(f"{target}.{alias.name}" for alias in node.names)  # `from . import phone` is a module
+    return found
+
+
+def test_the_walk_sees_the_whole_package() -> None:
+    assert {"smsbot.engine", "smsbot.store.sqlite", "smsbot.gateway.vonage", "smsbot.wiring"} <= set(CORE_MODULES)
+    assert {"smsbot.web.app", "smsbot.web.cli", "smsbot.web.views"} <= set(WEB_MODULES)
+    assert "aiohttp" in imports_of("smsbot.web.app", WEB_MODULES["smsbot.web.app"]), "the walk finds imports"
+
+
+@pytest.mark.parametrize("name", sorted(set(CORE_MODULES) - ENTRY_POINTS))
+def test_the_core_never_imports_aiohttp_or_the_web_layer(name: str) -> None:
+    imported = imports_of(name, CORE_MODULES[name])  # lazy imports inside functions count too
+    bad = sorted(m for m in imported if m.split(".")[0] in ("aiohttp", "aiohttp_jinja2", "jinja2", "web")
+                 or m == "smsbot.web" or m.startswith("smsbot.web."))
+    assert not bad, f"{name} imports {bad}"
+
+
+def test_importing_the_whole_core_loads_no_aiohttp() -> None:
+    names = sorted(set(CORE_MODULES) - ENTRY_POINTS)
+    script = f"import sys\nfor n in {names!r}: __import__(n)\nprint(sorted(m for m in sys.modules " \
+             "if m.split('.')[0] in ('aiohttp', 'jinja2') or m.startswith('smsbot.web')))"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import circle, found by depth-first search (each reported once, from its smallest name)."""
+    found: list[list[str]] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        for nxt in sorted(graph.get(node, ())):
+            if nxt == path[0]:
+                found.append([*path, nxt])
+            elif nxt not in path and nxt > path[0]:
+                visit(nxt, [*path, nxt])
+
+    for start in sorted(graph):
+        visit(start, [start])
+    return found
+
+
+def test_no_import_circles() -> None:
+    everything = {**CORE_MODULES, **WEB_MODULES}
+    graph = {name: {m for m in imports_of(name, path) if m in everything and m != name}
+             for name, path in everything.items()}
+    # A package's __init__ that re-exports its submodules is not a circle with them.
+    for name in graph:
+        graph[name] = {m for m in graph[name] if not name.startswith(m + ".")}
+    assert cycles(graph) == []
+
+
+def test_the_cycle_finder_can_fail() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+def test_every_error_derives_from_smsbot_error() -> None:
+    classes = []
+    for name in {**CORE_MODULES, **WEB_MODULES}:
+        if name in ENTRY_POINTS:
+            continue
+        module = importlib.import_module(name)
+        classes += [c for _, c in inspect.getmembers(module, inspect.isclass)
+                    if issubclass(c, BaseException) and c.__module__ == name]
+    assert len(classes) >= 7
+    strays = [f"{c.__module__}.{c.__qualname__}" for c in classes if not issubclass(c, SmsbotError)]
+    assert not strays, f"errors outside the hierarchy: {strays}"
+
+
+def test_one_install_name() -> None:
+    import smsbot.web
+
+    assert pathlib.Path(smsbot.web.__file__).resolve().parent == WEB.resolve()
+    assert pathlib.Path(smsbot.__file__).resolve().parent == CORE.resolve()
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'packages = ["smsbot", "smsbot.web"]' in text
