@@ -10,6 +10,7 @@ import enum
 import ipaddress
 import os
 import pathlib
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -25,6 +26,7 @@ PIN_MODES = ("sms", "verify")
 SIGNATURE_METHODS = ("md5hash", "md5", "sha1", "sha256", "sha512")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MIN_SECRET_LENGTH = 32
+DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$")
 SECRET_RULE = (f"it must be at least {MIN_SECRET_LENGTH} characters "
                "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')")
 
@@ -162,6 +164,16 @@ def http_url(raw: str, row: Setting, done: Mapping[str, Any]) -> str:
     return url
 
 
+def cookie_domain(raw: str, row: Setting, done: Mapping[str, Any]) -> str:
+    domain = raw.strip().lower().lstrip(".")
+    if not DOMAIN.match(domain):
+        raise Invalid(f"must be a domain name with at least one dot, like example.org, got {raw.strip()!r}")
+    public_host = (urlsplit(done["public_url"]).hostname or "").lower()
+    if public_host != domain and not public_host.endswith("." + domain):
+        raise Invalid(f"must be SMSBOT_PUBLIC_URL's host ({public_host}) or a parent domain of it, got {domain!r}")
+    return domain
+
+
 def networks(raw: str, row: Setting, done: Mapping[str, Any]) -> tuple[str, ...]:
     found, problems = [], []
     for entry in _entries(raw):
@@ -200,6 +212,9 @@ TABLE: tuple[Setting, ...] = (
     Setting("SMSBOT_DB", "db_path", path, pathlib.Path("smsbot.db"), doc="SQLite database file"),
     Setting("SMSBOT_PUBLIC_URL", "public_url", http_url, "http://localhost:8080",
             doc="public base URL, used in texts; `https://` turns on Secure `__Host-` cookies and HSTS"),
+    Setting("SMSBOT_COOKIE_DOMAIN", "cookie_domain", cookie_domain, "",
+            doc="optional parent domain (e.g. `example.org`): the session cookie is set for it, so tools on its "
+                "subdomains share one sign-in, and sign-in redirects may go to its hosts"),
     Setting("SMSBOT_GROUP_NAME", "group_name", text, "smsbot",
             doc="the group's name in texts (cut to 24 characters)"),
     Setting("SMSBOT_PIN_VIA", "pin_via", choice, "sms", choices=PIN_MODES,
@@ -256,6 +271,7 @@ class Settings:
     vonage_api_secret: str = field(repr=False)
     db_path: pathlib.Path
     public_url: str
+    cookie_domain: str
     group_name: str
     pin_via: str
     sms_rate: float

@@ -12,16 +12,16 @@ from . import texts
 from .clock import Clock
 from .gateway import Check
 from .invites import USERNAME
-from .keys import SecretSource, token_hash
+from .keys import Keys, SecretSource, token_hash
 from .messages import Outgoing
 from .pins import MAX_PIN_TRIES, Pins
 from .pipeline import Pipeline
+from .sessions import SessionCache
 from .settings import Settings
 from .store import Member, Pin, Session, Store, Tx
 
 log = logging.getLogger(__name__)
 
-TOUCH_EVERY = 60.0  # seconds between last-seen updates of a session
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class SignIn:
     pipeline: Pipeline
     clock: Clock
     source: SecretSource
+    keys: Keys
 
     async def login(self, username: str, pin: str, user_agent: str) -> str | None:
         """A new session token when username and PIN match a live PIN, else None (whatever the reason).
@@ -106,26 +107,59 @@ class SignIn:
         alert = texts.LOCKOUT_ALERT.format(username=member.username, failures=failures)
         await self.pipeline.enqueue(tx, [Outgoing(a, alert) for a in self.settings.admins], now)
 
+    def __post_init__(self) -> None:
+        self.cache = SessionCache()
+        self.store.watch_sessions(self.cache.forget_member)
+        self.admin_keys = frozenset(self.keys.phone_key(a) for a in self.settings.admins)
+
     async def session(self, token: str | None) -> Session | None:
-        """The live session for a cookie value, with sliding idle expiry and an absolute cap."""
+        """The live session for a cookie value, with sliding idle expiry and an absolute cap. A session in the cache
+        costs no database work at all; its last use is written behind (`save_last_seen`)."""
         if not token or len(token) > 100:
             return None
+        hashed = token_hash(token)
         now = self.clock.now()
-        idle = self.settings.session_idle_days * 86400
-        absolute = self.settings.session_max_days * 86400
+        cached = self.cache.get(hashed)
+        if cached is not None:
+            if self._expired(cached.session.created_at, cached.last_seen, now):
+                await self.store.run(lambda tx: tx.remove_session(cached.session.id))
+                return None
+            cached.last_seen = max(cached.last_seen, now)
+            return cached.session
+        if self.cache.known_unknown(hashed):
+            return None
+        generation = self.cache.generation
 
         async def work(tx: Tx) -> Session | None:
-            found = await tx.session_by_token(token_hash(token))
-            if found is None:
-                return None
-            if now - found.created_at >= absolute or now - found.last_seen_at >= idle:
+            found = await tx.session_by_token(hashed)
+            if found is not None and self._expired(found.created_at, found.last_seen_at, now):
                 await tx.remove_session(found.id)
                 return None
-            if now - found.last_seen_at >= TOUCH_EVERY:
-                await tx.touch_session(found.id, now)
             return found
 
-        return await self.store.run(work)
+        found = await self.store.run(work)
+        if found is None:
+            self.cache.put_unknown(hashed, generation)
+            return None
+        self.cache.put(found, generation)
+        if now > found.last_seen_at and (hit := self.cache.get(hashed)) is not None:
+            hit.last_seen = now
+        return found
+
+    def _expired(self, created_at: float, last_seen: float, now: float) -> bool:
+        return (now - created_at >= self.settings.session_max_days * 86400
+                or now - last_seen >= self.settings.session_idle_days * 86400)
+
+    def groups(self, session: Session) -> str:
+        """The member's groups, for Remote-Groups: every member is in members, admins' phones in admins too."""
+        return "members,admins" if session.phone_key in self.admin_keys else "members"
+
+    async def save_last_seen(self) -> int:
+        """Write the last use of every session used since the last write, in one unit of work; return how many."""
+        due = self.cache.unsaved_last_seen()
+        if due:
+            await self.store.run(lambda tx: tx.touch_sessions(due))
+        return len(due)
 
     async def logout(self, token: str | None) -> None:
         if not token:
@@ -140,4 +174,6 @@ class SignIn:
 
     async def devices(self, session: Session) -> list[Device]:
         sessions = await self.store.run(lambda tx: tx.sessions_of(session.member_id))
-        return [Device(s.created_at, s.last_seen_at, s.user_agent, s.id == session.id) for s in sessions]
+        devices = [Device(s.created_at, max(s.last_seen_at, self.cache.last_seen(s.id) or 0.0), s.user_agent,
+                          s.id == session.id) for s in sessions]
+        return sorted(devices, key=lambda d: d.last_seen_at, reverse=True)

@@ -28,6 +28,7 @@ from .webhooks import setup_webhooks
 log = logging.getLogger(__name__)
 HERE = pathlib.Path(__file__).parent
 HOUSEKEEPING_EVERY = 60.0
+LAST_SEEN_EVERY = 10.0  # seconds between writes of sessions' last use (forward auth keeps it in memory between)
 WORKER_GRACE = 0.5  # seconds the outbox gets, after requests have drained, to finish a send
 
 
@@ -61,6 +62,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, clock: Clo
         setup_dev(app)
 
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_last_seen_writer)
     app.cleanup_ctx.append(_gateway)
     if run_worker:
         app.cleanup_ctx.append(_outbox_worker)
@@ -74,6 +76,26 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     log.info("database %s ready (schema version %d)", app[SETTINGS].db_path, await store.schema_version())
     yield
     await store.close()
+
+
+async def _last_seen_writer(app: web.Application) -> AsyncIterator[None]:
+    """Sessions' last use is written behind, in one batch every few seconds, and once more at stop."""
+    signin = app[SIGNIN]
+
+    async def every_few_seconds() -> None:
+        while True:
+            await asyncio.sleep(LAST_SEEN_EVERY)
+            try:
+                await signin.save_last_seen()
+            except Exception:
+                log.exception("could not write sessions' last use; trying again")
+
+    task = asyncio.create_task(every_few_seconds(), name="last-seen")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await signin.save_last_seen()
 
 
 async def _gateway(app: web.Application) -> AsyncIterator[None]:

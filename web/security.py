@@ -13,28 +13,41 @@ from smsbot.settings import Settings
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'{more}; "
        "frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
+
+
+def content_security_policy(settings: Settings) -> str:
+    """The CSP every page carries. Browsers apply form-action to the redirect after a form, so a sign-in that
+    goes back to a tool on a host within SMSBOT_COOKIE_DOMAIN needs those hosts allowed there."""
+    if not settings.cookie_domain:
+        return CSP.format(more="")
+    scheme, domain = urlsplit(settings.public_url).scheme, settings.cookie_domain
+    return CSP.format(more=f" {scheme}://{domain}:* {scheme}://*.{domain}:*")
 # Webhooks are posted by Vonage from its own servers: no browser, no cookies, so no CSRF check there.
 CROSS_SITE_EXEMPT = ("/webhooks/",)
 
 
 class Cookies:
-    """Cookie names and flags; `__Host-` and Secure when the public URL is https."""
+    """Cookie names and flags; Secure when the public URL is https, with the `__Host-` prefix (host-only), or for
+    the session cookie under SMSBOT_COOKIE_DOMAIN the `__Secure-` prefix (`__Host-` forbids a Domain attribute)."""
 
     def __init__(self, settings: Settings):
         self.secure = settings.https
-        prefix = "__Host-" if self.secure else ""
-        self.session = f"{prefix}smsbot_session"
-        self.csrf = f"{prefix}smsbot_csrf"
+        self.domain = settings.cookie_domain or None
+        host_prefix = "__Host-" if self.secure else ""
+        session_prefix = ("__Secure-" if self.domain else "__Host-") if self.secure else ""
+        self.session = f"{session_prefix}smsbot_session"
+        self.csrf = f"{host_prefix}smsbot_csrf"  # the CSRF nonce stays with this host
         self.max_age = int(settings.session_max_days * 86400)
 
     def set_session(self, response: web.StreamResponse, token: str) -> None:
-        response.set_cookie(self.session, token, max_age=self.max_age, path="/", secure=self.secure,
-                            httponly=True, samesite="Lax")
+        response.set_cookie(self.session, token, max_age=self.max_age, path="/", domain=self.domain,
+                            secure=self.secure, httponly=True, samesite="Lax")
 
     def clear_session(self, response: web.StreamResponse) -> None:
-        response.del_cookie(self.session, path="/", secure=self.secure, httponly=True, samesite="Lax")
+        response.del_cookie(self.session, path="/", domain=self.domain, secure=self.secure, httponly=True,
+                            samesite="Lax")
 
     def set_csrf(self, response: web.StreamResponse, nonce: str) -> None:
         response.set_cookie(self.csrf, nonce, path="/", secure=self.secure, httponly=True, samesite="Strict")
@@ -93,8 +106,10 @@ def setup_security(app: web.Application, settings: Settings) -> None:
             raise web.HTTPForbidden(text="Cross-site request refused.")
         return await handler(request)
 
+    csp = content_security_policy(settings)
+
     async def headers(request: web.Request, response: web.StreamResponse) -> None:
-        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("Content-Security-Policy", csp)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("X-Frame-Options", "DENY")

@@ -1,4 +1,4 @@
-"""Pages and checks for people and proxies: /login, /, /logout, /auth, /healthz."""
+"""Pages and checks for people and proxies: /login, /, /logout, /auth, /auth/forward, /healthz."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import datetime
 import logging
 import math
 import time
+from urllib.parse import urlsplit
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -15,12 +16,14 @@ from smsbot.store import Session
 
 from .appkeys import CLOCK, SETTINGS, SIGNIN, STORE
 from .ratelimit import SlidingWindow, client_ip
+from .redirects import login_url, original_url, safe_redirect
 from .security import Cookies, Csrf
 
 log = logging.getLogger(__name__)
 
 COOKIES = web.AppKey("cookies", Cookies)
 LOGIN_LIMIT = web.AppKey("login_limit", SlidingWindow)
+PUBLIC_HOST = web.AppKey("public_host", str)
 CSRF = web.AppKey("csrf", Csrf)
 FAILURE_FLOOR = 0.03  # seconds
 LOGIN_FAILED = "That username and PIN don't match, or the PIN has expired. Text LOGIN to get a new PIN."
@@ -57,8 +60,18 @@ def _render(request: web.Request, template: str, context: dict[str, object], sta
     return response
 
 
+def next_page(request: web.Request, rd: str) -> str | None:
+    """Where to go after signing in: `rd` if it is safe to follow (see redirects.py), else None."""
+    settings = request.app[SETTINGS]
+    return safe_redirect(rd, request.app[PUBLIC_HOST], settings.cookie_domain)
+
+
 async def login_form(request: web.Request) -> web.Response:
-    return _render(request, "login.html", {"error": None, "username": ""})
+    rd = request.query.get("rd", "")
+    target = next_page(request, rd)
+    if target is not None and await current_session(request) is not None:
+        raise web.HTTPSeeOther(target)  # already signed in: straight back to the page that sent them here
+    return _render(request, "login.html", {"error": None, "username": "", "rd": rd if target else ""})
 
 
 async def login_submit(request: web.Request) -> web.Response:
@@ -72,18 +85,20 @@ async def login_submit(request: web.Request) -> web.Response:
     form = await read_form(request)
     username = str(form.get("username", "")).strip()[:64]
     pin = "".join(str(form.get("pin", "")).split())[:16]
+    target = next_page(request, str(form.get("rd", "")))
+    rd = target or ""
     if not request.app[CSRF].valid(request, str(form.get("csrf_token", ""))):
         # Nothing is checked, so no PIN is used up by a forged or stale form.
         request.app[LOGIN_LIMIT].hit(client)
         return _render(request, "login.html", {"error": "This form had expired. Please try again.",
-                                               "username": username}, status=403)
+                                               "username": username, "rd": rd}, status=403)
     token = await request.app[SIGNIN].login(username, pin, request.headers.get("User-Agent", ""))
     if token is None:
         request.app[LOGIN_LIMIT].hit(client)
         # Every failure takes at least this long, whatever went wrong, so timing tells nothing about the reason.
         await asyncio.sleep(max(0.0, FAILURE_FLOOR - (time.monotonic() - started)))
-        return _render(request, "login.html", {"error": LOGIN_FAILED, "username": ""}, status=401)
-    response = web.HTTPSeeOther("/")
+        return _render(request, "login.html", {"error": LOGIN_FAILED, "username": "", "rd": rd}, status=401)
+    response = web.HTTPSeeOther(target or "/")
     cookies = request.app[COOKIES]
     cookies.set_session(response, token)
     cookies.set_csrf(response, request.app[CSRF].fresh())  # a new CSRF nonce with the new session
@@ -113,12 +128,41 @@ async def logout(request: web.Request) -> web.Response:
     raise response
 
 
+def signed_in(request: web.Request, session: Session) -> web.Response:
+    """The answer to a proxy for a valid session: who it is, for the protected tool."""
+    user = session.username
+    return web.Response(text="OK", headers={"X-Auth-User": user, "Remote-User": user,
+                                            "Remote-Groups": request.app[SIGNIN].groups(session)})
+
+
 async def auth(request: web.Request) -> web.Response:
-    """Forward auth for nginx auth_request, Caddy forward_auth and Traefik ForwardAuth."""
+    """Forward auth for nginx auth_request: 200 with the user, or 401."""
     session = await current_session(request)
     if session is None:
         return web.Response(status=401, text="Not signed in.")
-    return web.Response(status=200, text="OK", headers={"X-Auth-User": session.username})
+    return signed_in(request, session)
+
+
+def wants_a_page(request: web.Request) -> bool:
+    """The original request was a browser asking for a page: GET or HEAD, and text/html among what it accepts
+    (a bare */* is what scripts and fetch() send)."""
+    method = request.headers.get("X-Forwarded-Method", "GET").strip().upper()
+    accepted = {part.split(";")[0].strip().lower() for part in request.headers.get("Accept", "").split(",")}
+    return method in ("GET", "HEAD") and "text/html" in accepted
+
+
+async def auth_forward(request: web.Request) -> web.Response:
+    """Forward auth for Traefik ForwardAuth and Caddy forward_auth: as /auth when signed in; otherwise a browser
+    asking for a page is sent to sign in, with the way back in `rd`, and anything else gets 401."""
+    session = await current_session(request)
+    if session is not None:
+        return signed_in(request, session)
+    if not wants_a_page(request):
+        return web.Response(status=401, text="Not signed in.")
+    back = original_url(request.headers.get("X-Forwarded-Proto", ""), request.headers.get("X-Forwarded-Host", ""),
+                        request.headers.get("X-Forwarded-Uri", ""))
+    # Not HTTPFound: it would re-normalise the Location, and the original URL stays percent-encoded as built.
+    return web.Response(status=302, headers={"Location": login_url(request.app[SETTINGS].public_url, back)})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -150,10 +194,12 @@ def _when(timestamp: float) -> str:
 def setup_views(app: web.Application, cookies: Cookies, csrf: Csrf) -> None:
     app[COOKIES] = cookies
     app[CSRF] = csrf
+    app[PUBLIC_HOST] = urlsplit(app[SETTINGS].public_url).hostname or ""
     app[LOGIN_LIMIT] = SlidingWindow(app[SETTINGS].login_failures_per_minute, 60.0, app[CLOCK])
     app.router.add_get("/login", login_form)
     app.router.add_post("/login", login_submit)
     app.router.add_get("/", home)
     app.router.add_post("/logout", logout)
     app.router.add_get("/auth", auth)
+    app.router.add_get("/auth/forward", auth_forward)
     app.router.add_get("/healthz", healthz)

@@ -7,13 +7,16 @@ Phone numbers appear only as keyed HMACs, except in outbox rows still waiting to
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from ..messages import Kind
 
 T = TypeVar("T")
+# Told a member id, inside the unit of work, whenever that member's sessions may have changed: a session ended, or
+# the member was removed or locked. Session caches listen, so none outlives the change.
+SessionsChanged = Callable[[int], None]
 
 UNDELIVERED = ("failed", "rejected", "expired", "undeliverable")
 
@@ -58,6 +61,7 @@ class Session:
     id: int
     member_id: int
     username: str
+    phone_key: str  # the member's
     created_at: float
     last_seen_at: float
     user_agent: str
@@ -183,7 +187,8 @@ verification is the last one attached, and it wins (an earlier one was cancelled
     async def session_by_token(self, token_hash: str) -> Session | None:
         ...
 
-    async def touch_session(self, session_id: int, now: float) -> None:
+    async def touch_sessions(self, last_seen: Mapping[int, float]) -> None:
+        """Record when sessions were last used (session id to time), as many as there are, in one go."""
         ...
 
     async def remove_session(self, session_id: int) -> None:
@@ -286,6 +291,10 @@ class Store(Protocol):
         ...
 
     async def schema_version(self) -> int: ...
+
+    def watch_sessions(self, listener: SessionsChanged) -> None:
+        """Call `listener` with a member id whenever a unit of work may change that member's sessions."""
+        ...
 
     async def healthy(self) -> bool:
         """Whether the database answers."""

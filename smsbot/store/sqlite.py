@@ -8,14 +8,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import pathlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiosqlite
 
 from ..commands import is_number
 from ..messages import Kind
-from .base import UNDELIVERED, Event, Invite, Member, OutboxRow, Pin, Session, T, Tx, username_key
+from .base import UNDELIVERED, Event, Invite, Member, OutboxRow, Pin, Session, SessionsChanged, T, Tx, username_key
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +139,9 @@ MIGRATIONS: list[tuple[str, str]] = [
 class SqliteTx(Tx):
     """One open SQLite transaction."""
 
-    def __init__(self, db: aiosqlite.Connection):
+    def __init__(self, db: aiosqlite.Connection, sessions_changed: SessionsChanged):
         self._db = db
+        self._sessions_changed = sessions_changed
 
     async def _one(self, sql: str, *args: Any) -> aiosqlite.Row | None:
         async with self._db.execute(sql, args) as cur:
@@ -201,6 +202,7 @@ class SqliteTx(Tx):
 
     async def remove_member(self, member_id: int) -> None:
         await self._run("DELETE FROM members WHERE id = ?", member_id)
+        self._sessions_changed(member_id)
 
     async def members(self) -> list[Member]:
         rows = await self._all("SELECT * FROM members ORDER BY username_key")
@@ -213,6 +215,7 @@ class SqliteTx(Tx):
 
     async def lock_member(self, member_id: int, now: float) -> None:
         await self._run("UPDATE members SET locked_at = ? WHERE id = ?", now, member_id)
+        self._sessions_changed(member_id)
 
     async def reset_login_failures(self, member_id: int) -> None:
         await self._run("UPDATE members SET failed_logins = 0, locked_at = NULL WHERE id = ?", member_id)
@@ -286,22 +289,26 @@ class SqliteTx(Tx):
 
     async def session_by_token(self, token_hash: str) -> Session | None:
         row = await self._one(
-            "SELECT s.id, s.member_id, m.username, s.created_at, s.last_seen_at, s.user_agent, s.token_hash"
-            " FROM sessions s JOIN members m ON m.id = s.member_id WHERE s.token_hash = ?",
+            "SELECT s.id, s.member_id, m.username, m.phone_key, s.created_at, s.last_seen_at, s.user_agent,"
+            " s.token_hash FROM sessions s JOIN members m ON m.id = s.member_id WHERE s.token_hash = ?",
             token_hash,
         )
         return None if row is None else Session(**dict(row))
 
-    async def touch_session(self, session_id: int, now: float) -> None:
-        await self._run("UPDATE sessions SET last_seen_at = ? WHERE id = ?", now, session_id)
+    async def touch_sessions(self, last_seen: Mapping[int, float]) -> None:
+        await self._db.executemany("UPDATE sessions SET last_seen_at = max(last_seen_at, ?) WHERE id = ?",
+                                   [(at, session_id) for session_id, at in last_seen.items()])
 
     async def remove_session(self, session_id: int) -> None:
-        await self._run("DELETE FROM sessions WHERE id = ?", session_id)
+        row = await self._one("DELETE FROM sessions WHERE id = ? RETURNING member_id", session_id)
+        if row is not None:
+            self._sessions_changed(int(row[0]))
 
     async def sessions_of(self, member_id: int) -> list[Session]:
         rows = await self._all(
-            "SELECT s.id, s.member_id, m.username, s.created_at, s.last_seen_at, s.user_agent, s.token_hash"
-            " FROM sessions s JOIN members m ON m.id = s.member_id WHERE s.member_id = ? ORDER BY s.last_seen_at DESC",
+            "SELECT s.id, s.member_id, m.username, m.phone_key, s.created_at, s.last_seen_at, s.user_agent,"
+            " s.token_hash FROM sessions s JOIN members m ON m.id = s.member_id WHERE s.member_id = ?"
+            " ORDER BY s.last_seen_at DESC",
             member_id,
         )
         return [Session(**dict(r)) for r in rows]
@@ -475,6 +482,14 @@ class SqliteStore:
         self.path = pathlib.Path(path)
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        self._session_watchers: list[SessionsChanged] = []
+
+    def watch_sessions(self, listener: SessionsChanged) -> None:
+        self._session_watchers.append(listener)
+
+    def _sessions_changed(self, member_id: int) -> None:
+        for listener in self._session_watchers:
+            listener(member_id)
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -526,7 +541,7 @@ class SqliteStore:
         async with self._lock:
             await db.execute("BEGIN IMMEDIATE")
             try:
-                result = await work(SqliteTx(db))
+                result = await work(SqliteTx(db, self._sessions_changed))
                 await db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
