@@ -12,6 +12,7 @@ import pathlib
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -219,3 +220,14 @@ def only(pattern: re.Pattern[str], text: str) -> str:
     found = pattern.findall(text)
     assert len(found) == 1, f"expected exactly one {pattern.pattern} standing alone in {text!r}, got {found}"
     return str(found[0])
+
+
+def waiting_texts(db: pathlib.Path) -> list[tuple[int, str, str, int]]:
+    """A running server's outbox rows still waiting or being sent (read-only, alongside the server)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None, timeout=5)
+    try:
+        rows = conn.execute("SELECT id, kind, state, attempts FROM outbox WHERE state IN ('pending', 'sending')"
+                            " ORDER BY id").fetchall()
+    finally:
+        conn.close()
+    return [(int(i), str(kind), str(state), int(attempts)) for i, kind, state, attempts in rows]

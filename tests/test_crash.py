@@ -52,7 +52,7 @@ import vonage_verify  # noqa: F401
 import smsbot.web.cli
 from smsbot.keys import Keys
 
-from .procs import SmsbotProcess, clean_env, free_port
+from .procs import SmsbotProcess, clean_env, free_port, waiting_texts
 from .vonage_emulator import SMS_PATH, SentSms, VonageEmulator, running_emulator
 
 pytestmark = pytest.mark.slow
@@ -597,17 +597,6 @@ def check_effects(facts: DbFacts, traffic: Traffic, acked: set[str], where: str)
                                 f"{expected[key]} from recorded messages {causes[:4]}")
         raise AssertionError(f"{where}: outbox does not match the recorded messages (exactly once):\n  "
                              + "\n  ".join(problems[:10]))
-
-
-def waiting_texts(db: pathlib.Path) -> list[tuple[int, str, str, int]]:
-    """The running server's outbox rows still waiting or being sent (read-only, alongside the server)."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None, timeout=5)
-    try:
-        rows = conn.execute("SELECT id, kind, state, attempts FROM outbox WHERE state IN ('pending', 'sending')"
-                            " ORDER BY id").fetchall()
-    finally:
-        conn.close()
-    return [(int(i), str(kind), str(state), int(attempts)) for i, kind, state, attempts in rows]
 
 
 def wait_drained(db: pathlib.Path, timeout: float, claimed_by_the_dead: Collection[int] = ()) -> None:
