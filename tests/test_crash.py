@@ -15,6 +15,11 @@ Vonage SDK imported; each server is a fork of it that calls `smsbot.web.cli.main
 of the console script. Three servers (the first, one in the middle and the last) are real `python -m smsbot serve`
 processes, and so is the one SIGTERMed in the second test: a fork ends with os._exit and would skip the
 interpreter's exit, where leftover threads are joined.
+
+The random choices (when to kill, which texts, replays and retries) come from one seed, drawn afresh each run.
+A failure names it ("replay with SMSBOT_CRASH_SEED=..."), and so does the captured output; run again with
+`SMSBOT_CRASH_SEED=<seed> python -m pytest tests/test_crash.py` to replay the same choices (the timing of a real
+server under load cannot be replayed, so a replay makes a failure likely again, not certain).
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ NUMBER = "14155550199"
 MEMBERS = {f"1415555011{i}": f"member{i}" for i in range(1, 6)}
 SHUTDOWN_TIMEOUT = 5.0
 KEYS = Keys(SECRET)
+SEED_VARIABLE = "SMSBOT_CRASH_SEED"
 
 MIN_CYCLES = 100  # kills of a healthy server
 MAX_CYCLES = 140
@@ -667,14 +673,28 @@ def emu() -> Iterator[VonageEmulator]:
         yield emulator
 
 
+@pytest.fixture
+def crash_seed() -> int:
+    """The seed of the test's random choices: SMSBOT_CRASH_SEED when set, else a fresh one."""
+    given = os.environ.get(SEED_VARIABLE, "").strip()
+    if given and not given.isdigit():
+        pytest.fail(f"{SEED_VARIABLE} is a whole number, not {given!r}")
+    seed = int(given) if given else random.SystemRandom().randrange(1 << 30)
+    print(f"\ncrash test seed {seed} ({'from ' + SEED_VARIABLE if given else 'replay with ' + replay_hint(seed)})")
+    return seed
+
+
+def replay_hint(seed: int) -> str:
+    return f"{SEED_VARIABLE}={seed}"
+
+
 # ------------------------------------------------------------------------------------------------ tests
 
 
 def test_sigkill_at_random_moments_loses_nothing_acknowledged(forker: ForkServer, emu: VonageEmulator,
-                                                              tmp_path: pathlib.Path) -> None:
+                                                              tmp_path: pathlib.Path, crash_seed: int) -> None:
     started = time.monotonic()
-    seed = random.SystemRandom().randrange(1 << 30)
-    print(f"\ncrash test seed {seed}")
+    seed = crash_seed
     rng = random.Random(seed)
     deployment = Deployment(tmp_path, emu, forker)
     traffic = Traffic(deployment, seed)
@@ -827,6 +847,9 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(forker: ForkServer
               f"{duplicates} duplicate(s) of accepted texts (kill between provider acceptance and mark-sent); "
               f"drain {drained - cycles_done:.1f} s, SIGTERM exit in {stop_seconds:.2f} s; "
               f"elapsed {elapsed:.1f} s")
+    except BaseException as exc:
+        exc.add_note(f"replay with {replay_hint(seed)}")
+        raise
     finally:
         traffic.stop.set()
         if server is not None:
@@ -838,11 +861,11 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(forker: ForkServer
 
 
 def test_sigterm_finishes_in_flight_webhooks_and_exits_within_the_shutdown_timeout(
-        forker: ForkServer, emu: VonageEmulator, tmp_path: pathlib.Path) -> None:
+        forker: ForkServer, emu: VonageEmulator, tmp_path: pathlib.Path, crash_seed: int) -> None:
     """A real `python -m smsbot serve` (a fork would skip the interpreter's own exit, where threads are joined),
     SIGTERMed while ~30 webhooks are in flight and the outbox worker waits on a hanging Vonage request."""
     deployment = Deployment(tmp_path, emu, forker)
-    traffic = Traffic(deployment, random.SystemRandom().randrange(1 << 30))
+    traffic = Traffic(deployment, crash_seed)
     emu.hang_seconds = 60.0  # longer than the test: the hanging request never answers
     server: Running | None = None
     threads: list[threading.Thread] = []
