@@ -17,9 +17,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, BinaryIO, TypeVar
+from typing import BinaryIO, TypeVar
 
 import requests
+
+from .vonage_emulator import SentSms, VonageEmulator
 
 T = TypeVar("T")
 
@@ -180,7 +182,8 @@ class Serve:
     db: pathlib.Path
 
 
-def serve_env(emu: Any, port: int, db: pathlib.Path, secret: str, number: str, **extra: str) -> dict[str, str]:
+def serve_env(emu: VonageEmulator, port: int, db: pathlib.Path, secret: str, number: str,
+              **extra: str) -> dict[str, str]:
     """The environment of a `smsbot serve` that talks to the Vonage emulator `emu` (an extra of "" removes)."""
     values = {
         "SMSBOT_SECRET": secret,
@@ -198,15 +201,15 @@ def serve_env(emu: Any, port: int, db: pathlib.Path, secret: str, number: str, *
     return clean_env({k: v for k, v in values.items() if v})
 
 
-def sent_to(emu: Any, msisdn: str) -> list[Any]:
+def sent_to(emu: VonageEmulator, msisdn: str) -> list[SentSms]:
     """What the emulator accepted for `msisdn` so far (SentSms records)."""
     return [m for m in list(emu.sent) if m.to == msisdn]
 
 
-def wait_text(emu: Any, msisdn: str, match: Callable[[str], bool], what: str, timeout: float = 10.0,
-              after: int = 0) -> Any:
+def wait_text(emu: VonageEmulator, msisdn: str, match: Callable[[str], bool], what: str, timeout: float = 10.0,
+              after: int = 0) -> SentSms:
     """The first text to `msisdn` (from the `after`-th on) that `match`es, waiting for it."""
-    def found() -> Any:
+    def found() -> SentSms | None:
         return next((m for m in sent_to(emu, msisdn)[after:] if match(m.text)), None)
 
     try:

@@ -709,13 +709,13 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(forker: ForkServer
         for msisdn, username in MEMBERS.items():
             assert traffic.post(setup_http, traffic.invite(msisdn, username))
         for msisdn in MEMBERS:
-            wait_until(lambda m=msisdn: any(s.to == m for s in emu.sent), 15, f"the invite to {msisdn}")
+            wait_until(lambda: any(s.to == msisdn for s in emu.sent), 15, f"the invite to {msisdn}")
             invite = next(s for s in list(emu.sent) if s.to == msisdn)
-            code = INVITE_CODE.search(invite.text)
-            assert code, invite.text
-            assert traffic.post(setup_http, traffic.code(msisdn, code.group(1)))
+            invite_code = INVITE_CODE.search(invite.text)
+            assert invite_code, invite.text
+            assert traffic.post(setup_http, traffic.code(msisdn, invite_code.group(1)))
         for msisdn in MEMBERS:
-            wait_until(lambda m=msisdn: any(s.to == m and "PIN" in s.text for s in emu.sent), 15,
+            wait_until(lambda: any(s.to == msisdn and "PIN" in s.text for s in emu.sent), 15,
                        f"the first PIN of {msisdn}")
 
         # The storm: texts stream in from several threads while the server is killed and restarted.
@@ -787,14 +787,15 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(forker: ForkServer
             assert web_login(deployment.base, username, pin.group(0)) == 303, f"{username} cannot sign in"
 
         stopping = time.monotonic()
-        assert server.proc is not None
-        server.proc.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-        code = server.wait(SHUTDOWN_TIMEOUT + 2)
+        assert server.proc is not None and server.proc.proc is not None
+        server.proc.proc.send_signal(signal.SIGTERM)
+        stop_code = server.wait(SHUTDOWN_TIMEOUT + 2)
         stop_seconds = time.monotonic() - stopping
         output = server.proc.output()
         server.kill()  # if it is still running
         server = None
-        assert code == 0, f"exit code {code} after SIGTERM (None: still running after {SHUTDOWN_TIMEOUT + 2:g} s)"
+        assert stop_code == 0, (f"exit code {stop_code} after SIGTERM "
+                                f"(None: still running after {SHUTDOWN_TIMEOUT + 2:g} s)")
         assert "Traceback" not in output, output
 
         # Final state: everything acknowledged, each effect once, every text sent.

@@ -15,7 +15,7 @@ from smsbot.store import Tx
 from .conftest import ADMIN, Wired
 
 
-def rows(w: Wired) -> list[tuple]:
+def rows(w: Wired) -> list[tuple[str, str | None, str | None, int, str | None]]:
     with sqlite3.connect(w.settings.db_path) as db:
         return db.execute("SELECT state, to_number, body, attempts, error FROM outbox ORDER BY id").fetchall()
 
@@ -60,7 +60,7 @@ async def test_a_text_that_keeps_failing_is_given_up_after_a_bounded_time(wired:
             break
     state, to, body, attempts, error = rows(wired)[0]
     assert state == "failed" and to is None and body is None
-    assert "gave up" in error
+    assert error and "gave up" in error
     assert wired.gateway.sent == []
 
 

@@ -124,7 +124,7 @@ def test_messages_api_jwt_checks() -> None:
         "wrong secret": (f"Bearer {make_token(body, now, secret='another-secret-of-32-characters!')}", body),
         "no payload hash": (f"Bearer {make_token(body, now, payload_hash='')}", body),
         "alg none": ("Bearer " + jwt.encode({"iat": now, "payload_hash": hashlib.sha256(body).hexdigest()},
-                                            None, algorithm="none"), body),
+                                            "", algorithm="none"), body),  # "": no key, as alg none has
     }
     for name, (header, sent) in failures.items():
         with pytest.raises(SignatureError):
