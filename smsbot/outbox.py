@@ -7,15 +7,14 @@ A provider outage delays texts; it never drops them. Once a text is done, its nu
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import random
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from .clock import Clock
 from .gateway import Gateway, SendError
+from .limiter import RateLimiter
 from .messages import Kind
 from .store import OutboxRow, Store, Tx
 
@@ -27,37 +26,6 @@ BACKOFF_BASE = 2.0
 BACKOFF_CAP = 300.0
 GIVE_UP_AFTER = 24 * 3600.0
 IDLE_POLL = 5.0
-
-
-class RateLimiter:
-    """At most `rate` send requests in any sliding one-second window, as the provider sees them.
-
-    A request is counted from when it finishes: a request's arrival at Vonage can lag its start (a new TLS
-    connection), so counting from the start could let two requests land closer than the window allows.
-    """
-
-    def __init__(self, rate: float):
-        self.capacity = max(1, int(rate))
-        self.window = 1.0 if rate >= 1 else 1.0 / rate
-        self._done: collections.deque[float] = collections.deque()
-        self._in_flight = 0
-
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        while True:
-            now = time.monotonic()
-            while self._done and now - self._done[0] >= self.window:
-                self._done.popleft()
-            if len(self._done) + self._in_flight < self.capacity:
-                break
-            wait = self.window - (now - self._done[0]) if self._done else 0.01
-            await asyncio.sleep(max(wait, 0.001) + 0.001)
-        self._in_flight += 1
-        try:
-            yield
-        finally:
-            self._in_flight -= 1
-            self._done.append(time.monotonic())
 
 
 def backoff(attempts: int, rng: random.Random) -> float:
@@ -77,7 +45,7 @@ class Outbox:
         self.store = store
         self.gateway = gateway
         self.clock = clock
-        self.limiter = RateLimiter(rate)
+        self.limiter = RateLimiter(rate, clock)
         self.verifier = verifier
         self.rng = rng or random.Random()
         self.give_up_after = give_up_after

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pathlib
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeAlias
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from smsbot.clock import FakeClock
@@ -95,9 +96,10 @@ async def wired(make_settings: Callable[..., Settings]) -> AsyncIterator[Wired]:
 
 
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
+WebClient: TypeAlias = TestClient[web.Request, web.Application]
 
 
-async def login_form(client: TestClient) -> tuple[str, dict[str, str]]:
+async def login_form(client: WebClient) -> tuple[str, dict[str, str]]:
     """A fresh browser's visit to /login: the form's CSRF token and the cookies it set."""
     client.session.cookie_jar.clear()
     form = await client.get("/login")
@@ -106,7 +108,7 @@ async def login_form(client: TestClient) -> tuple[str, dict[str, str]]:
     return token.group(1), {k: v.value for k, v in form.cookies.items()}
 
 
-async def web_login(client: TestClient, username: str, pin: str, **headers: str) -> tuple[Any, dict[str, str]]:
+async def web_login(client: WebClient, username: str, pin: str, **headers: str) -> tuple[Any, dict[str, str]]:
     """Log in as a browser would: fetch the form (CSRF cookie + token), post it. Returns (response, cookies)."""
     client.session.cookie_jar.clear()
     form = await client.get("/login")
@@ -124,7 +126,7 @@ async def web_login(client: TestClient, username: str, pin: str, **headers: str)
 class WebBench:
     """The whole app over real HTTP (aiohttp test server) with the fake gateway and a fake clock."""
 
-    def __init__(self, client: TestClient, app: Any, gateway: FakeGateway, clock: FakeClock):
+    def __init__(self, client: WebClient, app: Any, gateway: FakeGateway, clock: FakeClock):
         self.client, self.app, self.gateway, self.clock = client, app, gateway, clock
         self._ids = 0
         self._seen = 0
@@ -177,5 +179,5 @@ def make_bench(make_settings: Callable[..., Settings], aiohttp_client: Callable[
 
 
 @pytest.fixture
-async def bench(make_bench: Callable[..., Any]) -> WebBench:
+async def bench(make_bench: Callable[..., Awaitable[WebBench]]) -> WebBench:
     return await make_bench()

@@ -12,6 +12,18 @@ CAPTURE_PATTERNS = {"code": r"[A-HJ-NP-Z2-9]{6}", "pin": r"\d{6}"}
 VARIABLE = re.compile(r"\{([a-z][a-z0-9_]*)\}")
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# The settings a transcript may give before its first step, and the environment variable each one sets (None: a
+# setting of the test itself). Any other `@key` is an error.
+SETTINGS: dict[str, str | None] = {
+    "admins": "SMSBOT_ADMINS",
+    "group": "SMSBOT_GROUP_NAME",
+    "url": "SMSBOT_PUBLIC_URL",
+    "region": "SMSBOT_DEFAULT_REGION",
+    "invite_ttl_hours": "SMSBOT_INVITE_TTL_HOURS",
+    "pin_via": "SMSBOT_PIN_VIA",
+    "http": None,
+}
+STEP_KEYS = ("wait", "login", "session")
 
 
 @dataclass
@@ -53,8 +65,11 @@ def parse(path: pathlib.Path) -> Transcript:
             steps.append(Step(number, "expect", who.strip(), body))
         elif line.startswith("@"):
             word, _, rest = line[1:].partition(" ")
-            if word in ("wait", "login", "session"):
+            if word in STEP_KEYS:
                 steps.append(Step(number, word, args=rest.split()))
+            elif word not in SETTINGS:
+                known = ", ".join(f"@{key}" for key in (*SETTINGS, *STEP_KEYS))
+                raise ValueError(f"{path.name}:{number}: unknown '@{word}' (an @ line is one of {known})")
             elif steps:
                 raise ValueError(f"{path.name}:{number}: settings (@{word}) come before the first text")
             else:

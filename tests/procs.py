@@ -12,13 +12,16 @@ import pathlib
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, BinaryIO, TypeVar
+from typing import BinaryIO, TypeVar
 
 import requests
+
+from .vonage_emulator import SentSms, VonageEmulator
 
 T = TypeVar("T")
 
@@ -179,7 +182,8 @@ class Serve:
     db: pathlib.Path
 
 
-def serve_env(emu: Any, port: int, db: pathlib.Path, secret: str, number: str, **extra: str) -> dict[str, str]:
+def serve_env(emu: VonageEmulator, port: int, db: pathlib.Path, secret: str, number: str,
+              **extra: str) -> dict[str, str]:
     """The environment of a `smsbot serve` that talks to the Vonage emulator `emu` (an extra of "" removes)."""
     values = {
         "SMSBOT_SECRET": secret,
@@ -197,15 +201,15 @@ def serve_env(emu: Any, port: int, db: pathlib.Path, secret: str, number: str, *
     return clean_env({k: v for k, v in values.items() if v})
 
 
-def sent_to(emu: Any, msisdn: str) -> list[Any]:
+def sent_to(emu: VonageEmulator, msisdn: str) -> list[SentSms]:
     """What the emulator accepted for `msisdn` so far (SentSms records)."""
     return [m for m in list(emu.sent) if m.to == msisdn]
 
 
-def wait_text(emu: Any, msisdn: str, match: Callable[[str], bool], what: str, timeout: float = 10.0,
-              after: int = 0) -> Any:
+def wait_text(emu: VonageEmulator, msisdn: str, match: Callable[[str], bool], what: str, timeout: float = 10.0,
+              after: int = 0) -> SentSms:
     """The first text to `msisdn` (from the `after`-th on) that `match`es, waiting for it."""
-    def found() -> Any:
+    def found() -> SentSms | None:
         return next((m for m in sent_to(emu, msisdn)[after:] if match(m.text)), None)
 
     try:
@@ -219,3 +223,14 @@ def only(pattern: re.Pattern[str], text: str) -> str:
     found = pattern.findall(text)
     assert len(found) == 1, f"expected exactly one {pattern.pattern} standing alone in {text!r}, got {found}"
     return str(found[0])
+
+
+def waiting_texts(db: pathlib.Path) -> list[tuple[int, str, str, int]]:
+    """A running server's outbox rows still waiting or being sent (read-only, alongside the server)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None, timeout=5)
+    try:
+        rows = conn.execute("SELECT id, kind, state, attempts FROM outbox WHERE state IN ('pending', 'sending')"
+                            " ORDER BY id").fetchall()
+    finally:
+        conn.close()
+    return [(int(i), str(kind), str(state), int(attempts)) for i, kind, state, attempts in rows]

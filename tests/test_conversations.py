@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from smsbot import phone
 from smsbot.clock import FakeClock
@@ -18,7 +18,7 @@ from smsbot.web import create_app
 from smsbot.web.appkeys import OUTBOX
 from smsbot.wiring import build
 
-from .conftest import web_login
+from .conftest import WebClient, web_login
 from .conversation import Player, Sent, Transcript, all_transcripts
 
 TRANSCRIPTS = all_transcripts()
@@ -74,11 +74,11 @@ async def test_transcript_against_engine(transcript: Transcript, make_settings: 
 
 @pytest.mark.parametrize("transcript", OVER_HTTP, ids=lambda t: t.name)
 async def test_transcript_over_http(transcript: Transcript, make_settings: Callable[..., Settings],
-                                    aiohttp_client: Callable[..., TestClient], tmp_path: pathlib.Path) -> None:
+                                    aiohttp_client: AiohttpClient, tmp_path: pathlib.Path) -> None:
     settings = transcript_settings(transcript, make_settings)
     clock, gateway = FakeClock(), FakeGateway(settings.number)
     app = create_app(settings, gateway=gateway, clock=clock, run_worker=False)
-    client: TestClient = await aiohttp_client(app)
+    client: WebClient = await aiohttp_client(app)
     seen = 0
 
     async def send(sender: str, text: str) -> None:

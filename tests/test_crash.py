@@ -15,6 +15,11 @@ Vonage SDK imported; each server is a fork of it that calls `smsbot.web.cli.main
 of the console script. Three servers (the first, one in the middle and the last) are real `python -m smsbot serve`
 processes, and so is the one SIGTERMed in the second test: a fork ends with os._exit and would skip the
 interpreter's exit, where leftover threads are joined.
+
+The random choices (when to kill, which texts, replays and retries) come from one seed, drawn afresh each run.
+A failure names it ("replay with SMSBOT_CRASH_SEED=..."), and so does the captured output; run again with
+`SMSBOT_CRASH_SEED=<seed> python -m pytest tests/test_crash.py` to replay the same choices (the timing of a real
+server under load cannot be replayed, so a replay makes a failure likely again, not certain).
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ import vonage_verify  # noqa: F401
 import smsbot.web.cli
 from smsbot.keys import Keys
 
-from .procs import SmsbotProcess, clean_env, free_port
+from .procs import SmsbotProcess, clean_env, free_port, waiting_texts
 from .vonage_emulator import SMS_PATH, SentSms, VonageEmulator, running_emulator
 
 pytestmark = pytest.mark.slow
@@ -63,6 +68,7 @@ NUMBER = "14155550199"
 MEMBERS = {f"1415555011{i}": f"member{i}" for i in range(1, 6)}
 SHUTDOWN_TIMEOUT = 5.0
 KEYS = Keys(SECRET)
+SEED_VARIABLE = "SMSBOT_CRASH_SEED"
 
 MIN_CYCLES = 100  # kills of a healthy server
 MAX_CYCLES = 140
@@ -599,17 +605,6 @@ def check_effects(facts: DbFacts, traffic: Traffic, acked: set[str], where: str)
                              + "\n  ".join(problems[:10]))
 
 
-def waiting_texts(db: pathlib.Path) -> list[tuple[int, str, str, int]]:
-    """The running server's outbox rows still waiting or being sent (read-only, alongside the server)."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None, timeout=5)
-    try:
-        rows = conn.execute("SELECT id, kind, state, attempts FROM outbox WHERE state IN ('pending', 'sending')"
-                            " ORDER BY id").fetchall()
-    finally:
-        conn.close()
-    return [(int(i), str(kind), str(state), int(attempts)) for i, kind, state, attempts in rows]
-
-
 def wait_drained(db: pathlib.Path, timeout: float, claimed_by_the_dead: Collection[int] = ()) -> None:
     """Wait until the outbox has sent everything; say which rows are stuck if it does not."""
     deadline = time.monotonic() + timeout
@@ -678,14 +673,28 @@ def emu() -> Iterator[VonageEmulator]:
         yield emulator
 
 
+@pytest.fixture
+def crash_seed() -> int:
+    """The seed of the test's random choices: SMSBOT_CRASH_SEED when set, else a fresh one."""
+    given = os.environ.get(SEED_VARIABLE, "").strip()
+    if given and not given.isdigit():
+        pytest.fail(f"{SEED_VARIABLE} is a whole number, not {given!r}")
+    seed = int(given) if given else random.SystemRandom().randrange(1 << 30)
+    print(f"\ncrash test seed {seed} ({'from ' + SEED_VARIABLE if given else 'replay with ' + replay_hint(seed)})")
+    return seed
+
+
+def replay_hint(seed: int) -> str:
+    return f"{SEED_VARIABLE}={seed}"
+
+
 # ------------------------------------------------------------------------------------------------ tests
 
 
 def test_sigkill_at_random_moments_loses_nothing_acknowledged(forker: ForkServer, emu: VonageEmulator,
-                                                              tmp_path: pathlib.Path) -> None:
+                                                              tmp_path: pathlib.Path, crash_seed: int) -> None:
     started = time.monotonic()
-    seed = random.SystemRandom().randrange(1 << 30)
-    print(f"\ncrash test seed {seed}")
+    seed = crash_seed
     rng = random.Random(seed)
     deployment = Deployment(tmp_path, emu, forker)
     traffic = Traffic(deployment, seed)
@@ -700,13 +709,13 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(forker: ForkServer
         for msisdn, username in MEMBERS.items():
             assert traffic.post(setup_http, traffic.invite(msisdn, username))
         for msisdn in MEMBERS:
-            wait_until(lambda m=msisdn: any(s.to == m for s in emu.sent), 15, f"the invite to {msisdn}")
+            wait_until(lambda: any(s.to == msisdn for s in emu.sent), 15, f"the invite to {msisdn}")
             invite = next(s for s in list(emu.sent) if s.to == msisdn)
-            code = INVITE_CODE.search(invite.text)
-            assert code, invite.text
-            assert traffic.post(setup_http, traffic.code(msisdn, code.group(1)))
+            invite_code = INVITE_CODE.search(invite.text)
+            assert invite_code, invite.text
+            assert traffic.post(setup_http, traffic.code(msisdn, invite_code.group(1)))
         for msisdn in MEMBERS:
-            wait_until(lambda m=msisdn: any(s.to == m and "PIN" in s.text for s in emu.sent), 15,
+            wait_until(lambda: any(s.to == msisdn and "PIN" in s.text for s in emu.sent), 15,
                        f"the first PIN of {msisdn}")
 
         # The storm: texts stream in from several threads while the server is killed and restarted.
@@ -778,14 +787,15 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(forker: ForkServer
             assert web_login(deployment.base, username, pin.group(0)) == 303, f"{username} cannot sign in"
 
         stopping = time.monotonic()
-        assert server.proc is not None
-        server.proc.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-        code = server.wait(SHUTDOWN_TIMEOUT + 2)
+        assert server.proc is not None and server.proc.proc is not None
+        server.proc.proc.send_signal(signal.SIGTERM)
+        stop_code = server.wait(SHUTDOWN_TIMEOUT + 2)
         stop_seconds = time.monotonic() - stopping
         output = server.proc.output()
         server.kill()  # if it is still running
         server = None
-        assert code == 0, f"exit code {code} after SIGTERM (None: still running after {SHUTDOWN_TIMEOUT + 2:g} s)"
+        assert stop_code == 0, (f"exit code {stop_code} after SIGTERM "
+                                f"(None: still running after {SHUTDOWN_TIMEOUT + 2:g} s)")
         assert "Traceback" not in output, output
 
         # Final state: everything acknowledged, each effect once, every text sent.
@@ -838,6 +848,9 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(forker: ForkServer
               f"{duplicates} duplicate(s) of accepted texts (kill between provider acceptance and mark-sent); "
               f"drain {drained - cycles_done:.1f} s, SIGTERM exit in {stop_seconds:.2f} s; "
               f"elapsed {elapsed:.1f} s")
+    except BaseException as exc:
+        exc.add_note(f"replay with {replay_hint(seed)}")
+        raise
     finally:
         traffic.stop.set()
         if server is not None:
@@ -849,11 +862,11 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(forker: ForkServer
 
 
 def test_sigterm_finishes_in_flight_webhooks_and_exits_within_the_shutdown_timeout(
-        forker: ForkServer, emu: VonageEmulator, tmp_path: pathlib.Path) -> None:
+        forker: ForkServer, emu: VonageEmulator, tmp_path: pathlib.Path, crash_seed: int) -> None:
     """A real `python -m smsbot serve` (a fork would skip the interpreter's own exit, where threads are joined),
     SIGTERMed while ~30 webhooks are in flight and the outbox worker waits on a hanging Vonage request."""
     deployment = Deployment(tmp_path, emu, forker)
-    traffic = Traffic(deployment, random.SystemRandom().randrange(1 << 30))
+    traffic = Traffic(deployment, crash_seed)
     emu.hang_seconds = 60.0  # longer than the test: the hanging request never answers
     server: Running | None = None
     threads: list[threading.Thread] = []

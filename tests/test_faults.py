@@ -12,7 +12,19 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from .procs import CODE, PIN, SESSION_COOKIE, Serve, only, sent_to, serve_env, start_smsbot, wait_for, wait_text
+from .procs import (
+    CODE,
+    PIN,
+    SESSION_COOKIE,
+    Serve,
+    only,
+    sent_to,
+    serve_env,
+    start_smsbot,
+    wait_for,
+    wait_text,
+    waiting_texts,
+)
 from .test_e2e_serve import ADMIN, NUMBER, SECRET, auth, login, text_in
 from .vonage_emulator import SMS_PATH, VonageEmulator
 
@@ -72,7 +84,8 @@ def test_an_outage_delays_texts_but_never_drops_or_doubles_them(serve: Serve, em
 
     expected = len(INVITEES) * 2  # an invite and an admin reply each
     wait_for(lambda: len(emu.sent) - before >= expected, 60, f"{expected} texts after the outage")
-    time.sleep(1.0)  # anything that would be sent twice has had time to be
+    # Once no text is waiting or being sent, the outbox will send nothing more: a text sent twice is in by then.
+    wait_for(lambda: not waiting_texts(serve.db), 30, "the outbox to finish every text")
     delivered = collections.Counter((m.to, m.text) for m in emu.sent[before:])
     assert sum(delivered.values()) == expected and max(delivered.values()) == 1, "every text exactly once"
     assert all(any(m.to == number for m in emu.sent[before:]) for number in INVITEES)

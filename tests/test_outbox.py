@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
-import time
 
+from smsbot.clock import FakeClock
 from smsbot.gateway import SendError
+from smsbot.limiter import RateLimiter
 from smsbot.messages import Kind
-from smsbot.outbox import BACKOFF_CAP, RateLimiter, backoff
+from smsbot.outbox import BACKOFF_CAP, backoff
 from smsbot.store import Tx
 
 from .conftest import ADMIN, Wired
 
 
-def rows(w: Wired) -> list[tuple]:
+def rows(w: Wired) -> list[tuple[str, str | None, str | None, int, str | None]]:
     with sqlite3.connect(w.settings.db_path) as db:
         return db.execute("SELECT state, to_number, body, attempts, error FROM outbox ORDER BY id").fetchall()
 
@@ -60,7 +61,7 @@ async def test_a_text_that_keeps_failing_is_given_up_after_a_bounded_time(wired:
             break
     state, to, body, attempts, error = rows(wired)[0]
     assert state == "failed" and to is None and body is None
-    assert "gave up" in error
+    assert error and "gave up" in error
     assert wired.gateway.sent == []
 
 
@@ -90,15 +91,57 @@ def test_backoff_is_capped_and_jittered() -> None:
     assert min(late) >= BACKOFF_CAP / 2
 
 
+def most_in_any_second(stamps: list[float]) -> int:
+    stamps = sorted(stamps)
+    return max((sum(1 for s in stamps[i:] if s - start < 1.0) for i, start in enumerate(stamps)), default=0)
+
+
 async def test_rate_limiter_never_exceeds_its_ceiling_in_any_second() -> None:
-    limiter = RateLimiter(5)
+    clock = FakeClock()
+    limiter = RateLimiter(5, clock)
     stamps = []
     for _ in range(12):
         async with limiter.slot():
-            stamps.append(time.monotonic())
-            await asyncio.sleep(0.01)  # the request itself
-    for i, start in enumerate(stamps):
-        assert sum(1 for s in stamps[i:] if s - start < 1.0) <= 5
+            stamps.append(clock.monotonic())
+            await clock.sleep(0.01)  # the request itself
+    assert most_in_any_second(stamps) == 5
+    assert stamps[4] - stamps[0] < 0.1, "the first five go at once: the limiter holds back only what it must"
+    assert stamps[-1] - stamps[0] < 3.0, "twelve requests at five a second take two windows and a bit, not more"
+
+
+async def test_rate_limiter_counts_concurrent_requests_until_they_finish() -> None:
+    """However long each request takes, at most `rate` of them reach the provider in any second: counted from
+    their starts, from their ends, or from any moment in between."""
+    clock = FakeClock()
+    limiter = RateLimiter(3, clock)
+    rng = random.Random(11)
+    spans: list[tuple[float, float]] = []
+
+    async def request(seconds: float) -> None:
+        async with limiter.slot():
+            start = clock.monotonic()
+            await clock.sleep(seconds)
+            spans.append((start, clock.monotonic()))
+
+    await asyncio.gather(*(request(rng.choice([0.0, 0.05, 0.3, 0.9])) for _ in range(30)))
+    assert len(spans) == 30
+    for share in (0.0, 0.5, 1.0):
+        assert most_in_any_second([start + share * (end - start) for start, end in spans]) <= 3, share
+
+
+async def test_a_fake_clock_wakes_concurrent_sleepers_in_order_and_never_early() -> None:
+    clock = FakeClock()
+    started, wall = clock.monotonic(), clock.now()
+    woke: dict[str, float] = {}
+
+    async def sleeper(name: str, seconds: float) -> None:
+        await clock.sleep(seconds)
+        woke[name] = clock.monotonic() - started
+
+    await asyncio.gather(sleeper("late", 2.0), sleeper("early", 0.5), sleeper("now", 0.0))
+    assert woke == {"now": 0.0, "early": 0.5, "late": 2.0}
+    assert list(woke) == ["now", "early", "late"]
+    assert clock.now() - wall == clock.monotonic() - started == 2.0, "now() and monotonic() move together"
 
 
 async def test_outbox_worker_runs_in_the_background(wired: Wired) -> None:

@@ -30,6 +30,12 @@ def database_files(bench: WebBench) -> list[pathlib.Path]:
                         db.with_name(db.name + "-journal")) if p.exists()]
 
 
+def captured(pattern: str, text: str) -> str:
+    found = re.search(pattern, text)
+    assert found, f"{pattern!r} not in {text!r}"
+    return found.group(1)
+
+
 def assert_absent(blobs: dict[str, bytes], secrets: list[str]) -> None:
     for name, blob in blobs.items():
         for secret in secrets:
@@ -42,15 +48,15 @@ async def test_no_number_code_or_pin_survives_the_story(bench: WebBench, caplog:
     logs.quiet_leaky_loggers()  # as `smsbot serve` does at start
     seen: list[str] = []
     out = await bench.text(ADMIN, "INVITE (202) 555-0143")
-    code = re.search(r"code ([A-Z0-9]{6})", out[0][1]).group(1)  # type: ignore[union-attr]
+    code = captured(r"code ([A-Z0-9]{6})", out[0][1])
     await bench.text(INVITEE, "WRONG1")
     await bench.text(INVITEE, f"join {code.lower()}")
     out = await bench.text(INVITEE, "carol")
-    pin = re.search(r"PIN is (\d{6})", out[0][1]).group(1)  # type: ignore[union-attr]
+    pin = captured(r"PIN is (\d{6})", out[0][1])
     response, cookies = await bench.login("carol", pin)
     assert response.status == 303
     out = await bench.text(INVITEE, "LOGIN")
-    seen.append(re.search(r"PIN is (\d{6})", out[0][1]).group(1))  # type: ignore[union-attr]
+    seen.append(captured(r"PIN is (\d{6})", out[0][1]))
     second_pin = await bench.member_with_pin(SECOND, "dave")
     await bench.text(ADMIN, "LIST")
     await bench.text(SECOND, "STOP")

@@ -450,6 +450,7 @@ def valid_number(draw: st.DrawFn) -> tuple[str, phonenumbers.PhoneNumber]:
     region = draw(st.sampled_from(REGIONS))
     kind = draw(st.sampled_from([PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE]))
     example = phonenumbers.example_number_for_type(region, kind)
+    assert example is not None, f"phonenumbers has an example {kind} number for {region}"
     nsn = phonenumbers.national_significant_number(example)
     k = draw(st.integers(1, min(6, len(nsn) - 2)))
     tail = draw(st.text(st.sampled_from("0123456789"), min_size=k, max_size=k))
@@ -600,7 +601,7 @@ any_headers = st.fixed_dictionaries({}, optional={
     "Accept": printable,
 })
 # Mostly requests the cross-site guard lets through (else nearly every POST would stop at a 403).
-headers = st.one_of(st.just({}), st.fixed_dictionaries({}, optional={
+headers: st.SearchStrategy[dict[str, str]] = st.one_of(st.just({}), st.fixed_dictionaries({}, optional={
     "Sec-Fetch-Site": st.sampled_from(["same-origin", "none"]), "Cookie": cookie_header,
     "Authorization": junk_jwt.map(lambda t: "Bearer " + t), "X-Forwarded-For": printable}), any_headers)
 
@@ -777,7 +778,8 @@ class LiveApp:
 
     async def _send(self, req: Request) -> tuple[int, str]:
         body = req.body
-        query, extra = dict(req.query), {}
+        query = dict(req.query)
+        extra: dict[str, str] = {}
         kwargs: dict[str, Any] = {}
         hdrs = dict(req.headers)
         if body.kind == "form":

@@ -8,8 +8,9 @@ import typing
 
 import pytest
 
+from smsbot.errors import SettingsError
 from smsbot.gateway.vonage import vonage_key_check
-from smsbot.settings import TABLE, Settings, SettingsError, environment, load
+from smsbot.settings import TABLE, Settings, environment, load
 from smsbot.web.cli import dev_environment
 
 from .conftest import BASE_ENV

@@ -8,7 +8,8 @@ import json
 import jwt
 import pytest
 
-from smsbot.signatures import SignatureError, check_jwt, check_sms, sms_signature
+from smsbot.errors import SignatureError
+from smsbot.signatures import check_jwt, check_sms, sms_signature
 
 V3 = {"a": "1", "b": "2", "timestamp": "1461605396"}
 V3_SIGS = {
@@ -124,7 +125,7 @@ def test_messages_api_jwt_checks() -> None:
         "wrong secret": (f"Bearer {make_token(body, now, secret='another-secret-of-32-characters!')}", body),
         "no payload hash": (f"Bearer {make_token(body, now, payload_hash='')}", body),
         "alg none": ("Bearer " + jwt.encode({"iat": now, "payload_hash": hashlib.sha256(body).hexdigest()},
-                                            None, algorithm="none"), body),
+                                            "", algorithm="none"), body),  # "": no key, as alg none has
     }
     for name, (header, sent) in failures.items():
         with pytest.raises(SignatureError):

@@ -64,17 +64,16 @@ async def test_wrong_codes_count_and_vonage_ending_it_kills_the_pin(verify: Wire
     assert await verify.signin.login("alice", code, "t") is None
 
 
-async def test_vonage_unreachable_at_login_costs_no_try(verify: Wired) -> None:
+async def test_vonage_unreachable_at_login_costs_no_try(verify: Wired, monkeypatch: pytest.MonkeyPatch) -> None:
     code = await join(verify)
 
     async def down(request_id: str, offered: str) -> Check:
         raise SendError("HTTP 503 from Vonage", transient=True)
 
-    real = verify.gateway.check_code
-    verify.gateway.check_code = down  # type: ignore[method-assign]
+    monkeypatch.setattr(verify.gateway, "check_code", down)
     assert await verify.signin.login("alice", code, "t") is None
     assert (await pin_row(verify) or ("", "", 9))[2] == 0
-    verify.gateway.check_code = real  # type: ignore[method-assign]
+    monkeypatch.undo()  # Vonage is back
     assert await verify.signin.login("alice", code, "t") is not None
 
 

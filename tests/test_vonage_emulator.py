@@ -52,12 +52,13 @@ def sms(text: str = "hello", client_ref: str | None = None) -> SmsMessage:
 
 def start(client: Vonage, to: str = PHONE, **kwargs: Any) -> str:
     req = VerifyRequest(brand="Acme", workflow=[SmsChannel(to=to)], **kwargs)
-    return client.verify.start_verification(req).request_id
+    return str(client.verify.start_verification(req).request_id)
 
 
 def problem(err: vonage_http_client.HttpRequestError) -> dict[str, Any]:
     assert err.response.headers["Content-Type"].startswith("application/problem+json")
-    return err.response.json()
+    body: dict[str, Any] = err.response.json()
+    return body
 
 
 # ---------------------------------------------------------------------- SMS API
@@ -103,14 +104,14 @@ def test_form_credentials_query_params_and_missing_fields(emu: VonageEmulator) -
     url = f"https://{emu.host}/sms/json"
     creds = {"api_key": emu.api_key, "api_secret": emu.api_secret}
     ok = requests.post(
-        url, data={**creds, "to": PHONE, "from": "Acme", "text": "x"}, verify=emu.ca_path, timeout=3
+        url, data={**creds, "to": PHONE, "from": "Acme", "text": "x"}, verify=str(emu.ca_path), timeout=3
     )
     assert ok.json()["messages"][0]["status"] == "0"
     via_query = requests.post(
-        url, params={**creds, "to": PHONE, "from": "Acme", "text": "q"}, verify=emu.ca_path, timeout=3
+        url, params={**creds, "to": PHONE, "from": "Acme", "text": "q"}, verify=str(emu.ca_path), timeout=3
     )
     assert via_query.json()["messages"][0]["status"] == "0"
-    missing = requests.post(url, data={**creds, "to": PHONE, "from": "Acme"}, verify=emu.ca_path, timeout=3)
+    missing = requests.post(url, data={**creds, "to": PHONE, "from": "Acme"}, verify=str(emu.ca_path), timeout=3)
     assert missing.status_code == 200
     assert missing.json() == {
         "message-count": "1",
@@ -119,7 +120,7 @@ def test_form_credentials_query_params_and_missing_fields(emu: VonageEmulator) -
     bad = requests.post(
         url,
         data={"api_key": emu.api_key, "api_secret": "nope", "to": PHONE, "from": "A", "text": "x"},
-        verify=emu.ca_path,
+        verify=str(emu.ca_path),
         timeout=3,
     )
     assert bad.json()["messages"][0] == {"status": "4", "error-text": "Bad Credentials"}
@@ -161,7 +162,8 @@ def test_sms_status_faults(emu: VonageEmulator, client: Vonage, fault: str, mess
         ("http429", vonage_http_client.RateLimitedError),
     ],
 )
-def test_http_faults(emu: VonageEmulator, client: Vonage, fault: str, exc: type) -> None:
+def test_http_faults(emu: VonageEmulator, client: Vonage, fault: str,
+                     exc: type[vonage_http_client.HttpRequestError]) -> None:
     emu.inject(fault)
     with pytest.raises(exc) as info:
         client.sms.send(sms())
@@ -361,11 +363,11 @@ def test_verify_expiry(emu: VonageEmulator, client: Vonage) -> None:
 
 def test_verify_requires_authorization(emu: VonageEmulator) -> None:
     url = f"https://{emu.host}/v2/verify"
-    body = {"brand": "Acme", "workflow": [{"channel": "sms", "to": PHONE}]}
-    resp = requests.post(url, json=body, verify=emu.ca_path, timeout=3)
+    body: dict[str, Any] = {"brand": "Acme", "workflow": [{"channel": "sms", "to": PHONE}]}
+    resp = requests.post(url, json=body, verify=str(emu.ca_path), timeout=3)
     assert resp.status_code == 401
     bearer = requests.post(
-        url, json=body, headers={"Authorization": "Bearer x.y.z"}, verify=emu.ca_path, timeout=3
+        url, json=body, headers={"Authorization": "Bearer x.y.z"}, verify=str(emu.ca_path), timeout=3
     )
     assert bearer.status_code == 202 and bearer.json()["request_id"] in emu.verify_codes
 
@@ -406,7 +408,7 @@ def test_async_start_stop(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Non
             resp = await asyncio.to_thread(client.sms.send, sms())
             assert resp.messages[0].status == "0"
             raw = await asyncio.to_thread(
-                requests.get, f"https://{emu.host}/nowhere", verify=emu.ca_path, timeout=3
+                requests.get, f"https://{emu.host}/nowhere", verify=str(emu.ca_path), timeout=3
             )
             assert raw.status_code == 404 and json.loads(raw.text)["title"] == "Not Found"
         finally:

@@ -423,6 +423,7 @@ class VonageEmulator:
             invalid.append({"name": "brand", "reason": "must be 1-16 characters"})
         workflow = body.get("workflow")
         targets: set[str] = set()
+        steps: list[dict[str, Any]] = []
         if not isinstance(workflow, list) or not workflow:
             invalid.append({"name": "workflow", "reason": "must be a non-empty list"})
         else:
@@ -430,6 +431,7 @@ class VonageEmulator:
                 if not isinstance(step, dict) or not step.get("channel") or not step.get("to"):
                     invalid.append({"name": f"workflow[{i}]", "reason": "needs channel and to"})
                 else:
+                    steps.append(step)
                     targets.add(str(step["to"]))
         code_length = body.get("code_length", 4)
         if not isinstance(code_length, int) or not 4 <= code_length <= 10:
@@ -460,7 +462,7 @@ class VonageEmulator:
             request_id=request_id,
             targets=frozenset(targets),
             code=code,
-            workflow=list(workflow),
+            workflow=steps,
             channel_timeout=float(channel_timeout),
             expires_at=self._now() + float(channel_timeout),
         )
