@@ -460,7 +460,7 @@ class VonageEmulator:
             request_id=request_id,
             targets=frozenset(targets),
             code=code,
-            workflow=list(workflow),
+            workflow=list(workflow or ()),  # a non-empty list by now; mypy lost that
             channel_timeout=float(channel_timeout),
             expires_at=self._now() + float(channel_timeout),
         )
