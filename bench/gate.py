@@ -1,0 +1,514 @@
+"""The gate benchmark (issue 8): forward auth beside a bare aiohttp handler, measured with wrk in one run.
+
+On free loopback ports it starts the Vonage TLS emulator (tests/vonage_emulator.py, on a thread here), a bare aiohttp
+app (one GET handler answering 200 "OK", nothing else) and `smsbot serve` with real settings whose Vonage hosts are
+the emulator; both servers are processes of this interpreter. It signs a member in as a person would (an admin's
+INVITE by webhook, the code texted back, the PIN read from what the emulator was asked to send, the login form and
+its CSRF token), then runs wrk against each path, one after another:
+
+    the bare handler; /auth with the session cookie and with none; /auth/forward with and without it;
+    /auth with the cookie again while signed webhooks arrive (admins' LIST and HELP, some INVITEs) and the
+    outbox sends their texts through the Vonage SDK to the emulator.
+
+It prints a table (requests/s, p50, p99, ratio to the bare handler) and /auth's p99 under that load against its idle
+p99. Targets are reported, not asserted: the exit status is non-zero only when the harness itself fails.
+
+Usage: .venv/bin/python bench/gate.py [--duration 6] [--connections 32] [--threads 1] [--load-rate 20]
+Needs wrk (Debian's package `wrk`) and the test extras (the emulator uses trustme).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import io
+import itertools
+import os
+import pathlib
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+
+import aiohttp
+import requests
+from aiohttp import web
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the harness reuses the tests' process helpers and Vonage emulator
+
+from smsbot.signatures import sms_signature  # noqa: E402
+from tests.procs import (  # noqa: E402
+    CODE,
+    PIN,
+    SESSION_COOKIE,
+    clean_env,
+    free_port,
+    only,
+    sent_to,
+    serve_env,
+    start_smsbot,
+    wait_for,
+    wait_text,
+)
+from tests.vonage_emulator import VonageEmulator, running_emulator  # noqa: E402
+
+# Made-up values for a throwaway server.
+SECRET = "gate-bench-secret-0123456789-abcdefghijklmnop"  # noqa: S105
+SIGNATURE_SECRET = "gate-bench-signature-secret"  # noqa: S105
+ADMINS = ("14155550100", "14155550101")  # msisdns, as Vonage writes them
+NUMBER = "14155550199"
+MEMBER_PHONE, MEMBER = "14155550134", "bench"
+CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
+RESULT_MARK = "GATE-RESULT"
+# wrk calls done() once, after every thread has finished; latency is in microseconds.
+WRK_SCRIPT = f"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("{RESULT_MARK} %d %d %d %d %d %d %d %.1f %.1f %.1f\\n",
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99), latency.max))
+end
+"""
+WRK_TIMEOUT = "10s"  # long enough that slow answers count in the latencies instead of as timeouts
+TEXT_TIMEOUT = 15.0
+
+
+class HarnessError(Exception):
+    """The benchmark could not measure what it says it measures."""
+
+
+def local_http() -> requests.Session:
+    """A client for the loopback servers: no proxies from the environment."""
+    http = requests.Session()
+    http.trust_env = False
+    return http
+
+
+# ---------------------------------------------------------------------------------------------- the bare app
+
+
+async def _ok(request: web.Request) -> web.Response:
+    return web.Response(text="OK")
+
+
+def run_bare(port: int) -> None:
+    """The baseline: aiohttp with one GET handler and nothing else."""
+    app = web.Application()
+    app.router.add_get("/", _ok)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+@contextlib.contextmanager
+def bare_server(log_path: pathlib.Path) -> Iterator[str]:
+    """Run `run_bare` in a child process on a free port; yields its base URL."""
+    for _ in range(3):  # another process may take the free port before the child binds it
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen([sys.executable, __file__, "--bare-port", str(port)],  # noqa: S603
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    env=clean_env({}))
+
+        def ready(proc: subprocess.Popen[bytes] = proc, base: str = base) -> bool:
+            """The child answers, or has exited (then its log says why)."""
+            if proc.poll() is not None:
+                return True
+            try:
+                with local_http() as http:
+                    return http.get(base, timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        try:
+            wait_for(ready, 15, f"the bare app at {base}", interval=0.1)
+            if proc.poll() is None:
+                yield base
+                return
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
+        output = log_path.read_text(errors="replace")
+        if "address already in use" not in output.lower():
+            raise HarnessError(f"the bare app exited with code {proc.returncode}:\n{output}")
+    raise HarnessError("no free port for the bare app after 3 tries")
+
+
+# ---------------------------------------------------------------------------------------------- smsbot serve
+
+
+_ids = itertools.count(1)
+
+
+def webhook(msisdn: str, text: str) -> dict[str, str]:
+    """An SMS API inbound webhook as Vonage sends it, signed (sha256) with the signature secret."""
+    fields = {"msisdn": msisdn, "to": NUMBER, "messageId": f"0B00000{next(_ids):09d}", "text": text,
+              "type": "text", "keyword": text.split()[0].upper(), "message-timestamp": "2025-03-14 15:09:26",
+              "api-key": "test-key", "timestamp": str(int(time.time()))}
+    fields["sig"] = sms_signature(fields, SIGNATURE_SECRET, "sha256")
+    return fields
+
+
+def text_in(http: requests.Session, base: str, msisdn: str, text: str) -> None:
+    response = http.post(f"{base}/webhooks/inbound", data=webhook(msisdn, text), timeout=10)
+    if response.status_code not in (200, 204):
+        raise HarnessError(f"webhook {text!r} from {msisdn}: {response.status_code} {response.text}")
+
+
+@contextlib.contextmanager
+def smsbot_serve(emu: VonageEmulator, tmp: pathlib.Path) -> Iterator[str]:
+    """Yield the base URL of a running `smsbot serve`; its log is printed (to stderr) only when something fails."""
+    workdir = tmp / "serve"
+    workdir.mkdir()
+    db = tmp / "data" / "smsbot.db"
+    db.parent.mkdir()
+
+    def env(port: int) -> dict[str, str]:
+        return serve_env(emu, port, db, SECRET, NUMBER, SMSBOT_ADMINS=",".join(f"+{a}" for a in ADMINS),
+                         SMSBOT_GROUP_NAME="Bench", SMSBOT_LOG_LEVEL="WARNING",
+                         VONAGE_SIGNATURE_SECRET=SIGNATURE_SECRET, VONAGE_SIGNATURE_METHOD="sha256",
+                         SMSBOT_DAILY_SMS_BUDGET="1000000",
+                         SMSBOT_CONFIRM="none")  # INVITE at once, where confirmation is a setting
+
+    proc, base = start_smsbot("serve", workdir, env, tmp / "serve.log", extra_args=["--host", "127.0.0.1"])
+    failed = False
+    try:
+        yield base
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        captured = io.StringIO()
+        with contextlib.redirect_stdout(captured):  # stop() prints the log
+            proc.stop()
+        if failed:
+            print(captured.getvalue(), file=sys.stderr)
+
+
+def sign_in(emu: VonageEmulator, base: str) -> str:
+    """Invite a member by webhook, redeem the code, sign in with the texted PIN; return the session cookie."""
+    with local_http() as http:
+        text_in(http, base, ADMINS[0], f"INVITE +{MEMBER_PHONE} {MEMBER}")
+        invite = wait_text(emu, MEMBER_PHONE, lambda t: "invited" in t, "the invite", TEXT_TIMEOUT)
+        text_in(http, base, MEMBER_PHONE, only(CODE, invite.text))
+        pin_text = wait_text(emu, MEMBER_PHONE, lambda t: "PIN" in t and "invited" not in t, "the PIN",
+                             TEXT_TIMEOUT).text
+        form = http.get(f"{base}/login", timeout=10)
+        token = CSRF_INPUT.search(form.text)
+        if form.status_code != 200 or token is None:
+            raise HarnessError(f"GET /login: {form.status_code}, csrf token {'found' if token else 'missing'}")
+        answer = http.post(f"{base}/login", allow_redirects=False, timeout=10,
+                           data={"username": MEMBER, "pin": only(PIN, pin_text), "csrf_token": token.group(1)})
+        cookie = answer.cookies.get(SESSION_COOKIE)
+        if answer.status_code != 303 or not cookie:
+            raise HarnessError(f"POST /login: {answer.status_code}, no session cookie: {answer.text[:200]}")
+        return str(cookie)
+
+
+# ---------------------------------------------------------------------------------------------- wrk
+
+
+@dataclasses.dataclass(frozen=True)
+class WrkParams:
+    threads: int
+    connections: int
+    duration: int  # seconds: wrk takes whole ones
+    warmup: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One path to measure: what wrk sends, and the status that shows it measured the path it names."""
+
+    label: str
+    url: str
+    headers: dict[str, str]
+    expect: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    label: str
+    status: int  # of a probe request before the run
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    unexpected: int  # responses whose status class differs from the probe's expected one
+    socket_errors: int
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def probe(target: Target) -> int:
+    """One request as wrk will send it; the answer's status."""
+    with local_http() as http:
+        return http.get(target.url, headers=target.headers, allow_redirects=False, timeout=10).status_code
+
+
+async def wrk(script: pathlib.Path, target: Target, params: WrkParams, seconds: int) -> tuple[int, ...]:
+    """Run wrk once; the numbers its done() callback printed."""
+    args = ["wrk", "-t", str(params.threads), "-c", str(params.connections), "-d", f"{seconds}s",
+            "--timeout", WRK_TIMEOUT, "-s", str(script)]
+    for name, value in target.headers.items():
+        args += ["-H", f"{name}: {value}"]
+    proc = await asyncio.create_subprocess_exec(*args, target.url, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    line = next((ln for ln in out.decode().splitlines() if ln.startswith(RESULT_MARK)), None)
+    if proc.returncode != 0 or line is None:
+        raise HarnessError(f"wrk failed on {target.label} (exit {proc.returncode}):\n{out.decode()}{err.decode()}")
+    return tuple(round(float(v)) for v in line.split()[1:])
+
+
+async def measure(script: pathlib.Path, target: Target, params: WrkParams, status: int) -> Result:
+    if params.warmup > 0:
+        await wrk(script, target, params, params.warmup)
+    numbers = await wrk(script, target, params, params.duration)
+    requests_, micros, connect, read, write, status_errors, timeouts, p50, p99, most = numbers
+    unexpected = status_errors if target.expect < 400 else requests_ - status_errors
+    return Result(target.label, status, requests_, micros / 1e6, p50 / 1000, p99 / 1000, most / 1000, unexpected,
+                  connect + read + write + timeouts)
+
+
+# ---------------------------------------------------------------------------------------------- load
+
+
+@dataclasses.dataclass
+class Load:
+    """Signed inbound webhooks at a steady rate: admins' LIST and HELP, and every fifth an INVITE."""
+
+    base: str
+    rate: float
+    posted: int = 0
+    failed: int = 0
+    latencies: list[float] = dataclasses.field(default_factory=list)
+    started: float = 0.0
+    stopped: float = 0.0
+
+    def texts(self) -> Iterator[tuple[str, str]]:
+        invitees = itertools.count(1)
+        while True:
+            yield ADMINS[0], "LIST"
+            yield ADMINS[1], "HELP"
+            yield ADMINS[1], "LIST"
+            yield ADMINS[0], "HELP"
+            n = next(invitees)
+            yield ADMINS[0], f"INVITE +1415556{n % 10000:04d} load{n}"
+
+    async def _post(self, http: aiohttp.ClientSession, sender: str, text: str) -> None:
+        start = time.perf_counter()
+        try:
+            async with http.post(f"{self.base}/webhooks/inbound", data=webhook(sender, text)) as response:
+                await response.read()
+                ok = response.status in (200, 204)
+        except aiohttp.ClientError:
+            ok = False
+        if ok:
+            self.posted += 1
+            self.latencies.append(time.perf_counter() - start)
+        else:
+            self.failed += 1
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Post on a fixed schedule, not waiting for answers (Vonage doesn't), until `stop` is set."""
+        loop = asyncio.get_running_loop()
+        tasks: set[asyncio.Task[None]] = set()
+        self.started = loop.time()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+            for n, (sender, text) in enumerate(self.texts()):
+                wait = self.started + n / self.rate - loop.time()
+                if wait > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), wait)
+                if stop.is_set():
+                    break
+                task = asyncio.create_task(self._post(http, sender, text))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            self.stopped = loop.time()
+            await asyncio.gather(*tasks)
+
+
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+    """/auth under load, and what the load did meanwhile."""
+
+    result: Result
+    load: Load
+    sent_in_window: int  # texts the emulator accepted while wrk ran
+    sent_in_all: int  # texts the load caused, from its start until the outbox had drained
+    drain_seconds: float | None  # from the load's end until its last text was out; None: not within the timeout
+
+
+async def under_load(script: pathlib.Path, target: Target, params: WrkParams, emu: VonageEmulator, base: str,
+                     rate: float) -> Loaded:
+    load, stop = Load(base, rate), asyncio.Event()
+    sent_before = len(emu.sent)
+    runner = asyncio.create_task(load.run(stop))
+    await asyncio.sleep(max(1.0, params.warmup))  # let the outbox get busy first
+    status = await asyncio.to_thread(probe, target)
+    window_start = time.time()
+    result = await measure(script, dataclasses.replace(target, label=f"{target.label}, under load"),
+                           dataclasses.replace(params, warmup=0), status)
+    window_end = time.time()
+    stop.set()
+    await runner
+    in_window = sum(1 for m in list(emu.sent) if window_start <= m.at <= window_end)
+    if load.posted == 0 or in_window == 0:
+        raise HarnessError(f"the load did nothing: {load.posted} webhooks accepted, {load.failed} refused, "
+                           f"{in_window} texts sent while wrk ran")
+    drain = await asyncio.to_thread(drained, emu, base)
+    in_all = len(emu.sent) - sent_before - len(ADMINS)  # less the replies that showed the outbox drained
+    return Loaded(result, load, in_window, in_all, drain)
+
+
+def drained(emu: VonageEmulator, base: str, timeout: float = 120.0) -> float | None:
+    """Seconds until everything queued is sent, or None after `timeout`.
+
+    Texts to one number go out in the order they were queued, and no text is claimed before an older one that is
+    due: so once each load admin has the reply to a fresh command, every text queued before it is out too.
+    """
+    start = time.monotonic()
+    with local_http() as http:
+        for admin in ADMINS:
+            text_in(http, base, admin, "REVOKE drained")  # "No member or invite matches drained"
+
+    def answered() -> bool:
+        return all(any("drained" in m.text for m in sent_to(emu, admin)) for admin in ADMINS)
+
+    try:
+        wait_for(answered, timeout, "the outbox to drain", interval=0.1)
+    except AssertionError:
+        return None
+    return time.monotonic() - start
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def machine() -> list[str]:
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "")
+    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout  # noqa: S603, S607
+    return [f"machine: nproc {os.cpu_count()} (usable {len(os.sched_getaffinity(0))}), {model or 'cpu unknown'}, "
+            f"load average before the run {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+            f"python {platform.python_version()} ({sys.executable}), aiohttp {aiohttp.__version__}, "
+            f"{wrk_version.split(' Copyright')[0].strip()}"]
+
+
+def table(rows: Sequence[Result | tuple[str, str]], bare: Result) -> list[str]:
+    lines = ["| path | status | req/s | p50 ms | p99 ms | x bare | unexpected | socket errors |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        if isinstance(row, tuple):
+            lines.append(f"| {row[0]} | {row[1]} | - | - | - | - | - | - |")
+            continue
+        lines.append(f"| {row.label} | {row.status} | {row.rps:,.0f} | {row.p50_ms:.2f} | {row.p99_ms:.2f} | "
+                     f"{row.rps / bare.rps:.2f} | {row.unexpected} | {row.socket_errors} |")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+async def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
+    header = machine()
+    params = WrkParams(args.threads, args.connections, args.duration, args.warmup)
+    script = tmp / "report.lua"
+    script.write_text(WRK_SCRIPT, encoding="utf-8")
+    with running_emulator() as emu, bare_server(tmp / "bare.log") as bare_base, smsbot_serve(emu, tmp) as base:
+        cookie = await asyncio.to_thread(sign_in, emu, base)
+        host = base.removeprefix("http://")
+        forwarded = {"X-Forwarded-Proto": "http", "X-Forwarded-Host": host, "X-Forwarded-Uri": "/tool/page?x=1",
+                     "X-Forwarded-Method": "GET", "Accept": "text/html,application/xhtml+xml"}
+        signed_in = {"Cookie": f"{SESSION_COOKIE}={cookie}"}
+        targets = [Target("bare aiohttp handler", f"{bare_base}/", {}, 200),
+                   Target("/auth, valid session", f"{base}/auth", signed_in, 200),
+                   Target("/auth, no cookie", f"{base}/auth", {}, 401),
+                   Target("/auth/forward, valid session", f"{base}/auth/forward", {**forwarded, **signed_in}, 200),
+                   Target("/auth/forward, no cookie", f"{base}/auth/forward", forwarded, 302)]
+        rows: list[Result | tuple[str, str]] = []
+        results: dict[str, Result] = {}
+        for target in targets:
+            status = probe(target)
+            if target.url.endswith("/auth/forward") and status == 404:
+                rows.append((target.label, "not available (404)"))
+                continue
+            if target.expect == 200 and status != 200:
+                raise HarnessError(f"{target.label}: the probe got {status}, not 200; the measurement would not be "
+                                   "of the path it names")
+            results[target.label] = result = await measure(script, target, params, status)
+            rows.append(result)
+        idle = results["/auth, valid session"]
+        under = await under_load(script, targets[1], params, emu, base, args.load_rate)
+        rows.append(under.result)
+
+    bare, loaded, load = results["bare aiohttp handler"], under.result, under.load
+    webhook_ms = sorted(x * 1000 for x in load.latencies)
+    p99_index = min(len(webhook_ms) - 1, int(len(webhook_ms) * 0.99))
+    span = load.stopped - load.started
+    drain = (f"{under.drain_seconds:.1f} s after the load stopped" if under.drain_seconds is not None
+             else "NOT within 120 s of the load's end")
+    lines = [*header,
+             f"wrk: {params.threads} thread(s), {params.connections} connections, {params.duration} s per path "
+             f"after a {params.warmup} s warm-up (not counted), --timeout {WRK_TIMEOUT}; paths one after another",
+             "", *table(rows, bare), "",
+             f"/auth, valid session: {idle.rps / bare.rps:.2f}x the bare handler's requests/s (target: at least 0.7x)",
+             f"/auth p99: idle {idle.p99_ms:.2f} ms, under load {loaded.p99_ms:.2f} ms = "
+             f"{loaded.p99_ms / idle.p99_ms:.2f}x idle (target: within 2x)",
+             f"load: signed webhooks at {args.load_rate:g}/s asked, {load.posted / span:.1f}/s posted over "
+             f"{span:.1f} s ({load.posted} answered 2xx, {load.failed} not); webhook p50 "
+             f"{statistics.median(webhook_ms):.1f} ms, p99 {webhook_ms[p99_index]:.1f} ms",
+             f"outbox: {under.sent_in_window} texts went through the SDK to the emulator while wrk ran "
+             f"({under.sent_in_window / loaded.seconds:.1f}/s); all {under.sent_in_all} texts of the load were out "
+             f"{drain}",
+             f"load average after the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"]
+    if any(r.unexpected or r.socket_errors for r in results.values()) or loaded.unexpected or loaded.socket_errors:
+        lines.append("WARNING: some answers were not what the path should give, or connections failed; "
+                     "see the unexpected and socket errors columns")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--duration", type=int, default=6, help="seconds of wrk per path (default 6)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    parser.add_argument("--warmup", type=int, default=1, help="uncounted wrk seconds before each path (default 1)")
+    parser.add_argument("--load-rate", type=float, default=20.0,
+                        help="inbound webhooks per second during the load run, each causing a text or two (default 20)")
+    parser.add_argument("--bare-port", type=int, help=argparse.SUPPRESS)  # this file, run as the bare app
+    args = parser.parse_args(argv)
+    if args.bare_port:
+        run_bare(args.bare_port)
+        return 0
+    if shutil.which("wrk") is None:
+        print("gate: wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
+        return 2
+    if args.connections < args.threads or args.duration <= 0 or args.warmup < 0 or args.load_rate <= 0:
+        parser.error("need connections >= threads, duration > 0, warmup >= 0 and load-rate > 0")
+    with tempfile.TemporaryDirectory(prefix="smsbot-gate-") as tmp:
+        try:
+            lines = asyncio.run(bench(args, pathlib.Path(tmp)))
+        except (HarnessError, AssertionError, OSError, requests.RequestException) as exc:
+            print(f"gate: harness failure: {exc}", file=sys.stderr)
+            return 1
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
