@@ -309,3 +309,18 @@ def test_the_cookie_domain_must_hold_the_public_host() -> None:
     for bad in ("example.com", "org", "exa mple.org", "le.org"):
         with pytest.raises(Exception, match="SMSBOT_COOKIE_DOMAIN"):
             load({**BASE_ENV, "SMSBOT_COOKIE_DOMAIN": bad})
+
+
+async def test_the_session_cookie_is_read_from_the_header_as_browsers_send_it(bench: WebBench) -> None:
+    cookies = await member_cookies(bench)
+    token = cookies[SESSION]
+    for header in (f"{SESSION}={token}", f"a=1; {SESSION}={token}; b=2", f"a=1;{SESSION}={token}",
+                   f"{SESSION}={token}; {SESSION}=planted"):
+        bench.client.session.cookie_jar.clear()
+        response = await bench.client.get("/auth", headers={"Cookie": header})
+        assert response.status == 200, header
+    for header in (f"x{SESSION}={token}", f"{SESSION}x={token}", "", f"{SESSION}="):
+        bench.client.session.cookie_jar.clear()
+        response = await bench.client.get("/auth", headers={"Cookie": header} if header else {})
+        assert response.status == 401, header
+    assert "Content-Security-Policy" not in response.headers and response.headers["Cache-Control"] == "no-store"

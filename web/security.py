@@ -26,6 +26,7 @@ def content_security_policy(settings: Settings) -> str:
     return CSP.format(more=f" {scheme}://{domain}:* {scheme}://*.{domain}:*")
 # Webhooks are posted by Vonage from its own servers: no browser, no cookies, so no CSRF check there.
 CROSS_SITE_EXEMPT = ("/webhooks/",)
+PROXY_ONLY = frozenset({"/auth"})  # answered to reverse proxies only (/auth/forward's 302 reaches browsers)
 
 
 class Cookies:
@@ -106,16 +107,18 @@ def setup_security(app: web.Application, settings: Settings) -> None:
             raise web.HTTPForbidden(text="Cross-site request refused.")
         return await handler(request)
 
-    csp = content_security_policy(settings)
+    page_headers = {"Content-Security-Policy": content_security_policy(settings), "X-Content-Type-Options": "nosniff",
+                    "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY", "Cache-Control": "no-store"}
+    if settings.https:
+        page_headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
 
     async def headers(request: web.Request, response: web.StreamResponse) -> None:
-        response.headers.setdefault("Content-Security-Policy", csp)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Cache-Control", "no-store")
-        if settings.https:
-            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        if request.path in PROXY_ONLY:
+            # A proxy's subrequest: the browser never renders it. Not to be cached, and nothing more.
+            response.headers.setdefault("Cache-Control", "no-store")
+            return
+        for name, value in page_headers.items():
+            response.headers.setdefault(name, value)
 
     app.middlewares.append(guard)
     app.on_response_prepare.append(headers)
