@@ -47,17 +47,17 @@ async def read_form(request: web.Request) -> dict[str, str]:
 def session_cookie(request: web.Request, name: str) -> str | None:
     """The session cookie's value, read straight from the Cookie header: forward auth asks on every request a
     protected tool serves, and a full cookie parse (a Morsel per cookie) is a good part of its cost. Session tokens
-    are URL-safe base64, never quoted; the first cookie of the name counts, as browsers send the most specific
-    first."""
+    are URL-safe base64, never quoted. When the name comes twice the last counts, as in aiohttp's own parse."""
     header = request.headers.get("Cookie")
     if not header:
         return None
     prefix = name + "="
+    found = None
     for part in header.split(";"):
         part = part.strip()
         if part.startswith(prefix):
-            return part[len(prefix):]
-    return None
+            found = part[len(prefix):]
+    return found
 
 
 async def current_session(request: web.Request) -> Session | None:
