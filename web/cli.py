@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import pathlib
 import secrets
@@ -117,7 +118,11 @@ def run(settings: Settings, host: str, port: int) -> None:
     # SMSBOT_SHUTDOWN_TIMEOUT bounds the whole stop: requests in flight get most of it, the outbox worker a
     # little, and closing the database the rest.
     drain = max(0.5, settings.shutdown_timeout - 1.5)
-    web.run_app(create_app(settings), host=host, port=port, shutdown_timeout=drain,
+    app = create_app(settings)
+    # Everything made so far (modules, the SDK, the app) lives as long as the process: keep it out of the garbage
+    # collector's scans, which otherwise walk it again and again under load.
+    gc.freeze()
+    web.run_app(app, host=host, port=port, shutdown_timeout=drain,
                 access_log_class=PathOnlyAccessLogger, print=None)
 
 

@@ -61,7 +61,9 @@ def session_cookie(request: web.Request, name: str) -> str | None:
 
 
 async def current_session(request: web.Request) -> Session | None:
-    return await request.app[SIGNIN].session(session_cookie(request, request.app[COOKIES].session))
+    token = session_cookie(request, request.app[COOKIES].session)
+    signin = request.app[SIGNIN]
+    return signin.cached_session(token) or await signin.session(token)
 
 
 def _render(request: web.Request, template: str, context: dict[str, object], status: int = 200,
