@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import difflib
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from . import commands, phone, texts
 from .clock import Clock
 from .commands import INVITE, LIST, LOG, REVOKE
+from .confirm import Confirmations
 from .engine import Turn
 from .invites import valid_username
 from .keys import Keys, SecretSource
 from .messages import Kind
 from .settings import Settings
-from .store import Invite, Member, Tx
+from .store import Event, Invite, Member, Tx
 
 
 @dataclass(eq=False)
@@ -24,6 +27,7 @@ class Admin:
     clock: Clock
     source: SecretSource
     group: str
+    confirm: Confirmations
 
     async def unknown(self, tx: Tx, turn: Turn) -> bool:
         """Admins always get an answer: a hint when a command word was misused or misspelt."""
@@ -45,10 +49,10 @@ class Admin:
         return True
 
     async def invite(self, tx: Tx, turn: Turn, argument: str) -> None:
-        target, username = self._split_invite(argument)
+        target, username, typed = self._split_invite(argument)
         if target is None:
             turn.reply(INVITE.usage_reply if not argument else texts.BAD_NUMBER.format(
-                typed=texts.shorten(argument), reason=username or "it is not a valid number", example=INVITE.example))
+                typed=texts.shorten(typed), reason=username or "it is not a valid number", example=INVITE.example))
             return
         if username is not None and not valid_username(username):
             turn.reply(texts.ADMIN_USERNAME_INVALID.format(usage=INVITE.usage))
@@ -60,6 +64,9 @@ class Admin:
         key = self.keys.phone_key(target)
         member = await tx.member_by_phone(key)
         if member is not None and member.locked_at is not None:
+            if self.confirm.needed(turn, INVITE):  # unlocking lets PIN guesses go on: a spoofer must not do it
+                await self.confirm.hold(tx, turn, INVITE, argument, f"Unlock {member.username}'s sign-in")
+                return
             await tx.reset_login_failures(member.id)
             await tx.record_event(self.clock.now(), turn.actor, "unlock", member.username)
             turn.send(target, texts.UNLOCKED.format(group=self.group))
@@ -77,11 +84,15 @@ class Admin:
             if await tx.member_by_username(username) is not None or (holder is not None and holder.phone_key != key):
                 turn.reply(texts.ADMIN_USERNAME_TAKEN.format(username=username))
                 return
+        if self.confirm.needed(turn, INVITE):
+            what = f"Invite {target} as {username}" if username else f"Invite {target}"
+            await self.confirm.hold(tx, turn, INVITE, argument, what)
+            return
         code = self.source.invite_code()
         now = self.clock.now()
         hours = f"{self.settings.invite_ttl_hours:g}"
         await tx.put_invite(phone_key=key, phone_hint=phone.mask(target), code_hash=self.keys.code_hash(key, code),
-                            username=username, invited_by=turn.actor, now=now,
+                            username=username, invited_by=turn.actor, invited_by_key=turn.key, now=now,
                             expires_at=now + self.settings.invite_ttl_hours * 3600)
         who = f"{username} ({phone.mask(target)})" if username else phone.mask(target)
         template = texts.INVITE_AS if username else texts.INVITE
@@ -90,22 +101,23 @@ class Admin:
             turn.reply((texts.REINVITED if earlier else texts.INVITED).format(who=who, hours=hours))
         await tx.record_event(now, turn.actor, "invite", who)
 
-    def _split_invite(self, argument: str) -> tuple[str | None, str | None]:
-        """(E.164, username or None); on failure (None, reason). The username is the last word, if any."""
+    def _split_invite(self, argument: str) -> tuple[str | None, str | None, str]:
+        """(E.164, username or None, the number as typed); on failure (None, reason, what was typed for the
+        number). The username is the last word, if any."""
         if not argument:
-            return None, None
+            return None, None, ""
         region = self.settings.default_region
         try:
-            return phone.normalize(argument, region), None
+            return phone.normalize(argument, region), None, argument
         except phone.PhoneError as whole:
-            reason = whole.reason
+            reason, typed = whole.reason, argument
         number, _, last = argument.rpartition(" ")
         if number and any(ch.isalpha() for ch in last):  # usernames have a letter; numbers never do
             try:
-                return phone.normalize(number, region), last
+                return phone.normalize(number, region), last, number
             except phone.PhoneError as exc:
-                reason = exc.reason
-        return None, reason
+                reason, typed = exc.reason, number
+        return None, reason, typed
 
     async def revoke(self, tx: Tx, turn: Turn, argument: str) -> None:
         if not argument:
@@ -125,6 +137,11 @@ class Admin:
             if key is not None:
                 member = await tx.member_by_phone(key)
                 invite = await tx.invite_by_phone(key)
+        if (member is not None or invite is not None) and self.confirm.needed(turn, REVOKE):
+            what = (f"Revoke {member.username}, signing them out everywhere" if member is not None
+                    else f"Cancel the invite for {invite.username or invite.phone_hint}" if invite is not None else "")
+            await self.confirm.hold(tx, turn, REVOKE, argument, what)
+            return
         if member is not None:
             await tx.remove_member(member.id)
             await tx.withdraw_texts(member.phone_key, (Kind.PIN, Kind.VERIFY))
@@ -166,42 +183,127 @@ class Admin:
         if not events:
             turn.reply(texts.LOG_EMPTY)
             return
-        items = [" ".join(filter(None, (time.strftime("%m-%d %H:%M", time.gmtime(e.at)), e.actor, e.action,
-                                        e.detail))) for e in events]
-        turn.reply(page_of(items, int(argument) if argument else 1, LOG.name))
+        turn.reply(page_of(log_items(events), int(argument) if argument else 1, LOG.name, "; ", LogEntry.shown))
 
 
-def page_of(items: list[str], page: int, command: str) -> str:
+T = TypeVar("T")
+
+# LOG's sentences, by event action: {actor} is who did it (a masked number, a username or a part of smsbot), {detail}
+# what the event recorded. Actions not here read as "actor action detail".
+SENTENCES = {
+    "invite": "{actor} invited {detail}",
+    "cancel-invite": "{actor} cancelled the invite for {detail}",
+    "revoke": "{actor} revoked {detail}",
+    "unlock": "{actor} unlocked {detail}",
+    "logout-member": "{actor} signed out {detail}",
+    "confirm-asked": "{actor} was asked to confirm {detail}",
+    "confirmed": "{actor} confirmed {detail}",
+    "confirm-dropped": "{actor}'s {detail} dropped after wrong codes",
+    "confirm-expired": "{actor}'s {detail} expired unconfirmed",
+    "confirm-capped": "{actor}'s {detail} refused: too many YES requests this hour",
+    "code-accepted": "{actor} used their invite code",
+    "invite-cancelled": "{actor}'s invite cancelled after 5 wrong codes",
+    "invite-expired": "the invite to {detail} expired",
+    "join": "{name} joined{rest}",
+    "pin-issued": "{detail} got a PIN",
+    "pin-capped": "{detail} asked for too many PINs",
+    "login": "{actor} signed in",
+    "logout-everywhere": "{actor} signed out on {detail}",
+    "logout-web": "{actor} signed out on the web ({detail})",
+    "lockout": "{actor} locked {detail}",
+    "opt-out": "{actor} texted STOP",
+    "opt-in": "{actor} texted START",
+    "budget-reached": "daily budget of {detail} reached",
+    "send-failed": "not sent: {detail}",
+    "undelivered": "not delivered: {detail}",
+    "signature-refused": "webhook with a bad signature refused ({detail})",
+}
+STRANGER_OPT = ("stranger-opt-out", "stranger-opt-in")
+
+
+def sentence(event: Event) -> str:
+    template = SENTENCES.get(event.action)
+    if template is None:
+        return " ".join(filter(None, (event.actor, event.action, event.detail)))
+    name, _, rest = event.detail.partition(", ")
+    return template.format(actor=event.actor, detail=event.detail, name=name, rest=f", {rest}" if rest else "")
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    day: str
+    minute: str
+    said: str
+
+    def shown(self, previous: LogEntry | None) -> str:
+        """The date once a day and the time once a minute, within a text."""
+        if previous is None or previous.day != self.day:
+            return f"{self.day} {self.minute} {self.said}"
+        return self.said if previous.minute == self.minute else f"{self.minute} {self.said}"
+
+
+def log_items(events: list[Event]) -> list[LogEntry]:
+    """LOG's entries, latest first. Strangers' STOP and START in a row are summed up in one entry."""
+    items: list[LogEntry] = []
+    i = 0
+    while i < len(events):
+        event = events[i]
+        if event.action in STRANGER_OPT:
+            j = i
+            while j < len(events) and events[j].action in STRANGER_OPT:
+                j += 1
+            count = j - i
+            said = f"{count} stranger{'s' if count != 1 else ''} texted STOP or START"
+            i = j
+        else:
+            said = sentence(event)
+            i += 1
+        when = time.gmtime(event.at)
+        items.append(LogEntry(time.strftime("%b %d", when), time.strftime("%H:%M", when), said))
+    return items
+
+
+def page_of(items: Sequence[T], page: int, command: str, separator: str = ", ",
+            show: Callable[[T, T | None], str] = lambda item, previous: str(item)) -> str:
     """The text for one page of a list, or the answer that there is no such page."""
-    pages = paginate(items, command)
+    pages = paginate(items, command, separator, show)
     if not 1 <= page <= len(pages):
         return texts.LIST_NO_PAGE.format(page=page, pages=len(pages))
-    return render_page(pages, page, command)
+    return render_page(pages, page, command, separator)
 
 
-def paginate(items: list[str], command: str = "LIST") -> list[list[str]]:
-    """Pack items into pages whose rendered text fits one SMS segment."""
+def paginate(items: Sequence[T], command: str = "LIST", separator: str = ", ",
+             show: Callable[[T, T | None], str] = lambda item, previous: str(item)) -> list[list[str]]:
+    """Pack items into pages whose rendered text fits one SMS segment. `show` writes an item as it reads after the
+    one before it on the same page (None: it opens the page)."""
     pages: list[list[str]] = []
     current: list[str] = []
+    previous: T | None = None
+    most = len(items)  # never more pages than items: the widest header and footer a page can get
     for item in items:
-        item = item if len(item) <= 100 else item[:98] + ".."
-        trial = current + [item]
-        # Measure against the widest header and footer a page could get.
-        if current and texts.septets(render_items(trial, 999, 999, True, command)) > texts.SEGMENT:
+        text = cut(show(item, previous))
+        trial = current + [text]
+        if current and texts.septets(render_items(trial, most, most, True, command, separator)) > texts.SEGMENT:
             pages.append(current)
-            current = [item]
+            current = [cut(show(item, None))]
         else:
             current = trial
+        previous = item
     if current:
         pages.append(current)
     return pages
 
 
-def render_items(items: list[str], page: int, pages: int, more: bool, command: str = "LIST") -> str:
+def cut(item: str) -> str:
+    return item if len(item) <= 100 else item[:98] + ".."
+
+
+def render_items(items: list[str], page: int, pages: int, more: bool, command: str = "LIST",
+                 separator: str = ", ") -> str:
     footer = texts.LIST_MORE.format(command=command, next=page + 1) if more else ""
-    return texts.LIST_PAGE.format(header=texts.LIST_HEADER.format(page=page, pages=pages), items=", ".join(items) + ".",
-                                  footer=footer)
+    return texts.LIST_PAGE.format(header=texts.LIST_HEADER.format(page=page, pages=pages),
+                                  items=separator.join(items) + ".", footer=footer)
 
 
-def render_page(pages: list[list[str]], page: int, command: str = "LIST") -> str:
-    return render_items(pages[page - 1], page, len(pages), page < len(pages), command)
+def render_page(pages: list[list[str]], page: int, command: str = "LIST", separator: str = ", ") -> str:
+    return render_items(pages[page - 1], page, len(pages), page < len(pages), command, separator)

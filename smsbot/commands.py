@@ -62,9 +62,15 @@ LIST = Command("LIST", "LIST [page]", "members by username and pending invites, 
                Args.OPTIONAL_WORD, example="LIST 2")
 LOG = Command("LOG", "LOG [page]", "admin actions and security events, latest first, a page per text", ADMIN,
               "admin.log", Args.OPTIONAL_WORD, example="LOG 2")
+YES = Command("YES", "YES <code>", "confirm the command you just sent, with the code from our reply", ADMIN,
+              "confirm.yes", Args.ONE_WORD, example="YES 4821")
 JOIN = Command("JOIN", "JOIN <code>", "join with the code from your invite (the code alone works too)",
                frozenset({Role.INVITEE}), "invites.join", Args.ONE_WORD)
 LOGIN = Command("LOGIN", "LOGIN", "get a new PIN to sign in on a device", frozenset({Role.MEMBER}), "pins.login")
+DEVICES = Command("DEVICES", "DEVICES", "the devices you are signed in on, and when each was last used",
+                  frozenset({Role.MEMBER}), "devices.show")
+LOGOUT = Command("LOGOUT", "LOGOUT [username]", "sign out on every device: yours, or (admins) a member's",
+                 frozenset({Role.MEMBER, Role.ADMIN}), "devices.logout", Args.OPTIONAL_WORD, example="LOGOUT alice")
 HELP = Command("HELP", "HELP [command]", "the commands you can use", EVERYONE, "keywords.help", Args.OPTIONAL_WORD,
                ("INFO",))
 STOP = Command("STOP", "STOP", "no more texts to this phone, until you text START", EVERYONE, "keywords.stop",
@@ -72,8 +78,8 @@ STOP = Command("STOP", "STOP", "no more texts to this phone, until you text STAR
 START = Command("START", "START", "texts to this phone again after STOP", EVERYONE, "keywords.start",
                 aliases=("UNSTOP",))
 
-COMMANDS: tuple[Command, ...] = (INVITE, REVOKE, LIST, LOG, JOIN, LOGIN, HELP, STOP, START)
-ADMIN_COMMANDS: tuple[Command, ...] = tuple(c for c in COMMANDS if c.roles == ADMIN)
+COMMANDS: tuple[Command, ...] = (INVITE, REVOKE, LIST, LOG, YES, JOIN, LOGIN, DEVICES, LOGOUT, HELP, STOP, START)
+ADMIN_COMMANDS: tuple[Command, ...] = tuple(c for c in COMMANDS if Role.ADMIN in c.roles)
 
 BY_WORD: dict[str, Command] = {word: command for command in COMMANDS for word in command.words}
 _WORD = re.compile(r"\S+")

@@ -22,7 +22,7 @@ from typing import Any
 
 from . import commands, phone
 from .clock import Clock
-from .commands import ADMIN_COMMANDS, HELP, JOIN, LOGIN, START, STOP, Command, Parsed, Role
+from .commands import ADMIN_COMMANDS, DEVICES, HELP, JOIN, LOGIN, START, STOP, Command, Parsed, Role
 from .keys import Keys
 from .messages import InboundText, Kind, Outgoing
 from .store import Invite, Member, Tx
@@ -50,6 +50,7 @@ class Turn:
     invite: Invite | None
     state: State = State.STRANGER
     parsed: Parsed | None = None
+    confirmed: bool = False  # the admin confirmed this command with YES <code>
     out: list[Outgoing] = field(default_factory=list)
 
     def reply(self, body: str, kind: Kind = Kind.REPLY) -> None:
@@ -96,7 +97,7 @@ STATE_TABLE: dict[State, Step] = {
     State.AWAITING_CODE: Step((*KEYWORDS, *ADMIN_COMMANDS, JOIN), ("invites.code",)),
     State.AWAITING_USERNAME: Step((*KEYWORDS, *ADMIN_COMMANDS), ("invites.username",)),
     State.EXPIRED: Step((STOP, START, *ADMIN_COMMANDS), ("invites.expired",)),
-    State.MEMBER: Step((*KEYWORDS, *ADMIN_COMMANDS, LOGIN), ("admin.unknown", "pins.member_hint")),
+    State.MEMBER: Step((*KEYWORDS, *ADMIN_COMMANDS, LOGIN, DEVICES), ("admin.unknown", "pins.member_hint")),
 }
 
 

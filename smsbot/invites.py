@@ -4,6 +4,7 @@ becomes a member with a first PIN."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from . import commands, texts
@@ -19,6 +20,19 @@ CODE = re.compile(rf"^[{CODE_ALPHABET}]{{{CODE_LENGTH}}}$")
 LOOKS_LIKE_CODE = re.compile(rf"^[A-Z0-9]{{{CODE_LENGTH}}}$")
 GUESS = re.compile(rf"^[A-Za-z0-9]{{{CODE_LENGTH}}}$")  # shaped like a code, if not one we could have issued
 MAX_CODE_TRIES = 5
+# A code as people type it: alone, or after JOIN, maybe split in two halves by a space or a dash.
+TYPED_CODE = re.compile(r"^\s*(?:JOIN\s+)?([A-Za-z0-9]{3})([ -]?)([A-Za-z0-9]{3})\s*$", re.IGNORECASE)
+
+
+def typed_code(text: str) -> str:
+    """The code in a reply, or "" for chatter. Split in halves it must be made of code characters, so two short
+    words ("hey you") are chatter, not a wrong code."""
+    match = TYPED_CODE.match(text)
+    if match is None:
+        return ""
+    first, split, second = match.groups()
+    code = first + second
+    return code if not split or CODE.match(code.upper()) else ""
 
 
 def valid_username(name: str) -> bool:
@@ -33,14 +47,15 @@ class Invites:
     clock: Clock
     pins: Pins
     group: str
+    admins: Mapping[str, str]  # admin phone key to number: the inviting admin hears when their invitee joins
 
     async def join(self, tx: Tx, turn: Turn, argument: str) -> None:
-        await self._redeem(tx, turn, argument)
+        await self._redeem(tx, turn, typed_code(argument))
 
     async def code(self, tx: Tx, turn: Turn) -> bool:
-        """A text while an invite waits for its code: the code alone, or chatter."""
-        words = turn.msg.text.split()
-        await self._redeem(tx, turn, words[0] if len(words) == 1 else "")
+        """A text while an invite waits for its code: the code alone (typed as 4YW VNK or 4YW-VNK too, with or
+        without JOIN), or chatter."""
+        await self._redeem(tx, turn, typed_code(turn.msg.text))
         return True
 
     async def _redeem(self, tx: Tx, turn: Turn, candidate: str) -> None:
@@ -91,5 +106,8 @@ class Invites:
         now = self.clock.now()
         await tx.remove_invite(invite.id)
         member = await tx.add_member(username, turn.key, invite.phone_hint, now)
-        await tx.record_event(now, turn.actor, "join", username)
+        await tx.record_event(now, turn.actor, "join", f"{username}, invited by {invite.invited_by}")
         await self.pins.issue(tx, turn, member)
+        inviter = self.admins.get(invite.invited_by_key or "")
+        if inviter is not None and inviter != turn.msg.sender:  # after the PIN: the invitee's text comes first
+            turn.send(inviter, texts.JOINED.format(username=username, hint=invite.phone_hint, group=self.group))

@@ -10,6 +10,7 @@ import secrets
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 CODE_LENGTH = 6
 PIN_LENGTH = 6
+CONFIRM_LENGTH = 4
 
 
 class Keys:
@@ -21,6 +22,7 @@ class Keys:
         self._pin = self._derive(master, b"pin")
         self._code = self._derive(master, b"invite-code")
         self._csrf = self._derive(master, b"csrf")
+        self._confirm = self._derive(master, b"confirm")
 
     @staticmethod
     def _derive(master: bytes, purpose: bytes) -> bytes:
@@ -35,6 +37,9 @@ class Keys:
 
     def code_hash(self, phone_key: str, code: str) -> str:
         return hmac.new(self._code, f"{phone_key}:{code.upper()}".encode(), hashlib.sha256).hexdigest()
+
+    def confirm_hash(self, admin_key: str, code: str) -> str:
+        return hmac.new(self._confirm, f"{admin_key}:{code}".encode(), hashlib.sha256).hexdigest()
 
     def csrf_token(self, nonce: str) -> str:
         return hmac.new(self._csrf, nonce.encode(), hashlib.sha256).hexdigest()
@@ -58,6 +63,9 @@ class SecretSource:
 
     def pin(self) -> str:
         return f"{secrets.randbelow(10**PIN_LENGTH):0{PIN_LENGTH}d}"
+
+    def confirm_code(self) -> str:
+        return f"{secrets.randbelow(10**CONFIRM_LENGTH):0{CONFIRM_LENGTH}d}"
 
     def token(self) -> str:
         return secrets.token_urlsafe(32)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from . import commands, texts
 from .clock import Clock
-from .commands import JOIN, Role
+from .commands import JOIN, Command, Role
 from .engine import State, Turn
 from .messages import Kind
 from .store import Tx
@@ -19,6 +19,13 @@ log = logging.getLogger(__name__)
 STRANGER_HELP_PER_DAY = 3
 STRANGER_OPT_REPLIES_PER_DAY = 10
 STRANGER_REPLIES_PER_DAY = STRANGER_HELP_PER_DAY + STRANGER_OPT_REPLIES_PER_DAY
+
+
+def help_text(usable: list[Command]) -> str:
+    """The commands with their arguments when that fits one text, else their names (HELP <command> tells more)."""
+    shown = [c for c in usable if c is not JOIN]  # the code alone works too
+    full = texts.HELP_ROLE.format(usages=", ".join(c.usage for c in shown))
+    return full if texts.fits_one_segment(full) else texts.HELP_ROLE.format(usages=", ".join(c.name for c in shown))
 
 
 @dataclass(eq=False)
@@ -36,17 +43,22 @@ class Keywords:
         await tx.note(turn.key, action, now)
         return True
 
+    @staticmethod
+    def _opt_event(turn: Turn, action: str) -> str:
+        """Strangers' STOP and START are logged apart, so LOG can sum them up instead of listing each."""
+        return f"stranger-{action}" if turn.roles == {Role.ANYONE} else action
+
     async def stop(self, tx: Tx, turn: Turn, argument: str) -> None:
         if await tx.opt_out(turn.key, self.clock.now()):
             if turn.member is not None:
                 await tx.remove_pin(turn.member.id)
-            await tx.record_event(self.clock.now(), turn.actor, "opt-out")
+            await tx.record_event(self.clock.now(), turn.actor, self._opt_event(turn, "opt-out"))
             if await self._may_answer(tx, turn, "stranger-opt-reply", STRANGER_OPT_REPLIES_PER_DAY):
                 turn.reply(texts.STOPPED.format(group=self.group), kind=Kind.STOP)
 
     async def start(self, tx: Tx, turn: Turn, argument: str) -> None:
         if await tx.opt_in(turn.key):
-            await tx.record_event(self.clock.now(), turn.actor, "opt-in")
+            await tx.record_event(self.clock.now(), turn.actor, self._opt_event(turn, "opt-in"))
             if await self._may_answer(tx, turn, "stranger-opt-reply", STRANGER_OPT_REPLIES_PER_DAY):
                 turn.reply(texts.STARTED.format(group=self.group))
 
@@ -65,8 +77,7 @@ class Keywords:
         if asked is not None and asked in usable:
             turn.reply(texts.HELP_COMMAND.format(usage=asked.usage, help=asked.help))
         else:
-            usages = ", ".join(c.usage for c in usable if c is not JOIN)  # the code alone works too
-            turn.reply(texts.HELP_ROLE.format(usages=usages))
+            turn.reply(help_text(usable))
 
     async def silence(self, tx: Tx, turn: Turn) -> bool:
         log.info("no reply to a text from %s in state %s", turn.actor, turn.state.value)

@@ -133,19 +133,23 @@ class Pipeline:
         return found is not None
 
     async def housekeeping(self) -> None:
-        """Drop incomplete multipart texts and forget old message ids."""
+        """Drop incomplete multipart texts and unconfirmed commands past their time; forget old message ids."""
         now = self.clock.now()
 
-        async def work(tx: Tx) -> int:
+        async def work(tx: Tx) -> tuple[int, int]:
             dropped = await tx.drop_stale_parts(now - PART_TIMEOUT)
             await tx.forget_inbound_before(now - INBOUND_MEMORY)
             await tx.forget_counts_before(now - 2 * 86400)
-            return dropped
+            return dropped, await tx.drop_expired_confirmations(now)
 
-        dropped = await self.store.run(work)
+        dropped, unconfirmed = await self.store.run(work)
         if dropped:
             log.warning("dropped %d part(s) of multipart texts that never completed within %d minutes", dropped,
                         PART_TIMEOUT // 60)
+        if unconfirmed:
+            # Their argument may hold a number: leave no copy of it in the write-ahead log either.
+            await self.store.scrub()
+            log.info("dropped %d admin command(s) that waited for YES in vain", unconfirmed)
 
     async def record_security_event(self, action: str, detail: str) -> None:
         """An audit event from the web edge (a refused webhook signature)."""

@@ -23,6 +23,7 @@ from . import phone
 from .errors import SettingsError, SmsbotError
 
 PIN_MODES = ("sms", "verify")
+CONFIRMABLE = ("INVITE", "REVOKE")
 SIGNATURE_METHODS = ("md5hash", "md5", "sha1", "sha256", "sha512")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MIN_SECRET_LENGTH = 32
@@ -86,6 +87,17 @@ class Setting:
 
 def text(raw: str, row: Setting, done: Mapping[str, Any]) -> str:
     return raw.strip()
+
+
+def choices(raw: str, row: Setting, done: Mapping[str, Any]) -> tuple[str, ...]:
+    """Any of the row's choices, comma-separated and matched ignoring case, or `none` for none of them."""
+    given = [entry.upper() for entry in _entries(raw)]
+    if given == ["NONE"]:
+        return ()
+    unknown = [entry for entry in given if entry not in row.choices]
+    if unknown or not given:
+        raise Invalid(f"must be `none` or any of {', '.join(row.choices)}, comma-separated, got {raw.strip()!r}")
+    return tuple(c for c in row.choices if c in given)
 
 
 def path(raw: str, row: Setting, done: Mapping[str, Any]) -> pathlib.Path:
@@ -217,6 +229,10 @@ TABLE: tuple[Setting, ...] = (
                 "subdomains share one sign-in, and sign-in redirects may go to its hosts"),
     Setting("SMSBOT_GROUP_NAME", "group_name", text, "smsbot",
             doc="the group's name in texts (cut to 24 characters)"),
+    Setting("SMSBOT_CONFIRM", "confirm", choices, ("INVITE",), choices=CONFIRMABLE,
+            show=lambda v: ", ".join(v) or "none",
+            doc="admin commands that take effect only after the admin replies `YES <code>` (a spoofed sender can't "
+                "read the code): comma-separated, or `none`"),
     Setting("SMSBOT_PIN_VIA", "pin_via", choice, "sms", choices=PIN_MODES,
             doc="`sms`: smsbot makes each PIN and texts it; `verify`: Vonage Verify v2 does"),
     Setting("SMSBOT_SMS_RATE", "sms_rate", number, 30.0, minimum=0.1, unit="per second",
@@ -273,6 +289,7 @@ class Settings:
     public_url: str
     cookie_domain: str
     group_name: str
+    confirm: tuple[str, ...]
     pin_via: str
     sms_rate: float
     invite_ttl_hours: float

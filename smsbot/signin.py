@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from . import texts
 from .clock import Clock
+from .devices import counted
 from .gateway import Check
 from .invites import USERNAME
 from .keys import Keys, SecretSource, token_hash
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Device:
+    id: int
     created_at: float
     last_seen_at: float
     user_agent: str
@@ -176,19 +178,34 @@ class SignIn:
             await self.store.run(lambda tx: tx.touch_sessions(due))
         return len(due)
 
-    async def logout(self, token: str | None) -> None:
+    async def logout(self, token: str | None, scope: str = "this", device: int | None = None) -> int:
+        """End sessions of the member whose session `token` is: `this` one, the `others`, `all` of them, or the
+        `device` with that session id (if it is theirs). Returns how many ended."""
         if not token:
-            return
+            return 0
+        now = self.clock.now()
 
-        async def work(tx: Tx) -> None:
+        async def work(tx: Tx) -> int:
             found = await tx.session_by_token(token_hash(token))
-            if found is not None:
+            if found is None:
+                return 0
+            if scope == "others":
+                ended = await tx.remove_sessions(found.member_id, keep=found.id)
+            elif scope == "all":
+                ended = await tx.remove_sessions(found.member_id)
+            elif scope == "device" and device is not None:
+                ended = int(await tx.remove_session_of(found.member_id, device))
+            else:
                 await tx.remove_session(found.id)
+                ended = 1
+            if scope in ("others", "all", "device"):
+                await tx.record_event(now, found.username, "logout-web", f"{scope}, {counted(ended)}")
+            return ended
 
-        await self.store.run(work)
+        return await self.store.run(work)
 
     async def devices(self, session: Session) -> list[Device]:
         sessions = await self.store.run(lambda tx: tx.sessions_of(session.member_id))
-        devices = [Device(s.created_at, max(s.last_seen_at, self.cache.last_seen(s.id) or 0.0), s.user_agent,
+        devices = [Device(s.id, s.created_at, max(s.last_seen_at, self.cache.last_seen(s.id) or 0.0), s.user_agent,
                           s.id == session.id) for s in sessions]
         return sorted(devices, key=lambda d: d.last_seen_at, reverse=True)

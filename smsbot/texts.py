@@ -15,7 +15,7 @@ SEGMENT = 160
 GROUP_NAME_MAX = 24
 
 # Invitations and joining
-INVITE = "{group}: you're invited to join. Reply with code {code} within {hours} hours to get your sign-in PIN. Reply STOP to opt out."
+INVITE = "{group}: you're invited to join. Reply with code {code} within {hours} hours, then choose a username. Reply STOP to opt out."
 INVITE_AS = "{group}: you're invited to join as {username}. Reply with code {code} within {hours} hours. Reply STOP to opt out."
 ASK_USERNAME = "Welcome to {group}! Reply with the username you want: 3-32 letters, digits, _ or -."
 USERNAME_INVALID = "A username is 3-32 letters, digits, _ or -, with at least one letter, and not a command word. Reply with another one."
@@ -24,6 +24,8 @@ WRONG_CODE = "That code isn't right. Check the invite text and reply with the 6-
 CODE_HINT = "Reply with the 6-character code from your invite to join {group}."
 TOO_MANY_CODES = "Too many wrong codes, so this invite is cancelled. Ask an admin to invite you again."
 INVITE_EXPIRED = "Your invite to {group} has expired. Ask an admin to invite you again."
+
+JOINED = "{username} ({hint}) joined {group} with your invite."
 
 # PINs
 PIN = "Your {group} PIN is {pin}. Sign in as {username} at {url}/login in {minutes} min. Never share it."
@@ -41,6 +43,21 @@ HELP_STRANGER = "This number runs sign-in for {group}. Only invited members get 
 HELP_INVITEE = "Reply with the code from your invite to join {group}. Reply STOP to opt out."
 HELP_ROLE = "Commands: {usages}. HELP <command> tells more."
 HELP_COMMAND = "{usage}: {help}"
+
+# Devices
+DEVICES = "Signed in on {count}: {items}. Text LOGOUT to sign out everywhere."
+NO_DEVICES = "You're not signed in on any device. Text LOGIN for a PIN to sign in."
+LOGGED_OUT = "Signed out on {count}. Text LOGIN for a PIN to sign in again."
+ADMIN_LOGGED_OUT = "Signed {username} out on {count}. They are still a member and can text LOGIN."
+LOGOUT_WHO = "To sign a member out on every device: LOGOUT <username>. LOGOUT alone is for your own devices."
+
+# Confirmations of admin commands (a spoofed sender can't read the code)
+CONFIRM = "{what}? Reply YES {code} within {minutes} min. Didn't send it? Don't reply: someone may be using your number."
+CONFIRM_WRONG = "That code isn't right. Reply YES and the 4-digit code from our last text."
+CONFIRM_DROPPED = "Wrong code 3 times, so the {command} is dropped. Send it again if you meant it."
+CONFIRM_EXPIRED = "That {command} waited more than {minutes} min, so it's dropped. Send it again if you meant it."
+NOTHING_TO_CONFIRM = "Nothing is waiting for a YES from you."
+CONFIRM_CAPPED = "Too many commands asked for a YES this hour; wait an hour. If they weren't all yours, someone is using your number."
 
 # Admin replies
 INVITED = "Invited {who}. Their code is valid for {hours} hours."

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from . import texts
 from .admin import Admin
 from .clock import Clock
+from .confirm import Confirmations
+from .devices import Devices
 from .engine import Engine
 from .gateway import FakeGateway, Gateway
 from .invites import Invites
@@ -57,12 +59,17 @@ def build(settings: Settings, *, clock: Clock | None = None, gateway: Gateway | 
     store: Store = SqliteStore(settings.db_path)
     group = texts.cut_group(settings.group_name)
     pins = Pins(settings, keys, clock, source, gateway, group)
-    features = {
+    admins = {keys.phone_key(number): number for number in settings.admins}
+    features: dict[str, object] = {}
+    confirm = Confirmations(settings, keys, clock, source, features)
+    features.update({
         "keywords": Keywords(group, clock),
-        "admin": Admin(settings, keys, clock, source, group),
-        "invites": Invites(keys, clock, pins, group),
+        "admin": Admin(settings, keys, clock, source, group, confirm),
+        "confirm": confirm,
+        "invites": Invites(keys, clock, pins, group, admins),
         "pins": pins,
-    }
+        "devices": Devices(clock),
+    })
     engine = Engine(keys, clock, settings.admins, features)
     outbox = Outbox(store, gateway, clock, settings.sms_rate, verifier=pins.start_verification,
                     pin_ttl=pins.ttl)

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 CONVERSATIONS = pathlib.Path(__file__).resolve().parent.parent / "conversations"
-CAPTURE_PATTERNS = {"code": r"[A-HJ-NP-Z2-9]{6}", "pin": r"\d{6}"}
+CAPTURE_PATTERNS = {"code": r"[A-HJ-NP-Z2-9]{6}", "pin": r"\d{6}", "yes": r"\d{4}"}
 VARIABLE = re.compile(r"\{([a-z][a-z0-9_]*)\}")
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -21,6 +21,7 @@ SETTINGS: dict[str, str | None] = {
     "region": "SMSBOT_DEFAULT_REGION",
     "invite_ttl_hours": "SMSBOT_INVITE_TTL_HOURS",
     "pin_via": "SMSBOT_PIN_VIA",
+    "confirm": "SMSBOT_CONFIRM",
     "http": None,
 }
 STEP_KEYS = ("wait", "login", "session")

@@ -196,6 +196,7 @@ def serve_env(emu: VonageEmulator, port: int, db: pathlib.Path, secret: str, num
         "VONAGE_REST_HOST": emu.host,
         "VONAGE_API_HOST": emu.host,
         "REQUESTS_CA_BUNDLE": str(emu.ca_path),
+        "SMSBOT_CONFIRM": "none",  # INVITE at once; the spoofing test turns confirmation on
         **extra,
     }
     return clean_env({k: v for k, v in values.items() if v})

@@ -93,6 +93,14 @@ def test_the_story_on_the_dev_phone_page(dev_server: tuple[SmsbotProcess, str], 
         admin.locator(".compose input[name=text]").fill(f"INVITE {INVITEE_TYPED} alice")
         admin.locator(".compose button").click()
         expect(admin.locator(".thread li.in")).to_have_text([f"INVITE {INVITEE_TYPED} alice"])
+        # Dev mode confirms an INVITE as serve does by default: the admin answers YES with the code it was sent.
+        question = admin.locator(".thread li.out").filter(has_text="Reply YES")
+        expect(question).to_have_count(1)
+        expect(invitee.locator(".thread li.out")).to_have_count(0)
+        yes = re.search(r"YES (\d{4}) ", question.inner_text())
+        assert yes, question.inner_text()
+        admin.locator(".compose input[name=text]").fill(f"YES {yes.group(1)}")
+        admin.locator(".compose button").click()
         invite = invitee.locator(".thread li.out").filter(has_text="invited")
         expect(invite).to_have_count(1)
         expect(admin.locator(".thread li.out").filter(has_text="Invited alice")).to_have_count(1)
@@ -137,8 +145,9 @@ def test_the_story_on_the_dev_phone_page(dev_server: tuple[SmsbotProcess, str], 
         assert revoked.status == 401, revoked.text()
         assert "x-auth-user" not in revoked.headers
 
-        # Every text showed up once, in its own phone's thread.
+        # Every text showed up once, in its own phone's thread; the admin heard that alice joined.
         expect(invitee.locator(".thread li.out")).to_have_count(2)
+        expect(admin.locator(".thread li.out").filter(has_text="alice (**34) joined")).to_have_count(1)
         expect(page.locator("section.phone")).to_have_count(2)
         assert errors == [], f"JavaScript errors on the dev phone page: {errors}"
     finally:

@@ -13,26 +13,27 @@ from smsbot import phone
 from smsbot.clock import FakeClock
 from smsbot.gateway import FakeGateway
 from smsbot.messages import InboundText
-from smsbot.settings import Settings
+from smsbot.settings import TABLE, Settings
 from smsbot.web import create_app
 from smsbot.web.appkeys import OUTBOX
 from smsbot.wiring import build
 
 from .conftest import WebClient, web_login
-from .conversation import Player, Sent, Transcript, all_transcripts
+from .conversation import SETTINGS, Player, Sent, Transcript, all_transcripts
 
 TRANSCRIPTS = all_transcripts()
+ROWS = {row.env: row for row in TABLE}
 OVER_HTTP = [t for t in TRANSCRIPTS if t.settings.get("http") == "yes"]
 
 
 def transcript_settings(t: Transcript, make_settings: Callable[..., Settings]) -> Settings:
-    env = {}
-    names = {"admins": "SMSBOT_ADMINS", "group": "SMSBOT_GROUP_NAME", "url": "SMSBOT_PUBLIC_URL",
-             "region": "SMSBOT_DEFAULT_REGION", "invite_ttl_hours": "SMSBOT_INVITE_TTL_HOURS",
-             "pin_via": "SMSBOT_PIN_VIA"}
+    """The transcript's settings over the tests' own; SMSBOT_CONFIRM is the product's default unless the transcript
+    says otherwise, so the transcripts show INVITE confirmed as a new installation does it."""
+    env = {"SMSBOT_CONFIRM": ",".join(ROWS["SMSBOT_CONFIRM"].default)}
     for key, value in t.settings.items():
-        if key in names:
-            env[names[key]] = value.replace(" ", ",") if key == "admins" else value
+        name = SETTINGS[key]
+        if name is not None:
+            env[name] = value.replace(" ", ",") if key == "admins" else value
     return make_settings(**env)
 
 

@@ -339,6 +339,7 @@ class Deployment:
             "SMSBOT_DB": str(self.db),
             "SMSBOT_PUBLIC_URL": self.base,
             "SMSBOT_SMS_RATE": "1000",
+            "SMSBOT_CONFIRM": "none",
             "SMSBOT_PIN_CAP_HOUR": "100000",
             "SMSBOT_PIN_CAP_DAY": "100000",
             "SMSBOT_DAILY_SMS_BUDGET": "1000000",
@@ -465,8 +466,9 @@ class Traffic:
             return self._new(msisdn, "LOGIN", [(key_of(msisdn), "pin")])
 
     def code(self, msisdn: str, code: str) -> Msg:
+        """The invitee joins: their first PIN, and a note to the admin who invited them."""
         with self.lock:
-            return self._new(msisdn, code, [(key_of(msisdn), "pin")])
+            return self._new(msisdn, code, [(key_of(msisdn), "pin"), (key_of(ADMIN), "reply")])
 
     # posting
     @staticmethod

@@ -104,4 +104,4 @@ def test_a_text_that_keeps_failing_is_shown_to_the_admins(serve: Serve, emu: Von
     text_in(http, serve.base, "form", ADMIN, "LIST")
     wait_text(emu, ADMIN, lambda t: "zed **77 (invite not sent)" in t, "LIST showing the failed invite")
     text_in(http, serve.base, "form", ADMIN, "LOG")
-    wait_text(emu, ADMIN, lambda t: "send-failed invite to **77" in t, "LOG showing the failure")
+    wait_text(emu, ADMIN, lambda t: "not sent: invite to **77" in t, "LOG showing the failure")

@@ -8,6 +8,7 @@ import pytest
 
 from smsbot import commands, texts
 from smsbot.admin import paginate, render_page
+from smsbot.keywords import help_text
 
 SAMPLE = {
     "group": texts.cut_group("The Riverside Allotment Society"),  # cut to 24 characters
@@ -30,13 +31,13 @@ SAMPLE = {
     "example": max((c.example for c in commands.COMMANDS), key=len),
     "help": max((c.help for c in commands.COMMANDS), key=len),
     "name": "INVITE",
-    "usages": ", ".join(c.usage for c in commands.usable_by({commands.Role.ADMIN, commands.Role.MEMBER})
-                        if c.name != "JOIN"),
+    "usages": ", ".join(c.name for c in commands.COMMANDS),
     "budget": 500,
+    "count": "12 devices",
+    "items": "Chrome on Android (used 12 days ago), Firefox on Linux (used just now)",
     "command": "LIST",
     "failures": 20,
     "header": "",
-    "items": "",
     "footer": "",
 }
 TEMPLATES = {name: value for name, value in vars(texts).items()
@@ -56,10 +57,11 @@ def test_template_fits_one_gsm7_segment(name: str) -> None:
 
 
 def test_help_for_every_role_fits() -> None:
-    for roles in ({commands.Role.ADMIN, commands.Role.MEMBER}, {commands.Role.ADMIN, commands.Role.INVITEE}):
-        usages = ", ".join(c.usage for c in commands.usable_by(roles) if c.name != "JOIN")
-        text = texts.HELP_ROLE.format(usages=usages)
+    for roles in ({commands.Role.ADMIN, commands.Role.MEMBER}, {commands.Role.ADMIN, commands.Role.INVITEE},
+                  {commands.Role.MEMBER}, {commands.Role.ADMIN}):
+        text = help_text(commands.usable_by(roles))
         assert texts.fits_one_segment(text), text
+        assert all(c.name in text for c in commands.usable_by(roles) if c is not commands.JOIN)
     for command in commands.COMMANDS:
         assert texts.fits_one_segment(texts.HELP_COMMAND.format(usage=command.usage, help=command.help))
         assert texts.fits_one_segment(command.usage_reply), command.usage_reply

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import aiohttp_jinja2
 from aiohttp import web
 
+from smsbot.devices import device_name
 from smsbot.store import Session
 
 from .appkeys import CLOCK, SETTINGS, SIGNIN, STORE
@@ -26,6 +27,7 @@ LOGIN_LIMIT = web.AppKey("login_limit", SlidingWindow)
 PUBLIC_HOST = web.AppKey("public_host", str)
 CSRF = web.AppKey("csrf", Csrf)
 FAILURE_FLOOR = 0.03  # seconds
+LOGOUT_SCOPES = ("this", "others", "all", "device")
 LOGIN_FAILED = "That username and PIN don't match, or the PIN has expired. Text LOGIN to get a new PIN."
 
 
@@ -139,7 +141,17 @@ async def logout(request: web.Request) -> web.Response:
     if "csrf_token" in form and not request.app[CSRF].valid(request, form["csrf_token"]):
         raise web.HTTPForbidden(text="This form had expired. Please go back and try again.")
     cookies = request.app[COOKIES]
-    await request.app[SIGNIN].logout(request.cookies.get(cookies.session))
+    scope = form.get("scope", "this")
+    if scope not in LOGOUT_SCOPES:
+        raise web.HTTPBadRequest(text=f"scope must be one of {', '.join(LOGOUT_SCOPES)}.")
+    device = form.get("device", "")
+    if scope == "device" and not (device.isascii() and device.isdigit() and len(device) <= 18):
+        raise web.HTTPBadRequest(text="device must be the number of one of your devices.")
+    token = session_cookie(request, cookies.session)
+    session = await current_session(request)
+    await request.app[SIGNIN].logout(token, scope, int(device) if scope == "device" else None)
+    if scope == "others" or (scope == "device" and session is not None and int(device) != session.id):
+        raise web.HTTPSeeOther("/")  # this device stays signed in
     response = web.HTTPSeeOther("/login")
     cookies.clear_session(response)
     raise response
@@ -189,19 +201,6 @@ async def healthz(request: web.Request) -> web.Response:
         log.exception("health check failed")
         ok = False
     return web.json_response({"ok": ok}, status=200 if ok else 503)
-
-
-BROWSERS = (("Edg/", "Edge"), ("OPR/", "Opera"), ("Firefox/", "Firefox"), ("Chrome/", "Chrome"),
-            ("Safari/", "Safari"))
-SYSTEMS = (("iPhone", "iPhone"), ("iPad", "iPad"), ("Android", "Android"), ("Windows", "Windows"),
-           ("Mac OS X", "macOS"), ("CrOS", "ChromeOS"), ("Linux", "Linux"))
-
-
-def device_name(user_agent: str) -> str:
-    """'Chrome on Android' from a User-Agent header: enough to tell one's devices apart."""
-    browser = next((name for mark, name in BROWSERS if mark in user_agent), "A browser")
-    system = next((name for mark, name in SYSTEMS if mark in user_agent), "")
-    return f"{browser} on {system}" if system else browser if user_agent else "Unknown browser"
 
 
 def _when(timestamp: float) -> str:

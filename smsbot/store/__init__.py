@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .base import UNDELIVERED, Event, Invite, Member, OutboxRow, Pin, Session, Store, Tx, username_key
+from .base import UNDELIVERED, Confirmation, Event, Invite, Member, OutboxRow, Pin, Session, Store, Tx, username_key
 from .sqlite import SqliteStore
 
-__all__ = ["UNDELIVERED", "Event", "Invite", "Member", "OutboxRow", "Pin", "Session", "SqliteStore", "Store", "Tx",
-           "username_key"]
+__all__ = ["UNDELIVERED", "Confirmation", "Event", "Invite", "Member", "OutboxRow", "Pin", "Session", "SqliteStore",
+           "Store", "Tx", "username_key"]

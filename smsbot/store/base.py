@@ -44,6 +44,21 @@ class Invite:
     invited_by: str
     created_at: float
     expires_at: float
+    invited_by_key: str | None  # the inviting admin's phone key (None on invites made before it was kept)
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """An admin command waiting for `YES <code>`. `argument` is as typed, so it may hold a number in clear: only
+    until the command runs or is dropped."""
+
+    admin_key: str
+    command: str
+    argument: str
+    code_hash: str
+    tries: int
+    created_at: float
+    expires_at: float
 
 
 @dataclass(frozen=True)
@@ -143,7 +158,7 @@ class Tx(Protocol):
         ...
 
     async def put_invite(self, *, phone_key: str, phone_hint: str, code_hash: str, username: str | None,
-                         invited_by: str, now: float, expires_at: float) -> None:
+                         invited_by: str, invited_by_key: str, now: float, expires_at: float) -> None:
         """Create the invite for this number, replacing any earlier one (and its code)."""
         ...
 
@@ -191,6 +206,14 @@ verification is the last one attached, and it wins (an earlier one was cancelled
         """Record when sessions were last used (session id to time), as many as there are, in one go."""
         ...
 
+    async def remove_sessions(self, member_id: int, *, keep: int | None = None) -> int:
+        """End every session of the member (but the one `keep` names, if any); return how many ended."""
+        ...
+
+    async def remove_session_of(self, member_id: int, session_id: int) -> bool:
+        """End one session, if it is the member's."""
+        ...
+
     async def remove_session(self, session_id: int) -> None:
         ...
 
@@ -222,6 +245,21 @@ verification is the last one attached, and it wins (an earlier one was cancelled
 
     async def retry_outbox(self, outbox_id: int, *, next_attempt_at: float, error: str) -> None:
         ...
+
+    async def put_confirmation(self, *, admin_key: str, command: str, argument: str, code_hash: str, now: float,
+                               expires_at: float) -> None:
+        """Hold an admin's command for YES, replacing the one they had waiting, if any."""
+        ...
+
+    async def confirmation_of(self, admin_key: str) -> Confirmation | None: ...
+
+    async def count_confirmation_try(self, admin_key: str) -> int:
+        """Count a wrong code; return the tries so far."""
+        ...
+
+    async def remove_confirmation(self, admin_key: str) -> None: ...
+
+    async def drop_expired_confirmations(self, now: float) -> int: ...
 
     async def add_part(self, *, phone_key: str, ref: str, total: int, part: int, text: str, now: float) -> None:
         ...

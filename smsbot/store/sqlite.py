@@ -15,7 +15,20 @@ import aiosqlite
 
 from ..commands import is_number
 from ..messages import Kind
-from .base import UNDELIVERED, Event, Invite, Member, OutboxRow, Pin, Session, SessionsChanged, T, Tx, username_key
+from .base import (
+    UNDELIVERED,
+    Confirmation,
+    Event,
+    Invite,
+    Member,
+    OutboxRow,
+    Pin,
+    Session,
+    SessionsChanged,
+    T,
+    Tx,
+    username_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +148,21 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX outbox_waiting ON outbox(phone_key, state, id);
         """,
     ),
+    (
+        "admin commands waiting for YES <code> (one per admin); the inviting admin's key on each invite",
+        """
+        CREATE TABLE confirmations (
+            admin_key TEXT PRIMARY KEY,
+            command TEXT NOT NULL,
+            argument TEXT NOT NULL,
+            code_hash TEXT NOT NULL,
+            tries INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        );
+        ALTER TABLE invites ADD COLUMN invited_by_key TEXT;
+        """,
+    ),
 ]
 class SqliteTx(Tx):
     """One open SQLite transaction."""
@@ -225,12 +253,12 @@ class SqliteTx(Tx):
         return _invite(await self._one("SELECT * FROM invites WHERE phone_key = ?", phone_key))
 
     async def put_invite(self, *, phone_key: str, phone_hint: str, code_hash: str, username: str | None,
-                         invited_by: str, now: float, expires_at: float) -> None:
+                         invited_by: str, invited_by_key: str, now: float, expires_at: float) -> None:
         await self._run("DELETE FROM invites WHERE phone_key = ?", phone_key)
         await self._run(
-            "INSERT INTO invites (phone_key, phone_hint, code_hash, username, stage, invited_by, created_at,"
-            " expires_at) VALUES (?, ?, ?, ?, 'awaiting_code', ?, ?, ?)",
-            phone_key, phone_hint, code_hash, username, invited_by, now, expires_at,
+            "INSERT INTO invites (phone_key, phone_hint, code_hash, username, stage, invited_by, invited_by_key,"
+            " created_at, expires_at) VALUES (?, ?, ?, ?, 'awaiting_code', ?, ?, ?, ?)",
+            phone_key, phone_hint, code_hash, username, invited_by, invited_by_key, now, expires_at,
         )
 
     async def set_invite_stage(self, invite_id: int, stage: str) -> None:
@@ -298,6 +326,18 @@ class SqliteTx(Tx):
     async def touch_sessions(self, last_seen: Mapping[int, float]) -> None:
         await self._db.executemany("UPDATE sessions SET last_seen_at = max(last_seen_at, ?) WHERE id = ?",
                                    [(at, session_id) for session_id, at in last_seen.items()])
+
+    async def remove_sessions(self, member_id: int, *, keep: int | None = None) -> int:
+        count = await self._run("DELETE FROM sessions WHERE member_id = ? AND id IS NOT ?", member_id, keep)
+        if count:
+            self._sessions_changed(member_id)
+        return count
+
+    async def remove_session_of(self, member_id: int, session_id: int) -> bool:
+        if await self._run("DELETE FROM sessions WHERE member_id = ? AND id = ?", member_id, session_id):
+            self._sessions_changed(member_id)
+            return True
+        return False
 
     async def remove_session(self, session_id: int) -> None:
         row = await self._one("DELETE FROM sessions WHERE id = ? RETURNING member_id", session_id)
@@ -370,6 +410,31 @@ class SqliteTx(Tx):
             "UPDATE outbox SET state = 'pending', next_attempt_at = ?, lease_until = NULL, error = ? WHERE id = ?",
             next_attempt_at, error, outbox_id,
         )
+
+    # admin commands waiting for YES
+    async def put_confirmation(self, *, admin_key: str, command: str, argument: str, code_hash: str, now: float,
+                               expires_at: float) -> None:
+        await self._run(
+            "INSERT INTO confirmations (admin_key, command, argument, code_hash, tries, created_at, expires_at)"
+            " VALUES (?, ?, ?, ?, 0, ?, ?) ON CONFLICT (admin_key) DO UPDATE SET command = excluded.command,"
+            " argument = excluded.argument, code_hash = excluded.code_hash, tries = 0,"
+            " created_at = excluded.created_at, expires_at = excluded.expires_at",
+            admin_key, command, argument, code_hash, now, expires_at)
+
+    async def confirmation_of(self, admin_key: str) -> Confirmation | None:
+        row = await self._one("SELECT * FROM confirmations WHERE admin_key = ?", admin_key)
+        return None if row is None else Confirmation(**dict(row))
+
+    async def count_confirmation_try(self, admin_key: str) -> int:
+        row = await self._one("UPDATE confirmations SET tries = tries + 1 WHERE admin_key = ? RETURNING tries",
+                              admin_key)
+        return int(row[0]) if row else 0
+
+    async def remove_confirmation(self, admin_key: str) -> None:
+        await self._run("DELETE FROM confirmations WHERE admin_key = ?", admin_key)
+
+    async def drop_expired_confirmations(self, now: float) -> int:
+        return await self._run("DELETE FROM confirmations WHERE expires_at <= ?", now)
 
     # multipart inbound texts
     async def add_part(self, *, phone_key: str, ref: str, total: int, part: int, text: str, now: float) -> None:

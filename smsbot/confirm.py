@@ -1,0 +1,80 @@
+"""Confirmation of admin commands: a command listed in SMSBOT_CONFIRM waits for `YES <code>` from the same admin.
+
+The sender of a text is not authenticated end to end: a spoofed text can arrive, correctly signed by Vonage, "from"
+an admin's number. The code goes to the real admin's phone, which the spoofer can't read, and the unexpected
+question warns the admin. Only a keyed hash of the code is kept; the command's argument (which may hold a number)
+only until the command runs or is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from . import commands, texts
+from .clock import Clock
+from .commands import Command
+from .engine import Turn, resolve
+from .keys import CONFIRM_LENGTH, Keys, SecretSource, same
+from .pins import once_per
+from .settings import Settings
+from .store import Tx
+
+CONFIRM_MINUTES = 10
+CONFIRM_TRIES = 3
+ASKED_PER_HOUR = 6
+
+
+@dataclass(eq=False)
+class Confirmations:
+    settings: Settings
+    keys: Keys
+    clock: Clock
+    source: SecretSource
+    features: Mapping[str, object]  # the engine's features, this one among them: YES runs the held command
+
+    def needed(self, turn: Turn, command: Command) -> bool:
+        return command.name in self.settings.confirm and not turn.confirmed
+
+    async def hold(self, tx: Tx, turn: Turn, command: Command, argument: str, what: str) -> None:
+        """Keep the command until YES; reply with `what` it will do and the code. A few an hour per admin: a spoofer
+        who sends command after command, each with three YES guesses, gets no more codes to guess."""
+        now = self.clock.now()
+        if await tx.count_since(turn.key, "confirm-asked", now - 3600) >= ASKED_PER_HOUR:
+            await tx.record_event(now, turn.actor, "confirm-capped", command.name)
+            if await once_per(tx, self.clock, turn.key, "confirm-capped", 3600):
+                turn.reply(texts.CONFIRM_CAPPED)
+            return
+        await tx.note(turn.key, "confirm-asked", now)
+        code = self.source.confirm_code()
+        await tx.put_confirmation(admin_key=turn.key, command=command.name, argument=argument,
+                                  code_hash=self.keys.confirm_hash(turn.key, code), now=now,
+                                  expires_at=now + CONFIRM_MINUTES * 60)
+        await tx.record_event(now, turn.actor, "confirm-asked", command.name)
+        turn.reply(texts.CONFIRM.format(what=what, code=code, minutes=CONFIRM_MINUTES))
+
+    async def yes(self, tx: Tx, turn: Turn, argument: str) -> None:
+        now = self.clock.now()
+        pending = await tx.confirmation_of(turn.key)
+        if pending is None:
+            turn.reply(texts.NOTHING_TO_CONFIRM)
+            return
+        if pending.expires_at <= now:
+            await tx.remove_confirmation(turn.key)
+            await tx.record_event(now, turn.actor, "confirm-expired", pending.command)
+            turn.reply(texts.CONFIRM_EXPIRED.format(command=pending.command, minutes=CONFIRM_MINUTES))
+            return
+        right = commands.is_number(argument) and len(argument) == CONFIRM_LENGTH
+        if not (right and same(self.keys.confirm_hash(turn.key, argument), pending.code_hash)):
+            if await tx.count_confirmation_try(turn.key) >= CONFIRM_TRIES:
+                await tx.remove_confirmation(turn.key)
+                await tx.record_event(now, turn.actor, "confirm-dropped", pending.command)
+                turn.reply(texts.CONFIRM_DROPPED.format(command=pending.command))
+            else:
+                turn.reply(texts.CONFIRM_WRONG)
+            return
+        await tx.remove_confirmation(turn.key)
+        await tx.record_event(now, turn.actor, "confirmed", pending.command)
+        command = commands.BY_WORD[pending.command]
+        turn.confirmed = True
+        await resolve(self.features, command.handler)(tx, turn, pending.argument)
