@@ -305,6 +305,29 @@ class Running:
             self.proc.stop()  # closes its log and prints it (the real servers log at WARNING: short)
 
 
+def quiet_port() -> int:
+    """A free port below the range the OS hands out for port 0 and for outgoing connections.
+
+    The servers here are killed and restarted on one port, and the traffic threads keep posting to it while no server
+    holds it. A port from the OS's range could meanwhile go to another test's server (another pytest-xdist worker);
+    one below that range is taken only by someone who picks it on purpose.
+    """
+    try:
+        low = int(pathlib.Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return free_port()
+    picker = random.SystemRandom()
+    for _ in range(50):
+        port = picker.randrange(max(1024, low - 16384), low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    return free_port()
+
+
 class PortTaken(AssertionError):
     """Another process took the port between two of our servers."""
 
@@ -321,7 +344,7 @@ class Deployment:
         self.db = tmp / "data" / "smsbot.db"
         self.db.parent.mkdir()
         self.fork_log = tmp / "forked-servers.log"
-        self.port = free_port()
+        self.port = quiet_port()
         self.starts = 0
         self.health = requests.Session()
         self.health.trust_env = False
@@ -393,7 +416,7 @@ class Deployment:
                 server.kill()
                 if attempt == 2:
                     raise
-                self.port = free_port()
+                self.port = quiet_port()
             except BaseException:
                 server.kill()
                 raise
@@ -740,7 +763,7 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(forker: ForkServer
             real = server.real
             code = server.kill()
             if code != -signal.SIGKILL and deployment.port_taken(server):
-                deployment.port = free_port()  # not a cycle: try again on another port
+                deployment.port = quiet_port()  # not a cycle: try again on another port
                 server = None
                 continue
             assert code == -signal.SIGKILL, f"cycle {cycle}: exit code {code}, not killed:\n{deployment.log_tail()}"
