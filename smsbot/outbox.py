@@ -26,6 +26,7 @@ BACKOFF_BASE = 2.0
 BACKOFF_CAP = 300.0
 GIVE_UP_AFTER = 24 * 3600.0
 IDLE_POLL = 5.0
+SENDER_POLL = 2.0  # seconds between an idle instance's attempts to take over sending
 
 
 def backoff(attempts: int, rng: random.Random) -> float:
@@ -41,7 +42,9 @@ class Outbox:
     """Sends what the engine queued. `verifier` starts a Verify v2 verification for a body-less VERIFY text."""
 
     def __init__(self, store: Store, gateway: Gateway, clock: Clock, rate: float, verifier: Verifier | None = None,
-                 rng: random.Random | None = None, give_up_after: float = GIVE_UP_AFTER, pin_ttl: float = 600.0):
+                 rng: random.Random | None = None, give_up_after: float = GIVE_UP_AFTER, pin_ttl: float = 600.0,
+                 handover: float = 0.0):
+        self.handover = handover  # seconds a new sender waits before its first send (see run)
         self.store = store
         self.gateway = gateway
         self.clock = clock
@@ -133,13 +136,19 @@ class Outbox:
         await self.store.run(work)
 
     async def run(self) -> None:
-        """The worker loop, run as a background task for the life of the app."""
-        await self.release_abandoned()
+        """The worker loop, run as a background task for the life of the app. Only the instance that holds the
+        sender's role sends (one, for a database several instances share); the others wait to take it over."""
+        sending = False
         while not self._stopping:
             self._wake.clear()
             try:
-                await self.drain_once()
-                timeout = await self._seconds_to_next()
+                if not sending:
+                    sending = await self.store.claim_sender()
+                    if sending:
+                        await self._take_over()
+                if sending:
+                    await self.drain_once()
+                timeout = await self._seconds_to_next() if sending else SENDER_POLL
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -147,6 +156,16 @@ class Outbox:
                 timeout = IDLE_POLL
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _take_over(self) -> None:
+        """Become the sender. A sender that died may have had requests on their way to the provider for as long
+        as a call may take; waiting that long (and the rate's one-second window) keeps the ceiling one for all.
+        Then the texts it had claimed go back in the queue."""
+        if self.handover:
+            await self.clock.sleep(self.handover)
+        released = await self.release_abandoned()
+        if released:
+            log.info("%d text(s) claimed by an earlier sender are queued again", released)
 
     async def _seconds_to_next(self) -> float:
         due = await self.store.run(lambda tx: tx.next_due_at())

@@ -24,10 +24,13 @@ class Cached:
     session: Session
     last_seen: float  # the newest use, here
     stored_seen: float  # the last-seen time the database has
+    read_at: float  # when it was read from the database
 
 
 class SessionCache:
-    def __init__(self, capacity: int = CAPACITY, unknown_capacity: int = UNKNOWN_CAPACITY):
+    def __init__(self, capacity: int = CAPACITY, unknown_capacity: int = UNKNOWN_CAPACITY,
+                 max_age: float | None = None):
+        self.max_age = max_age  # with several instances: an entry is read again this often, notified or not
         self.capacity = capacity
         self.unknown_capacity = unknown_capacity
         self.generation = 0  # moves on every invalidation; a fill that began before one is dropped
@@ -38,21 +41,25 @@ class SessionCache:
     def __len__(self) -> int:
         return len(self._by_token)
 
-    def get(self, token_hash: str) -> Cached | None:
+    def get(self, token_hash: str, now: float) -> Cached | None:
         found = self._by_token.get(token_hash)
-        if found is not None:
-            self._by_token.move_to_end(token_hash)
+        if found is None:
+            return None
+        if self.max_age is not None and now - found.read_at > self.max_age:
+            self._drop(token_hash)
+            return None
+        self._by_token.move_to_end(token_hash)
         return found
 
     def known_unknown(self, token_hash: str) -> bool:
         return token_hash in self._unknown
 
-    def put(self, session: Session, generation: int) -> None:
+    def put(self, session: Session, generation: int, now: float) -> None:
         """Keep a session read from the database, unless an invalidation came since the read began."""
         if generation != self.generation:
             return
         self._unknown.pop(session.token_hash, None)
-        self._by_token[session.token_hash] = Cached(session, session.last_seen_at, session.last_seen_at)
+        self._by_token[session.token_hash] = Cached(session, session.last_seen_at, session.last_seen_at, now)
         self._tokens_of.setdefault(session.member_id, set()).add(session.token_hash)
         while len(self._by_token) > self.capacity:
             self._drop(next(iter(self._by_token)))

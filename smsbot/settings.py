@@ -24,6 +24,7 @@ from .errors import SettingsError, SmsbotError
 
 PIN_MODES = ("sms", "verify")
 CONFIRMABLE = ("INVITE", "REVOKE")
+POSTGRES_SCHEMES = ("postgresql", "postgres")
 SIGNATURE_METHODS = ("md5hash", "md5", "sha1", "sha256", "sha512")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MIN_SECRET_LENGTH = 32
@@ -100,8 +101,26 @@ def choices(raw: str, row: Setting, done: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(c for c in row.choices if c in given)
 
 
-def path(raw: str, row: Setting, done: Mapping[str, Any]) -> pathlib.Path:
-    return pathlib.Path(raw.strip())
+def database(raw: str, row: Setting, done: Mapping[str, Any]) -> str:
+    """A SQLite file path, or a postgresql:// URL; any other scheme is refused, never taken for a file name."""
+    value = raw.strip()
+    scheme, found, _ = value.partition("://")
+    if not found:
+        return value
+    if scheme.lower() not in POSTGRES_SCHEMES:
+        raise Invalid(f"must be a file path or a postgresql:// URL, got the scheme {scheme!r}")
+    parts = urlsplit(value)
+    if not parts.hostname or not parts.path.strip("/"):
+        raise Invalid("must name the host and the database, like postgresql://user:password@host:5432/smsbot")
+    return value
+
+
+def masked_url(value: str) -> str:
+    """A database URL as logs and `smsbot check` show it: without its password."""
+    parts = urlsplit(value)
+    if parts.password is None:
+        return value
+    return value.replace(f":{parts.password}@", ":***@", 1)
 
 
 def number(raw: str, row: Setting, done: Mapping[str, Any]) -> float:
@@ -221,7 +240,9 @@ TABLE: tuple[Setting, ...] = (
             doc="Vonage API key"),
     Setting("VONAGE_API_SECRET", "vonage_api_secret", text, "", secret=True, need=Need.TO_SERVE,
             missing="is required to send texts", doc="Vonage API secret"),
-    Setting("SMSBOT_DB", "db_path", path, pathlib.Path("smsbot.db"), doc="SQLite database file"),
+    Setting("SMSBOT_DB", "db", database, "smsbot.db", show=lambda v: masked_url(v),
+            doc="SQLite database file, or a PostgreSQL URL `postgresql://user:password@host:port/dbname` (then "
+                "several instances may share it)"),
     Setting("SMSBOT_PUBLIC_URL", "public_url", http_url, "http://localhost:8080",
             doc="public base URL, used in texts; `https://` turns on Secure `__Host-` cookies and HSTS"),
     Setting("SMSBOT_COOKIE_DOMAIN", "cookie_domain", cookie_domain, "",
@@ -285,7 +306,7 @@ class Settings:
     number: str  # digits, the sender of every SMS
     vonage_api_key: str
     vonage_api_secret: str = field(repr=False)
-    db_path: pathlib.Path
+    db: str = field(repr=False)  # a PostgreSQL URL may hold a password
     public_url: str
     cookie_domain: str
     group_name: str
@@ -311,6 +332,21 @@ class Settings:
     vonage_api_host: str
     vonage_rest_host: str
     dev: bool
+
+    @property
+    def postgres_url(self) -> str | None:
+        """The PostgreSQL URL when SMSBOT_DB is one, else None (a SQLite file)."""
+        return self.db if "://" in self.db else None
+
+    @property
+    def db_path(self) -> pathlib.Path:
+        """The SQLite file (meaningless for PostgreSQL)."""
+        return pathlib.Path(self.db)
+
+    @property
+    def database(self) -> str:
+        """SMSBOT_DB as logs may show it."""
+        return masked_url(self.db)
 
     @property
     def https(self) -> bool:

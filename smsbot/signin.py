@@ -22,6 +22,7 @@ from .settings import Settings
 from .store import Member, Pin, Session, Store, Tx
 
 log = logging.getLogger(__name__)
+SHARED_CACHE_AGE = 0.5  # seconds
 
 
 
@@ -110,7 +111,9 @@ class SignIn:
         await self.pipeline.enqueue(tx, [Outgoing(a, alert) for a in self.settings.admins], now)
 
     def __post_init__(self) -> None:
-        self.cache = SessionCache()
+        # With several instances, another one's REVOKE reaches this cache by notification within milliseconds; if
+        # notifications are lost (a dropped connection), no cached session outlives a change by more than this.
+        self.cache = SessionCache(max_age=SHARED_CACHE_AGE if self.store.shared else None)
         self.store.watch_sessions(self.cache.forget_member)
         self.admin_keys = frozenset(self.keys.phone_key(a) for a in self.settings.admins)
 
@@ -119,10 +122,10 @@ class SignIn:
         else None, which says nothing (ask `session`)."""
         if not token or len(token) > 100:
             return None
-        cached = self.cache.get(token_hash(token))
+        now = self.clock.now()
+        cached = self.cache.get(token_hash(token), now)
         if cached is None:
             return None
-        now = self.clock.now()
         if self._expired(cached.session.created_at, cached.last_seen, now):
             return None
         if now > cached.last_seen:
@@ -136,7 +139,7 @@ class SignIn:
             return None
         hashed = token_hash(token)
         now = self.clock.now()
-        cached = self.cache.get(hashed)
+        cached = self.cache.get(hashed, now)
         if cached is not None:
             if self._expired(cached.session.created_at, cached.last_seen, now):
                 await self.store.run(lambda tx: tx.remove_session(cached.session.id))
@@ -158,8 +161,8 @@ class SignIn:
         if found is None:
             self.cache.put_unknown(hashed, generation)
             return None
-        self.cache.put(found, generation)
-        if now > found.last_seen_at and (hit := self.cache.get(hashed)) is not None:
+        self.cache.put(found, generation, now)
+        if now > found.last_seen_at and (hit := self.cache.get(hashed, now)) is not None:
             hit.last_seen = now
         return found
 

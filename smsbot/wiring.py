@@ -50,13 +50,22 @@ def default_gateway(settings: Settings) -> Gateway:
     return VonageGateway(settings)
 
 
+def open_store(settings: Settings) -> Store:
+    """The store SMSBOT_DB names: PostgreSQL for a postgresql:// URL, else a SQLite file. Not opened yet."""
+    if settings.postgres_url:
+        from .store.postgres import PostgresStore  # only then is asyncpg loaded
+
+        return PostgresStore(settings.postgres_url)
+    return SqliteStore(settings.db_path)
+
+
 def build(settings: Settings, *, clock: Clock | None = None, gateway: Gateway | None = None,
           source: SecretSource | None = None) -> Graph:
     clock = clock or Clock()
     source = source or SecretSource()
     gateway = gateway or default_gateway(settings)
     keys = Keys(settings.secret)
-    store: Store = SqliteStore(settings.db_path)
+    store = open_store(settings)
     group = texts.cut_group(settings.group_name)
     pins = Pins(settings, keys, clock, source, gateway, group)
     admins = {keys.phone_key(number): number for number in settings.admins}
@@ -71,8 +80,11 @@ def build(settings: Settings, *, clock: Clock | None = None, gateway: Gateway | 
         "devices": Devices(clock),
     })
     engine = Engine(keys, clock, settings.admins, features)
+    # A sender taking over from one that died waits out the requests it may still have had in flight.
+    handover = 1.0 + settings.vonage_timeout if store.shared else 0.0
     outbox = Outbox(store, gateway, clock, settings.sms_rate, verifier=pins.start_verification,
-                    pin_ttl=pins.ttl)
+                    pin_ttl=pins.ttl, handover=handover)
+    store.watch_outbox(outbox.wake)
     pipeline = Pipeline(settings, store, engine, outbox, keys, clock)
     signin = SignIn(settings, store, pins, pipeline, clock, source, keys)
     return Graph(settings, clock, source, keys, gateway, store, outbox, engine, pipeline, signin)

@@ -207,12 +207,21 @@ def test_a_fill_that_began_before_an_invalidation_is_dropped() -> None:
     session = Session(1, 7, "alice", "key", 0.0, 0.0, "", "hash")
     generation = cache.generation
     cache.forget_member(7)  # a REVOKE lands while the read is in flight
-    cache.put(session, generation)
-    assert cache.get("hash") is None
-    cache.put(session, cache.generation)
-    assert cache.get("hash") is not None
+    cache.put(session, generation, 0.0)
+    assert cache.get("hash", 0.0) is None
+    cache.put(session, cache.generation, 0.0)
+    assert cache.get("hash", 1e9) is not None, "no maximum age: only an invalidation ends an entry"
     cache.forget_member(7)
-    assert cache.get("hash") is None and len(cache) == 0
+    assert cache.get("hash", 0.0) is None and len(cache) == 0
+
+
+def test_with_several_instances_an_entry_is_read_again_after_its_maximum_age() -> None:
+    cache = SessionCache(max_age=0.5)
+    session = Session(1, 7, "alice", "key", 0.0, 0.0, "", "hash")
+    cache.put(session, cache.generation, 100.0)
+    assert cache.get("hash", 100.5) is not None
+    assert cache.get("hash", 100.51) is None, "older than its maximum age, even if no notification came"
+    assert len(cache) == 0
 
 
 async def login_page(bench: WebBench, query: str = "",

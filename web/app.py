@@ -73,7 +73,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, clock: Clo
 async def _database(app: web.Application) -> AsyncIterator[None]:
     store = app[STORE]
     await store.open()
-    log.info("database %s ready (schema version %d)", app[SETTINGS].db_path, await store.schema_version())
+    log.info("database %s ready (schema version %d)", app[SETTINGS].database, await store.schema_version())
     yield
     await store.close()
 

@@ -46,7 +46,8 @@ def dev_environment(env: dict[str, str], port: int) -> dict[str, str]:
     env.setdefault("SMSBOT_GROUP_NAME", "Dev Group")
     env.setdefault("SMSBOT_PUBLIC_URL", f"http://127.0.0.1:{port}")
     if not env.get("SMSBOT_SECRET"):
-        secret_file = pathlib.Path(env["SMSBOT_DB"]).resolve().parent / DEV_SECRET_FILE
+        folder = pathlib.Path(env["SMSBOT_DB"]).resolve().parent if "://" not in env["SMSBOT_DB"] else pathlib.Path()
+        secret_file = folder / DEV_SECRET_FILE
         if not secret_file.exists():
             secret_file.write_text(secrets.token_urlsafe(32) + "\n", encoding="utf-8")
             secret_file.chmod(0o600)
@@ -84,7 +85,7 @@ def describe(settings: Settings) -> str:
         f"  Group:            {settings.group_name}",
         f"  Vonage number:    {settings.number} (sender of every text), {auth} auth",
         f"  Admins:           {', '.join(phone.mask(a) for a in settings.admins)}",
-        f"  Database:         {settings.db_path}",
+        f"  Database:         {settings.database}",
         f"  PINs:             {pin}",
         f"  Signed webhooks:  {signing}",
         f"  Send rate:        at most {settings.sms_rate:g} SMS API requests per second",
@@ -165,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104 (only printed)
         base = f"http://{shown_host}:{args.port}"
         print(f"""
-smsbot dev: a fake SMS provider, nothing leaves this machine. Database: {settings.db_path}
+smsbot dev: a fake SMS provider, nothing leaves this machine. Database: {settings.database}
   Dev phones:  {base}/dev/phone     (the admin is {', '.join(settings.admins)}; add any number to play an invitee)
   Sign in:     {base}/login
   Try it:      on the admin's phone text  INVITE +1 415 555 0134 alice

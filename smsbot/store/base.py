@@ -17,6 +17,7 @@ T = TypeVar("T")
 # Told a member id, inside the unit of work, whenever that member's sessions may have changed: a session ended, or
 # the member was removed or locked. Session caches listen, so none outlives the change.
 SessionsChanged = Callable[[int], None]
+TextsQueued = Callable[[], None]  # told once a unit of work that queued texts has committed
 
 UNDELIVERED = ("failed", "rejected", "expired", "undeliverable")
 
@@ -330,10 +331,44 @@ class Store(Protocol):
 
     async def schema_version(self) -> int: ...
 
-    def watch_sessions(self, listener: SessionsChanged) -> None:
-        """Call `listener` with a member id whenever a unit of work may change that member's sessions."""
-        ...
-
     async def healthy(self) -> bool:
         """Whether the database answers."""
         ...
+
+    shared: bool  # whether several instances of smsbot may use this database at once
+
+    def watch_sessions(self, listener: SessionsChanged) -> None:
+        """Call `listener` with a member id whenever a unit of work may change that member's sessions, in this
+        instance at once and, for a shared database, in the others as soon as they hear of it."""
+        ...
+
+    def watch_outbox(self, listener: TextsQueued) -> None:
+        """Call `listener` when texts were queued (by any instance, for a shared database)."""
+        ...
+
+    async def claim_sender(self) -> bool:
+        """Whether this instance is the one that sends texts now. Only one does at a time, so the rate ceiling is
+        one for all; when it dies another takes over."""
+        ...
+
+
+class Watchers:
+    """The listeners a store tells of changed sessions and queued texts."""
+
+    def __init__(self) -> None:
+        self._session_watchers: list[SessionsChanged] = []
+        self._outbox_watchers: list[TextsQueued] = []
+
+    def watch_sessions(self, listener: SessionsChanged) -> None:
+        self._session_watchers.append(listener)
+
+    def watch_outbox(self, listener: TextsQueued) -> None:
+        self._outbox_watchers.append(listener)
+
+    def _sessions_changed(self, member_id: int) -> None:
+        for listener in self._session_watchers:
+            listener(member_id)
+
+    def _texts_queued(self) -> None:
+        for listener in self._outbox_watchers:
+            listener()

@@ -1,0 +1,406 @@
+"""The statements both backends share: each Tx method's SQL, written once.
+
+SQLite and PostgreSQL speak the same SQL for everything smsbot asks, but for a few words (the class attributes);
+placeholders are `?` here and the PostgreSQL store numbers them. Phone numbers appear only as keyed HMACs, except in
+outbox rows still waiting to be sent and admin commands waiting for YES.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from ..commands import is_number
+from ..messages import Kind
+from .base import UNDELIVERED, Confirmation, Event, Invite, Member, OutboxRow, Pin, Session, Tx, username_key
+
+
+class Row(Protocol):
+    """A result row as both drivers give it: by position, by column name, and as a mapping."""
+
+    def __getitem__(self, key: int | str) -> Any: ...
+
+    def keys(self) -> Any: ...
+
+
+class SqlTx(Tx):
+    """One open transaction, in the SQL both backends speak (`?` placeholders; the few words they spell apart are
+    class attributes). A backend gives the four ways to run a statement and says when sessions changed."""
+
+    GREATEST = "max"  # the larger of two values
+    FIND = "instr"  # position of a string in another
+    LOCK_ROWS = ""  # what a claim adds so that two senders never take the same row
+
+    async def _one(self, sql: str, *args: Any) -> Row | None:
+        raise NotImplementedError
+
+    async def _all(self, sql: str, *args: Any) -> list[Row]:
+        raise NotImplementedError
+
+    async def _run(self, sql: str, *args: Any) -> int:
+        """Run a statement; the number of rows it changed."""
+        raise NotImplementedError
+
+    async def _many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        raise NotImplementedError
+
+    def _sessions_changed(self, member_id: int) -> None:
+        raise NotImplementedError
+
+    def _queued(self) -> None:
+        """A text was queued in this unit of work."""
+
+    # inbound dedupe
+    async def record_inbound(self, message_id: str, now: float) -> bool:
+        return await self._run("INSERT INTO inbound (message_id, received_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                               message_id, now) == 1
+
+    # opt-outs
+    async def is_opted_out(self, phone_key: str) -> bool:
+        return await self._one("SELECT 1 FROM opt_outs WHERE phone_key = ?", phone_key) is not None
+
+    async def opt_out(self, phone_key: str, now: float) -> bool:
+        return await self._run("INSERT INTO opt_outs (phone_key, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                               phone_key, now) == 1
+
+    async def opt_in(self, phone_key: str) -> bool:
+        return await self._run("DELETE FROM opt_outs WHERE phone_key = ?", phone_key) > 0
+
+    # members
+    async def member_by_phone(self, phone_key: str) -> Member | None:
+        row = await self._one("SELECT * FROM members WHERE phone_key = ?", phone_key)
+        return _member(row)
+
+    async def member_by_username(self, username: str) -> Member | None:
+        row = await self._one("SELECT * FROM members WHERE username_key = ?", username_key(username))
+        return _member(row)
+
+    async def member_by_id(self, member_id: int) -> Member | None:
+        return _member(await self._one("SELECT * FROM members WHERE id = ?", member_id))
+
+    async def username_taken(self, username: str) -> bool:
+        key = username_key(username)
+        if await self._one("SELECT 1 FROM members WHERE username_key = ?", key):
+            return True
+        return await self._one("SELECT 1 FROM invites WHERE lower(username) = lower(?) AND username IS NOT NULL",
+                               username) is not None
+
+    async def add_member(self, username: str, phone_key: str, phone_hint: str, now: float) -> Member:
+        row = await self._one(
+            "INSERT INTO members (username, username_key, phone_key, phone_hint, created_at) VALUES (?, ?, ?, ?, ?)"
+            " RETURNING id", username, username_key(username), phone_key, phone_hint, now)
+        assert row is not None
+        member = await self.member_by_id(int(row[0]))
+        assert member is not None
+        return member
+
+    async def remove_member(self, member_id: int) -> None:
+        await self._run("DELETE FROM members WHERE id = ?", member_id)
+        self._sessions_changed(member_id)
+
+    async def members(self) -> list[Member]:
+        rows = await self._all("SELECT * FROM members ORDER BY username_key")
+        return [m for m in map(_member, rows) if m is not None]
+
+    async def record_login_failure(self, member_id: int) -> int:
+        await self._run("UPDATE members SET failed_logins = failed_logins + 1 WHERE id = ?", member_id)
+        row = await self._one("SELECT failed_logins FROM members WHERE id = ?", member_id)
+        return int(row[0]) if row else 0
+
+    async def lock_member(self, member_id: int, now: float) -> None:
+        await self._run("UPDATE members SET locked_at = ? WHERE id = ?", now, member_id)
+        self._sessions_changed(member_id)
+
+    async def reset_login_failures(self, member_id: int) -> None:
+        await self._run("UPDATE members SET failed_logins = 0, locked_at = NULL WHERE id = ?", member_id)
+
+    # invites
+    async def invite_by_phone(self, phone_key: str) -> Invite | None:
+        return _invite(await self._one("SELECT * FROM invites WHERE phone_key = ?", phone_key))
+
+    async def put_invite(self, *, phone_key: str, phone_hint: str, code_hash: str, username: str | None,
+                         invited_by: str, invited_by_key: str, now: float, expires_at: float) -> None:
+        await self._run("DELETE FROM invites WHERE phone_key = ?", phone_key)
+        await self._run(
+            "INSERT INTO invites (phone_key, phone_hint, code_hash, username, stage, invited_by, invited_by_key,"
+            " created_at, expires_at) VALUES (?, ?, ?, ?, 'awaiting_code', ?, ?, ?, ?)",
+            phone_key, phone_hint, code_hash, username, invited_by, invited_by_key, now, expires_at,
+        )
+
+    async def set_invite_stage(self, invite_id: int, stage: str) -> None:
+        await self._run("UPDATE invites SET stage = ? WHERE id = ?", stage, invite_id)
+
+    async def count_invite_try(self, invite_id: int) -> int:
+        await self._run("UPDATE invites SET tries = tries + 1 WHERE id = ?", invite_id)
+        row = await self._one("SELECT tries FROM invites WHERE id = ?", invite_id)
+        return int(row[0]) if row else 0
+
+    async def remove_invite(self, invite_id: int) -> None:
+        await self._run("DELETE FROM invites WHERE id = ?", invite_id)
+
+    async def invites(self) -> list[Invite]:
+        rows = await self._all("SELECT * FROM invites ORDER BY created_at, id")
+        return [i for i in map(_invite, rows) if i is not None]
+
+    async def invite_by_username(self, username: str) -> Invite | None:
+        return _invite(await self._one(
+            "SELECT * FROM invites WHERE lower(username) = lower(?) AND username IS NOT NULL", username))
+
+    # PINs
+    async def put_pin(self, member_id: int, *, pin_hash: str | None, request_id: str | None, now: float,
+                      expires_at: float) -> None:
+        await self._run(
+            "INSERT INTO pins (member_id, pin_hash, request_id, tries, created_at, expires_at)"
+            " VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (member_id) DO UPDATE SET pin_hash = excluded.pin_hash,"
+            " request_id = excluded.request_id, tries = 0, created_at = excluded.created_at,"
+            " expires_at = excluded.expires_at",
+            member_id, pin_hash, request_id, now, expires_at,
+        )
+
+    async def pin_of(self, member_id: int) -> Pin | None:
+        row = await self._one("SELECT * FROM pins WHERE member_id = ?", member_id)
+        return None if row is None else Pin(**dict(row))
+
+    async def set_pin_request(self, phone_key: str, request_id: str) -> bool:
+        return await self._run(
+            "UPDATE pins SET request_id = ? WHERE pin_hash IS NULL"
+            " AND member_id = (SELECT id FROM members WHERE phone_key = ?)", request_id, phone_key) > 0
+
+    async def count_pin_try(self, member_id: int) -> int:
+        await self._run("UPDATE pins SET tries = tries + 1 WHERE member_id = ?", member_id)
+        row = await self._one("SELECT tries FROM pins WHERE member_id = ?", member_id)
+        return int(row[0]) if row else 0
+
+    async def remove_pin(self, member_id: int) -> None:
+        await self._run("DELETE FROM pins WHERE member_id = ?", member_id)
+
+    # sessions
+    async def add_session(self, member_id: int, token_hash: str, now: float, user_agent: str) -> None:
+        await self._run(
+            "INSERT INTO sessions (token_hash, member_id, created_at, last_seen_at, user_agent) VALUES (?, ?, ?, ?, ?)",
+            token_hash, member_id, now, now, user_agent[:200],
+        )
+
+    async def session_by_token(self, token_hash: str) -> Session | None:
+        row = await self._one(
+            "SELECT s.id, s.member_id, m.username, m.phone_key, s.created_at, s.last_seen_at, s.user_agent,"
+            " s.token_hash FROM sessions s JOIN members m ON m.id = s.member_id WHERE s.token_hash = ?",
+            token_hash,
+        )
+        return None if row is None else Session(**dict(row))
+
+    async def touch_sessions(self, last_seen: Mapping[int, float]) -> None:
+        await self._many(f"UPDATE sessions SET last_seen_at = {self.GREATEST}(last_seen_at, ?) WHERE id = ?",  # noqa: S608
+                         [(at, session_id) for session_id, at in last_seen.items()])
+
+    async def remove_sessions(self, member_id: int, *, keep: int | None = None) -> int:
+        count = await self._run("DELETE FROM sessions WHERE member_id = ? AND id IS DISTINCT FROM ?", member_id, keep)
+        if count:
+            self._sessions_changed(member_id)
+        return count
+
+    async def remove_session_of(self, member_id: int, session_id: int) -> bool:
+        if await self._run("DELETE FROM sessions WHERE member_id = ? AND id = ?", member_id, session_id):
+            self._sessions_changed(member_id)
+            return True
+        return False
+
+    async def remove_session(self, session_id: int) -> None:
+        row = await self._one("DELETE FROM sessions WHERE id = ? RETURNING member_id", session_id)
+        if row is not None:
+            self._sessions_changed(int(row[0]))
+
+    async def sessions_of(self, member_id: int) -> list[Session]:
+        rows = await self._all(
+            "SELECT s.id, s.member_id, m.username, m.phone_key, s.created_at, s.last_seen_at, s.user_agent,"
+            " s.token_hash FROM sessions s JOIN members m ON m.id = s.member_id WHERE s.member_id = ?"
+            " ORDER BY s.last_seen_at DESC",
+            member_id,
+        )
+        return [Session(**dict(r)) for r in rows]
+
+    # outbox
+    async def enqueue(self, *, to_number: str, phone_key: str, phone_hint: str, body: str, kind: Kind,
+                      now: float) -> None:
+        self._queued()
+        await self._run(
+            "INSERT INTO outbox (phone_key, phone_hint, to_number, body, kind, created_at, next_attempt_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            phone_key, phone_hint, to_number, body, kind.value, now, now,
+        )
+
+    async def claim_due(self, now: float, lease_seconds: float, limit: int) -> list[OutboxRow]:
+        # Texts to one number go out in the order they were queued: a text waits while an earlier one to the
+        # same number is still waiting (so "your PIN comes in the next text" never follows the PIN).
+        rows = await self._all(
+            "SELECT id, phone_key, phone_hint, to_number, body, kind, attempts, created_at FROM outbox AS o"  # noqa: S608
+            " WHERE ((state = 'pending' AND next_attempt_at <= ?) OR (state = 'sending' AND lease_until <= ?))"
+            " AND NOT EXISTS (SELECT 1 FROM outbox AS e WHERE e.phone_key = o.phone_key AND e.id < o.id"
+            "                 AND e.state IN ('pending', 'sending'))"
+            f" ORDER BY id LIMIT ?{self.LOCK_ROWS}",
+            now, now, limit,
+        )
+        for row in rows:
+            await self._run(
+                "UPDATE outbox SET state = 'sending', lease_until = ?, attempts = attempts + 1 WHERE id = ?",
+                now + lease_seconds, row["id"],
+            )
+        return [OutboxRow(**{**dict(r), "kind": Kind(r["kind"]), "attempts": r["attempts"] + 1}) for r in rows]
+
+    async def withdraw_texts(self, phone_key: str, kinds: tuple[Kind, ...]) -> int:
+        marks = ", ".join("?" for _ in kinds)
+        return await self._run(  # the f-string below adds only "?" placeholders
+            "UPDATE outbox SET state = 'suppressed', to_number = NULL, body = NULL, error = 'withdrawn'"  # noqa: S608
+            f" WHERE phone_key = ? AND state IN ('pending', 'sending') AND kind IN ({marks})",
+            phone_key, *(k.value for k in kinds))
+
+    async def release_claims(self) -> int:
+        return await self._run("UPDATE outbox SET state = 'pending', lease_until = NULL WHERE state = 'sending'")
+
+    async def next_due_at(self) -> float | None:
+        row = await self._one(
+            "SELECT min(CASE state WHEN 'pending' THEN next_attempt_at ELSE lease_until END) FROM outbox"
+            " WHERE state IN ('pending', 'sending')"
+        )
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def finish_outbox(self, outbox_id: int, *, state: str, now: float, provider_id: str | None = None,
+                            error: str | None = None) -> None:
+        await self._run(
+            "UPDATE outbox SET state = ?, done_at = ?, provider_id = ?, error = ?, to_number = NULL, body = NULL,"
+            " lease_until = NULL WHERE id = ?",
+            state, now, provider_id, error, outbox_id,
+        )
+
+    async def retry_outbox(self, outbox_id: int, *, next_attempt_at: float, error: str) -> None:
+        await self._run(
+            "UPDATE outbox SET state = 'pending', next_attempt_at = ?, lease_until = NULL, error = ? WHERE id = ?",
+            next_attempt_at, error, outbox_id,
+        )
+
+    # admin commands waiting for YES
+    async def put_confirmation(self, *, admin_key: str, command: str, argument: str, code_hash: str, now: float,
+                               expires_at: float) -> None:
+        await self._run(
+            "INSERT INTO confirmations (admin_key, command, argument, code_hash, tries, created_at, expires_at)"
+            " VALUES (?, ?, ?, ?, 0, ?, ?) ON CONFLICT (admin_key) DO UPDATE SET command = excluded.command,"
+            " argument = excluded.argument, code_hash = excluded.code_hash, tries = 0,"
+            " created_at = excluded.created_at, expires_at = excluded.expires_at",
+            admin_key, command, argument, code_hash, now, expires_at)
+
+    async def confirmation_of(self, admin_key: str) -> Confirmation | None:
+        row = await self._one("SELECT * FROM confirmations WHERE admin_key = ?", admin_key)
+        return None if row is None else Confirmation(**dict(row))
+
+    async def count_confirmation_try(self, admin_key: str) -> int:
+        row = await self._one("UPDATE confirmations SET tries = tries + 1 WHERE admin_key = ? RETURNING tries",
+                              admin_key)
+        return int(row[0]) if row else 0
+
+    async def remove_confirmation(self, admin_key: str) -> None:
+        await self._run("DELETE FROM confirmations WHERE admin_key = ?", admin_key)
+
+    async def drop_expired_confirmations(self, now: float) -> int:
+        return await self._run("DELETE FROM confirmations WHERE expires_at <= ?", now)
+
+    # multipart inbound texts
+    async def add_part(self, *, phone_key: str, ref: str, total: int, part: int, text: str, now: float) -> None:
+        await self._run(
+            "INSERT INTO inbound_parts (phone_key, ref, total, part, text, received_at) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            phone_key, ref, total, part, text, now,
+        )
+
+    async def parts(self, phone_key: str, ref: str) -> list[tuple[int, int, str]]:
+        rows = await self._all("SELECT part, total, text FROM inbound_parts WHERE phone_key = ? AND ref = ?"
+                               " ORDER BY part", phone_key, ref)
+        return [(int(r[0]), int(r[1]), str(r[2])) for r in rows]
+
+    async def remove_parts(self, phone_key: str, ref: str) -> None:
+        await self._run("DELETE FROM inbound_parts WHERE phone_key = ? AND ref = ?", phone_key, ref)
+
+    async def drop_stale_parts(self, before: float) -> int:
+        return await self._run(
+            "DELETE FROM inbound_parts WHERE (phone_key, ref) IN"
+            " (SELECT phone_key, ref FROM inbound_parts GROUP BY phone_key, ref HAVING min(received_at) < ?)",
+            before,
+        )
+
+    async def forget_inbound_before(self, before: float) -> int:
+        return await self._run("DELETE FROM inbound WHERE received_at < ?", before)
+
+    # delivery receipts
+    async def record_delivery(self, *, client_ref: str, provider_id: str, status: str, error: str,
+                              now: float) -> tuple[Kind, str] | None:
+        row = None
+        if client_ref.startswith("smsbot-") and is_number(client_ref[7:]) and len(client_ref) <= 7 + 18:
+            row = await self._one("SELECT id, kind, phone_hint, delivery_status FROM outbox WHERE id = ?",
+                                  int(client_ref[7:]))
+        if row is None and provider_id:
+            row = await self._one(
+                "SELECT id, kind, phone_hint, delivery_status FROM outbox"  # noqa: S608
+                f" WHERE {self.FIND}(',' || provider_id || ',', ',' || ? || ',') > 0", provider_id)
+        if row is None:
+            return None
+        if row["delivery_status"] not in UNDELIVERED:  # one failed part makes the whole text undelivered
+            await self._run("UPDATE outbox SET delivery_status = ?, delivery_error = ?, delivered_at = ? WHERE id = ?",
+                            status, error or None, now, row["id"])
+        return Kind(row["kind"]), str(row["phone_hint"])
+
+    async def delivery_problem(self, phone_key: str, *kinds: Kind) -> str | None:
+        marks = ", ".join("?" for _ in kinds)
+        row = await self._one(  # the f-string adds only "?" placeholders
+            f"SELECT state, delivery_status FROM outbox WHERE phone_key = ? AND kind IN ({marks})"  # noqa: S608
+            " ORDER BY id DESC LIMIT 1", phone_key, *(k.value for k in kinds))
+        if row is None:
+            return None
+        if row["state"] == "failed":
+            return "not sent"
+        if row["delivery_status"] in UNDELIVERED:
+            return "not delivered"
+        return None
+
+    # rate counters and limits
+    async def count_since(self, phone_key: str, action: str, since: float) -> int:
+        row = await self._one("SELECT count(*) FROM counters WHERE phone_key = ? AND action = ? AND at >= ?",
+                              phone_key, action, since)
+        return int(row[0]) if row else 0
+
+    async def note(self, phone_key: str, action: str, now: float) -> None:
+        await self._run("INSERT INTO counters (phone_key, action, at) VALUES (?, ?, ?)", phone_key, action, now)
+
+    async def forget_counts_before(self, before: float) -> int:
+        return await self._run("DELETE FROM counters WHERE at < ?", before)
+
+    async def bump_stat(self, name: str) -> None:
+        await self._run("INSERT INTO stats (name, value) VALUES (?, 1)"
+                        " ON CONFLICT (name) DO UPDATE SET value = value + 1", name)
+
+    async def texts_queued_since(self, since: float) -> int:
+        row = await self._one("SELECT count(*) FROM outbox WHERE created_at >= ?", since)
+        return int(row[0]) if row else 0
+
+    async def event_since(self, action: str, since: float) -> bool:
+        return await self._one("SELECT 1 FROM events WHERE action = ? AND at >= ? LIMIT 1", action, since) is not None
+
+    # audit
+    async def record_event(self, now: float, actor: str, action: str, detail: str = "") -> None:
+        await self._run("INSERT INTO events (at, actor, action, detail) VALUES (?, ?, ?, ?)", now, actor, action,
+                        detail)
+
+    async def events(self, limit: int, offset: int = 0) -> list[Event]:
+        rows = await self._all("SELECT at, actor, action, detail FROM events ORDER BY id DESC LIMIT ? OFFSET ?",
+                               limit, offset)
+        return [Event(**dict(r)) for r in rows]
+
+
+def _member(row: Row | None) -> Member | None:
+    if row is None:
+        return None
+    values = dict(row)
+    values.pop("username_key", None)
+    return Member(**values)
+
+
+def _invite(row: Row | None) -> Invite | None:
+    return None if row is None else Invite(**dict(row))
