@@ -184,3 +184,39 @@ def make_bench(make_settings: Callable[..., Settings], aiohttp_client: Callable[
 @pytest.fixture
 async def bench(make_bench: Callable[..., Awaitable[WebBench]]) -> WebBench:
     return await make_bench()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    """A throwaway PostgreSQL 15 cluster (tests/pgcluster.py), one per xdist worker; skips where it can't run."""
+    from .pgcluster import PgCluster, unavailable
+
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    cluster = PgCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def make_pg_url(pg_cluster: Any) -> Iterator[Callable[[], str]]:
+    """Call it for a new, empty database on the test cluster: its postgresql:// URL. Each is dropped after the test."""
+    urls: list[str] = []
+
+    def make() -> str:
+        urls.append(pg_cluster.create_database())
+        return urls[-1]
+
+    yield make
+    for url in urls:
+        pg_cluster.drop_database(url)
+
+
+@pytest.fixture
+def pg_url(make_pg_url: Callable[[], str]) -> str:
+    """A new, empty database for this test: postgresql://postgres@127.0.0.1:<port>/<name>, dropped afterwards."""
+    return make_pg_url()
