@@ -52,10 +52,27 @@ def http() -> Iterator[Any]:
     session.close()
 
 
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked `backends` run once on SQLite and once on PostgreSQL (a fresh database each)."""
+    if metafunc.definition.get_closest_marker("backends") and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", BACKENDS)
+
+
 @pytest.fixture
-def make_settings(tmp_path: pathlib.Path) -> Callable[..., Settings]:
+def backend() -> str:
+    return "sqlite"
+
+
+@pytest.fixture
+def make_settings(tmp_path: pathlib.Path, backend: str, request: pytest.FixtureRequest) -> Callable[..., Settings]:
+    """Settings for a test, on the backend it runs on: a SQLite file in its folder or a new PostgreSQL database."""
+    db = str(tmp_path / "smsbot.db") if backend == "sqlite" else request.getfixturevalue("make_pg_url")()
+
     def make(dev: bool = True, **env: str) -> Settings:
-        merged = {**BASE_ENV, "SMSBOT_DB": str(tmp_path / "smsbot.db"), **env}
+        merged = {**BASE_ENV, "SMSBOT_DB": db, **env}
         return load(merged, dev=dev)
 
     return make
@@ -161,6 +178,24 @@ class WebBench:
 
     async def login(self, username: str, pin: str, **headers: str) -> tuple[Any, dict[str, str]]:
         return await web_login(self.client, username, pin, **headers)
+
+    async def query(self, sql: str) -> list[tuple[Any, ...]]:
+        """Rows of a read-only statement, straight from the database the app uses (SQLite or PostgreSQL)."""
+        from smsbot.web.appkeys import SETTINGS
+
+        settings = self.app[SETTINGS]
+        if settings.postgres_url:
+            import asyncpg
+
+            conn = await asyncpg.connect(settings.postgres_url)
+            try:
+                return [tuple(row) for row in await conn.fetch(sql)]
+            finally:
+                await conn.close()
+        import sqlite3
+
+        with sqlite3.connect(settings.db_path) as db:
+            return list(db.execute(sql).fetchall())
 
     async def auth(self, cookies: dict[str, str]) -> Any:
         self.client.session.cookie_jar.clear()

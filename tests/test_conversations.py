@@ -21,6 +21,8 @@ from smsbot.wiring import build
 from .conftest import WebClient, web_login
 from .conversation import SETTINGS, Player, Sent, Transcript, all_transcripts
 
+pytestmark = pytest.mark.backends
+
 TRANSCRIPTS = all_transcripts()
 ROWS = {row.env: row for row in TABLE}
 OVER_HTTP = [t for t in TRANSCRIPTS if t.settings.get("http") == "yes"]

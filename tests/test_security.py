@@ -5,14 +5,16 @@ from __future__ import annotations
 import ast
 import asyncio
 import pathlib
-import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from smsbot.gateway import SendError
-from smsbot.web.appkeys import SETTINGS
 
 from .conftest import WebBench, login_form
+
+pytestmark = pytest.mark.backends
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ALICE = "+14155550134"
@@ -26,8 +28,7 @@ async def test_two_concurrent_right_pins_make_exactly_one_session(bench: WebBenc
                           data={"username": "alice", "pin": pin, "csrf_token": token})
         for _ in range(10)))
     assert sorted(r.status for r in responses) == [303] + [401] * 9
-    with sqlite3.connect(bench.app[SETTINGS].db_path) as db:
-        assert db.execute("SELECT count(*) FROM sessions").fetchone()[0] == 1
+    assert await bench.query("SELECT count(*) FROM sessions") == [(1,)]
 
 
 async def test_case_variants_share_one_failure_counter_and_a_lock_does_not_count(
@@ -36,15 +37,13 @@ async def test_case_variants_share_one_failure_counter_and_a_lock_does_not_count
     pin = await bench.member_with_pin(ALICE, "Alice")
     for name in ("alice", "ALICE", "Alice", "aLiCe", "alicE"):
         assert (await bench.login(name, f"{(int(pin) + 1) % 10**6:06d}"))[0].status == 401
-    with sqlite3.connect(bench.app[SETTINGS].db_path) as db:
-        assert db.execute("SELECT failed_logins FROM members").fetchone() == (5,)
+    assert await bench.query("SELECT failed_logins FROM members") == [(5,)]
     bench.clock.advance(3600)
     fresh = (await bench.text(ALICE, "LOGIN"))[0][1].split("PIN is ")[1][:6]
     assert (await bench.login("alice", "000000" if fresh != "000000" else "111111"))[0].status == 401  # 6: locked
     for _ in range(5):
         await bench.login("alice", fresh)
-    with sqlite3.connect(bench.app[SETTINGS].db_path) as db:
-        failures, locked = db.execute("SELECT failed_logins, locked_at FROM members").fetchone()
+    ((failures, locked),) = await bench.query("SELECT failed_logins, locked_at FROM members")
     assert failures == 6 and locked is not None, "attempts while locked are not counted"
 
 
@@ -70,8 +69,7 @@ async def test_usernames_are_escaped_in_html(bench: WebBench) -> None:
 async def test_revoke_and_stop_leave_no_live_pin(bench: WebBench) -> None:
     await bench.member_with_pin(ALICE, "alice")
     await bench.text(ALICE, "STOP")
-    with sqlite3.connect(bench.app[SETTINGS].db_path) as db:
-        assert db.execute("SELECT count(*) FROM pins").fetchone()[0] == 0
+    assert await bench.query("SELECT count(*) FROM pins") == [(0,)]
 
 
 async def test_guesses_fired_all_at_once_get_only_five_tries(make_bench: Callable[..., Any]) -> None:
@@ -84,8 +82,7 @@ async def test_guesses_fired_all_at_once_get_only_five_tries(make_bench: Callabl
                           data={"username": "alice", "pin": guess, "csrf_token": token})
         for guess in guesses))
     assert {r.status for r in responses} == {401}, "the right PIN came after five wrong ones: dead"
-    with sqlite3.connect(bench.app[SETTINGS].db_path) as db:
-        assert db.execute("SELECT count(*) FROM sessions").fetchone()[0] == 0
+    assert await bench.query("SELECT count(*) FROM sessions") == [(0,)]
 
 
 async def test_revoke_withdraws_texts_still_waiting(bench: WebBench) -> None:

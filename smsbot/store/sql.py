@@ -374,7 +374,7 @@ class SqlTx(Tx):
 
     async def bump_stat(self, name: str) -> None:
         await self._run("INSERT INTO stats (name, value) VALUES (?, 1)"
-                        " ON CONFLICT (name) DO UPDATE SET value = value + 1", name)
+                        " ON CONFLICT (name) DO UPDATE SET value = stats.value + 1", name)
 
     async def texts_queued_since(self, since: float) -> int:
         row = await self._one("SELECT count(*) FROM outbox WHERE created_at >= ?", since)

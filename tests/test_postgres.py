@@ -1,0 +1,169 @@
+"""Several instances on one PostgreSQL database keep every promise: two object graphs (two "instances") share a
+fresh database; what SQLite's single writer gave for free holds between them; sessions end everywhere at once; one
+sender; schema set-up by instances starting together; nothing of a number left in a pg_dump."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from smsbot.clock import FakeClock
+from smsbot.gateway import FakeGateway
+from smsbot.messages import InboundText
+from smsbot.settings import load
+from smsbot.store import sqlite
+from smsbot.store.postgres import MIGRATIONS, PostgresStore
+from smsbot.wiring import Graph, build
+
+from .conftest import ADMIN, BASE_ENV
+from .pgcluster import pg_dump
+from .test_privacy import forms
+
+ALICE = "+12025550143"
+
+
+class Instance:
+    """One smsbot instance's object graph on the shared database, with its own clock and provider."""
+
+    def __init__(self, url: str, **env: str):
+        settings = load({**BASE_ENV, "SMSBOT_DB": url, **env}, dev=True)
+        self.clock = FakeClock()
+        self.gateway = FakeGateway(settings.number)
+        self.graph: Graph = build(settings.with_changes(sms_rate=1000), clock=self.clock, gateway=self.gateway)
+        self._ids = 0
+
+    async def text(self, sender: str, body: str, message_id: str | None = None) -> Any:
+        self._ids += 1
+        return await self.graph.pipeline.receive(InboundText(message_id or f"{id(self)}-{self._ids}", sender, body))
+
+
+@pytest.fixture
+async def two(pg_url: str) -> AsyncIterator[tuple[Instance, Instance]]:
+    a, b = Instance(pg_url), Instance(pg_url)
+    await asyncio.gather(a.graph.store.open(), b.graph.store.open())
+    yield a, b
+    await asyncio.gather(a.graph.store.close(), b.graph.store.close())
+
+
+async def sent_code_and_pin(sender: Instance, admin_side: Instance) -> tuple[str, str]:
+    await admin_side.text(ADMIN, f"INVITE {ALICE} alice")
+    await sender.graph.outbox.drain_once()
+    code = re.search(r"code ([A-Z0-9]{6})", sender.gateway.sent[0].text)
+    assert code
+    await admin_side.text(ALICE, code.group(1))
+    await sender.graph.outbox.drain_once()
+    pin = re.search(r"PIN is (\d{6})", sender.gateway.sent[-2].text)
+    assert pin, [m.text for m in sender.gateway.sent]
+    return code.group(1), pin.group(1)
+
+
+def test_migrations_are_numbered_and_described_alike() -> None:
+    assert [d for d, _ in MIGRATIONS] == [d for d, _ in sqlite.MIGRATIONS]
+
+
+async def test_instances_starting_together_set_the_schema_up_once(make_pg_url: Callable[[], str]) -> None:
+    url = make_pg_url()
+    stores = [PostgresStore(url) for _ in range(3)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        assert [await s.schema_version() for s in stores] == [len(MIGRATIONS)] * 3
+        async with stores[0]._require().acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM schema_version") == len(MIGRATIONS)
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_a_message_posted_to_two_instances_at_once_has_one_effect(two: tuple[Instance, Instance]) -> None:
+    a, b = two
+    results = await asyncio.gather(*(i.text(ADMIN, f"INVITE {ALICE} alice", "0A-same") for i in (a, b, a, b)))
+    assert sum(r is not None for r in results) == 1, results
+    await a.graph.outbox.drain_once()
+    await b.graph.outbox.drain_once()
+    invites = [m for m in a.gateway.sent + b.gateway.sent if m.to == ALICE]
+    assert len(invites) == 1
+
+
+async def test_guesses_at_both_instances_get_five_tries_and_a_code_joins_once(
+        two: tuple[Instance, Instance]) -> None:
+    a, b = two
+    code, pin = await sent_code_and_pin(a, b)
+    await asyncio.gather(*(i.text(ALICE, code) for i in (a, b, a, b)))  # the code again, at both: used already
+    await a.graph.outbox.drain_once()
+    assert sum("PIN is" in m.text for m in a.gateway.sent) == 1, "one join, one PIN"
+    wrong = [f"{(int(pin) + n) % 10**6:06d}" for n in range(1, 10)]
+    results = await asyncio.gather(*((a if n % 2 else b).graph.signin.login("alice", guess, "t")
+                                     for n, guess in enumerate([*wrong, pin])))
+    assert results[:9] == [None] * 9
+    store = a.graph.store
+    assert isinstance(store, PostgresStore)
+    async with store._require().acquire() as conn:
+        tries = await conn.fetchval("SELECT tries FROM pins")
+        sessions = await conn.fetchval("SELECT count(*) FROM sessions")
+    assert tries is None or tries <= 5, "never more than five tries counted against one PIN"
+    assert sessions == (1 if results[9] is not None else 0)
+    assert results[9] is None or (tries or 0) < 5, "the right PIN works only while fewer than five were wrong"
+
+
+async def test_a_revoke_through_one_instance_ends_the_session_on_the_other_at_once(
+        two: tuple[Instance, Instance]) -> None:
+    a, b = two
+    _, pin = await sent_code_and_pin(a, a)
+    token = await a.graph.signin.login("alice", pin, "phone")
+    assert token
+    assert (await b.graph.signin.session(token)) is not None
+    assert b.graph.signin.cached_session(token) is not None, "b has it cached now"
+    started = time.monotonic()
+    await a.text(ADMIN, "REVOKE alice")
+    while b.graph.signin.cached_session(token) is not None and time.monotonic() - started < 5:
+        await asyncio.sleep(0.01)
+    took = time.monotonic() - started
+    assert b.graph.signin.cached_session(token) is None
+    assert await b.graph.signin.session(token) is None
+    assert took < 1.0, f"b's cache heard of the REVOKE after {took:.3f} s"
+
+
+async def test_one_sender_at_a_time_and_another_takes_over(pg_url: str) -> None:
+    a, b = Instance(pg_url), Instance(pg_url)
+    await a.graph.store.open()
+    await b.graph.store.open()
+    try:
+        assert await a.graph.store.claim_sender() is True
+        assert await b.graph.store.claim_sender() is False, "a holds the sender's lock"
+        assert await a.graph.store.claim_sender() is True, "and keeps it"
+    finally:
+        await a.graph.store.close()  # a dies: its lock connection closes
+    try:
+        deadline = time.monotonic() + 5
+        while not await b.graph.store.claim_sender():
+            assert time.monotonic() < deadline, "b never took over"
+            await asyncio.sleep(0.1)
+    finally:
+        await b.graph.store.close()
+
+
+async def test_no_number_is_left_in_a_dump_once_texts_are_sent(pg_url: str) -> None:
+    a = Instance(pg_url, SMSBOT_CONFIRM="INVITE")
+    await a.graph.store.open()
+    try:
+        await a.text(ADMIN, "INVITE (202) 555-0177 dan")  # waits for YES: the number is kept until then
+        dump = pg_dump(pg_url)
+        assert "(202) 555-0177" in dump, "the scan can fail: a waiting command holds the number as typed"
+        await a.graph.outbox.drain_once()
+        yes = re.search(r"YES (\d{4}) ", a.gateway.sent[-1].text)
+        assert yes
+        await a.text(ADMIN, f"YES {yes.group(1)}")
+        await a.graph.outbox.drain_once()
+        await a.text(ADMIN, f"INVITE {ALICE} alice")
+        for guess in ("0000", "0001", "0002"):
+            await a.text(ADMIN, f"YES {guess}")
+        await a.graph.outbox.drain_once()
+        dump = pg_dump(pg_url)
+        for secret in forms("+12025550177") + forms(ALICE):
+            assert secret not in dump, f"{secret!r} in the dump"
+    finally:
+        await a.graph.store.close()
