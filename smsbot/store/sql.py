@@ -47,6 +47,12 @@ class SqlTx(Tx):
     def _sessions_changed(self, member_id: int) -> None:
         raise NotImplementedError
 
+    async def _one_more(self, table: str, column: str, key: str, value: object) -> int:
+        """Add one to a counter of one row; the new count (0 when there is no such row)."""
+        row = await self._one(  # the f-string adds only this module's own table and column names
+            f"UPDATE {table} SET {column} = {column} + 1 WHERE {key} = ? RETURNING {column}", value)  # noqa: S608
+        return int(row[0]) if row else 0
+
     def _queued(self) -> None:
         """A text was queued in this unit of work."""
 
@@ -103,9 +109,7 @@ class SqlTx(Tx):
         return [m for m in map(_member, rows) if m is not None]
 
     async def record_login_failure(self, member_id: int) -> int:
-        await self._run("UPDATE members SET failed_logins = failed_logins + 1 WHERE id = ?", member_id)
-        row = await self._one("SELECT failed_logins FROM members WHERE id = ?", member_id)
-        return int(row[0]) if row else 0
+        return await self._one_more("members", "failed_logins", "id", member_id)
 
     async def lock_member(self, member_id: int, now: float) -> None:
         await self._run("UPDATE members SET locked_at = ? WHERE id = ?", now, member_id)
@@ -131,9 +135,7 @@ class SqlTx(Tx):
         await self._run("UPDATE invites SET stage = ? WHERE id = ?", stage, invite_id)
 
     async def count_invite_try(self, invite_id: int) -> int:
-        await self._run("UPDATE invites SET tries = tries + 1 WHERE id = ?", invite_id)
-        row = await self._one("SELECT tries FROM invites WHERE id = ?", invite_id)
-        return int(row[0]) if row else 0
+        return await self._one_more("invites", "tries", "id", invite_id)
 
     async def remove_invite(self, invite_id: int) -> None:
         await self._run("DELETE FROM invites WHERE id = ?", invite_id)
@@ -167,9 +169,7 @@ class SqlTx(Tx):
             " AND member_id = (SELECT id FROM members WHERE phone_key = ?)", request_id, phone_key) > 0
 
     async def count_pin_try(self, member_id: int) -> int:
-        await self._run("UPDATE pins SET tries = tries + 1 WHERE member_id = ?", member_id)
-        row = await self._one("SELECT tries FROM pins WHERE member_id = ?", member_id)
-        return int(row[0]) if row else 0
+        return await self._one_more("pins", "tries", "member_id", member_id)
 
     async def remove_pin(self, member_id: int) -> None:
         await self._run("DELETE FROM pins WHERE member_id = ?", member_id)
@@ -293,9 +293,7 @@ class SqlTx(Tx):
         return None if row is None else Confirmation(**dict(row))
 
     async def count_confirmation_try(self, admin_key: str) -> int:
-        row = await self._one("UPDATE confirmations SET tries = tries + 1 WHERE admin_key = ? RETURNING tries",
-                              admin_key)
-        return int(row[0]) if row else 0
+        return await self._one_more("confirmations", "tries", "admin_key", admin_key)
 
     async def remove_confirmation(self, admin_key: str) -> None:
         await self._run("DELETE FROM confirmations WHERE admin_key = ?", admin_key)
