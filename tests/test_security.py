@@ -72,7 +72,7 @@ async def test_revoke_and_stop_leave_no_live_pin(bench: WebBench) -> None:
     assert await bench.query("SELECT count(*) FROM pins") == [(0,)]
 
 
-async def test_guesses_fired_all_at_once_get_only_five_tries(make_bench: Callable[..., Any]) -> None:
+async def test_guesses_fired_all_at_once_get_only_five_tries(make_bench: Callable[..., Any], backend: str) -> None:
     bench: WebBench = await make_bench(SMSBOT_LOGIN_FAILURES_PER_MINUTE="1000")
     pin = await bench.member_with_pin(ALICE, "alice")
     token, cookies = await login_form(bench.client)
@@ -81,8 +81,15 @@ async def test_guesses_fired_all_at_once_get_only_five_tries(make_bench: Callabl
         bench.client.post("/login", cookies=cookies, allow_redirects=False,
                           data={"username": "alice", "pin": guess, "csrf_token": token})
         for guess in guesses))
-    assert {r.status for r in responses} == {401}, "the right PIN came after five wrong ones: dead"
-    assert await bench.query("SELECT count(*) FROM sessions") == [(0,)]
+    statuses = [r.status for r in responses]
+    assert set(statuses) <= {303, 401} and statuses.count(303) <= 1
+    if backend == "sqlite":  # one writer settles them in the order they came: the right PIN came tenth, dead
+        assert statuses.count(303) == 0, "the right PIN came after five wrong ones: dead"
+    # Whatever order they are settled in, no more than five wrong tries are counted against the PIN (so no more
+    # than five wrong guesses are ever weighed), and the right one wins only if fewer were settled before it.
+    assert all(tries <= 5 for (tries,) in await bench.query("SELECT tries FROM pins"))
+    assert all(failed <= 5 for (failed,) in await bench.query("SELECT failed_logins FROM members"))
+    assert await bench.query("SELECT count(*) FROM sessions") == [(statuses.count(303),)]
 
 
 async def test_revoke_withdraws_texts_still_waiting(bench: WebBench) -> None:
