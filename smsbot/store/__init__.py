@@ -1,4 +1,5 @@
-"""Storage behind one seam: the protocols and records in `base`, SQLite in `sqlite`."""
+"""Storage behind one seam: the protocols and records in `base`, the shared statements in `sql`, the migrations in
+`migrations`, SQLite in `sqlite` and PostgreSQL in `postgres` (imported only when SMSBOT_DB names it)."""
 
 from __future__ import annotations
 
