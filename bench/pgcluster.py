@@ -21,7 +21,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 DEBIAN_BIN = pathlib.Path("/usr/lib/postgresql/15/bin")
 SUPERUSER = "postgres"
@@ -96,8 +96,9 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def postgres_cluster(attempts: int = 3) -> Iterator[Cluster]:
-    """A running cluster on 127.0.0.1 (trust auth, superuser `postgres`); stopped and deleted on exit."""
+def postgres_cluster(settings: Sequence[str] = (), attempts: int = 3) -> Iterator[Cluster]:
+    """A running cluster on 127.0.0.1 (trust auth, superuser `postgres`); stopped and deleted on exit. `settings`
+    are more server settings, `name=value` each."""
     binaries = bin_dir()
     as_user = SUPERUSER if os.geteuid() == 0 else None
     home = pathlib.Path(tempfile.mkdtemp(prefix="smsbot-pg-"))
@@ -111,7 +112,8 @@ def postgres_cluster(attempts: int = 3) -> Iterator[Cluster]:
                     "--locale=C")
         for attempt in range(1, attempts + 1):
             cluster = dataclasses.replace(cluster, port=_free_port())
-            options = f"-p {cluster.port} -k {home} -c listen_addresses=127.0.0.1"
+            options = " ".join([f"-p {cluster.port} -k {home} -c listen_addresses=127.0.0.1",
+                                *(f"-c {setting}" for setting in settings)])
             try:
                 cluster.run("pg_ctl", "-D", str(cluster.data), "-l", str(cluster.log), "-o", options, "-w", "start")
                 break
