@@ -80,15 +80,19 @@ class Pipeline:
     async def enqueue(self, tx: Tx, out: list[Outgoing], now: float) -> list[Outgoing]:
         """Queue texts within the daily SMS budget: past it, only texts to admins go out, and admins are told once."""
         day_start = now - now % 86400
-        queued = await tx.texts_queued_since(day_start)
+        queued: int | None = None  # counted only for a text to a non-admin: admins' texts are never held back
         kept: list[Outgoing] = []
         for text in out:
             key = self.keys.phone_key(text.to)
-            if key not in self.engine.admin_keys and queued >= self.settings.daily_sms_budget:
-                continue
+            if key not in self.engine.admin_keys:
+                if queued is None:
+                    queued = await tx.texts_queued_since(day_start)
+                if queued >= self.settings.daily_sms_budget:
+                    continue
             await tx.enqueue(to_number=text.to, phone_key=key, phone_hint=phone.mask(text.to), body=text.body,
                              kind=text.kind, now=now)
-            queued += 1
+            if queued is not None:
+                queued += 1
             kept.append(text)
         if len(kept) < len(out) and not await tx.event_since("budget-reached", day_start):
             budget = self.settings.daily_sms_budget
