@@ -74,6 +74,10 @@ class Watched:
         page = context.new_page()
         page.set_default_timeout(WAIT_MS)
         page.on("pageerror", lambda exc: self.problems.append(f"{page.url}: {exc}"))
+        # A stylesheet, script, image or icon that fails to load (the favicon too, were it missing).
+        page.on("response", lambda response: self.problems.append(f"{response.url}: {response.status}")
+                if response.status >= 400 and response.request.resource_type not in ("document", "fetch", "xhr")
+                else None)
         # Console errors, CSP violations among them; not the error statuses some of these tests ask for.
         page.on("console", lambda message: self.problems.append(f"{page.url}: {message.text}")
                 if message.type == "error" and not message.text.startswith("Failed to load resource") else None)
