@@ -7,7 +7,7 @@ from phonenumbers import NumberParseException, PhoneNumberType
 
 from .errors import PhoneError
 
-__all__ = ["PhoneError", "from_msisdn", "mask", "msisdn", "normalize"]
+__all__ = ["PhoneError", "formatted", "from_msisdn", "mask", "msisdn", "normalize"]
 
 _REFUSED_TYPES = {
     PhoneNumberType.PREMIUM_RATE: "it is a premium-rate number",
@@ -61,3 +61,15 @@ def mask(number: str) -> str:
     """A number fit for logs and texts about someone else: only the last two digits."""
     digits = [ch for ch in number if ch.isdigit()]
     return "**" + "".join(digits[-2:]) if len(digits) >= 2 else "**"
+
+
+def formatted(number: str) -> str:
+    """A number as people read it (+1 415-555-0134), for pages; E.164 or bare international digits in."""
+    digits = number.lstrip("+")
+    try:
+        parsed = phonenumbers.parse("+" + digits, None)
+    except NumberParseException:
+        return "+" + digits
+    if not phonenumbers.is_possible_number(parsed):
+        return "+" + digits
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)

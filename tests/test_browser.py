@@ -82,36 +82,40 @@ def test_the_story_on_the_dev_phone_page(dev_server: tuple[SmsbotProcess, str], 
         expect(admin).to_be_visible()
         expect(admin.locator(".label")).to_have_text("Admin")
 
-        # Add the invitee's phone with the form, typed the way people type numbers.
+        # Add the invitee's phone with the form, typed the way people type numbers: the page says so.
         page.get_by_label("Add a phone").fill(INVITEE_TYPED)
         page.get_by_role("button", name="Add phone").click()
         invitee = page.locator(f'section.phone[data-number="{INVITEE}"]')
         expect(invitee).to_be_visible()
+        expect(invitee.locator(".label")).to_have_text("Phone")
+        expect(invitee.locator(".number")).to_have_text("+1 415-555-0134")
+        expect(page.locator("#add-status")).to_have_text("Added +1 415-555-0134: type a text in its panel below.")
         expect(page.locator("#add-error")).to_have_text("")
 
         # The admin invites alice from the admin phone's compose box.
         admin.locator(".compose input[name=text]").fill(f"INVITE {INVITEE_TYPED} alice")
         admin.locator(".compose button").click()
-        expect(admin.locator(".thread li.in")).to_have_text([f"INVITE {INVITEE_TYPED} alice"])
+        expect(admin.locator(".thread li.in .body")).to_have_text([f"INVITE {INVITEE_TYPED} alice"])
         # Dev mode confirms an INVITE as serve does by default: the admin answers YES with the code it was sent.
         question = admin.locator(".thread li.out").filter(has_text="Reply YES")
         expect(question).to_have_count(1)
         expect(invitee.locator(".thread li.out")).to_have_count(0)
-        yes = re.search(r"YES (\d{4}) ", question.inner_text())
+        yes = re.search(r"YES (\d{4}) ", question.locator(".body").inner_text())
         assert yes, question.inner_text()
         admin.locator(".compose input[name=text]").fill(f"YES {yes.group(1)}")
         admin.locator(".compose button").click()
         invite = invitee.locator(".thread li.out").filter(has_text="invited")
         expect(invite).to_have_count(1)
         expect(admin.locator(".thread li.out").filter(has_text="Invited alice")).to_have_count(1)
-        code = only(CODE, invite.inner_text())
+        code = only(CODE, invite.locator(".body").inner_text())
+        expect(invitee.locator(".label")).to_have_text("alice")  # the invite named her
 
         # The invitee texts the code back and gets the PIN.
         invitee.locator(".compose input[name=text]").fill(code)
         invitee.locator(".compose input[name=text]").press("Enter")
         pin_text = invitee.locator(".thread li.out").filter(has_text=re.compile(r"PIN is \d"))
         expect(pin_text).to_have_count(1)
-        pin = only(PIN, pin_text.inner_text())
+        pin = only(PIN, pin_text.locator(".body").inner_text())
 
         # Sign in on "another device".
         device = device_context.new_page()
@@ -141,6 +145,8 @@ def test_the_story_on_the_dev_phone_page(dev_server: tuple[SmsbotProcess, str], 
         device.reload()
         device.wait_for_url(f"{base}/login")
         expect(device.get_by_label("PIN")).to_be_visible()
+        expect(device.locator(".notice")).to_have_text(
+            "This device was signed out. Sign in again with a new PIN: text LOGIN to the group's number.")
         revoked = device_context.request.get("/auth", max_redirects=0)
         assert revoked.status == 401, revoked.text()
         assert "x-auth-user" not in revoked.headers

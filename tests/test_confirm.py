@@ -143,7 +143,7 @@ async def test_the_home_page_ends_one_other_device_the_others_or_all(bench: WebB
     assert [(await bench.auth(c)).status for c in (phone, laptop, tablet)] == [200, 401, 401]
 
     response = await sign_out(bench, phone, scope="all")
-    assert response.status == 303 and response.headers["Location"] == "/login"
+    assert response.status == 303 and response.headers["Location"] == "/login?signed_out=all"
     assert (await bench.auth(phone)).status == 401 and (await bench.auth(bob)).status == 200
     (eve,) = await device_cookies(bench, "+12025550145", "eve", 1)
     for bad in ({"scope": "everyone"}, {"scope": "device", "device": "x"}, {"scope": "device"}):

@@ -21,6 +21,7 @@ from smsbot.wiring import build
 from .appkeys import CLOCK, DEV_PHONES, GATEWAY, GRAPH, KEYS, OUTBOX, PIPELINE, SETTINGS, SIGNIN, STORE
 from .dev import setup_dev
 from .devphone import DevPhones
+from .errorpages import setup_error_pages
 from .security import Cookies, Csrf, setup_security
 from .views import setup_views
 from .webhooks import setup_webhooks
@@ -49,6 +50,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, clock: Clo
     keys = graph.keys
 
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
+    setup_error_pages(app)  # first: it dresses the security middleware's refusals too
     setup_security(app, settings)
     cookies = Cookies(settings)
     setup_views(app, cookies, Csrf(keys, cookies))

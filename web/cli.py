@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         base = f"http://{shown_host}:{args.port}"
         print(f"""
 smsbot dev: a fake SMS provider, nothing leaves this machine. Database: {settings.database}
-  Dev phones:  {base}/dev/phone     (the admin is {', '.join(settings.admins)}; add any number to play an invitee)
+  Dev phones:  {base}/dev/phone     (the admin is {', '.join(settings.admins)}; invitees appear when invited)
   Sign in:     {base}/login
   Try it:      on the admin's phone text  INVITE +1 415 555 0134 alice
 Press Ctrl+C to stop.

@@ -12,22 +12,24 @@ from smsbot import phone
 from smsbot.messages import InboundText
 
 from .appkeys import DEV_PHONES, PIPELINE, SETTINGS
-from .views import read_form
+from .views import group_number, read_form
 
 
 async def page(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     return aiohttp_jinja2.render_template("dev_phone.html", request, {
-        "admins": settings.admins, "group": settings.group_name, "number": settings.number,
+        "admins": settings.admins, "group": settings.group_name, "number": group_number(settings.number),
     })
 
 
 async def texts(request: web.Request) -> web.Response:
+    """The texts after the one numbered `after`, and every phone in its place (the page polls this)."""
     try:
         after = int(request.query.get("after", "0"))
     except ValueError:
         raise web.HTTPBadRequest(text="after must be a number") from None
-    return web.json_response({"texts": request.app[DEV_PHONES].since(after)})
+    phones = request.app[DEV_PHONES]
+    return web.json_response({"texts": phones.since(after), "phones": phones.listed()})
 
 
 async def send(request: web.Request) -> web.Response:
@@ -61,16 +63,33 @@ async def send(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther("/dev/phone")
 
 
-async def normalize(request: web.Request) -> web.Response:
+async def add_phone(request: web.Request) -> web.Response:
+    """Add a phone to the page, typed as people type numbers: JSON {"number": ...} from the page's script, or the
+    form without JavaScript (then back to the page)."""
+    as_json = request.content_type == "application/json"
+    if as_json:
+        try:
+            data = json.loads(await request.read())
+        except (ValueError, UnicodeDecodeError):
+            data = None
+        if not isinstance(data, dict):
+            return web.json_response({"error": "Send a JSON object with 'number'."}, status=400)
+    else:
+        data = await read_form(request)
     try:
-        number = phone.normalize(request.query.get("number", ""), request.app[SETTINGS].default_region)
+        number = phone.normalize(str(data.get("number", "")), request.app[SETTINGS].default_region)
     except phone.PhoneError as exc:
         return web.json_response({"error": f"That phone number can't be used: {exc.reason}."}, status=400)
-    return web.json_response({"number": number})
+    added, new = request.app[DEV_PHONES].add(number)
+    if not as_json:
+        raise web.HTTPSeeOther("/dev/phone")
+    return web.json_response({**added.shown(), "new": new})
 
 
 def setup_dev(app: web.Application) -> None:
     app.router.add_get("/dev/phone", page)
     app.router.add_get("/dev/phone/texts", texts)
-    app.router.add_get("/dev/phone/normalize", normalize)
+    app.router.add_post("/dev/phone/phones", add_phone)
     app.router.add_post("/dev/phone/send", send)
+    for admin in app[SETTINGS].admins:
+        app[DEV_PHONES].add(admin, admin=True)

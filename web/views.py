@@ -6,13 +6,15 @@ import asyncio
 import datetime
 import logging
 import math
+import pathlib
 import time
 from urllib.parse import urlsplit
 
 import aiohttp_jinja2
 from aiohttp import web
 
-from smsbot.devices import device_name
+from smsbot import phone
+from smsbot.devices import ago, device_name
 from smsbot.store import Session
 
 from .appkeys import CLOCK, SETTINGS, SIGNIN, STORE
@@ -21,6 +23,7 @@ from .redirects import login_url, original_url, safe_redirect
 from .security import Cookies, Csrf
 
 log = logging.getLogger(__name__)
+STATIC = pathlib.Path(__file__).parent / "static"
 
 COOKIES = web.AppKey("cookies", Cookies)
 LOGIN_LIMIT = web.AppKey("login_limit", SlidingWindow)
@@ -29,6 +32,13 @@ CSRF = web.AppKey("csrf", Csrf)
 FAILURE_FLOOR = 0.03  # seconds
 LOGOUT_SCOPES = ("this", "others", "all", "device")
 LOGIN_FAILED = "That username and PIN don't match, or the PIN has expired. Text LOGIN to get a new PIN."
+# The notices on the sign-in page. A session cookie that no longer works gets the same words whatever ended it
+# (a REVOKE, an admin's LOGOUT, expiry, a sign-out on another device): the page tells nothing more.
+NOTICES = {
+    "this": "You signed out of this device.",
+    "all": "You signed out on every device.",
+    "ended": "This device was signed out. Sign in again with a new PIN: text LOGIN to the group's number.",
+}
 
 
 async def read_form(request: web.Request) -> dict[str, str]:
@@ -72,11 +82,20 @@ def _render(request: web.Request, template: str, context: dict[str, object], sta
             nonce: tuple[str, bool] | None = None) -> web.Response:
     csrf = request.app[CSRF]
     value, fresh = nonce or csrf.nonce(request)
-    context = {**context, "csrf_token": csrf.token(value), "group": request.app[SETTINGS].group_name}
+    settings = request.app[SETTINGS]
+    context = {**context, "csrf_token": csrf.token(value), "group": settings.group_name,
+               "number": group_number(settings.number)}
     response = aiohttp_jinja2.render_template(template, request, context, status=status)
     if fresh:
         request.app[COOKIES].set_csrf(response, value)
     return response
+
+
+def group_number(digits: str) -> dict[str, str] | None:
+    """The group's number for a page: as people read it, and as an `sms:` link that opens a new text to it."""
+    if not digits:
+        return None
+    return {"shown": phone.formatted(digits), "href": f"sms:+{digits}"}
 
 
 def next_page(request: web.Request, rd: str) -> str | None:
@@ -88,9 +107,19 @@ def next_page(request: web.Request, rd: str) -> str | None:
 async def login_form(request: web.Request) -> web.Response:
     rd = request.query.get("rd", "")
     target = next_page(request, rd)
-    if target is not None and await current_session(request) is not None:
-        raise web.HTTPSeeOther(target)  # already signed in: straight back to the page that sent them here
-    return _render(request, "login.html", {"error": None, "username": "", "rd": rd if target else ""})
+    cookies = request.app[COOKIES]
+    presented = session_cookie(request, cookies.session)
+    session = await current_session(request) if presented else None
+    if session is not None:
+        if target is not None:
+            raise web.HTTPSeeOther(target)  # already signed in: straight back to the page that sent them here
+        return _render(request, "signed_in.html", {"username": session.username})
+    notice = NOTICES["ended"] if presented else NOTICES.get(request.query.get("signed_out", ""))
+    response = _render(request, "login.html", {"error": None, "notice": notice, "username": "",
+                                               "rd": rd if target else ""})
+    if presented:
+        cookies.clear_session(response)  # the notice is shown once; the dead cookie is no use to anyone
+    return response
 
 
 async def login_submit(request: web.Request) -> web.Response:
@@ -99,8 +128,8 @@ async def login_submit(request: web.Request) -> web.Response:
     client = client_ip(request, settings.trusted_proxies)
     wait = request.app[LOGIN_LIMIT].wait(client)  # failed sign-ins are limited; successful ones are not
     if wait:
-        return web.Response(status=429, text="Too many sign-in attempts from here. Try again in a minute.",
-                            headers={"Retry-After": str(math.ceil(wait))})
+        raise web.HTTPTooManyRequests(text="Too many sign-in attempts from here. Try again in a minute.",
+                                      headers={"Retry-After": str(math.ceil(wait))})
     form = await read_form(request)
     username = str(form.get("username", "")).strip()[:64]
     pin = "".join(str(form.get("pin", "")).split())[:16]
@@ -109,14 +138,16 @@ async def login_submit(request: web.Request) -> web.Response:
     if not request.app[CSRF].valid(request, str(form.get("csrf_token", ""))):
         # Nothing is checked, so no PIN is used up by a forged or stale form.
         request.app[LOGIN_LIMIT].hit(client)
-        return _render(request, "login.html", {"error": "This form had expired. Please try again.",
+        return _render(request, "login.html", {"error": "This form had expired. Please try again.", "notice": None,
                                                "username": username, "rd": rd}, status=403)
     token = await request.app[SIGNIN].login(username, pin, request.headers.get("User-Agent", ""))
     if token is None:
         request.app[LOGIN_LIMIT].hit(client)
         # Every failure takes at least this long, whatever went wrong, so timing tells nothing about the reason.
         await asyncio.sleep(max(0.0, FAILURE_FLOOR - (time.monotonic() - started)))
-        return _render(request, "login.html", {"error": LOGIN_FAILED, "username": "", "rd": rd}, status=401)
+        # The username typed is kept (it was the visitor's own input); the page is otherwise the same whatever failed.
+        return _render(request, "login.html", {"error": LOGIN_FAILED, "notice": None, "username": username, "rd": rd},
+                       status=401)
     response = web.HTTPSeeOther(target or "/")
     cookies = request.app[COOKIES]
     cookies.set_session(response, token)
@@ -129,8 +160,9 @@ async def home(request: web.Request) -> web.Response:
     if session is None:
         raise web.HTTPSeeOther("/login")
     devices = await request.app[SIGNIN].devices(session)
-    return _render(request, "home.html", {"username": session.username, "devices": devices, "when": _when,
-                                          "device_name": device_name})
+    now = request.app[CLOCK].now()
+    return _render(request, "home.html", {"username": session.username, "devices": devices,
+                                          "when": lambda at: moment(at, now), "device_name": device_name})
 
 
 async def logout(request: web.Request) -> web.Response:
@@ -152,7 +184,7 @@ async def logout(request: web.Request) -> web.Response:
     await request.app[SIGNIN].logout(token, scope, int(device) if scope == "device" else None)
     if scope == "others" or (scope == "device" and session is not None and int(device) != session.id):
         raise web.HTTPSeeOther("/")  # this device stays signed in
-    response = web.HTTPSeeOther("/login")
+    response = web.HTTPSeeOther("/login?signed_out=all" if scope == "all" else "/login?signed_out=this")
     cookies.clear_session(response)
     raise response
 
@@ -203,8 +235,17 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": ok}, status=200 if ok else 503)
 
 
-def _when(timestamp: float) -> str:
-    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+def moment(timestamp: float, now: float) -> dict[str, str]:
+    """A time for a page's `<time>`: ISO for the machine and for face.js (which shows it in the reader's own time
+    zone), and, without JavaScript, how long ago ("3 h ago") with the UTC time as its title."""
+    at = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+    return {"iso": at.isoformat(timespec="seconds").replace("+00:00", "Z"), "ago": ago(max(0.0, now - timestamp)),
+            "utc": f"{at.day} {at:%b %Y, %H:%M} UTC"}
+
+
+async def favicon(request: web.Request) -> web.FileResponse:
+    """Browsers ask for /favicon.ico whatever a page links to (a JSON answer, a plain-text error)."""
+    return web.FileResponse(STATIC / "favicon.svg", headers={"Content-Type": "image/svg+xml"})
 
 
 def setup_views(app: web.Application, cookies: Cookies, csrf: Csrf) -> None:
@@ -219,3 +260,4 @@ def setup_views(app: web.Application, cookies: Cookies, csrf: Csrf) -> None:
     app.router.add_get("/auth", auth)
     app.router.add_get("/auth/forward", auth_forward)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/favicon.ico", favicon)
