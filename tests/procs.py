@@ -44,6 +44,17 @@ def free_port() -> int:
         return port
 
 
+def most_in_any_second(stamps: Sequence[float]) -> int:
+    """The most of `stamps` (seconds) that fall within any sliding one-second window [t, t + 1)."""
+    ordered = sorted(stamps)
+    most = first = 0
+    for last, stamp in enumerate(ordered):
+        while stamp - ordered[first] >= 1.0:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
 def clean_env(extra: Mapping[str, str]) -> dict[str, str]:
     """The current environment without smsbot/Vonage/proxy settings, plus `extra`."""
     env = {k: v for k, v in os.environ.items()
