@@ -45,7 +45,7 @@ import traceback
 import urllib.parse
 import warnings
 from collections.abc import Callable, Collection, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 import requests
@@ -328,6 +328,31 @@ def quiet_port() -> int:
     return free_port()
 
 
+def crash_env(emu: VonageEmulator, db: str, public_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a server under the storm: caps out of the way, the emulator as Vonage."""
+    return clean_env({
+        "SMSBOT_SECRET": SECRET,
+        "SMSBOT_ADMINS": "+" + ADMIN,
+        "SMSBOT_NUMBER": NUMBER,
+        "SMSBOT_GROUP_NAME": "Crash",
+        "SMSBOT_DB": db,
+        "SMSBOT_PUBLIC_URL": public_url,
+        "SMSBOT_SMS_RATE": "1000",
+        "SMSBOT_CONFIRM": "none",
+        "SMSBOT_PIN_CAP_HOUR": "100000",
+        "SMSBOT_PIN_CAP_DAY": "100000",
+        "SMSBOT_DAILY_SMS_BUDGET": "1000000",
+        "SMSBOT_LOGIN_FAILURES_PER_MINUTE": "1000",
+        "SMSBOT_SHUTDOWN_TIMEOUT": f"{SHUTDOWN_TIMEOUT:g}",
+        "VONAGE_API_KEY": emu.api_key,
+        "VONAGE_API_SECRET": emu.api_secret,
+        "VONAGE_REST_HOST": emu.host,
+        "VONAGE_API_HOST": emu.host,
+        "REQUESTS_CA_BUNDLE": str(emu.ca_path),
+        **extra,
+    })
+
+
 class PortTaken(AssertionError):
     """Another process took the port between two of our servers."""
 
@@ -354,27 +379,7 @@ class Deployment:
         return f"http://127.0.0.1:{self.port}"
 
     def env(self, **extra: str) -> dict[str, str]:
-        return clean_env({
-            "SMSBOT_SECRET": SECRET,
-            "SMSBOT_ADMINS": "+" + ADMIN,
-            "SMSBOT_NUMBER": NUMBER,
-            "SMSBOT_GROUP_NAME": "Crash",
-            "SMSBOT_DB": str(self.db),
-            "SMSBOT_PUBLIC_URL": self.base,
-            "SMSBOT_SMS_RATE": "1000",
-            "SMSBOT_CONFIRM": "none",
-            "SMSBOT_PIN_CAP_HOUR": "100000",
-            "SMSBOT_PIN_CAP_DAY": "100000",
-            "SMSBOT_DAILY_SMS_BUDGET": "1000000",
-            "SMSBOT_LOGIN_FAILURES_PER_MINUTE": "1000",
-            "SMSBOT_SHUTDOWN_TIMEOUT": f"{SHUTDOWN_TIMEOUT:g}",
-            "VONAGE_API_KEY": self.emu.api_key,
-            "VONAGE_API_SECRET": self.emu.api_secret,
-            "VONAGE_REST_HOST": self.emu.host,
-            "VONAGE_API_HOST": self.emu.host,
-            "REQUESTS_CA_BUNDLE": str(self.emu.ca_path),
-            **extra,
-        })
+        return crash_env(self.emu, str(self.db), self.base, **extra)
 
     def start(self, real: bool = False) -> Running:
         """Start a server on this deployment's port (without waiting for it to be healthy)."""
@@ -451,10 +456,21 @@ class Msg:
     acked: bool = False
 
 
+class Target(Protocol):
+    """Where webhooks go: one server's base URL."""
+
+    @property
+    def base(self) -> str: ...
+
+
 class Traffic:
     """Posts inbound webhooks as Vonage does, from several threads, and remembers which were acknowledged."""
 
-    def __init__(self, deployment: Deployment, seed: int):
+    clients = CLIENTS
+    pace = PACE
+    replay_share = REPLAY_SHARE
+
+    def __init__(self, deployment: Target, seed: int):
         self.deployment = deployment
         self.seed = seed
         self.lock = threading.Lock()
@@ -500,10 +516,14 @@ class Traffic:
         return {"msisdn": msg.msisdn, "to": NUMBER, "messageId": msg.mid, "text": msg.text, "type": "text",
                 "keyword": msg.text.split()[0].upper(), "message-timestamp": "2025-03-14 15:09:26"}
 
-    def post(self, session: requests.Session, msg: Msg) -> bool:
-        """Post the webhook; True if it was acknowledged (2xx)."""
+    def target(self, rng: random.Random) -> str:
+        """The base URL a client posts its next message to."""
+        return self.deployment.base
+
+    def post(self, session: requests.Session, msg: Msg, base: str | None = None) -> bool:
+        """Post the webhook (to `base`, else the deployment's); True if it was acknowledged (2xx)."""
         try:
-            response = session.post(f"{self.deployment.base}/webhooks/inbound", data=self.fields(msg),
+            response = session.post(f"{base or self.deployment.base}/webhooks/inbound", data=self.fields(msg),
                                     timeout=(2, 15))
         except requests.RequestException:
             return self.record(msg, 0, "")
@@ -527,7 +547,7 @@ class Traffic:
             retry: Msg | None = None  # not acknowledged: Vonage tries again (mostly)
             while not self.stop.is_set():
                 with self.lock:
-                    earlier = list(self.messages.values()) if rng.random() < REPLAY_SHARE else []
+                    earlier = list(self.messages.values()) if rng.random() < self.replay_share else []
                 if retry is not None and rng.random() < RETRY_SHARE:
                     msg = retry
                 elif earlier:
@@ -540,12 +560,12 @@ class Traffic:
                     with self.lock:
                         self.replays += 1
                         self.unacked_replays += not msg.acked
-                ok = self.post(session, msg)
+                ok = self.post(session, msg, self.target(rng))
                 retry = None if ok else msg
-                self.stop.wait(PACE if ok else 0.02)
+                self.stop.wait(self.pace if ok else 0.02)
 
     def start(self) -> None:
-        for number in range(CLIENTS):
+        for number in range(self.clients):
             thread = threading.Thread(target=self._client, args=(number,), name=f"client-{number}", daemon=True)
             thread.start()
             self._threads.append(thread)
