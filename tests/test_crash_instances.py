@@ -72,7 +72,7 @@ HANDOVER = 1 + VONAGE_TIMEOUT  # seconds a new sender waits before its first sen
 SENDER_HOLD = HANDOVER + 2.0  # a sender is killed only after it has held the role this long
 WHOLE_SHARE = 0.03  # cycles that kill every instance at once
 EARLY_SHARE = 0.1  # kills of any instance; the others are of one that answers /healthz (some land in start-up)
-KILL_DELAY = (0.0, 0.12)  # seconds
+KILL_DELAY = (0.0, 0.08)  # seconds
 DRAIN_TIMEOUT = 60.0
 PUBLIC_URL = "http://group.example.test"  # the load balancer's address, the same for every instance
 
