@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import asyncpg
 import pytest
 
 from smsbot.clock import FakeClock
@@ -142,6 +143,40 @@ async def test_one_sender_at_a_time_and_another_takes_over(pg_url: str) -> None:
         while not await b.graph.store.claim_sender():
             assert time.monotonic() < deadline, "b never took over"
             await asyncio.sleep(0.1)
+    finally:
+        await b.graph.store.close()
+
+
+async def test_an_instance_waiting_for_the_senders_role_asks_on_one_connection(pg_url: str) -> None:
+    """Every queued text wakes every instance's outbox, and one that doesn't send then asks for the sender's lock:
+    it keeps one connection for asking, rather than a new one (a new server process, a TLS handshake) each time."""
+    a, b = Instance(pg_url), Instance(pg_url)
+    await asyncio.gather(a.graph.store.open(), b.graph.store.open())
+
+    async def sessions_so_far() -> int:
+        """Sessions ever opened on the database (counted when they start; each read opens one too)."""
+        await asyncio.sleep(0.3)  # closed sessions have flushed their statistics
+        conn = await asyncpg.connect(pg_url)
+        try:
+            return int(await conn.fetchval("SELECT sessions FROM pg_stat_database WHERE datname = current_database()"))
+        finally:
+            await conn.close()
+
+    try:
+        assert await a.graph.store.claim_sender() is True
+        assert await b.graph.store.claim_sender() is False
+        before = await sessions_so_far()
+        for _ in range(10):
+            assert await b.graph.store.claim_sender() is False, "a holds the sender's lock"
+        opened = await sessions_so_far() - before
+        assert opened <= 2, f"{opened} sessions opened for ten attempts (one of them to count them)"
+    finally:
+        await a.graph.store.close()  # a dies: an attempt of b's, on the same connection, gets the lock
+    try:
+        deadline = time.monotonic() + 5
+        while not await b.graph.store.claim_sender():
+            assert time.monotonic() < deadline, "b never took over"
+            await asyncio.sleep(0.05)
     finally:
         await b.graph.store.close()
 

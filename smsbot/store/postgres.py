@@ -106,7 +106,8 @@ class PostgresStore(Watchers):
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         self._listening: asyncio.Task[None] | None = None
-        self._sender: asyncpg.Connection | None = None
+        self._sender: asyncpg.Connection | None = None  # asks for the sender's lock, and holds it once it has it
+        self._sending = False
 
     def _require(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -179,6 +180,7 @@ class PostgresStore(Watchers):
             if conn is not None and not conn.is_closed():
                 await conn.close(timeout=2)
         self._sender = None
+        self._sending = False
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -231,18 +233,23 @@ class PostgresStore(Watchers):
 
     async def claim_sender(self) -> bool:
         """The sender holds a session-level advisory lock on its own connection: while that connection lives, no
-        other instance gets it; when the instance dies, the connection closes and the lock is free."""
-        if self._sender is not None and not self._sender.is_closed():
+        other instance gets it; when the instance dies, the connection closes and the lock is free. An instance
+        that waits for the role asks again on the same connection: every queued text wakes it, and a connection
+        per question would be a new server process (and TLS handshake) per text."""
+        if self._sender is not None and self._sender.is_closed():
+            self._sender, self._sending = None, False  # the lock went with the connection: ask again
+        if self._sending:
             return True
-        self._sender = None
         try:
-            conn = await asyncpg.connect(self.url)
-        except (OSError, asyncpg.PostgresError) as exc:
+            if self._sender is None:
+                self._sender = await asyncpg.connect(self.url)
+            self._sending = bool(await self._sender.fetchval("SELECT pg_try_advisory_lock($1)", SENDER_LOCK))
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("cannot ask for the sender's lock (%s)", exc)
+            if self._sender is not None:
+                self._sender.terminate()
+            self._sender = None
             return False
-        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", SENDER_LOCK):
-            self._sender = conn
+        if self._sending:
             log.info("this instance sends the texts now")
-            return True
-        await conn.close()
-        return False
+        return self._sending
