@@ -55,6 +55,7 @@ class Outbox:
         self.pin_ttl = pin_ttl
         self._wake = asyncio.Event()
         self._stopping = False
+        self._role: bool | None = None  # whether run() holds the sender's role (None: drain_once runs by itself)
 
     def wake(self) -> None:
         self._wake.set()
@@ -66,17 +67,27 @@ class Outbox:
     async def drain_once(self) -> int:
         """Send every text that is due now; return how many were finished (sent, failed or suppressed)."""
         finished = 0
-        while not self._stopping:
+        while not self._stopping and await self._still_sender():
             rows = await self.store.run(self._claim)
             if not rows:
                 break
             for row in rows:
-                if self._stopping:
-                    break  # the rest stay claimed; they are released at the next start
+                if self._stopping or not await self._still_sender():
+                    break  # the rest stay claimed; the next sender (or the next start) releases them
                 finished += await self._deliver(row)
         if finished:
             await self.store.scrub()
         return finished
+
+    async def _still_sender(self) -> bool:
+        """Whether run() still holds the sender's role: on a shared database the lock can go with its connection
+        while this instance lives on, and another instance may take it. (True when drain_once runs by itself.)"""
+        if self._role is None:
+            return True
+        if self._role and not await self.store.claim_sender():
+            log.warning("this instance lost the sender's role; it stops sending until it holds the role again")
+            self._role = False
+        return self._role
 
     async def _claim(self, tx: Tx) -> list[OutboxRow]:
         return await tx.claim_due(now=self.clock.now(), lease_seconds=LEASE_SECONDS, limit=BATCH)
@@ -138,24 +149,26 @@ class Outbox:
     async def run(self) -> None:
         """The worker loop, run as a background task for the life of the app. Only the instance that holds the
         sender's role sends (one, for a database several instances share); the others wait to take it over."""
-        sending = False
-        while not self._stopping:
-            self._wake.clear()
-            try:
-                if not sending:
-                    sending = await self.store.claim_sender()
-                    if sending:
+        self._role = False
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                try:
+                    if not self._role and await self.store.claim_sender():
                         await self._take_over()
-                if sending:
-                    await self.drain_once()
-                timeout = await self._seconds_to_next() if sending else SENDER_POLL
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("outbox worker error; carrying on")
-                timeout = IDLE_POLL
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                        self._role = True
+                    if self._role:
+                        await self.drain_once()
+                    timeout = await self._seconds_to_next() if self._role else SENDER_POLL
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("outbox worker error; carrying on")
+                    timeout = IDLE_POLL
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+        finally:
+            self._role = None  # drain_once by itself again
 
     async def _take_over(self) -> None:
         """Become the sender. A sender that died may have had requests on their way to the provider for as long

@@ -18,7 +18,7 @@ from smsbot.gateway import FakeGateway
 from smsbot.messages import InboundText
 from smsbot.settings import load
 from smsbot.store import sqlite
-from smsbot.store.postgres import MIGRATIONS, PostgresStore
+from smsbot.store.postgres import MIGRATIONS, SENDER_LOCK, PostgresStore
 from smsbot.wiring import Graph, build
 
 from .conftest import ADMIN, BASE_ENV
@@ -179,6 +179,61 @@ async def test_an_instance_waiting_for_the_senders_role_asks_on_one_connection(p
             await asyncio.sleep(0.05)
     finally:
         await b.graph.store.close()
+
+
+async def test_a_sender_whose_lock_connection_is_cut_stops_sending_and_one_sender_remains(pg_url: str) -> None:
+    """The sender's lock lives on one connection. When that connection is cut while the instance lives on (a
+    restart of PostgreSQL, a proxy dropping an idle connection), the lock is free for another instance: the one that
+    lost it stops sending, so that whoever holds the lock next is the only sender."""
+    a, b = Instance(f"{pg_url}?application_name=a"), Instance(f"{pg_url}?application_name=b")
+    await asyncio.gather(a.graph.store.open(), b.graph.store.open())
+    assert await a.graph.store.claim_sender()
+    workers = [asyncio.create_task(i.graph.outbox.run()) for i in (a, b)]
+    conn = await asyncpg.connect(pg_url)
+
+    async def holder() -> tuple[str, int] | None:
+        row = await conn.fetchrow("""
+            SELECT a.application_name, a.pid FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
+            WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 AND l.objid = $2 AND l.objsubid = 1
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())""",
+                                  SENDER_LOCK >> 32, SENDER_LOCK & 0xFFFFFFFF)
+        return (row[0], row[1]) if row else None
+
+    async def until(check: Callable[[], Any], what: str) -> None:
+        deadline = time.monotonic() + 10
+        while not await check():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.02)
+
+    async def nothing_waiting() -> bool:
+        return not await conn.fetchval("SELECT count(*) FROM outbox WHERE state IN ('pending', 'sending')")
+
+    try:
+        await a.text(ADMIN, f"INVITE {ALICE} alice")
+        await until(lambda: asyncio.sleep(0, len(a.gateway.sent) == 2), "a to send the invite and the reply")
+        first = await holder()
+        assert first is not None and first[0] == "a"
+        await conn.execute("SELECT pg_terminate_backend($1)", first[1])  # a lives on; its lock is gone
+
+        async def taken_over() -> bool:
+            now = await holder()
+            return now is not None and now[1] != first[1]
+
+        await until(taken_over, "an instance to take the lock")
+        sender = await holder()
+        assert sender is not None
+        sent_before = {"a": len(a.gateway.sent), "b": len(b.gateway.sent)}
+        for n in range(6):
+            await (a if n % 2 else b).text(ADMIN, f"INVITE +1202555{n + 300:04d}")
+        await until(nothing_waiting, "every text to be sent")
+        sent = {"a": len(a.gateway.sent) - sent_before["a"], "b": len(b.gateway.sent) - sent_before["b"]}
+        assert sent[sender[0]] == 12 and sum(sent.values()) == 12, f"{sender[0]} holds the lock; sent: {sent}"
+    finally:
+        for instance, worker in zip((a, b), workers, strict=True):
+            instance.graph.outbox.stop()
+            await asyncio.wait_for(worker, 10)
+        await conn.close()
+        await asyncio.gather(a.graph.store.close(), b.graph.store.close())
 
 
 async def test_no_number_is_left_in_a_dump_once_texts_are_sent(pg_url: str) -> None:

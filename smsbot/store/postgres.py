@@ -237,7 +237,10 @@ class PostgresStore(Watchers):
         that waits for the role asks again on the same connection: every queued text wakes it, and a connection
         per question would be a new server process (and TLS handshake) per text."""
         if self._sender is not None and self._sender.is_closed():
-            self._sender, self._sending = None, False  # the lock went with the connection: ask again
+            lost, self._sender, self._sending = self._sending, None, False
+            if lost:  # the lock went with the connection, and another instance may hold it now
+                log.warning("the connection that held the sender's lock is gone")
+                return False  # the caller learns of it; asking again starts a new take-over
         if self._sending:
             return True
         try:
