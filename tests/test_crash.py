@@ -16,6 +16,11 @@ of the console script. Three servers (the first, one in the middle and the last)
 processes, and so is the one SIGTERMed in the second test: a fork ends with os._exit and would skip the
 interpreter's exit, where leftover threads are joined.
 
+This storm runs on SQLite. On PostgreSQL, tests/test_crash_instances.py runs it across three instances, killing
+all of them at once now and then: there, an instance that restarts is a new sender, which waits 1 s +
+SMSBOT_VONAGE_TIMEOUT before its first send, so at this test's pace (a kill within 0.3 s of /healthz) nothing would
+ever be sent between kills.
+
 The random choices (when to kill, which texts, replays and retries) come from one seed, drawn afresh each run.
 A failure names it ("replay with SMSBOT_CRASH_SEED=..."), and so does the captured output; run again with
 `SMSBOT_CRASH_SEED=<seed> python -m pytest tests/test_crash.py` to replay the same choices (the timing of a real

@@ -3,13 +3,14 @@
 
 Three instances share one database, as behind a load balancer: each inbound webhook goes to a random instance (a
 dead one refuses the connection, and Vonage's retry goes to a random instance again), and earlier messages are
-posted again. Meanwhile a random instance is SIGKILLed and restarted, at least 200 times, now and then all of them
-at once. After every kill the shared database is read in one snapshot: every acknowledged message is recorded, and
-the outbox holds exactly the texts that the recorded messages cause (each unit of work all or nothing, once). At
-the end every text has gone out through the real Vonage SDK to the emulator, no outbox row was sent with two
-different bodies (so no number got two different PINs for one request), a text sent twice was one that a killed
-sender had claimed, and the emulator never saw more than SMSBOT_SMS_RATE SMS requests in any sliding second,
-fail-overs included.
+posted again. Meanwhile a random instance (one that answers /healthz; a tenth of the time any, so some die while
+starting) is SIGKILLed and restarted, at least 200 times, now and then all of them at once (on PostgreSQL this is
+also tests/test_crash.py's case: every instance restarted). After every kill the shared database is read in one
+snapshot: every acknowledged message is recorded, and the outbox holds exactly the texts that the recorded messages
+cause (each unit of work all or nothing, once). At the end every text has gone out through the real Vonage SDK to
+the emulator, no outbox row was sent with two different bodies (so no number got two different PINs for one
+request), a text sent twice was one that a killed sender had claimed, and the emulator never saw more than
+SMSBOT_SMS_RATE SMS requests in any sliding second, fail-overs included.
 
 One instance sends (it holds an advisory lock); when it dies another takes over after a hand-over wait of
 1 s + SMSBOT_VONAGE_TIMEOUT. The sender is killed only once it has held the role for SENDER_HOLD seconds: killed
