@@ -117,7 +117,7 @@ class SignIn:
         self.cache = SessionCache(max_age=SHARED_CACHE_AGE if self.store.shared else None)
         self.store.watch_sessions(self.cache.forget_member)
         self.admin_keys = frozenset(self.keys.phone_key(a) for a in self.settings.admins)
-        self._reading: dict[str, asyncio.Future[Session | None]] = {}
+        self._reading: dict[tuple[str, int], asyncio.Future[Session | None]] = {}
 
     def cached_session(self, token: str | None) -> Session | None:
         """The fast path of forward auth, with no await at all: the session if the cache holds it and it is live,
@@ -150,12 +150,15 @@ class SignIn:
             return cached.session
         if self.cache.known_unknown(hashed):
             return None
-        reading = self._reading.get(hashed)
-        if reading is not None:  # a read of this session is under way: many requests at once share it
+        # Many requests at once share a read of this session under way, but only one that began after the last
+        # invalidation: a read from before a REVOKE could return the revoked session.
+        key = (hashed, self.cache.generation)
+        reading = self._reading.get(key)
+        if reading is not None:
             return await asyncio.shield(reading)
         task = asyncio.ensure_future(self._read_session(hashed, now))
-        self._reading[hashed] = task
-        task.add_done_callback(lambda _: self._reading.pop(hashed, None))
+        self._reading[key] = task
+        task.add_done_callback(lambda _: self._reading.pop(key, None))
         return await asyncio.shield(task)
 
     async def _read_session(self, hashed: str, now: float) -> Session | None:

@@ -3,6 +3,7 @@ the groups a protected tool sees, sign-in redirects (`rd`) and their refusals, a
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -333,3 +334,32 @@ async def test_the_session_cookie_is_read_from_the_header_as_browsers_send_it(be
         response = await bench.client.get("/auth", headers={"Cookie": header} if header else {})
         assert response.status == 401, header
     assert "Content-Security-Policy" not in response.headers and response.headers["Cache-Control"] == "no-store"
+
+
+async def test_a_read_under_way_is_shared_only_until_an_invalidation(bench: WebBench,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    cookies = await member_cookies(bench)
+    token = cookies[SESSION]
+    signin, store = bench.app[SIGNIN], bench.app[STORE]
+    signin.cache.clear()
+    real = store.run
+    gate = asyncio.Event()
+    reads = [0]
+
+    async def slow(work: Callable[[Any], Awaitable[Any]]) -> Any:
+        reads[0] += 1
+        await gate.wait()
+        return await real(work)
+
+    monkeypatch.setattr(store, "run", slow)
+    first = [asyncio.ensure_future(signin.session(token)) for _ in range(3)]
+    for _ in range(10):  # let them all reach the database
+        await asyncio.sleep(0)
+    assert reads[0] == 1, "three requests at once share one read"
+    signin.cache.forget_member(1)  # an invalidation lands while the read is under way
+    later = asyncio.ensure_future(signin.session(token))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert reads[0] == 2, "a request after the invalidation does not join the older read"
+    gate.set()
+    await asyncio.gather(*first, later)
