@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -32,23 +33,30 @@ async def texts(request: web.Request) -> web.Response:
     return web.json_response({"texts": phones.since(after), "phones": phones.listed()})
 
 
-async def send(request: web.Request) -> web.Response:
-    """Text the service as a dev phone: the same path a Vonage webhook takes after parsing."""
-    as_json = request.content_type == "application/json"
-    if as_json:
+async def posted_phone(request: web.Request, field: str, wanted: str) -> tuple[dict[str, Any] | web.Response, str]:
+    """The posted fields (JSON from the page's script, or a form without JavaScript) and the phone number in
+    `field`, normalised; or a 400 answer saying what was wrong, and ""."""
+    if request.content_type == "application/json":
         try:
             data = json.loads(await request.read())
         except (ValueError, UnicodeDecodeError):
             data = None
         if not isinstance(data, dict):
-            return web.json_response({"error": "Send a JSON object with 'from' and 'text'."}, status=400)
+            return web.json_response({"error": f"Send a JSON object with {wanted}."}, status=400), ""
     else:
         data = await read_form(request)
-    settings = request.app[SETTINGS]
     try:
-        number = phone.normalize(str(data.get("from", "")), settings.default_region)
+        return data, phone.normalize(str(data.get(field, "")), request.app[SETTINGS].default_region)
     except phone.PhoneError as exc:
-        return web.json_response({"error": f"That phone number can't be used: {exc.reason}."}, status=400)
+        return web.json_response({"error": f"That phone number can't be used: {exc.reason}."}, status=400), ""
+
+
+async def send(request: web.Request) -> web.Response:
+    """Text the service as a dev phone: the same path a Vonage webhook takes after parsing."""
+    as_json = request.content_type == "application/json"
+    data, number = await posted_phone(request, "from", "'from' and 'text'")
+    if isinstance(data, web.Response):
+        return data
     text = str(data.get("text", ""))[:1000]
     try:
         text.encode("utf-8")
@@ -67,19 +75,9 @@ async def add_phone(request: web.Request) -> web.Response:
     """Add a phone to the page, typed as people type numbers: JSON {"number": ...} from the page's script, or the
     form without JavaScript (then back to the page)."""
     as_json = request.content_type == "application/json"
-    if as_json:
-        try:
-            data = json.loads(await request.read())
-        except (ValueError, UnicodeDecodeError):
-            data = None
-        if not isinstance(data, dict):
-            return web.json_response({"error": "Send a JSON object with 'number'."}, status=400)
-    else:
-        data = await read_form(request)
-    try:
-        number = phone.normalize(str(data.get("number", "")), request.app[SETTINGS].default_region)
-    except phone.PhoneError as exc:
-        return web.json_response({"error": f"That phone number can't be used: {exc.reason}."}, status=400)
+    data, number = await posted_phone(request, "number", "'number'")
+    if isinstance(data, web.Response):
+        return data
     added, new = request.app[DEV_PHONES].add(number)
     if not as_json:
         raise web.HTTPSeeOther("/dev/phone")
