@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 smsbot dev: a fake SMS provider, nothing leaves this machine. Database: {settings.database}
   Dev phones:  {base}/dev/phone     (the admin is {', '.join(settings.admins)}; invitees appear when invited)
   Sign in:     {base}/login
-  Try it:      on the admin's phone text  INVITE +1 415 555 0134 alice
+  Try it:      on the admin's phone text  INVITE +1 415 555 0134 alice  then the YES <code> it asks for
 Press Ctrl+C to stop.
 """, flush=True)
         log.info("dev admin %s", ", ".join(phone.mask(a) for a in settings.admins))
