@@ -15,7 +15,6 @@ from .engine import Engine
 from .gateway import DLR_ERRORS
 from .keys import Keys
 from .messages import InboundPart, InboundText, Kind, Outgoing
-from .outbox import Outbox
 from .settings import Settings
 from .store import UNDELIVERED, Store, Tx
 
@@ -35,7 +34,6 @@ class Pipeline:
     settings: Settings
     store: Store
     engine: Engine
-    outbox: Outbox
     keys: Keys
     clock: Clock
 
@@ -107,10 +105,9 @@ class Pipeline:
         if out is None:
             log.info("duplicate inbound message %s ignored", msg.message_id)
         else:
+            # The store wakes the outbox once the texts are committed (smsbot.wiring: watch_outbox).
             log.info("text from %s handled: %d text%s queued", phone.mask(msg.sender), len(out),
                      "" if len(out) == 1 else "s")
-            if out:
-                self.outbox.wake()
         return out
 
     async def record_delivery(self, *, client_ref: str, provider_id: str, status: str, error_code: str) -> bool:

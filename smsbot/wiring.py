@@ -85,6 +85,6 @@ def build(settings: Settings, *, clock: Clock | None = None, gateway: Gateway | 
     outbox = Outbox(store, gateway, clock, settings.sms_rate, verifier=pins.start_verification,
                     pin_ttl=pins.ttl, handover=handover)
     store.watch_outbox(outbox.wake)
-    pipeline = Pipeline(settings, store, engine, outbox, keys, clock)
+    pipeline = Pipeline(settings, store, engine, keys, clock)
     signin = SignIn(settings, store, pins, pipeline, clock, source, keys)
     return Graph(settings, clock, source, keys, gateway, store, outbox, engine, pipeline, signin)
