@@ -255,3 +255,15 @@ def make_pg_url(pg_cluster: Any) -> Iterator[Callable[[], str]]:
 def pg_url(make_pg_url: Callable[[], str]) -> str:
     """A new, empty database for this test: postgresql://postgres@127.0.0.1:<port>/<name>, dropped afterwards."""
     return make_pg_url()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless (tests/browser.py); the test skips where it or Playwright is missing."""
+    from .browser import CHROMIUM, chromium, have_chromium
+
+    if not have_chromium():
+        pytest.skip(f"{CHROMIUM} is missing (install Debian's chromium package to run the browser tests)")
+    pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    with chromium() as launched:
+        yield launched

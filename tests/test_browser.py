@@ -6,7 +6,6 @@ the sign-in done on /login in a separate browser context (another device).
 
 from __future__ import annotations
 
-import os
 import pathlib
 import re
 from collections.abc import Iterator
@@ -14,19 +13,13 @@ from typing import Any
 
 import pytest
 
-from .procs import SmsbotProcess, clean_env, start_smsbot
+from .browser import ADMIN, INVITEE, INVITEE_TYPED, WAIT_MS
+from .procs import SmsbotProcess, clean_env, only, start_smsbot
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-ADMIN = "+14155550100"  # the dev admin
-INVITEE_TYPED = "+1 415 555 0134"
-INVITEE = "+14155550134"
 CODE = re.compile(r"(?<![A-Za-z0-9])[A-HJ-NP-Z2-9]{6}(?![A-Za-z0-9])")
 PIN = re.compile(r"(?<!\d)\d{6}(?!\d)")
-WAIT_MS = 10_000
 
 
 @pytest.fixture
@@ -42,23 +35,6 @@ def dev_server(tmp_path: pathlib.Path) -> Iterator[tuple[SmsbotProcess, str]]:
         proc.stop()
 
 
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing (install Debian's chromium package to run the browser tests)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
-def only(pattern: re.Pattern[str], text: str) -> str:
-    found = pattern.findall(text)
-    assert len(found) == 1, f"expected exactly one {pattern.pattern} standing alone in {text!r}, got {found}"
-    return str(found[0])
 
 
 def test_the_story_on_the_dev_phone_page(dev_server: tuple[SmsbotProcess, str], browser: Any,

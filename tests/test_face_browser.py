@@ -29,7 +29,6 @@ from .browser import (
     PHONE,
     WAIT_MS,
     DevPhones,
-    chromium,
     dev_server,
     have_chromium,
     sign_in,
@@ -43,15 +42,6 @@ pytestmark = pytest.mark.slow
 AXE = pathlib.Path(__file__).parent / "axe" / "node_modules" / "axe-core" / "axe.min.js"
 SCHEMES = ("light", "dark")
 FAILURES_PER_MINUTE = 3
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    if not have_chromium():
-        pytest.skip("/usr/bin/chromium is missing (install Debian's chromium package to run the browser tests)")
-    pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture

@@ -43,7 +43,6 @@ from .procs import (
     wait_for,
     wait_text,
 )
-from .test_browser import CHROMIUM, CHROMIUM_ARGS
 from .test_gate import HOSTILE_RD
 from .vonage_emulator import VonageEmulator
 
@@ -496,25 +495,12 @@ def test_forged_forwarding_headers_do_not_change_the_way_back(stack: Stack) -> N
 # ---------------------------------------------------------------------------------------------- in Chromium
 
 
-@pytest.fixture
-def chromium() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing (install Debian's chromium package to run the browser tests)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
-def test_chromium_signs_in_through_nginx(nginx: Stack, chromium: Any) -> None:
+def test_chromium_signs_in_through_nginx(nginx: Stack, browser: Any) -> None:
     from playwright.sync_api import expect
 
     base = nginx.base
     pin = invite(nginx)
-    context = chromium.new_context()
+    context = browser.new_context()
     try:
         page = context.new_page()
         page.set_default_timeout(WAIT_MS)
