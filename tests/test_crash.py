@@ -685,6 +685,30 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: f
         time.sleep(interval)
 
 
+def check_provider_side(emu: VonageEmulator, rows: dict[int, Any], claimed_at_crash: Collection[int]) -> int:
+    """The provider's side, once every row is sent: each row sent with one body however often it was sent, to its
+    own number, a PIN text with one PIN, and sent again only if a killed sender had claimed it. Returns the re-sends."""
+    by_ref = sent_by_ref(emu)
+    assert "" not in by_ref, "every text carries its outbox row as client-ref"
+    resent = 0
+    for ref, texts in by_ref.items():
+        assert ref.startswith("smsbot-") and int(ref[7:]) in rows, f"a text for no outbox row: {ref}"
+        row = rows[int(ref[7:])]
+        assert {key_of(t.to) for t in texts} == {row["phone_key"]}, f"{ref} went to another number"
+        bodies = {t.text for t in texts}
+        assert len(bodies) == 1, f"outbox row {ref} ({row['kind']}) was sent with different bodies: {bodies}"
+        if row["kind"] == "pin":
+            assert len(PIN.findall(texts[0].text)) == 1, texts[0].text
+        if len(texts) > 1:
+            resent += len(texts) - 1
+            assert int(ref[7:]) in claimed_at_crash, (
+                f"{ref} was sent {len(texts)} times but was never claimed by a sender that was killed")
+            assert len(texts) <= row["attempts"], f"{ref} sent {len(texts)} times in {row['attempts']} attempts"
+    unsent = [i for i in rows if f"smsbot-{i}" not in by_ref]
+    assert not unsent, f"outbox rows marked sent that the provider never got: {unsent[:10]}"
+    return resent
+
+
 def sent_by_ref(emu: VonageEmulator) -> dict[str, list[SentSms]]:
     groups: dict[str, list[SentSms]] = collections.defaultdict(list)
     for sms in list(emu.sent):
@@ -857,25 +881,7 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(forker: ForkServer
         stuck = {i: (r["kind"], r["state"]) for i, r in rows.items() if r["state"] != "sent"}
         assert not stuck, f"outbox rows not sent in the end: {dict(list(stuck.items())[:10])}"
 
-        # The provider's side: each row sent, with one body however often it was sent, to its own number.
-        by_ref = sent_by_ref(emu)
-        assert "" not in by_ref, "every text carries its outbox row as client-ref"
-        duplicates = 0
-        for ref, texts in by_ref.items():
-            assert ref.startswith("smsbot-") and int(ref[7:]) in rows, f"a text for no outbox row: {ref}"
-            row = rows[int(ref[7:])]
-            assert {key_of(t.to) for t in texts} == {row["phone_key"]}, f"{ref} went to another number"
-            bodies = {t.text for t in texts}
-            assert len(bodies) == 1, f"outbox row {ref} ({row['kind']}) was sent with different bodies: {bodies}"
-            if row["kind"] == "pin":
-                assert len(PIN.findall(texts[0].text)) == 1, texts[0].text
-            if len(texts) > 1:
-                duplicates += len(texts) - 1
-                assert int(ref[7:]) in claimed_at_crash, (
-                    f"{ref} was sent {len(texts)} times but was never claimed by a worker that died")
-                assert len(texts) <= row["attempts"], f"{ref} sent {len(texts)} times in {row['attempts']} attempts"
-        unsent = [i for i in rows if f"smsbot-{i}" not in by_ref]
-        assert not unsent, f"outbox rows marked sent that the provider never got: {unsent[:10]}"
+        duplicates = check_provider_side(emu, rows, claimed_at_crash)
         not_retried = [i for i in claimed_at_crash if rows[i]["attempts"] < 2]
         assert not not_retried, f"rows claimed by a killed worker but not claimed again after restart: {not_retried}"
         assert claimed_at_crash, "no kill fell while the worker held a claim: the recovery path went untested"

@@ -50,6 +50,7 @@ from .test_crash import (
     Running,
     Traffic,
     check_effects,
+    check_provider_side,
     crash_env,
     crash_seed,  # noqa: F401 - a fixture
     forker,  # noqa: F401 - a fixture
@@ -391,25 +392,7 @@ def test_sigkill_of_random_instances_loses_nothing_and_keeps_one_rate_ceiling(
         stuck = {i: (r["kind"], r["state"]) for i, r in rows.items() if r["state"] != "sent"}
         assert not stuck, f"outbox rows not sent in the end: {dict(list(stuck.items())[:10])}"
 
-        # The provider's side: each row sent, with one body however often it was sent, to its own number.
-        by_ref = sent_by_ref(emu)
-        assert "" not in by_ref, "every text carries its outbox row as client-ref"
-        resent = 0
-        for ref, texts in by_ref.items():
-            assert ref.startswith("smsbot-") and int(ref[7:]) in rows, f"a text for no outbox row: {ref}"
-            row = rows[int(ref[7:])]
-            assert {key_of(t.to) for t in texts} == {row["phone_key"]}, f"{ref} went to another number"
-            bodies = {t.text for t in texts}
-            assert len(bodies) == 1, f"outbox row {ref} ({row['kind']}) was sent with different bodies: {bodies}"
-            if row["kind"] == "pin":
-                assert len(PIN.findall(texts[0].text)) == 1, texts[0].text
-            if len(texts) > 1:
-                resent += len(texts) - 1
-                assert int(ref[7:]) in claimed_at_crash, (
-                    f"{ref} was sent {len(texts)} times but was never claimed by a sender that was killed")
-                assert len(texts) <= row["attempts"], f"{ref} sent {len(texts)} times in {row['attempts']} attempts"
-        unsent = [i for i in rows if f"smsbot-{i}" not in by_ref]
-        assert not unsent, f"outbox rows marked sent that the provider never got: {unsent[:10]}"
+        resent = check_provider_side(emu, rows, claimed_at_crash)
         for msg in traffic.messages.values():
             if msg.text.startswith("INVITE"):
                 invitee = msg.text.split()[1].lstrip("+")
