@@ -3,7 +3,7 @@ one run.
 
 It starts a throwaway PostgreSQL cluster (bench/pgcluster.py; fsync and synchronous_commit on, so that a commit
 waits for the disk as SQLite's synchronous=FULL does; pg_stat_statements loaded, to count statements), two Vonage TLS
-emulators (tests/vonage_emulator.py, on threads here) and two `smsbot serve` processes with the same settings as
+emulators (tests/support/vonage_emulator.py, on threads here) and two `smsbot serve` processes with the same settings as
 bench/gate.py's but for SMSBOT_DB: one on a SQLite file, one on a PostgreSQL database. It signs a member in on each,
 as a person would (an admin's INVITE by webhook, the code texted back, the PIN, the login form), then measures, in
 rounds that alternate the backends:
@@ -68,8 +68,8 @@ from gate import (
 )
 from pgcluster import Cluster, ClusterError, postgres_cluster
 
-from tests.procs import SESSION_COOKIE, serve_env, start_smsbot  # importable: gate puts the project on sys.path
-from tests.vonage_emulator import VonageEmulator, running_emulator
+from support.procs import SESSION_COOKIE, serve_env, start_smsbot  # importable: gate puts tests/ on sys.path
+from support.vonage_emulator import VonageEmulator, running_emulator
 
 SQLITE, POSTGRES = "SQLite", "PostgreSQL"
 STRANGERS = [f"1415555{n:04d}" for n in range(2000, 3000)]  # numbers nobody invited: the engine stays silent

@@ -1,10 +1,10 @@
 """The gate benchmark (issue 8): forward auth beside a bare aiohttp handler, measured with wrk in one run.
 
-On free loopback ports it starts the Vonage TLS emulator (tests/vonage_emulator.py, on a thread here), a bare aiohttp
-app (one GET handler answering 200 "OK", nothing else) and `smsbot serve` with real settings whose Vonage hosts are
-the emulator; both servers are processes of this interpreter. It signs a member in as a person would (an admin's
-INVITE by webhook, the code texted back, the PIN read from what the emulator was asked to send, the login form and
-its CSRF token), then runs wrk against each path, one after another:
+On free loopback ports it starts the Vonage TLS emulator (tests/support/vonage_emulator.py, on a thread here), a bare
+aiohttp app (one GET handler answering 200 "OK", nothing else) and `smsbot serve` with real settings whose Vonage hosts
+are the emulator; both servers are processes of this interpreter. It signs a member in as a person would (an admin's
+INVITE by webhook, the code texted back, the PIN read from what the emulator was asked to send, the login form and its
+CSRF token), then runs wrk against each path, one after another:
 
     the bare handler; /auth with the session cookie and with none; /auth/forward with and without it;
     /auth with the cookie again while signed webhooks arrive (admins' LIST and HELP, some INVITEs) and the
@@ -42,10 +42,12 @@ import requests
 from aiohttp import web
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the harness reuses the tests' process helpers and Vonage emulator
+# The harness reuses the tests' helpers (tests/support); smsbot itself is the installed package, as in the tests.
+sys.path.insert(0, str(ROOT / "tests"))
 
 from smsbot.signatures import sms_signature  # noqa: E402
-from tests.procs import (  # noqa: E402
+
+from support.procs import (  # noqa: E402
     CODE,
     PIN,
     SESSION_COOKIE,
@@ -58,7 +60,7 @@ from tests.procs import (  # noqa: E402
     wait_for,
     wait_text,
 )
-from tests.vonage_emulator import VonageEmulator, running_emulator  # noqa: E402
+from support.vonage_emulator import VonageEmulator, running_emulator  # noqa: E402
 
 # Made-up values for a throwaway server.
 SECRET = "gate-bench-secret-0123456789-abcdefghijklmnop"  # noqa: S105

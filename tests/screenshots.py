@@ -1,10 +1,10 @@
 """The README's pictures: the sign-in page, the home page with two devices and the dev phone page mid-story, each at
 390 px (a phone) and 1280 px, light and dark, as PNGs named `<page>-<width>-<scheme>.png`.
 
-    .venv/bin/python -m tests.screenshots [folder]      # default: docs/
+    .venv/bin/python tests/screenshots.py [folder]      # default: docs/
 
 It lives beside the tests because it is one: it starts `smsbot dev` and drives Chromium with the helpers in
-tests/browser.py, and tests/test_face.py runs it into a temporary folder and checks every picture.
+tests/support/browser.py, and tests/test_face_browser.py runs it into a temporary folder and checks every picture.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 import tempfile
 from typing import TYPE_CHECKING
 
-from .browser import DESKTOP, IPHONE, LAPTOP, PHONE, WAIT_MS, DevPhones, chromium, dev_server, sign_in
+from support.browser import DESKTOP, IPHONE, LAPTOP, PHONE, WAIT_MS, DevPhones, chromium, dev_server, sign_in
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page

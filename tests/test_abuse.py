@@ -9,7 +9,7 @@ from typing import Any
 
 from smsbot.web.appkeys import OUTBOX, SETTINGS
 
-from .conftest import ADMIN, WebBench, login_form
+from support.service import ADMIN, WebBench, login_form
 
 ALICE = "+14155550134"
 STRANGER = "+12025550188"

@@ -30,8 +30,6 @@ def module_name(path: pathlib.Path, package_dir: pathlib.Path, package: str) -> 
 def modules(package_dir: pathlib.Path, package: str) -> dict[str, pathlib.Path]:
     found = {}
     for path in sorted(package_dir.rglob("*.py")):
-        if (package_dir / "web") in path.parents:  # the symlink that shows web/ to type checkers
-            continue
         found[module_name(path, package_dir, package)] = path
     return found
 
@@ -123,12 +121,3 @@ def test_every_error_derives_from_smsbot_error() -> None:
     assert len(classes) >= 7
     strays = [f"{c.__module__}.{c.__qualname__}" for c in classes if not issubclass(c, SmsbotError)]
     assert not strays, f"errors outside the hierarchy: {strays}"
-
-
-def test_one_install_name() -> None:
-    import smsbot.web
-
-    assert pathlib.Path(smsbot.web.__file__).resolve().parent == WEB.resolve()
-    assert pathlib.Path(smsbot.__file__).resolve().parent == CORE.resolve()
-    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    assert 'packages = ["smsbot", "smsbot.web"]' in text

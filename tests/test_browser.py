@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from .browser import ADMIN, INVITEE, INVITEE_TYPED, WAIT_MS
-from .procs import SmsbotProcess, clean_env, only, start_smsbot
+from support.browser import ADMIN, INVITEE, INVITEE_TYPED, WAIT_MS
+from support.procs import SmsbotProcess, clean_env, only, start_smsbot
 
 pytestmark = pytest.mark.slow
 

@@ -7,14 +7,16 @@ import pathlib
 import subprocess
 import sys
 
+import smsbot as package
 from smsbot.settings import TABLE
 
-from .conftest import BASE_ENV
+from support.procs import SMSBOT
+from support.service import BASE_ENV
 
 
 def smsbot(*args: str, env: dict[str, str], cwd: pathlib.Path) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("SMSBOT_", "VONAGE_"))}
-    return subprocess.run([sys.executable, "-m", "smsbot", *args], env={**clean, **env}, cwd=cwd,
+    return subprocess.run([SMSBOT, *args], env={**clean, **env}, cwd=cwd,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -44,7 +46,7 @@ def test_check_reads_a_dotenv_file(tmp_path: pathlib.Path) -> None:
 
 
 def test_check_lists_every_setting_and_no_secret(tmp_path: pathlib.Path) -> None:
-    from .test_settings import APP_ID, rsa_pem
+    from test_settings import APP_ID, rsa_pem
 
     pem = rsa_pem()
     secrets = {"SMSBOT_SECRET": "m" * 40, "VONAGE_API_SECRET": "api-secret-value-123", "VONAGE_PRIVATE_KEY": pem,
@@ -63,7 +65,7 @@ def test_check_lists_every_setting_and_no_secret(tmp_path: pathlib.Path) -> None
 
 
 def test_check_refuses_a_bad_private_key(tmp_path: pathlib.Path) -> None:
-    from .test_settings import APP_ID
+    from test_settings import APP_ID
 
     bad_key = "-----BEGIN PRIVATE KEY-----\\nnot a key\\n-----END PRIVATE KEY-----"
     result = smsbot("check", env={**BASE_ENV, "VONAGE_APPLICATION_ID": APP_ID, "VONAGE_PRIVATE_KEY": bad_key},
@@ -87,3 +89,14 @@ def test_the_log_level_in_dotenv_takes_effect(tmp_path: pathlib.Path) -> None:
     (tmp_path / ".env").write_text(dotenv)
     quiet = smsbot("check", env={}, cwd=tmp_path)
     assert quiet.returncode == 0 and "DEBUG" not in quiet.stderr
+
+
+def test_version_is_the_packages_own(tmp_path: pathlib.Path) -> None:
+    """`smsbot --version` and `python -m smsbot --version` print the one version, from smsbot/__init__.py."""
+    from importlib.metadata import version
+
+    assert version("smsbot") == package.__version__, "the installed metadata takes the version from smsbot/__init__.py"
+    for command in ([SMSBOT], [sys.executable, "-m", "smsbot"]):
+        result = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"smsbot {package.__version__}\n"

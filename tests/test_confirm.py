@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 import requests
+from test_privacy import assert_absent, database_files, forms
 
 from smsbot.signatures import sms_signature
 from smsbot.web.appkeys import PIPELINE, STORE
 
-from .conftest import ADMIN, CSRF_INPUT, WebBench
-from .procs import Serve, sent_to, serve_env, start_smsbot, wait_text
-from .test_privacy import assert_absent, database_files, forms
-from .vonage_emulator import VonageEmulator
+from support.procs import Serve, sent_to, serve_env, start_smsbot, wait_text
+from support.service import ADMIN, CSRF_INPUT, WebBench
+from support.vonage_emulator import VonageEmulator
 
 INVITEE = "+12025550143"
 ATTACKER = "+12025550166"
@@ -215,7 +215,7 @@ def test_a_spoofed_admin_text_reaches_nobody(tmp_path: pathlib.Path, emu: Vonage
 def test_the_settings_default_confirms_invite(make_settings: Callable[..., Any]) -> None:
     from smsbot.settings import load
 
-    from .conftest import BASE_ENV
+    from support.service import BASE_ENV
 
     assert load({k: v for k, v in BASE_ENV.items() if k != "SMSBOT_CONFIRM"}).confirm == ("INVITE",)
     settings = make_settings(SMSBOT_CONFIRM="revoke, INVITE")

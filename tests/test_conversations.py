@@ -18,8 +18,8 @@ from smsbot.web import create_app
 from smsbot.web.appkeys import OUTBOX
 from smsbot.wiring import build
 
-from .conftest import WebClient, web_login
-from .conversation import SETTINGS, Player, Sent, Transcript, all_transcripts
+from support.conversation import SETTINGS, Player, Sent, Transcript, all_transcripts
+from support.service import WebClient, web_login
 
 pytestmark = pytest.mark.backends
 

@@ -62,8 +62,8 @@ import vonage_verify  # noqa: F401
 import smsbot.web.cli
 from smsbot.keys import Keys
 
-from .procs import SmsbotProcess, clean_env, free_port, waiting_texts
-from .vonage_emulator import SMS_PATH, SentSms, VonageEmulator, running_emulator
+from support.procs import SmsbotProcess, clean_env, free_port, waiting_texts
+from support.vonage_emulator import SMS_PATH, SentSms, VonageEmulator, running_emulator
 
 pytestmark = pytest.mark.slow
 

@@ -36,12 +36,7 @@ from typing import Any
 import asyncpg
 import pytest
 import requests
-
-import smsbot.store.postgres  # noqa: F401 - imported here so the forked servers need not import it
-from smsbot.store.postgres import SENDER_LOCK
-
-from .procs import most_in_any_second
-from .test_crash import (
+from test_crash import (
     INVITE_CODE,
     MEMBERS,
     PIN,
@@ -61,7 +56,12 @@ from .test_crash import (
     wait_until,
     web_login,
 )
-from .vonage_emulator import SMS_PATH, VonageEmulator
+
+import smsbot.store.postgres  # noqa: F401 - imported here so the forked servers need not import it
+from smsbot.store.postgres import SENDER_LOCK
+
+from support.procs import most_in_any_second
+from support.vonage_emulator import SMS_PATH, VonageEmulator
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from smsbot.commands import Command
 from smsbot.settings import Settings
 from smsbot.wiring import build
 
-from .conversation import all_transcripts
+from support.conversation import all_transcripts
 
 README = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 SENT_WORDS = {step.body.split()[0].upper() for t in all_transcripts() for step in t.steps

@@ -17,8 +17,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from .conftest import CSRF_INPUT
-from .procs import (
+from support.procs import (
     CODE,
     PIN,
     SESSION_COOKIE,
@@ -31,7 +30,8 @@ from .procs import (
     wait_for,
     wait_text,
 )
-from .vonage_emulator import SMS_PATH, VonageEmulator
+from support.service import CSRF_INPUT
+from support.vonage_emulator import SMS_PATH, VonageEmulator
 
 pytestmark = pytest.mark.slow
 

@@ -24,8 +24,7 @@ import jwt
 import pytest
 import requests
 
-from .conftest import CSRF_INPUT
-from .procs import (
+from support.procs import (
     CODE,
     PIN,
     SESSION_COOKIE,
@@ -38,7 +37,8 @@ from .procs import (
     wait_for,
     wait_text,
 )
-from .vonage_emulator import SMS_PATH, VERIFY_PATH, RecordedRequest, SentSms, VonageEmulator
+from support.service import CSRF_INPUT
+from support.vonage_emulator import SMS_PATH, VERIFY_PATH, RecordedRequest, SentSms, VonageEmulator
 
 pytestmark = pytest.mark.slow
 

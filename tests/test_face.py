@@ -18,7 +18,7 @@ from smsbot.clock import FakeClock
 from smsbot.gateway import FakeGateway
 from smsbot.web.devphone import DevPhones, copyable, username_in
 
-from .conftest import ADMIN, CSRF_INPUT, WebBench
+from support.service import ADMIN, CSRF_INPUT, WebBench
 
 SESSION = "__Host-smsbot_session"
 CSRF = "__Host-smsbot_csrf"

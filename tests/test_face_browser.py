@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .browser import (
+from support.browser import (
     ADMIN,
     DESKTOP,
     INVITEE,
@@ -307,7 +307,7 @@ def png_size(path: pathlib.Path) -> tuple[int, int]:
 def test_the_screenshot_script_pictures_every_page(tmp_path: pathlib.Path) -> None:
     if not have_chromium():
         pytest.skip("/usr/bin/chromium is missing")
-    from .screenshots import PAGES, SIZES, name, take
+    from screenshots import PAGES, SIZES, name, take
 
     shots = take(tmp_path / "docs")
     expected = {name(page, width, scheme) for page in PAGES for width, _ in SIZES for scheme in SCHEMES}

@@ -11,8 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+from test_e2e_serve import ADMIN, NUMBER, SECRET, auth, login, text_in
 
-from .procs import (
+from support.procs import (
     CODE,
     PIN,
     SESSION_COOKIE,
@@ -25,8 +26,7 @@ from .procs import (
     wait_text,
     waiting_texts,
 )
-from .test_e2e_serve import ADMIN, NUMBER, SECRET, auth, login, text_in
-from .vonage_emulator import SMS_PATH, VonageEmulator
+from support.vonage_emulator import SMS_PATH, VonageEmulator
 
 pytestmark = pytest.mark.slow
 RATE = 3

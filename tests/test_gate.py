@@ -18,7 +18,7 @@ from smsbot.store import Session
 from smsbot.web.appkeys import SETTINGS, SIGNIN, STORE
 from smsbot.web.redirects import original_url, safe_redirect
 
-from .conftest import ADMIN, BASE_ENV, CSRF_INPUT, WebBench
+from support.service import ADMIN, BASE_ENV, CSRF_INPUT, WebBench
 
 SESSION = "__Host-smsbot_session"
 ALICE = "+14155550134"

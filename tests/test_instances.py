@@ -26,11 +26,12 @@ from typing import Any
 import asyncpg
 import pytest
 import requests
+from test_e2e_serve import ADMIN, NUMBER, SECRET, auth, login, text_in
 
 from smsbot.keys import Keys
 from smsbot.store.postgres import SENDER_LOCK
 
-from .procs import (
+from support.procs import (
     CODE,
     PIN,
     SESSION_COOKIE,
@@ -43,8 +44,7 @@ from .procs import (
     wait_for,
     wait_text,
 )
-from .test_e2e_serve import ADMIN, NUMBER, SECRET, auth, login, text_in
-from .vonage_emulator import SMS_PATH, VonageEmulator
+from support.vonage_emulator import SMS_PATH, VonageEmulator
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from smsbot.messages import Kind
 from smsbot.outbox import BACKOFF_CAP, backoff
 from smsbot.store import Tx
 
-from .conftest import ADMIN, Wired
+from support.service import ADMIN, Wired
 
 
 def rows(w: Wired) -> list[tuple[str, str | None, str | None, int, str | None]]:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import asyncpg
 import pytest
 
-from .pgcluster import PgCluster, pg_dump
+from support.pgcluster import PgCluster, pg_dump
 
 PUBLIC_TABLES = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from test_privacy import forms
 
 from smsbot.clock import FakeClock
 from smsbot.gateway import FakeGateway
@@ -21,9 +22,8 @@ from smsbot.store import sqlite
 from smsbot.store.postgres import MIGRATIONS, SENDER_LOCK, PostgresStore
 from smsbot.wiring import Graph, build
 
-from .conftest import ADMIN, BASE_ENV
-from .pgcluster import pg_dump
-from .test_privacy import forms
+from support.pgcluster import pg_dump
+from support.service import ADMIN, BASE_ENV
 
 ALICE = "+12025550143"
 

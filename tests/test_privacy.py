@@ -11,7 +11,7 @@ import pytest
 from smsbot import logs
 from smsbot.web.appkeys import SETTINGS, STORE
 
-from .conftest import ADMIN, WebBench
+from support.service import ADMIN, WebBench
 
 INVITEE = "+12025550143"
 SECOND = "+14155550177"

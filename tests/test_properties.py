@@ -46,7 +46,7 @@ from smsbot.settings import Settings, load
 from smsbot.signatures import sms_signature
 from smsbot.web import create_app
 
-from .conftest import ADMIN, BASE_ENV, SECRET, Wired
+from support.service import ADMIN, BASE_ENV, SECRET, Wired
 
 T = TypeVar("T")
 

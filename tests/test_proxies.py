@@ -28,9 +28,9 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 import requests
+from test_gate import HOSTILE_RD
 
-from .conftest import CSRF_INPUT
-from .procs import (
+from support.procs import (
     CODE,
     PIN,
     SmsbotProcess,
@@ -43,8 +43,8 @@ from .procs import (
     wait_for,
     wait_text,
 )
-from .test_gate import HOSTILE_RD
-from .vonage_emulator import VonageEmulator
+from support.service import CSRF_INPUT
+from support.vonage_emulator import VonageEmulator
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import pytest
 
 from smsbot.gateway import SendError
 
-from .conftest import WebBench, login_form
+from support.service import WebBench, login_form
 
 pytestmark = pytest.mark.backends
 

@@ -13,7 +13,7 @@ from smsbot.gateway.vonage import vonage_key_check
 from smsbot.settings import TABLE, Settings, environment, load
 from smsbot.web.cli import dev_environment
 
-from .conftest import BASE_ENV
+from support.service import BASE_ENV
 
 APP_ID = "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from .conversation import SETTINGS, STEP_KEYS, parse
+from support.conversation import SETTINGS, STEP_KEYS, parse
 
 GOOD = """\
 # An admin asks for help.

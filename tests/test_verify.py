@@ -11,7 +11,7 @@ from smsbot.gateway import Check, SendError
 from smsbot.settings import Settings
 from smsbot.store import Tx
 
-from .conftest import ADMIN, Wired
+from support.service import ADMIN, Wired
 
 ALICE = "+14155550134"
 

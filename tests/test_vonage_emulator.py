@@ -15,7 +15,7 @@ from vonage import Auth, HttpClientOptions, Vonage
 from vonage_sms import SmsError, SmsMessage
 from vonage_verify import SmsChannel, VerifyRequest
 
-from .vonage_emulator import SentSms, VonageEmulator, running_emulator
+from support.vonage_emulator import SentSms, VonageEmulator, running_emulator
 
 PHONE = "447700900001"
 OTHER_PHONE = "447700900002"

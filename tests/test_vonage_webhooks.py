@@ -15,7 +15,7 @@ import pytest
 from smsbot.signatures import sms_signature
 from smsbot.web.appkeys import OUTBOX, PIPELINE, SETTINGS
 
-from .conftest import ADMIN, WebBench
+from support.service import ADMIN, WebBench
 
 SECRET = "signature-secret-of-the-account-0123"
 

@@ -8,7 +8,7 @@ import sqlite3
 from smsbot.keys import token_hash
 from smsbot.web.appkeys import SETTINGS
 
-from .conftest import CSRF_INPUT, WebBench
+from support.service import CSRF_INPUT, WebBench
 
 SESSION = "__Host-smsbot_session"
 CSRF = "__Host-smsbot_csrf"

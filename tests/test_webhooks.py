@@ -8,7 +8,7 @@ import sqlite3
 
 from smsbot.web.appkeys import OUTBOX, SETTINGS
 
-from .conftest import ADMIN, WebBench
+from support.service import ADMIN, WebBench
 
 HELP_FORM = {"msisdn": "14155550100", "to": "14155550199", "messageId": "0A0000000123ABCD1", "text": "HELP",
              "type": "text", "keyword": "HELP", "message-timestamp": "2026-11-26 10:00:00"}

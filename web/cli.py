@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-from smsbot import logs, phone
+from smsbot import __version__, logs, phone
 from smsbot.errors import SettingsError
 from smsbot.gateway.vonage import vonage_key_check
 from smsbot.settings import Check, Settings, environment, listing, load
@@ -129,6 +129,7 @@ def run(settings: Settings, host: str, port: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="smsbot", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"smsbot {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the service against Vonage")
     serve.add_argument("--host", default="127.0.0.1")

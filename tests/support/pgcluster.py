@@ -120,7 +120,7 @@ class PgCluster:
         settings = "".join(f"{key} = {value}\n" for key, value in SETTINGS.items())
         settings += f"unix_socket_directories = '{self.root}'\n"
         with (self.data / "postgresql.conf").open("a", encoding="utf-8") as conf:
-            conf.write("\n# tests/pgcluster.py\n" + settings)
+            conf.write("\n# tests/support/pgcluster.py\n" + settings)
         (self.data / "pg_hba.conf").write_text(PG_HBA, encoding="utf-8")  # the file initdb made keeps its owner
         for attempt in range(5):
             # The port was free a moment ago; if another process took it since, take another.

@@ -7,7 +7,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-CONVERSATIONS = pathlib.Path(__file__).resolve().parent.parent / "conversations"
+CONVERSATIONS = pathlib.Path(__file__).resolve().parents[2] / "conversations"
 CAPTURE_PATTERNS = {"code": r"[A-HJ-NP-Z2-9]{6}", "pin": r"\d{6}", "yes": r"\d{4}"}
 VARIABLE = re.compile(r"\{([a-z][a-z0-9_]*)\}")
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")

@@ -84,12 +84,17 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval:
         time.sleep(interval)
 
 
+# The console script pip installed beside this interpreter: the tests run the installed package, as users do.
+SMSBOT = str(pathlib.Path(sys.executable).with_name("smsbot"))
+
+
 class SmsbotProcess:
-    """`python -m smsbot <args>` in `cwd`, output to `log_path` (stderr to `stderr_path` instead, if given)."""
+    """`smsbot <args>` (the installed console script) in `cwd`, output to `log_path` (stderr to `stderr_path`
+    instead, if given)."""
 
     def __init__(self, args: Sequence[str], cwd: pathlib.Path, env: Mapping[str, str], log_path: pathlib.Path,
                  stderr_path: pathlib.Path | None = None):
-        self.args = [sys.executable, "-m", "smsbot", *args]
+        self.args = [SMSBOT, *args]
         self.cwd = cwd
         self.env = dict(env)
         self.log_path = log_path
