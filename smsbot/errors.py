@@ -26,6 +26,10 @@ class DatabaseInUse(SmsbotError):
         self.path = path
 
 
+class BackupError(SmsbotError):
+    """Why `smsbot backup` made no copy; nothing was written under the target's name."""
+
+
 class PhoneError(SmsbotError, ValueError):
     """A number we cannot use; `reason` is a short phrase fit for a text to an admin."""
 
