@@ -16,6 +16,20 @@ class SettingsError(SmsbotError):
         self.problems = problems
 
 
+class DatabaseInUse(SmsbotError):
+    """Another process holds this SQLite file: one process per file (several instances need PostgreSQL)."""
+
+    def __init__(self, path: str, holder: str):
+        super().__init__(f"the SQLite database {path} is in use by another smsbot process ({holder}); one process "
+                         "serves one SQLite file, and several instances need PostgreSQL "
+                         "(SMSBOT_DB=postgresql://...)")
+        self.path = path
+
+
+class BackupError(SmsbotError):
+    """Why `smsbot backup` made no copy; nothing was written under the target's name."""
+
+
 class PhoneError(SmsbotError, ValueError):
     """A number we cannot use; `reason` is a short phrase fit for a text to an admin."""
 

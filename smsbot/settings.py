@@ -391,6 +391,18 @@ def load(env: Mapping[str, str], *, dev: bool = False, checks: Iterable[Check] =
     return settings
 
 
+def load_database(env: Mapping[str, str]) -> str:
+    """SMSBOT_DB alone, checked as `load` checks it (for `smsbot backup`, which needs no other setting)."""
+    row = next(row for row in TABLE if row.env == "SMSBOT_DB")
+    raw = env.get(row.env, "")
+    if not raw.strip():
+        return str(row.default)
+    try:
+        return str(row.parse(raw, row, {}))
+    except Invalid as exc:
+        raise SettingsError([f"{row.env} {problem}" for problem in exc.problems]) from None
+
+
 def _plain(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"

@@ -132,6 +132,22 @@ def auth(http: requests.Session, base: str, session_cookie: str | None) -> reque
     return http.get(f"{base}/auth", cookies=cookies, allow_redirects=False, timeout=10)
 
 
+def new_member(emu: VonageEmulator, http: requests.Session, base: str, msisdn: str, username: str) -> str:
+    """The admin invites `msisdn` (SMSBOT_CONFIRM=none), it replies with the code and signs in with its PIN: the
+    session cookie."""
+    before = len(sent_to(emu, msisdn))
+    text_in(http, base, "form", ADMIN, f"INVITE +{msisdn} {username}")
+    code = only(CODE, wait_text(emu, msisdn, lambda t: "invited" in t, "the invite", after=before).text)
+    text_in(http, base, "form", msisdn, code)
+    pin = only(PIN, wait_text(emu, msisdn, lambda t: "PIN is" in t, "the PIN", after=before).text)
+    signed_in = login(http, base, username, pin)
+    assert signed_in.status_code == 303, signed_in.text
+    cookie = signed_in.cookies.get(SESSION_COOKIE)
+    assert cookie, "signed in: a session cookie"
+    http.cookies.clear()
+    return cookie
+
+
 # ---------------------------------------------------------------------------------------------- tests
 
 

@@ -1,4 +1,4 @@
-"""The `smsbot` command: `serve` for production, `dev` for the offline playground."""
+"""The `smsbot` command: `serve` for production, `dev` for the offline playground, `backup` for a copy."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
 from smsbot import __version__, logs, phone
-from smsbot.errors import SettingsError
+from smsbot.errors import BackupError, DatabaseInUse, SettingsError
 from smsbot.gateway.vonage import vonage_key_check
-from smsbot.settings import Check, Settings, environment, listing, load
+from smsbot.settings import Check, Settings, environment, listing, load, load_database
+from smsbot.store.backup import backup
 
 log = logging.getLogger("smsbot")
 DEV_ADMIN = "+14155550100"
@@ -123,8 +124,35 @@ def run(settings: Settings, host: str, port: int) -> None:
     # Everything made so far (modules, the SDK, the app) lives as long as the process: keep it out of the garbage
     # collector's scans, which otherwise walk it again and again under load.
     gc.freeze()
-    web.run_app(app, host=host, port=port, shutdown_timeout=drain,
-                access_log_class=PathOnlyAccessLogger, print=None)
+    try:
+        web.run_app(app, host=host, port=port, shutdown_timeout=drain,
+                    access_log_class=PathOnlyAccessLogger, print=None)
+    except DatabaseInUse as exc:  # raised at start-up, before the port is bound or the database touched
+        print(f"smsbot cannot start: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def back_up(env: dict[str, str], target: pathlib.Path) -> None:
+    """`smsbot backup FILE`: copy the SQLite database SMSBOT_DB names and say what the copy holds."""
+    try:
+        database = load_database(env)
+    except SettingsError as exc:
+        print(f"smsbot backup: {'; '.join(exc.problems)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if "://" in database:
+        print("smsbot backup copies a SQLite database, and SMSBOT_DB is a PostgreSQL URL: back it up with pg_dump "
+              "(pg_dump --format=custom --file=smsbot.dump <URL>) and restore it with pg_restore", file=sys.stderr)
+        raise SystemExit(1)
+    try:
+        report = backup(pathlib.Path(database), target)
+    except BackupError as exc:
+        print(f"smsbot backup: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    counts = ", ".join(f"{table} {count}" for table, count in report.counts.items())
+    print(f"smsbot backup: copied {database} to {target} in {report.seconds:.2f} s\n"
+          f"  {report.pages} pages of {report.page_size} bytes, {report.size / 1e6:.1f} MB ({report.size} bytes), "
+          f"schema version {report.schema_version}, integrity check ok\n"
+          f"  {counts}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -138,8 +166,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     dev = sub.add_parser("dev", help="run offline with a fake SMS provider and the dev phone page")
     dev.add_argument("--port", type=int, default=8080)
     dev.add_argument("--host", default="127.0.0.1")
+    copy = sub.add_parser("backup", help="copy the SQLite database, also while serve runs (PostgreSQL: pg_dump)")
+    copy.add_argument("file", type=pathlib.Path, help="a new file for the copy (an existing one is never replaced)")
     args = parser.parse_args(argv)
     env = environment()  # the real environment over .env, for logging as for everything else
+
+    if args.command == "backup":
+        back_up(env, args.file)
+        raise SystemExit(0)
 
     if args.command == "check":
         try:

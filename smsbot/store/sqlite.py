@@ -7,13 +7,17 @@ in the protocols of `base`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
+import os
 import pathlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiosqlite
 
+from ..errors import DatabaseInUse
 from . import migrations
 from .base import SessionsChanged, T, Tx, Watchers
 from .sql import Row, SqlTx
@@ -54,8 +58,44 @@ class SqliteTx(SqlTx):
         self._on_queue()
 
 
+class ProcessLock:
+    """An exclusive flock(2) on `<database>.lock` beside the database file, for as long as the store is open.
+
+    The kernel drops it when its holder ends, however it ends (SIGKILL included), so a crash leaves no stale lock.
+    A file of its own, not the database: SQLite's own locks on the database are fcntl locks, which flock emulation
+    (on NFS) would collide with, and a database file replaced under a running process would not carry the lock.
+    """
+
+    def __init__(self, database: pathlib.Path):
+        real = database.resolve()  # a symlink or another spelling of the path names the same lock
+        self.path = real.with_name(real.name + ".lock")
+        self._fd: int | None = None
+
+    def take(self, shown: pathlib.Path) -> None:
+        """Take the lock, or raise DatabaseInUse naming `shown` (the database as configured)."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip()
+            os.close(fd)
+            raise DatabaseInUse(str(shown), f"pid {holder}, lock file {self.path}" if holder.isdigit()
+                                else f"lock file {self.path}") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))  # for the refusal message only: flock is the lock
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the one descriptor drops the flock
+            self._fd = None
+
+
 class SqliteStore(Watchers):
-    """The one writer for the database file: one instance of smsbot at a time."""
+    """The one writer for the database file: one process at a time holds it (`ProcessLock`)."""
 
     shared = False
 
@@ -64,16 +104,29 @@ class SqliteStore(Watchers):
         self.path = pathlib.Path(path)
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        self._process_lock: ProcessLock | None = None
 
     async def open(self) -> None:
+        """Take the process lock, then connect and migrate: a second process stops before touching the file."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(self.path, isolation_level=None)
-        db.row_factory = aiosqlite.Row
-        for pragma in ("journal_mode = WAL", "synchronous = FULL", "foreign_keys = ON", "busy_timeout = 5000",
-                       "secure_delete = ON"):
-            await db.execute(f"PRAGMA {pragma}")
-        self._db = db
-        await self._migrate()
+        process_lock = ProcessLock(self.path)
+        process_lock.take(self.path)
+        try:
+            db = await aiosqlite.connect(self.path, isolation_level=None)
+            db.row_factory = aiosqlite.Row
+            self._db = db
+            for pragma in ("journal_mode = WAL", "synchronous = FULL", "foreign_keys = ON", "busy_timeout = 5000",
+                           "secure_delete = ON"):
+                await db.execute(f"PRAGMA {pragma}")
+            await self._migrate()
+        except BaseException:
+            if self._db is not None:
+                with contextlib.suppress(Exception):
+                    await self._db.close()
+                self._db = None
+            process_lock.release()
+            raise
+        self._process_lock = process_lock
 
     async def close(self) -> None:
         if self._db is not None:
@@ -81,6 +134,9 @@ class SqliteStore(Watchers):
                 await self._checkpoint()
                 await self._db.close()
                 self._db = None
+        if self._process_lock is not None:
+            self._process_lock.release()  # only once the connection is closed and the WAL folded in
+            self._process_lock = None
 
     async def _migrate(self) -> None:
         db = self._require()
