@@ -15,6 +15,7 @@ from .confirm import Confirmations
 from .engine import Turn
 from .invites import valid_username
 from .keys import Keys, SecretSource
+from .keywords import STRANGER_OPT
 from .messages import Kind
 from .settings import Settings
 from .store import Event, Invite, Member, Tx
@@ -221,7 +222,6 @@ SENTENCES = {
     "undelivered": "not delivered: {detail}",
     "signature-refused": "webhook with a bad signature refused ({detail})",
 }
-STRANGER_OPT = ("stranger-opt-out", "stranger-opt-in")
 
 
 def sentence(event: Event) -> str:
@@ -252,10 +252,10 @@ def log_items(events: list[Event]) -> list[LogEntry]:
     while i < len(events):
         event = events[i]
         if event.action in STRANGER_OPT:
-            j = i
+            j, count = i, 0
             while j < len(events) and events[j].action in STRANGER_OPT:
+                count += int(events[j].detail) if commands.is_number(events[j].detail) else 1
                 j += 1
-            count = j - i
             said = f"{count} stranger{'s' if count != 1 else ''} texted STOP or START"
             i = j
         else:

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from . import commands, phone, texts
-from .budget import Budget, Spent, once_per
+from .budget import ESSENTIAL, Budget, Spent, once_per
 from .clock import Clock
 from .engine import Engine
 from .gateway import DLR_ERRORS
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 PART_TIMEOUT = 15 * 60.0  # an incomplete multipart text is dropped this long after its first part
 INBOUND_MEMORY = 7 * 86400.0  # message ids are remembered this long (Vonage retries for 24 hours)
 ADMIN_REPLIES_PER_HOUR = 60  # the contract's number: replies to one admin number in any 60 minutes
+REPLIES_PER_DAY = 20  # replies to any other number in any 24 hours (invites and PINs have caps of their own)
 
 
 def valid_unicode(text: str) -> str:
@@ -80,7 +81,21 @@ class Pipeline:
         key = self.keys.phone_key(msg.sender)
         if key in self.engine.admin_keys:
             return await self.enqueue(tx, await self._from_admin(tx, msg, key, now), now)
-        return await self.enqueue(tx, await self.engine.handle(tx, msg), now)
+        return await self.enqueue(tx, await self._daily_replies(tx, msg, key, await self.engine.handle(tx, msg), now),
+                                  now)
+
+    async def _daily_replies(self, tx: Tx, msg: InboundText, key: str, out: list[Outgoing],
+                             now: float) -> list[Outgoing]:
+        """Any number but an admin's gets at most 20 replies a day, so texts "from" one member's or invitee's
+        number can't bombard their phone, nor use up the replies everyone shares in the budget."""
+        kept = []
+        for text in out:
+            if text.to == msg.sender and text.kind not in ESSENTIAL:
+                if await tx.count_since(key, "reply", now - 86400) >= REPLIES_PER_DAY:
+                    continue
+                await tx.note(key, "reply", now)
+            kept.append(text)
+        return kept
 
     async def _from_admin(self, tx: Tx, msg: InboundText, key: str, now: float) -> list[Outgoing]:
         """An admin number gets at most 60 replies in any hour, then one notice, then silence until the hour has

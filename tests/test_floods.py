@@ -171,3 +171,26 @@ async def test_a_flood_past_a_cap_logs_once_an_hour(make_bench: Callable[..., An
             await bench.text(ADMIN, "REVOKE alice")
     actions = dict(await bench.query("SELECT action, count(*) FROM events GROUP BY action"))
     assert actions["pin-capped"] == 1 and actions["confirm-capped"] == 1, actions
+
+
+async def test_one_members_number_gets_20_replies_a_day(make_bench: Callable[..., Any]) -> None:
+    bench: WebBench = await make_bench()
+    await bench.member_with_pin(ALICE, "alice")
+    await bench.member_with_pin(BOB, "bob")
+    answered = [len(await bench.text(ALICE, text)) for text in ("HELP", "hi", "DEVICES", "STOP", "START") * 6]
+    assert sum(answered) == 20 and answered[:20] == [1] * 20, "a spoofer can't bombard her phone"
+    assert len(await bench.text(BOB, "HELP")) == 1, "nor use up what others get"
+    pin_of(await bench.text(ALICE, "LOGIN"), ALICE)  # PINs have caps of their own
+    bench.clock.advance(86401)
+    assert len(await bench.text(ALICE, "HELP")) == 1
+
+
+async def test_strangers_stop_and_start_from_many_numbers_cannot_push_events_out_of_log(
+        make_bench: Callable[..., Any]) -> None:
+    bench: WebBench = await make_bench()
+    await bench.text(ADMIN, f"INVITE {INVITEE} carol")
+    for area in ("202", "212", "310"):  # 300 numbers, more than the 200 events LOG reads
+        for n in range(100):
+            await bench.text(f"+1{area}55501{n:02d}", "STOP")
+    log = (await bench.text(ADMIN, "LOG"))[0][1] + (await bench.text(ADMIN, "LOG 2"))[0][1]
+    assert "strangers texted STOP or START; **00 invited carol (**43)" in log, log

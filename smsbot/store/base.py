@@ -313,6 +313,11 @@ verification is the last one attached, and it wins (an earlier one was cancelled
     async def record_event(self, now: float, actor: str, action: str, detail: str = "") -> None:
         ...
 
+    async def count_into_last_event(self, actions: tuple[str, ...], now: float) -> bool:
+        """Add one to the newest event's count (its detail) if it is one of `actions`, and move it to `now`; False
+        when the newest event is another (then nothing changes)."""
+        ...
+
     async def events(self, limit: int, offset: int = 0) -> list[Event]:
         ...
 

@@ -395,6 +395,13 @@ class SqlTx(Tx):
         await self._run("INSERT INTO events (at, actor, action, detail) VALUES (?, ?, ?, ?)", now, actor, action,
                         detail)
 
+    async def count_into_last_event(self, actions: tuple[str, ...], now: float) -> bool:
+        marks = ", ".join("?" for _ in actions)
+        return await self._run(  # the f-string adds only "?" placeholders
+            "UPDATE events SET at = ?,"  # noqa: S608
+            " detail = CAST(CAST(COALESCE(NULLIF(detail, ''), '1') AS INTEGER) + 1 AS TEXT)"
+            f" WHERE id = (SELECT max(id) FROM events) AND action IN ({marks})", now, *actions) == 1
+
     async def events(self, limit: int, offset: int = 0) -> list[Event]:
         rows = await self._all("SELECT at, actor, action, detail FROM events ORDER BY id DESC LIMIT ? OFFSET ?",
                                limit, offset)
