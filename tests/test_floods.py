@@ -194,3 +194,13 @@ async def test_strangers_stop_and_start_from_many_numbers_cannot_push_events_out
             await bench.text(f"+1{area}55501{n:02d}", "STOP")
     log = (await bench.text(ADMIN, "LOG"))[0][1] + (await bench.text(ADMIN, "LOG 2"))[0][1]
     assert "strangers texted STOP or START; **00 invited carol (**43)" in log, log
+
+
+async def test_past_its_cap_an_admin_number_is_still_opted_out_by_stop(make_bench: Callable[..., Any]) -> None:
+    bench = await two_admins(make_bench)
+    for _ in range(61):
+        await bench.text(ADMIN, "LIST")
+    assert await bench.text(ADMIN, "STOP") == []
+    assert len(await bench.query("SELECT * FROM opt_outs")) == 1, "an opt-out is never lost"
+    assert await bench.text(ADMIN, "START") == []
+    assert len(await bench.query("SELECT * FROM opt_outs")) == 1, "other texts past the cap are not acted on"
