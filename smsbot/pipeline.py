@@ -1,6 +1,6 @@
 """The SMS pipeline: inbound texts (whole or in parts) through the engine into the outbox, within the daily
-budget and each admin number's hourly cap; delivery receipts; and the housekeeping that forgets what is no longer
-needed.
+budget and the caps on replies to each number (60 an hour to an admin's, 20 a day to any other); delivery receipts;
+and the housekeeping that forgets what is no longer needed.
 
 Each public method is one unit of work (one transaction). The web layer calls these; they never call the web.
 """
@@ -80,9 +80,10 @@ class Pipeline:
     async def _handle(self, tx: Tx, msg: InboundText, now: float) -> list[Outgoing]:
         key = self.keys.phone_key(msg.sender)
         if key in self.engine.admin_keys:
-            return await self.enqueue(tx, await self._from_admin(tx, msg, key, now), now)
-        return await self.enqueue(tx, await self._daily_replies(tx, msg, key, await self.engine.handle(tx, msg), now),
-                                  now)
+            out = await self._from_admin(tx, msg, key, now)
+        else:
+            out = await self._daily_replies(tx, msg, key, await self.engine.handle(tx, msg), now)
+        return await self.enqueue(tx, out, now)
 
     async def _daily_replies(self, tx: Tx, msg: InboundText, key: str, out: list[Outgoing],
                              now: float) -> list[Outgoing]:
