@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from . import commands, phone, texts
+from .budget import Budget
 from .clock import Clock
 from .commands import INVITE, LIST, LOG, REVOKE
 from .confirm import Confirmations
@@ -29,6 +30,7 @@ class Admin:
     source: SecretSource
     group: str
     confirm: Confirmations
+    budget: Budget
 
     async def unknown(self, tx: Tx, turn: Turn) -> bool:
         """Admins always get an answer: a hint when a command word was misused or misspelt."""
@@ -89,8 +91,12 @@ class Admin:
             what = f"Invite {target} as {username}" if username else f"Invite {target}"
             await self.confirm.hold(tx, turn, INVITE, argument, what)
             return
-        code = self.source.invite_code()
         now = self.clock.now()
+        if key not in self.budget.admin_keys and not self.budget.takes(await self.budget.spent(tx, now),
+                                                                       (Kind.INVITE,)):  # none that can't be sent
+            turn.reply(texts.INVITE_OVER_BUDGET.format(budget=self.settings.daily_sms_budget))
+            return
+        code = self.source.invite_code()
         hours = f"{self.settings.invite_ttl_hours:g}"
         await tx.put_invite(phone_key=key, phone_hint=phone.mask(target), code_hash=self.keys.code_hash(key, code),
                             username=username, invited_by=turn.actor, invited_by_key=turn.key, now=now,

@@ -75,7 +75,7 @@ def build(settings: Settings, *, clock: Clock | None = None, gateway: Gateway | 
     confirm = Confirmations(settings, keys, clock, source, features)
     features.update({
         "keywords": Keywords(group, clock),
-        "admin": Admin(settings, keys, clock, source, group, confirm),
+        "admin": Admin(settings, keys, clock, source, group, confirm, budget),
         "confirm": confirm,
         "invites": Invites(keys, clock, pins, group, admins),
         "pins": pins,

@@ -204,3 +204,15 @@ async def test_past_its_cap_an_admin_number_is_still_opted_out_by_stop(make_benc
     assert len(await bench.query("SELECT * FROM opt_outs")) == 1, "an opt-out is never lost"
     assert await bench.text(ADMIN, "START") == []
     assert len(await bench.query("SELECT * FROM opt_outs")) == 1, "other texts past the cap are not acted on"
+
+
+async def test_an_invite_the_budget_cannot_send_is_not_made_and_the_admin_is_told(
+        make_bench: Callable[..., Any]) -> None:
+    bench: WebBench = await make_bench(SMSBOT_DAILY_SMS_BUDGET="2")
+    await bench.member_with_pin(ALICE, "alice")  # 2 of 2
+    assert await bench.text(ADMIN, f"INVITE {INVITEE} carol") == [
+        (ADMIN, "Daily SMS budget of 2 texts reached, so that invite can't go out before midnight UTC. "
+                "Send it again then.")]
+    assert await bench.query("SELECT count(*) FROM invites") == [(0,)]
+    bench.clock.advance(86400 - bench.clock.now() % 86400)
+    assert [to for to, _ in await bench.text(ADMIN, f"INVITE {INVITEE} carol")] == [INVITEE, ADMIN]
