@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from . import commands, phone, texts
+from .budget import Budget
 from .clock import Clock
 from .commands import INVITE, LIST, LOG, REVOKE
 from .confirm import Confirmations
 from .engine import Turn
 from .invites import valid_username
 from .keys import Keys, SecretSource
+from .keywords import STRANGER_OPT
 from .messages import Kind
 from .settings import Settings
 from .store import Event, Invite, Member, Tx
@@ -28,6 +30,7 @@ class Admin:
     source: SecretSource
     group: str
     confirm: Confirmations
+    budget: Budget
 
     async def unknown(self, tx: Tx, turn: Turn) -> bool:
         """Admins always get an answer: a hint when a command word was misused or misspelt."""
@@ -88,8 +91,12 @@ class Admin:
             what = f"Invite {target} as {username}" if username else f"Invite {target}"
             await self.confirm.hold(tx, turn, INVITE, argument, what)
             return
-        code = self.source.invite_code()
         now = self.clock.now()
+        if key not in self.budget.admin_keys and not self.budget.takes(await self.budget.spent(tx, now),
+                                                                       (Kind.INVITE,)):  # none that can't be sent
+            turn.reply(texts.INVITE_OVER_BUDGET.format(budget=self.settings.daily_sms_budget))
+            return
+        code = self.source.invite_code()
         hours = f"{self.settings.invite_ttl_hours:g}"
         await tx.put_invite(phone_key=key, phone_hint=phone.mask(target), code_hash=self.keys.code_hash(key, code),
                             username=username, invited_by=turn.actor, invited_by_key=turn.key, now=now,
@@ -201,6 +208,9 @@ SENTENCES = {
     "confirm-dropped": "{actor}'s {detail} dropped after wrong codes",
     "confirm-expired": "{actor}'s {detail} expired unconfirmed",
     "confirm-capped": "{actor}'s {detail} refused: too many YES requests this hour",
+    "confirm-locked": "{actor} sent 10 wrong YES codes: commands that need YES refused for 24 h",
+    "admin-capped": "{actor} got 60 replies in an hour; replies paused",
+    "replies-capped": "half of the daily budget of {detail} went to replies",
     "code-accepted": "{actor} used their invite code",
     "invite-cancelled": "{actor}'s invite cancelled after 5 wrong codes",
     "invite-expired": "the invite to {detail} expired",
@@ -218,7 +228,6 @@ SENTENCES = {
     "undelivered": "not delivered: {detail}",
     "signature-refused": "webhook with a bad signature refused ({detail})",
 }
-STRANGER_OPT = ("stranger-opt-out", "stranger-opt-in")
 
 
 def sentence(event: Event) -> str:
@@ -249,10 +258,10 @@ def log_items(events: list[Event]) -> list[LogEntry]:
     while i < len(events):
         event = events[i]
         if event.action in STRANGER_OPT:
-            j = i
+            j, count = i, 0
             while j < len(events) and events[j].action in STRANGER_OPT:
+                count += int(events[j].detail) if commands.is_number(events[j].detail) else 1
                 j += 1
-            count = j - i
             said = f"{count} stranger{'s' if count != 1 else ''} texted STOP or START"
             i = j
         else:

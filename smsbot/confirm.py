@@ -11,18 +11,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from . import commands, texts
+from . import commands, phone, texts
+from .budget import once_per
 from .clock import Clock
 from .commands import Command
 from .engine import Turn, resolve
 from .keys import CONFIRM_LENGTH, Keys, SecretSource, same
-from .pins import once_per
 from .settings import Settings
 from .store import Tx
 
 CONFIRM_MINUTES = 10
 CONFIRM_TRIES = 3
 ASKED_PER_HOUR = 6
+WRONG_PER_DAY = 10  # wrong codes from one admin number in any 24 hours, then its confirmable commands are refused
+LOCK_SECONDS = 86400.0
 
 
 @dataclass(eq=False)
@@ -40,9 +42,11 @@ class Confirmations:
         """Keep the command until YES; reply with `what` it will do and the code. A few an hour per admin: a spoofer
         who sends command after command, each with three YES guesses, gets no more codes to guess."""
         now = self.clock.now()
+        if await tx.count_since(turn.key, "confirm-locked", now - LOCK_SECONDS):
+            return  # refused after too many wrong codes: the number was told once, when it happened
         if await tx.count_since(turn.key, "confirm-asked", now - 3600) >= ASKED_PER_HOUR:
-            await tx.record_event(now, turn.actor, "confirm-capped", command.name)
-            if await once_per(tx, self.clock, turn.key, "confirm-capped", 3600):
+            if await once_per(tx, self.clock, turn.key, "confirm-capped", 3600):  # said and logged once an hour
+                await tx.record_event(now, turn.actor, "confirm-capped", command.name)
                 turn.reply(texts.CONFIRM_CAPPED)
             return
         await tx.note(turn.key, "confirm-asked", now)
@@ -66,7 +70,10 @@ class Confirmations:
             return
         right = commands.is_number(argument) and len(argument) == CONFIRM_LENGTH
         if not (right and same(self.keys.confirm_hash(turn.key, argument), pending.code_hash)):
-            if await tx.count_confirmation_try(turn.key) >= CONFIRM_TRIES:
+            await tx.note(turn.key, "confirm-wrong", now)
+            if await tx.count_since(turn.key, "confirm-wrong", now - 86400) >= WRONG_PER_DAY:
+                await self._lock(tx, turn, pending.command)
+            elif await tx.count_confirmation_try(turn.key) >= CONFIRM_TRIES:
                 await tx.remove_confirmation(turn.key)
                 await tx.record_event(now, turn.actor, "confirm-dropped", pending.command)
                 turn.reply(texts.CONFIRM_DROPPED.format(command=pending.command))
@@ -78,3 +85,17 @@ class Confirmations:
         command = commands.BY_WORD[pending.command]
         turn.confirmed = True
         await resolve(self.features, command.handler)(tx, turn, pending.argument)
+
+    async def _lock(self, tx: Tx, turn: Turn, command: str) -> None:
+        """Ten wrong codes in a day: the waiting command is dropped and the number's confirmable commands are refused
+        for the next 24 hours; it hears so once, and so does every other admin."""
+        now = self.clock.now()
+        await tx.remove_confirmation(turn.key)
+        await tx.note(turn.key, "confirm-locked", now)
+        await tx.record_event(now, turn.actor, "confirm-locked", command)
+        until = texts.utc(now + LOCK_SECONDS, day=True)
+        turn.reply(texts.CONFIRM_LOCKED.format(wrong=WRONG_PER_DAY, until=until))
+        for admin in self.settings.admins:
+            if admin != turn.msg.sender:
+                turn.send(admin, texts.CONFIRM_LOCKED_ADMINS.format(number=phone.mask(turn.msg.sender),
+                                                                    wrong=WRONG_PER_DAY, until=until))

@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 STRANGER_HELP_PER_DAY = 3
 STRANGER_OPT_REPLIES_PER_DAY = 10
 STRANGER_REPLIES_PER_DAY = STRANGER_HELP_PER_DAY + STRANGER_OPT_REPLIES_PER_DAY
+# Strangers' STOP and START are logged apart, and those in a row are one event with a count: however many numbers
+# a spoofer uses, they can't push the other events out of the latest ones that LOG reads.
+STRANGER_OPT = ("stranger-opt-out", "stranger-opt-in")
 
 
 def help_text(usable: list[Command]) -> str:
@@ -43,22 +46,24 @@ class Keywords:
         await tx.note(turn.key, action, now)
         return True
 
-    @staticmethod
-    def _opt_event(turn: Turn, action: str) -> str:
-        """Strangers' STOP and START are logged apart, so LOG can sum them up instead of listing each."""
-        return f"stranger-{action}" if turn.roles == {Role.ANYONE} else action
+    async def _opt_event(self, tx: Tx, turn: Turn, action: str) -> None:
+        now = self.clock.now()
+        if turn.roles != {Role.ANYONE}:
+            await tx.record_event(now, turn.actor, action)
+        elif not await tx.count_into_last_event(STRANGER_OPT, now):
+            await tx.record_event(now, turn.actor, f"stranger-{action}")
 
     async def stop(self, tx: Tx, turn: Turn, argument: str) -> None:
         if await tx.opt_out(turn.key, self.clock.now()):
             if turn.member is not None:
                 await tx.remove_pin(turn.member.id)
-            await tx.record_event(self.clock.now(), turn.actor, self._opt_event(turn, "opt-out"))
+            await self._opt_event(tx, turn, "opt-out")
             if await self._may_answer(tx, turn, "stranger-opt-reply", STRANGER_OPT_REPLIES_PER_DAY):
                 turn.reply(texts.STOPPED.format(group=self.group), kind=Kind.STOP)
 
     async def start(self, tx: Tx, turn: Turn, argument: str) -> None:
         if await tx.opt_in(turn.key):
-            await tx.record_event(self.clock.now(), turn.actor, self._opt_event(turn, "opt-in"))
+            await self._opt_event(tx, turn, "opt-in")
             if await self._may_answer(tx, turn, "stranger-opt-reply", STRANGER_OPT_REPLIES_PER_DAY):
                 turn.reply(texts.STARTED.format(group=self.group))
 

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from . import texts
+from .budget import Budget, once_per
 from .clock import Clock
 from .commands import is_number
 from .engine import Turn
@@ -26,15 +27,6 @@ MAX_PIN_TRIES = 5
 PIN_TTL_MINUTES = 10  # not a setting: the README, the texts and the transcripts promise 10 minutes
 
 
-async def once_per(tx: Tx, clock: Clock, key: str, action: str, seconds: float) -> bool:
-    """True (and noted) if this reply was not sent to this number in the last `seconds`."""
-    now = clock.now()
-    if await tx.count_since(key, action, now - seconds):
-        return False
-    await tx.note(key, action, now)
-    return True
-
-
 @dataclass(eq=False)
 class Pins:
     settings: Settings
@@ -43,6 +35,7 @@ class Pins:
     source: SecretSource
     gateway: Gateway
     group: str
+    budget: Budget
 
     @property
     def verify(self) -> bool:
@@ -68,24 +61,30 @@ class Pins:
         return True
 
     async def issue(self, tx: Tx, turn: Turn, member: Member) -> None:
-        """A new PIN replaces any live one, within the per-number caps."""
+        """A new PIN replaces any live one, within the per-number caps. A PIN the daily budget can't send is not
+        made at all: the live PIN stays, and the caps are not spent."""
         now = self.clock.now()
         hour = await tx.count_since(turn.key, "pin", now - 3600)
         day = await tx.count_since(turn.key, "pin", now - 86400)
         if hour >= self.settings.pin_cap_hour or day >= self.settings.pin_cap_day:
-            await tx.record_event(now, turn.actor, "pin-capped", member.username)
             daily = day >= self.settings.pin_cap_day
             if await once_per(tx, self.clock, turn.key, "pin-cap-day" if daily else "pin-cap-hour",
-                              86400 if daily else 3600):
+                              86400 if daily else 3600):  # said and logged once, however many LOGINs come
+                await tx.record_event(now, turn.actor, "pin-capped", member.username)
                 turn.reply(texts.PIN_CAP_DAY if daily else texts.PIN_CAP)
             return
+        if turn.key not in self.budget.admin_keys:
+            spent = await self.budget.spent(tx, now)
+            if not self.budget.takes(spent, (Kind.PIN, Kind.VERIFY) if self.verify else (Kind.PIN,)):
+                turn.out += await self.budget.warnings(tx, now, spent)
+                return
         await tx.note(turn.key, "pin", now)
         expires_at = now + self.ttl
         details = {"group": self.group, "username": member.username, "url": self.settings.public_url,
                    "minutes": PIN_TTL_MINUTES}
         if self.verify:
             await tx.put_pin(member.id, pin_hash=None, request_id=None, now=now, expires_at=expires_at)
-            turn.reply(texts.PIN_VERIFY.format(**details))
+            turn.reply(texts.PIN_VERIFY.format(**details), kind=Kind.PIN)  # part of the PIN: never held back apart
             turn.reply("", kind=Kind.VERIFY)
         else:
             pin = self.source.pin()

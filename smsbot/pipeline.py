@@ -1,5 +1,6 @@
 """The SMS pipeline: inbound texts (whole or in parts) through the engine into the outbox, within the daily
-budget; delivery receipts; and the housekeeping that forgets what is no longer needed.
+budget and the caps on replies to each number (60 an hour to an admin's, 20 a day to any other); delivery receipts;
+and the housekeeping that forgets what is no longer needed.
 
 Each public method is one unit of work (one transaction). The web layer calls these; they never call the web.
 """
@@ -9,7 +10,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from . import phone, texts
+from . import commands, phone, texts
+from .budget import ESSENTIAL, Budget, Spent, once_per
 from .clock import Clock
 from .engine import Engine
 from .gateway import DLR_ERRORS
@@ -22,6 +24,8 @@ log = logging.getLogger(__name__)
 
 PART_TIMEOUT = 15 * 60.0  # an incomplete multipart text is dropped this long after its first part
 INBOUND_MEMORY = 7 * 86400.0  # message ids are remembered this long (Vonage retries for 24 hours)
+ADMIN_REPLIES_PER_HOUR = 60  # the contract's number: replies to one admin number in any 60 minutes
+REPLIES_PER_DAY = 20  # replies to any other number in any 24 hours (invites and PINs have caps of their own)
 
 
 def valid_unicode(text: str) -> str:
@@ -36,6 +40,7 @@ class Pipeline:
     engine: Engine
     keys: Keys
     clock: Clock
+    budget: Budget
 
     # --- inbound texts ------------------------------------------------------------------------------------------
 
@@ -73,32 +78,66 @@ class Pipeline:
         return self._handled(whole, await self.store.run(work))
 
     async def _handle(self, tx: Tx, msg: InboundText, now: float) -> list[Outgoing]:
-        return await self.enqueue(tx, await self.engine.handle(tx, msg), now)
+        key = self.keys.phone_key(msg.sender)
+        if key in self.engine.admin_keys:
+            out = await self._from_admin(tx, msg, key, now)
+        else:
+            out = await self._daily_replies(tx, msg, key, await self.engine.handle(tx, msg), now)
+        return await self.enqueue(tx, out, now)
+
+    async def _daily_replies(self, tx: Tx, msg: InboundText, key: str, out: list[Outgoing],
+                             now: float) -> list[Outgoing]:
+        """Any number but an admin's gets at most 20 replies a day, so texts "from" one member's or invitee's
+        number can't bombard their phone, nor use up the replies everyone shares in the budget."""
+        kept = []
+        for text in out:
+            if text.to == msg.sender and text.kind not in ESSENTIAL:
+                if await tx.count_since(key, "reply", now - 86400) >= REPLIES_PER_DAY:
+                    continue
+                await tx.note(key, "reply", now)
+            kept.append(text)
+        return kept
+
+    async def _from_admin(self, tx: Tx, msg: InboundText, key: str, now: float) -> list[Outgoing]:
+        """An admin number gets at most 60 replies in any hour, then one notice, then silence until the hour has
+        passed. Past the cap its texts are not acted on, so a spoofed flood can't make the real admin's commands run
+        (but STOP is honoured, silently: an opt-out is never lost)."""
+        hour_ago = now - 3600
+        if await tx.count_since(key, "admin-reply", hour_ago) < ADMIN_REPLIES_PER_HOUR:
+            out = await self.engine.handle(tx, msg)
+            for text in out:
+                if text.to == msg.sender and text.kind is not Kind.VERIFY:  # Verify texts the code, not us
+                    await tx.note(key, "admin-reply", now)
+            return out
+        parsed = commands.parse(msg.text)
+        if parsed is not None and parsed.command is commands.STOP:
+            await self.engine.handle(tx, msg)
+        if not await once_per(tx, self.clock, key, "admin-capped", 3600):
+            return []
+        first = await tx.first_since(key, "admin-reply", hour_ago) or now
+        until = texts.utc(first + 3600)
+        await tx.record_event(now, phone.mask(msg.sender), "admin-capped", f"{ADMIN_REPLIES_PER_HOUR} replies")
+        log.warning("texts from admin number %s got %d replies within an hour: no more until %s UTC",
+                    phone.mask(msg.sender), ADMIN_REPLIES_PER_HOUR, until)
+        return [Outgoing(msg.sender, texts.ADMIN_CAPPED.format(time=until))]
 
     async def enqueue(self, tx: Tx, out: list[Outgoing], now: float) -> list[Outgoing]:
-        """Queue texts within the daily SMS budget: past it, only texts to admins go out, and admins are told once."""
-        day_start = now - now % 86400
-        queued: int | None = None  # counted only for a text to a non-admin: admins' texts are never held back
+        """Queue texts within the daily SMS budget: texts to admins always go out and never count; past the budget,
+        or past its half for replies, texts to others are held back, and admins are told once a day."""
+        spent: Spent | None = None  # read only for a text to a non-admin
         kept: list[Outgoing] = []
         for text in out:
             key = self.keys.phone_key(text.to)
             if key not in self.engine.admin_keys:
-                if queued is None:
-                    queued = await tx.texts_queued_since(day_start)
-                if queued >= self.settings.daily_sms_budget:
+                spent = spent or await self.budget.spent(tx, now)
+                if not self.budget.takes(spent, (text.kind,)):
                     continue
+                spent.add(text.kind)
             await tx.enqueue(to_number=text.to, phone_key=key, phone_hint=phone.mask(text.to), body=text.body,
                              kind=text.kind, now=now)
-            if queued is not None:
-                queued += 1
             kept.append(text)
-        if len(kept) < len(out) and not await tx.event_since("budget-reached", day_start):
-            budget = self.settings.daily_sms_budget
-            await tx.record_event(now, "smsbot", "budget-reached", f"{budget} texts")
-            log.warning("daily SMS budget of %d texts reached: only texts to admins go out until midnight UTC",
-                        budget)
-            warning = [Outgoing(a, texts.BUDGET_REACHED.format(budget=budget)) for a in self.settings.admins]
-            kept += await self.enqueue(tx, warning, now)
+        if len(kept) < len(out) and spent is not None:
+            kept += await self.enqueue(tx, await self.budget.warnings(tx, now, spent), now)
         return kept
 
     def _handled(self, msg: InboundText, out: list[Outgoing] | None) -> list[Outgoing] | None:

@@ -269,7 +269,9 @@ TABLE: tuple[Setting, ...] = (
     Setting("SMSBOT_PIN_CAP_DAY", "pin_cap_day", whole_number, 20, minimum=1,
             doc="PINs one number can get per day"),
     Setting("SMSBOT_DAILY_SMS_BUDGET", "daily_sms_budget", whole_number, 500, minimum=1,
-            doc="texts queued per UTC day; past it only texts to admins go out, and the admins are warned once"),
+            doc="texts queued per UTC day to numbers that are not admins' (texts to admins never count); replies "
+                "may use half of it, invites and PINs all of it; past it only texts to admins go out, and the admins "
+                "are warned once"),
     Setting("SMSBOT_LOCKOUT_FAILURES", "lockout_failures", whole_number, 20, minimum=5,
             doc="wrong PINs in a row (across PINs) that lock a member until an admin INVITEs their number again"),
     Setting("SMSBOT_LOGIN_FAILURES_PER_MINUTE", "login_failures_per_minute", whole_number, 30, minimum=1,

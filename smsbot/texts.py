@@ -5,6 +5,9 @@ Each must fit one GSM-7 segment (160 characters) with realistic values; tests/te
 
 from __future__ import annotations
 
+import math
+import time
+
 # The GSM 03.38 basic character set, and the extension characters that cost two septets.
 GSM7_BASIC = (
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -58,6 +61,9 @@ CONFIRM_DROPPED = "Wrong code 3 times, so the {command} is dropped. Send it agai
 CONFIRM_EXPIRED = "That {command} waited more than {minutes} min, so it's dropped. Send it again if you meant it."
 NOTHING_TO_CONFIRM = "Nothing is waiting for a YES from you."
 CONFIRM_CAPPED = "Too many commands asked for a YES this hour; wait an hour. If they weren't all yours, someone is using your number."
+CONFIRM_LOCKED = "{wrong} wrong YES codes from your number in 24 hours: commands that need YES are refused until {until} UTC. Didn't send them? Tell the other admins."
+CONFIRM_LOCKED_ADMINS = "Admin number {number} sent {wrong} wrong YES codes in 24 hours: its commands that need YES are refused until {until} UTC. Someone may be using it."
+ADMIN_CAPPED = "Too many texts from your number: replies pause until {time} UTC. If you didn't send them all, someone is using your number."
 
 # Admin replies
 INVITED = "Invited {who}. Their code is valid for {hours} hours."
@@ -79,6 +85,8 @@ NOT_YOURS = "{name} is for {who} only. Text HELP for the commands you can use."
 UNLOCKED_ADMIN = "Unlocked {username}. They can text LOGIN for a new PIN."
 LOCKOUT_ALERT = "{username} is locked after {failures} wrong PINs in a row. If it was them, INVITE their number to unlock."
 BUDGET_REACHED = "Daily SMS budget of {budget} texts reached: until midnight UTC only replies to admins go out."
+INVITE_OVER_BUDGET = "Daily SMS budget of {budget} texts reached, so that invite can't go out before midnight UTC. Send it again then."
+REPLIES_CAPPED = "Half of today's SMS budget of {budget} went to replies: until midnight UTC, apart from replies to admins, only invites and PINs go out."
 LOG_EMPTY = "Nothing logged yet."
 UNKNOWN = "Unknown command {word}. {hint}Text HELP for the list."
 DID_YOU_MEAN = "Did you mean {name}? "
@@ -92,6 +100,11 @@ def shorten(value: str, limit: int = 20) -> str:
     """User-typed text echoed back in a reply, cut so the reply still fits one segment."""
     value = " ".join(value.split())
     return value if len(value) <= limit else value[: limit - 2] + ".."
+
+
+def utc(at: float, *, day: bool = False) -> str:
+    """A time as texts give it: UTC, rounded up to the minute ("14:06", or with the day "Jan 16 14:06")."""
+    return time.strftime("%b %d %H:%M" if day else "%H:%M", time.gmtime(math.ceil(at / 60) * 60))
 
 
 def is_gsm7(text: str) -> bool:

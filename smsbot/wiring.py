@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from . import texts
 from .admin import Admin
+from .budget import Budget
 from .clock import Clock
 from .confirm import Confirmations
 from .devices import Devices
@@ -67,13 +68,14 @@ def build(settings: Settings, *, clock: Clock | None = None, gateway: Gateway | 
     keys = Keys(settings.secret)
     store = open_store(settings)
     group = texts.cut_group(settings.group_name)
-    pins = Pins(settings, keys, clock, source, gateway, group)
     admins = {keys.phone_key(number): number for number in settings.admins}
+    budget = Budget(settings, frozenset(admins))
+    pins = Pins(settings, keys, clock, source, gateway, group, budget)
     features: dict[str, object] = {}
     confirm = Confirmations(settings, keys, clock, source, features)
     features.update({
         "keywords": Keywords(group, clock),
-        "admin": Admin(settings, keys, clock, source, group, confirm),
+        "admin": Admin(settings, keys, clock, source, group, confirm, budget),
         "confirm": confirm,
         "invites": Invites(keys, clock, pins, group, admins),
         "pins": pins,
@@ -85,6 +87,6 @@ def build(settings: Settings, *, clock: Clock | None = None, gateway: Gateway | 
     outbox = Outbox(store, gateway, clock, settings.sms_rate, verifier=pins.start_verification,
                     pin_ttl=pins.ttl, handover=handover)
     store.watch_outbox(outbox.wake)
-    pipeline = Pipeline(settings, store, engine, keys, clock)
+    pipeline = Pipeline(settings, store, engine, keys, clock, budget)
     signin = SignIn(settings, store, pins, pipeline, clock, source, keys)
     return Graph(settings, clock, source, keys, gateway, store, outbox, engine, pipeline, signin)

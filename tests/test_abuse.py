@@ -132,11 +132,12 @@ async def test_pin_issuance_is_capped_per_number(make_bench: Callable[..., Any])
 
 async def test_the_daily_budget_keeps_admin_replies_and_warns_once(make_bench: Callable[..., Any]) -> None:
     bench: WebBench = await make_bench(SMSBOT_DAILY_SMS_BUDGET="3")
-    out = await bench.text(ADMIN, f"INVITE {ALICE} alice")  # 2 texts
+    out = await bench.text(ADMIN, f"INVITE {ALICE} alice")
     code = re.search(r"code ([A-Z0-9]{6})", out[0][1])
     assert code
-    joined = await bench.text(ALICE, code.group(1))  # the PIN: 3 texts, the budget; admins' texts go out past it
+    joined = await bench.text(ALICE, code.group(1))  # the invite and the PIN: 2 of 3 (texts to admins don't count)
     assert [to for to, _ in joined] == [ALICE, ADMIN] and "joined" in joined[1][1]
+    assert "PIN is" in (await bench.text(ALICE, "LOGIN"))[0][1]  # 3 of 3
     assert await bench.text(ALICE, "LOGIN") == [
         (ADMIN, "Daily SMS budget of 3 texts reached: until midnight UTC only replies to admins go out.")
     ], "over budget: nothing to members, and the admins are warned"

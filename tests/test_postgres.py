@@ -89,6 +89,16 @@ async def test_a_message_posted_to_two_instances_at_once_has_one_effect(two: tup
     assert len(invites) == 1
 
 
+async def test_an_admin_numbers_60_replies_an_hour_are_counted_across_instances(
+        two: tuple[Instance, Instance]) -> None:
+    a, b = two
+    await asyncio.gather(*(side.text(ADMIN, "HELP") for _ in range(40) for side in (a, b)))
+    await a.graph.outbox.drain_once()
+    await b.graph.outbox.drain_once()
+    sent = [m.text for m in a.gateway.sent + b.gateway.sent]
+    assert len(sent) == 61 and sum(t.startswith("Too many texts from your number") for t in sent) == 1
+
+
 async def test_guesses_at_both_instances_get_five_tries_and_a_code_joins_once(
         two: tuple[Instance, Instance]) -> None:
     a, b = two

@@ -39,6 +39,10 @@ SAMPLE = {
     "failures": 20,
     "header": "",
     "footer": "",
+    "wrong": 10,
+    "until": "Sep 30 14:06",  # the longest month names are cut to three letters
+    "time": "14:06",
+    "number": "**00",
 }
 TEMPLATES = {name: value for name, value in vars(texts).items()
              if name.isupper() and isinstance(value, str) and name not in ("GSM7_BASIC", "GSM7_EXTENDED")}

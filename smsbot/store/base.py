@@ -7,7 +7,7 @@ Phone numbers appear only as keyed HMACs, except in outbox rows still waiting to
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -290,6 +290,10 @@ verification is the last one attached, and it wins (an earlier one was cancelled
     async def count_since(self, phone_key: str, action: str, since: float) -> int:
         ...
 
+    async def first_since(self, phone_key: str, action: str, since: float) -> float | None:
+        """When the earliest of these counted since `since` happened (None: none did)."""
+        ...
+
     async def note(self, phone_key: str, action: str, now: float) -> None:
         ...
 
@@ -299,13 +303,19 @@ verification is the last one attached, and it wins (an earlier one was cancelled
     async def bump_stat(self, name: str) -> None:
         ...
 
-    async def texts_queued_since(self, since: float) -> int:
+    async def texts_queued_since(self, since: float, *, not_to: Collection[str] = ()) -> dict[Kind, int]:
+        """Texts queued since `since` by kind, but those to the numbers whose keys `not_to` names."""
         ...
 
     async def event_since(self, action: str, since: float) -> bool:
         ...
 
     async def record_event(self, now: float, actor: str, action: str, detail: str = "") -> None:
+        ...
+
+    async def count_into_last_event(self, actions: tuple[str, ...], now: float) -> bool:
+        """Add one to the newest event's count (its detail) if it is one of `actions`, and move it to `now`; False
+        when the newest event is another (then nothing changes)."""
         ...
 
     async def events(self, limit: int, offset: int = 0) -> list[Event]:

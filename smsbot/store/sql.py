@@ -7,7 +7,7 @@ outbox rows still waiting to be sent and admin commands waiting for YES.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
 from ..commands import is_number
@@ -364,6 +364,11 @@ class SqlTx(Tx):
                               phone_key, action, since)
         return int(row[0]) if row else 0
 
+    async def first_since(self, phone_key: str, action: str, since: float) -> float | None:
+        row = await self._one("SELECT min(at) FROM counters WHERE phone_key = ? AND action = ? AND at >= ?",
+                              phone_key, action, since)
+        return None if row is None or row[0] is None else float(row[0])
+
     async def note(self, phone_key: str, action: str, now: float) -> None:
         await self._run("INSERT INTO counters (phone_key, action, at) VALUES (?, ?, ?)", phone_key, action, now)
 
@@ -374,9 +379,13 @@ class SqlTx(Tx):
         await self._run("INSERT INTO stats (name, value) VALUES (?, 1)"
                         " ON CONFLICT (name) DO UPDATE SET value = stats.value + 1", name)
 
-    async def texts_queued_since(self, since: float) -> int:
-        row = await self._one("SELECT count(*) FROM outbox WHERE created_at >= ?", since)
-        return int(row[0]) if row else 0
+    async def texts_queued_since(self, since: float, *, not_to: Collection[str] = ()) -> dict[Kind, int]:
+        keys = sorted(not_to)
+        marks = ", ".join("?" for _ in keys)
+        rows = await self._all(  # the f-string adds only "?" placeholders
+            "SELECT kind, count(*) FROM outbox WHERE created_at >= ?"  # noqa: S608
+            f"{f' AND phone_key NOT IN ({marks})' if keys else ''} GROUP BY kind", since, *keys)
+        return {Kind(r[0]): int(r[1]) for r in rows}
 
     async def event_since(self, action: str, since: float) -> bool:
         return await self._one("SELECT 1 FROM events WHERE action = ? AND at >= ? LIMIT 1", action, since) is not None
@@ -385,6 +394,13 @@ class SqlTx(Tx):
     async def record_event(self, now: float, actor: str, action: str, detail: str = "") -> None:
         await self._run("INSERT INTO events (at, actor, action, detail) VALUES (?, ?, ?, ?)", now, actor, action,
                         detail)
+
+    async def count_into_last_event(self, actions: tuple[str, ...], now: float) -> bool:
+        marks = ", ".join("?" for _ in actions)
+        return await self._run(  # the f-string adds only "?" placeholders
+            "UPDATE events SET at = ?,"  # noqa: S608
+            " detail = CAST(CAST(COALESCE(NULLIF(detail, ''), '1') AS INTEGER) + 1 AS TEXT)"
+            f" WHERE id = (SELECT max(id) FROM events) AND action IN ({marks})", now, *actions) == 1
 
     async def events(self, limit: int, offset: int = 0) -> list[Event]:
         rows = await self._all("SELECT at, actor, action, detail FROM events ORDER BY id DESC LIMIT ? OFFSET ?",
