@@ -16,6 +16,10 @@ class SettingsError(SmsbotError):
         self.problems = problems
 
 
+class DatabaseUnavailable(SmsbotError):
+    """The database could not be opened at start-up; the message names it as logs may show it, no password."""
+
+
 class PhoneError(SmsbotError, ValueError):
     """A number we cannot use; `reason` is a short phrase fit for a text to an admin."""
 

@@ -6,10 +6,16 @@ import os
 import pathlib
 import subprocess
 import sys
+from urllib.parse import urlsplit
+
+import pytest
+import requests
 
 from smsbot.settings import TABLE
 
 from .conftest import BASE_ENV
+from .procs import clean_env, free_port, start_smsbot
+from .test_settings import PASSWORD_URLS
 
 
 def smsbot(*args: str, env: dict[str, str], cwd: pathlib.Path) -> subprocess.CompletedProcess[str]:
@@ -87,3 +93,51 @@ def test_the_log_level_in_dotenv_takes_effect(tmp_path: pathlib.Path) -> None:
     (tmp_path / ".env").write_text(dotenv)
     quiet = smsbot("check", env={}, cwd=tmp_path)
     assert quiet.returncode == 0 and "DEBUG" not in quiet.stderr
+
+
+@pytest.mark.parametrize(("url", "password"), PASSWORD_URLS)
+def test_check_never_shows_a_database_password(tmp_path: pathlib.Path, url: str, password: str) -> None:
+    result = smsbot("check", env={**BASE_ENV, "SMSBOT_DB": url}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Database:         postgres" in result.stdout.replace("POSTGRES", "postgres")
+    assert password not in result.stdout + result.stderr
+
+
+def test_a_serve_that_cannot_reach_the_database_logs_no_password(tmp_path: pathlib.Path) -> None:
+    url = (f"postgresql://smsbot:hunter2-user-pw@127.0.0.1:{free_port()}/smsbot"
+           "?password=hunter2-query-pw&sslmode=disable")
+    result = subprocess.run([sys.executable, "-m", "smsbot", "serve", "--port", str(free_port())], cwd=tmp_path,
+                            env=clean_env({**BASE_ENV, "SMSBOT_DB": url}), capture_output=True, text=True,
+                            timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "cannot open the database postgresql://smsbot:***@127.0.0.1:" in output
+    assert "ConnectionRefusedError" in output, "the reason is told"
+    assert "hunter2" not in output and "Traceback" not in output
+
+
+def test_a_serve_on_postgresql_logs_no_password(tmp_path: pathlib.Path, pg_url: str) -> None:
+    parts = urlsplit(pg_url)
+    with_password = parts._replace(netloc=f"postgres:hunter2%40user@{parts.hostname}:{parts.port}",
+                                   query="password=hunter2-query&sslpassword=hunter2-ssl").geturl()
+    proc, base = start_smsbot("serve", tmp_path, lambda port: clean_env({
+        **BASE_ENV, "SMSBOT_DB": with_password, "SMSBOT_LOG_LEVEL": "DEBUG"}), tmp_path / "serve.log")
+    try:
+        assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
+    finally:
+        proc.stop()
+    output = proc.output()
+    assert " ready (schema version " in output and "postgresql://postgres:***@" in output
+    assert "hunter2" not in output
+
+
+def test_an_error_that_echoes_a_server_setting_is_logged_masked(tmp_path: pathlib.Path, pg_url: str) -> None:
+    """PostgreSQL's refusal of a bad server setting repeats its value: the log line masks it."""
+    url = f"{pg_url}?work_mem=hunter2-setting&password=hunter2-query"
+    result = subprocess.run([sys.executable, "-m", "smsbot", "serve", "--port", str(free_port())], cwd=tmp_path,
+                            env=clean_env({**BASE_ENV, "SMSBOT_DB": url}), capture_output=True, text=True,
+                            timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert 'invalid value for parameter "work_mem": "***"' in output
+    assert "hunter2" not in output and "Traceback" not in output

@@ -15,7 +15,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
 from smsbot import logs, phone
-from smsbot.errors import SettingsError
+from smsbot.errors import DatabaseUnavailable, SettingsError
 from smsbot.gateway.vonage import vonage_key_check
 from smsbot.settings import Check, Settings, environment, listing, load
 
@@ -108,7 +108,7 @@ def describe(settings: Settings) -> str:
 
 
 def start_logging(settings: Settings) -> None:
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.secrets())
     dotenv = pathlib.Path.cwd() / ".env"
     log.debug("settings read from the environment%s", f" over {dotenv}" if dotenv.is_file() else " (no .env file)")
 
@@ -123,8 +123,12 @@ def run(settings: Settings, host: str, port: int) -> None:
     # Everything made so far (modules, the SDK, the app) lives as long as the process: keep it out of the garbage
     # collector's scans, which otherwise walk it again and again under load.
     gc.freeze()
-    web.run_app(app, host=host, port=port, shutdown_timeout=drain,
-                access_log_class=PathOnlyAccessLogger, print=None)
+    try:
+        web.run_app(app, host=host, port=port, shutdown_timeout=drain,
+                    access_log_class=PathOnlyAccessLogger, print=None)
+    except DatabaseUnavailable as exc:
+        log.error("smsbot cannot start: %s", exc)
+        raise SystemExit(1) from None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
