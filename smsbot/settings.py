@@ -425,11 +425,20 @@ class Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
+def dotenv_file(cwd: pathlib.Path | None = None) -> pathlib.Path:
+    return (cwd or pathlib.Path.cwd()) / ".env"
+
+
+def dotenv(cwd: pathlib.Path | None = None) -> dict[str, str]:
+    """The variables the .env file in the working directory sets (none when there is no such file)."""
+    # No ${VAR} interpolation: a value means what it says, as the real environment's values do.
+    values = dotenv_values(dotenv_file(cwd), interpolate=False)
+    return {key: value for key, value in values.items() if value is not None}
+
+
 def environment(environ: Mapping[str, str] | None = None, cwd: pathlib.Path | None = None) -> dict[str, str]:
     """The effective environment: the .env file in the working directory, overridden by the real environment."""
-    # No ${VAR} interpolation: a value means what it says, as the real environment's values do.
-    dotenv = dotenv_values((cwd or pathlib.Path.cwd()) / ".env", interpolate=False)
-    merged = {key: value for key, value in dotenv.items() if value is not None}
+    merged = dotenv(cwd)
     merged.update(os.environ if environ is None else environ)
     return merged
 

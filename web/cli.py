@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import pathlib
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -17,11 +18,13 @@ from aiohttp.web import BaseRequest, StreamResponse
 from smsbot import logs, phone
 from smsbot.errors import DatabaseUnavailable, SettingsError
 from smsbot.gateway.vonage import vonage_key_check
-from smsbot.settings import Check, Settings, environment, listing, load
+from smsbot.settings import Check, Settings, dotenv, dotenv_file, environment, listing, load
 
 log = logging.getLogger("smsbot")
 DEV_ADMIN = "+14155550100"
 DEV_SECRET_FILE = "smsbot-dev.secret"  # noqa: S105 (a file name)
+DEV_IGNORED = ("SMSBOT_DB", "SMSBOT_SECRET")  # and every VONAGE_ variable, when they come from .env
+DEV_IGNORED_PREFIX = "VONAGE_"
 
 
 class PathOnlyAccessLogger(AbstractAccessLogger):
@@ -35,6 +38,13 @@ class PathOnlyAccessLogger(AbstractAccessLogger):
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         self.logger.info("%s %s %s %d %.1fms", request.remote, request.method, request.path, response.status,
                          time * 1000)
+
+
+def dev_ignored(from_dotenv: Iterable[str], real: Mapping[str, str]) -> list[str]:
+    """The variables dev mode takes from .env only when the real environment sets them: a `.env` written for
+    production must not point the playground at the real database, its secret or the real provider."""
+    return sorted(name for name in from_dotenv
+                  if name not in real and (name in DEV_IGNORED or name.startswith(DEV_IGNORED_PREFIX)))
 
 
 def dev_environment(env: dict[str, str], port: int) -> dict[str, str]:
@@ -141,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     dev = sub.add_parser("dev", help="run offline with a fake SMS provider and the dev phone page")
     dev.add_argument("--port", type=int, default=8080)
     dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--db", help="SQLite file or PostgreSQL URL (default: SMSBOT_DB from the real environment, "
+                                  "else smsbot-dev.db; never SMSBOT_DB from .env)")
     args = parser.parse_args(argv)
     env = environment()  # the real environment over .env, for logging as for everything else
 
@@ -165,8 +177,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                  settings.public_url, len(settings.admins), settings.pin_via)
         run(settings, args.host, args.port)
     else:
+        ignored = dev_ignored(dotenv(), os.environ)
+        env = {name: value for name, value in env.items() if name not in ignored}
+        if args.db:
+            env["SMSBOT_DB"] = args.db
         settings = _settings_or_exit(dev_environment(env, args.port), dev=True)
         start_logging(settings)
+        if ignored:
+            log.warning("smsbot dev: ignoring %s from %s: dev mode keeps its own database and secret and sends "
+                        "through its fake provider only (set them in the environment, or use --db)",
+                        ", ".join(ignored), dotenv_file())
         shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104 (only printed)
         base = f"http://{shown_host}:{args.port}"
         print(f"""
