@@ -251,11 +251,34 @@ def digits(raw: str, row: Setting, done: Mapping[str, Any]) -> str:
 
 
 def http_url(raw: str, row: Setting, done: Mapping[str, Any]) -> str:
+    """An http(s) base URL, which goes into texts and pages: no user name or password, query or fragment in it
+    (nor in the problem, which shows such a URL only as far as its host)."""
     url = raw.strip().rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises for a port that is not a number)
+    except ValueError:
+        parts = urlsplit("")
+    if "@" in parts.netloc or parts.query or parts.fragment or "?" in url or "#" in url:
+        raise Invalid("must be a plain http(s) URL like https://group.example.org: without a user name, password, "
+                      f"query or fragment (it goes into every text), got {parts.scheme}://{parts.hostname}/...")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Invalid(f"must be an http(s) URL like https://group.example.org, got {url!r}")
     return url
+
+
+def host_port(raw: str, row: Setting, done: Mapping[str, Any]) -> str:
+    """`host` or `host:port` (an IPv6 address in brackets), nothing more; the problem does not repeat it."""
+    value = raw.strip()
+    try:
+        parts = urlsplit(f"//{value}")
+        parts.port  # noqa: B018 (raises for a port that is not a number)
+    except ValueError:
+        parts = urlsplit("")
+    if not parts.hostname or parts.netloc != value or "@" in value:
+        raise Invalid("must be a host name or address with an optional :port, like api-eu.vonage.com or "
+                      "127.0.0.1:8443 (no scheme, path, query or credentials)")
+    return value
 
 
 def cookie_domain(raw: str, row: Setting, done: Mapping[str, Any]) -> str:
@@ -307,7 +330,8 @@ TABLE: tuple[Setting, ...] = (
             doc="SQLite database file, or a PostgreSQL URL `postgresql://user:password@host:port/dbname` (then "
                 "several instances may share it)"),
     Setting("SMSBOT_PUBLIC_URL", "public_url", http_url, "http://localhost:8080",
-            doc="public base URL, used in texts; `https://` turns on Secure `__Host-` cookies and HSTS"),
+            doc="public base URL, used in texts (so no user name, password, query or fragment); `https://` turns on "
+                "Secure `__Host-` cookies and HSTS"),
     Setting("SMSBOT_COOKIE_DOMAIN", "cookie_domain", cookie_domain, "",
             doc="optional parent domain (e.g. `example.org`): the session cookie is set for it, so tools on its "
                 "subdomains share one sign-in, and sign-in redirects may go to its hosts"),
@@ -352,10 +376,10 @@ TABLE: tuple[Setting, ...] = (
             doc="signature secret for signed inbound webhooks; unset, anyone who can reach them can post texts"),
     Setting("VONAGE_SIGNATURE_METHOD", "vonage_signature_method", choice, "sha256", choices=SIGNATURE_METHODS,
             doc="the account's webhook signature method"),
-    Setting("VONAGE_API_HOST", "vonage_api_host", text, "",
+    Setting("VONAGE_API_HOST", "vonage_api_host", host_port, "",
             doc="`host[:port]` override for Vonage's API host (a regional endpoint, or a local emulator trusted "
                 "through REQUESTS_CA_BUNDLE)"),
-    Setting("VONAGE_REST_HOST", "vonage_rest_host", text, "", doc="`host[:port]` override for Vonage's REST host"),
+    Setting("VONAGE_REST_HOST", "vonage_rest_host", host_port, "", doc="`host[:port]` override for Vonage's REST host"),
 )
 
 

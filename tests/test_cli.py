@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 from urllib.parse import urlsplit
@@ -14,7 +15,7 @@ import requests
 from smsbot.settings import TABLE
 
 from .conftest import BASE_ENV
-from .procs import clean_env, free_port, start_smsbot
+from .procs import clean_env, free_port, start_smsbot, wait_for
 from .test_settings import PASSWORD_URLS
 
 
@@ -141,3 +142,24 @@ def test_an_error_that_echoes_a_server_setting_is_logged_masked(tmp_path: pathli
     assert result.returncode == 1, output
     assert 'invalid value for parameter "work_mem": "***"' in output
     assert "hunter2" not in output and "Traceback" not in output
+
+
+def test_a_request_aiohttp_cannot_parse_is_logged_without_its_url(tmp_path: pathlib.Path) -> None:
+    """aiohttp's parser error quotes the bad request line or header: a GET webhook's number and signature, a
+    sign-in link's rd. The log says a bad request came, and nothing of it."""
+    proc, base = start_smsbot("serve", tmp_path, lambda port: clean_env({**BASE_ENV, "SMSBOT_DB": "s.db"}),
+                              tmp_path / "serve.log")
+    port = int(base.rsplit(":", 1)[1])
+    bad = [b"GET /webhooks/inbound?msisdn=14155550143&sig=hunter2sig\x01 HTTP/1.1\r\nHost: a\r\n\r\n",
+           b"GET /login?rd=https://wiki.example.org/?token=hunter2token HTTP/1.1\r\nHost: a\r\nX: \x01\r\n\r\n"]
+    try:
+        for raw in bad:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(raw)
+                assert sock.recv(100).startswith(b"HTTP/1.0 400 ")
+        wait_for(lambda: proc.output().count("Error handling request") >= 2, 10, "both bad requests logged")
+    finally:
+        proc.stop()
+    output = proc.output()
+    assert "hunter2" not in output and "4155550143" not in output
+    assert "InvalidURLError" in output and "BadHttpMessage" in output, "what was wrong is told"

@@ -286,3 +286,25 @@ def test_no_log_line_shows_a_secret_the_settings_hold() -> None:
     assert "hunter" not in text and settings.secret not in text
     assert "ValueError: bad password *** for" in text, "the traceback is there, masked"
     assert "abc" not in settings.secrets(), "too short to mask: it would garble every line"
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("SMSBOT_PUBLIC_URL", "https://admin:hunter2-pw@group.example.org"),  # would go into every text
+    ("SMSBOT_PUBLIC_URL", "https://group.example.org/?token=hunter2-pw"),
+    ("SMSBOT_PUBLIC_URL", "https://group.example.org/#hunter2-pw"),
+    ("SMSBOT_PUBLIC_URL", "ftp://admin:hunter2-pw@group.example.org"),
+    ("VONAGE_API_HOST", "key:hunter2-pw@api.nexmo.com"),
+    ("VONAGE_REST_HOST", "https://rest.nexmo.com/?api_secret=hunter2-pw"),
+    ("VONAGE_REST_HOST", "rest.nexmo.com/sms"),
+])
+def test_a_url_setting_holds_no_credentials_and_no_error_repeats_them(name: str, value: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load({**BASE_ENV, name: value})
+    assert [p for p in caught.value.problems if p.startswith(f"{name} ")], caught.value.problems
+    assert "hunter2" not in str(caught.value)
+
+
+def test_vonage_host_overrides_are_hosts_with_an_optional_port() -> None:
+    settings = load({**BASE_ENV, "VONAGE_API_HOST": "127.0.0.1:8443", "VONAGE_REST_HOST": "[::1]:8443"})
+    assert (settings.vonage_api_host, settings.vonage_rest_host) == ("127.0.0.1:8443", "[::1]:8443")
+    assert load({**BASE_ENV, "VONAGE_REST_HOST": "rest.nexmo.com"}).vonage_rest_host == "rest.nexmo.com"

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import BaseRequest, StreamResponse
 
 from smsbot import logs, phone
@@ -38,6 +39,19 @@ class PathOnlyAccessLogger(AbstractAccessLogger):
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         self.logger.info("%s %s %s %d %.1fms", request.remote, request.method, request.path, response.status,
                          time * 1000)
+
+
+class UnquotedParseErrors(logging.Filter):
+    """aiohttp logs a request it can't parse with its parser's error, which quotes the bad request line or header
+    (a GET webhook's numbers and signature, a sign-in link's rd): keep the line and the error's name, drop the
+    quote and the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.msg = f"{record.getMessage()}: HTTP {error.code} {type(error).__name__} (the request is not logged)"
+            record.args = record.exc_info = record.exc_text = None
+        return True
 
 
 def dev_ignored(from_dotenv: Iterable[str], real: Mapping[str, str]) -> list[str]:
@@ -119,6 +133,7 @@ def describe(settings: Settings) -> str:
 
 def start_logging(settings: Settings) -> None:
     logs.configure(settings.log_level, settings.secrets())
+    logging.getLogger("aiohttp.server").addFilter(UnquotedParseErrors())
     dotenv = pathlib.Path.cwd() / ".env"
     log.debug("settings read from the environment%s", f" over {dotenv}" if dotenv.is_file() else " (no .env file)")
 
