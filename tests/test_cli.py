@@ -104,14 +104,18 @@ def test_check_never_shows_a_database_password(tmp_path: pathlib.Path, url: str,
     assert password not in result.stdout + result.stderr
 
 
+def serve_that_cannot_start(url: str, cwd: pathlib.Path) -> str:
+    """What `smsbot serve` on the database `url` says before it exits with status 1."""
+    result = smsbot("serve", "--port", str(free_port()), env={**BASE_ENV, "SMSBOT_DB": url}, cwd=cwd)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    return output
+
+
 def test_a_serve_that_cannot_reach_the_database_logs_no_password(tmp_path: pathlib.Path) -> None:
     url = (f"postgresql://smsbot:hunter2-user-pw@127.0.0.1:{free_port()}/smsbot"
            "?password=hunter2-query-pw&sslmode=disable")
-    result = subprocess.run([sys.executable, "-m", "smsbot", "serve", "--port", str(free_port())], cwd=tmp_path,
-                            env=clean_env({**BASE_ENV, "SMSBOT_DB": url}), capture_output=True, text=True,
-                            timeout=60)
-    output = result.stdout + result.stderr
-    assert result.returncode == 1, output
+    output = serve_that_cannot_start(url, tmp_path)
     assert "cannot open the database postgresql://smsbot:***@127.0.0.1:" in output
     assert "ConnectionRefusedError" in output, "the reason is told"
     assert "hunter2" not in output and "Traceback" not in output
@@ -135,11 +139,7 @@ def test_a_serve_on_postgresql_logs_no_password(tmp_path: pathlib.Path, pg_url: 
 def test_an_error_that_echoes_a_server_setting_is_logged_masked(tmp_path: pathlib.Path, pg_url: str) -> None:
     """PostgreSQL's refusal of a bad server setting repeats its value: the log line masks it."""
     url = f"{pg_url}?work_mem=hunter2-setting&password=hunter2-query"
-    result = subprocess.run([sys.executable, "-m", "smsbot", "serve", "--port", str(free_port())], cwd=tmp_path,
-                            env=clean_env({**BASE_ENV, "SMSBOT_DB": url}), capture_output=True, text=True,
-                            timeout=60)
-    output = result.stdout + result.stderr
-    assert result.returncode == 1, output
+    output = serve_that_cannot_start(url, tmp_path)
     assert 'invalid value for parameter "work_mem": "***"' in output
     assert "hunter2" not in output and "Traceback" not in output
 
