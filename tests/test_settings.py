@@ -293,6 +293,7 @@ def test_no_log_line_shows_a_secret_the_settings_hold() -> None:
     ("SMSBOT_PUBLIC_URL", "https://group.example.org/?token=hunter2-pw"),
     ("SMSBOT_PUBLIC_URL", "https://group.example.org/#hunter2-pw"),
     ("SMSBOT_PUBLIC_URL", "ftp://admin:hunter2-pw@group.example.org"),
+    ("SMSBOT_PUBLIC_URL", "https://admin:hunter2-pw@group.example.org:port"),
     ("VONAGE_API_HOST", "key:hunter2-pw@api.nexmo.com"),
     ("VONAGE_REST_HOST", "https://rest.nexmo.com/?api_secret=hunter2-pw"),
     ("VONAGE_REST_HOST", "rest.nexmo.com/sms"),
