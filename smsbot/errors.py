@@ -30,6 +30,10 @@ class BackupError(SmsbotError):
     """Why `smsbot backup` made no copy; nothing was written under the target's name."""
 
 
+class DatabaseUnavailable(SmsbotError):
+    """The database could not be opened at start-up; the message names it as logs may show it, no password."""
+
+
 class PhoneError(SmsbotError, ValueError):
     """A number we cannot use; `reason` is a short phrase fit for a text to an admin."""
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
+
+from .settings import redacted
 
 # aiosqlite logs every statement with its parameters at DEBUG (numbers waiting in the outbox, PIN hashes); the
 # Vonage SDK logs request bodies (numbers, PINs) and headers (credentials) at DEBUG and response bodies at WARNING;
@@ -17,8 +20,32 @@ def quiet_leaky_loggers() -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def configure(level: str = "INFO") -> None:
+class Redacting(logging.Filter):
+    """Masks the given secrets wherever a log line holds one, in its message or its traceback: a library's error
+    may echo what it was given (asyncpg, the database URL's password or a server setting)."""
+
+    def __init__(self, secrets: Sequence[str]):
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redacted(message, self.secrets)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redacted(record.exc_text, self.secrets)
+        return True
+
+
+def configure(level: str = "INFO", secrets: Sequence[str] = ()) -> None:
+    """Log to stderr at `level`; no line shows any of `secrets` (give the longest first)."""
     level = level.upper()
     logging.basicConfig(level=level if level in logging.getLevelNamesMapping() else "INFO",
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if secrets:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(Redacting(secrets))
     quiet_leaky_loggers()

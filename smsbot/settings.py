@@ -13,8 +13,8 @@ import pathlib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, NamedTuple
+from urllib.parse import SplitResult, parse_qsl, unquote, unquote_plus, urlsplit, urlunsplit
 
 import phonenumbers
 from dotenv import dotenv_values
@@ -102,25 +102,88 @@ def choices(raw: str, row: Setting, done: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def database(raw: str, row: Setting, done: Mapping[str, Any]) -> str:
-    """A SQLite file path, or a postgresql:// URL; any other scheme is refused, never taken for a file name."""
+    """A SQLite file path, or a postgresql:// URL; any other scheme is refused, never taken for a file name. A URL
+    that asyncpg would read otherwise than we show it is refused too, and no problem repeats the URL."""
     value = raw.strip()
     scheme, found, _ = value.partition("://")
     if not found:
         return value
     if scheme.lower() not in POSTGRES_SCHEMES:
         raise Invalid(f"must be a file path or a postgresql:// URL, got the scheme {scheme!r}")
-    parts = urlsplit(value)
+    example = "like postgresql://user:password@host:5432/smsbot"
+    try:
+        parts = urlsplit(value)
+        parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise Invalid(f"is not a URL asyncpg can read ({example}, with name=value parameters)") from None
+    if parts.netloc.count("@") > 1 or "@" in value[len(scheme) + 3 + len(parts.netloc):] or parts.fragment:
+        # asyncpg splits at the first @, and a / ? or # ends the password: the rest would be taken for the host,
+        # the database or the parameters, and shown or echoed in errors.
+        raise Invalid("has an @, /, ? or # in its password: percent-encode them (%40, %2F, %3F, %23)")
     if not parts.hostname or not parts.path.strip("/"):
-        raise Invalid("must name the host and the database, like postgresql://user:password@host:5432/smsbot")
+        raise Invalid(f"must name the host and the database, {example}")
     return value
 
 
-def masked_url(value: str) -> str:
-    """A database URL as logs and `smsbot check` show it: without its password."""
+# Query parameters of a PostgreSQL URL that hold nothing secret (asyncpg's connection options). Any other one is
+# masked: password and sslpassword, and the server settings asyncpg passes on, whose values an error may echo.
+SAFE_PARAMETERS = frozenset({
+    "host", "port", "user", "dbname", "database", "passfile", "service", "servicefile", "sslmode", "sslcert",
+    "sslkey", "sslrootcert", "sslcrl", "sslnegotiation", "ssl_min_protocol_version", "ssl_max_protocol_version",
+    "target_session_attrs", "krbsrvname", "gsslib", "application_name", "connect_timeout"})
+MASK = "***"
+REDACT_FROM = 4  # characters: a log line masks secrets this long or longer
+
+
+class QueryField(NamedTuple):
+    written: str  # name=value as in the URL
+    name: str
+    value: str  # as written (percent-encoded)
+    secret: bool
+
+
+def _url_fields(value: str) -> tuple[SplitResult, str, str | None, list[QueryField]]:
+    """A database URL taken apart: its parts, its netloc without the password, the password as written (None
+    without one), and its query's fields."""
     parts = urlsplit(value)
-    if parts.password is None:
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    fields = []
+    for written in filter(None, parts.query.split("&")):
+        name, _, text = written.partition("=")
+        fields.append(QueryField(written, name, text, unquote_plus(name).lower() not in SAFE_PARAMETERS))
+    return parts, f"{user}@{hostport}" if at else hostport, password if colon else None, fields
+
+
+def url_secrets(value: str) -> tuple[str, ...]:
+    """The secrets of a database URL (its password and every masked parameter's value), as written and decoded,
+    longest first; none for a file path."""
+    if "://" not in value:
+        return ()
+    _, _, password, fields = _url_fields(value)
+    written = [password or "", *(field.value for field in fields if field.secret)]
+    found = {form for text in written for form in (text, unquote(text), unquote_plus(text)) if form}
+    return tuple(sorted(found, key=len, reverse=True))
+
+
+def redacted(text: str, secrets: Iterable[str]) -> str:
+    """`text` with each of `secrets` in it replaced by the mask (give the longest first)."""
+    for secret in secrets:
+        text = text.replace(secret, MASK)
+    return text
+
+
+def masked_url(value: str) -> str:
+    """A database URL as logs and `smsbot check` show it: the password and every secret parameter's value masked.
+    A file path is shown as it is."""
+    if "://" not in value:
         return value
-    return value.replace(f":{parts.password}@", ":***@", 1)
+    parts, netloc, password, fields = _url_fields(value)
+    if password is not None:
+        user, _, hostport = netloc.rpartition("@")
+        netloc = f"{user}:{MASK}@{hostport}"
+    query = "&".join(f"{field.name}={MASK}" if field.secret else field.written for field in fields)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, MASK if parts.fragment else ""))
 
 
 def number(raw: str, row: Setting, done: Mapping[str, Any]) -> float:
@@ -188,11 +251,34 @@ def digits(raw: str, row: Setting, done: Mapping[str, Any]) -> str:
 
 
 def http_url(raw: str, row: Setting, done: Mapping[str, Any]) -> str:
+    """An http(s) base URL, which goes into texts and pages: no user name or password, query or fragment in it
+    (nor in the problem, which shows such a URL only as far as its host)."""
     url = raw.strip().rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises for a port that is not a number)
+    except ValueError:
+        parts = urlsplit("")
+    if any(mark in url for mark in "@?#"):
+        raise Invalid("must be a plain http(s) URL like https://group.example.org, without a user name, password, "
+                      "query or fragment: it goes into every text")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Invalid(f"must be an http(s) URL like https://group.example.org, got {url!r}")
     return url
+
+
+def host_port(raw: str, row: Setting, done: Mapping[str, Any]) -> str:
+    """`host` or `host:port` (an IPv6 address in brackets), nothing more; the problem does not repeat it."""
+    value = raw.strip()
+    try:
+        parts = urlsplit(f"//{value}")
+        parts.port  # noqa: B018 (raises for a port that is not a number)
+    except ValueError:
+        parts = urlsplit("")
+    if not parts.hostname or parts.netloc != value or "@" in value:
+        raise Invalid("must be a host name or address with an optional :port, like api-eu.vonage.com or "
+                      "127.0.0.1:8443 (no scheme, path, query or credentials)")
+    return value
 
 
 def cookie_domain(raw: str, row: Setting, done: Mapping[str, Any]) -> str:
@@ -244,7 +330,8 @@ TABLE: tuple[Setting, ...] = (
             doc="SQLite database file, or a PostgreSQL URL `postgresql://user:password@host:port/dbname` (then "
                 "several instances may share it)"),
     Setting("SMSBOT_PUBLIC_URL", "public_url", http_url, "http://localhost:8080",
-            doc="public base URL, used in texts; `https://` turns on Secure `__Host-` cookies and HSTS"),
+            doc="public base URL, used in texts (so no user name, password, query or fragment); `https://` turns on "
+                "Secure `__Host-` cookies and HSTS"),
     Setting("SMSBOT_COOKIE_DOMAIN", "cookie_domain", cookie_domain, "",
             doc="optional parent domain (e.g. `example.org`): the session cookie is set for it, so tools on its "
                 "subdomains share one sign-in, and sign-in redirects may go to its hosts"),
@@ -291,10 +378,10 @@ TABLE: tuple[Setting, ...] = (
             doc="signature secret for signed inbound webhooks; unset, anyone who can reach them can post texts"),
     Setting("VONAGE_SIGNATURE_METHOD", "vonage_signature_method", choice, "sha256", choices=SIGNATURE_METHODS,
             doc="the account's webhook signature method"),
-    Setting("VONAGE_API_HOST", "vonage_api_host", text, "",
+    Setting("VONAGE_API_HOST", "vonage_api_host", host_port, "",
             doc="`host[:port]` override for Vonage's API host (a regional endpoint, or a local emulator trusted "
                 "through REQUESTS_CA_BUNDLE)"),
-    Setting("VONAGE_REST_HOST", "vonage_rest_host", text, "", doc="`host[:port]` override for Vonage's REST host"),
+    Setting("VONAGE_REST_HOST", "vonage_rest_host", host_port, "", doc="`host[:port]` override for Vonage's REST host"),
 )
 
 
@@ -350,6 +437,12 @@ class Settings:
         """SMSBOT_DB as logs may show it."""
         return masked_url(self.db)
 
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value these settings hold (the secret rows', SMSBOT_DB's password), longest first: no log
+        line shows them. Values shorter than REDACT_FROM are left alone: masking them would garble every line."""
+        found = {getattr(self, row.attr) for row in TABLE if row.secret} | set(url_secrets(self.db))
+        return tuple(sorted((s for s in found if len(s) >= REDACT_FROM), key=len, reverse=True))
+
     @property
     def https(self) -> bool:
         return self.public_url.startswith("https://")
@@ -358,11 +451,20 @@ class Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
+def dotenv_file(cwd: pathlib.Path | None = None) -> pathlib.Path:
+    return (cwd or pathlib.Path.cwd()) / ".env"
+
+
+def dotenv(cwd: pathlib.Path | None = None) -> dict[str, str]:
+    """The variables the .env file in the working directory sets (none when there is no such file)."""
+    # No ${VAR} interpolation: a value means what it says, as the real environment's values do.
+    values = dotenv_values(dotenv_file(cwd), interpolate=False)
+    return {key: value for key, value in values.items() if value is not None}
+
+
 def environment(environ: Mapping[str, str] | None = None, cwd: pathlib.Path | None = None) -> dict[str, str]:
     """The effective environment: the .env file in the working directory, overridden by the real environment."""
-    # No ${VAR} interpolation: a value means what it says, as the real environment's values do.
-    dotenv = dotenv_values((cwd or pathlib.Path.cwd()) / ".env", interpolate=False)
-    merged = {key: value for key, value in dotenv.items() if value is not None}
+    merged = dotenv(cwd)
     merged.update(os.environ if environ is None else environ)
     return merged
 

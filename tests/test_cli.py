@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import os
 import pathlib
+import socket
 import subprocess
 import sys
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from test_settings import PASSWORD_URLS
 
 import smsbot as package
 from smsbot.settings import TABLE
 
-from support.procs import SMSBOT
+from support.procs import SMSBOT, clean_env, free_port, start_smsbot, wait_for
 from support.service import BASE_ENV
 
 
@@ -100,3 +106,72 @@ def test_version_is_the_packages_own(tmp_path: pathlib.Path) -> None:
         result = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert result.stdout == f"smsbot {package.__version__}\n"
+
+
+@pytest.mark.parametrize(("url", "password"), PASSWORD_URLS)
+def test_check_never_shows_a_database_password(tmp_path: pathlib.Path, url: str, password: str) -> None:
+    result = smsbot("check", env={**BASE_ENV, "SMSBOT_DB": url}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Database:         postgres" in result.stdout.replace("POSTGRES", "postgres")
+    assert password not in result.stdout + result.stderr
+
+
+def serve_that_cannot_start(url: str, cwd: pathlib.Path) -> str:
+    """What `smsbot serve` on the database `url` says before it exits with status 1."""
+    result = smsbot("serve", "--port", str(free_port()), env={**BASE_ENV, "SMSBOT_DB": url}, cwd=cwd)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    return output
+
+
+def test_a_serve_that_cannot_reach_the_database_logs_no_password(tmp_path: pathlib.Path) -> None:
+    url = (f"postgresql://smsbot:hunter2-user-pw@127.0.0.1:{free_port()}/smsbot"
+           "?password=hunter2-query-pw&sslmode=disable")
+    output = serve_that_cannot_start(url, tmp_path)
+    assert "cannot open the database postgresql://smsbot:***@127.0.0.1:" in output
+    assert "ConnectionRefusedError" in output, "the reason is told"
+    assert "hunter2" not in output and "Traceback" not in output
+
+
+def test_a_serve_on_postgresql_logs_no_password(tmp_path: pathlib.Path, pg_url: str) -> None:
+    parts = urlsplit(pg_url)
+    with_password = parts._replace(netloc=f"postgres:hunter2%40user@{parts.hostname}:{parts.port}",
+                                   query="password=hunter2-query&sslpassword=hunter2-ssl").geturl()
+    proc, base = start_smsbot("serve", tmp_path, lambda port: clean_env({
+        **BASE_ENV, "SMSBOT_DB": with_password, "SMSBOT_LOG_LEVEL": "DEBUG"}), tmp_path / "serve.log")
+    try:
+        assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
+    finally:
+        proc.stop()
+    output = proc.output()
+    assert " ready (schema version " in output and "postgresql://postgres:***@" in output
+    assert "hunter2" not in output
+
+
+def test_an_error_that_echoes_a_server_setting_is_logged_masked(tmp_path: pathlib.Path, pg_url: str) -> None:
+    """PostgreSQL's refusal of a bad server setting repeats its value: the log line masks it."""
+    url = f"{pg_url}?work_mem=hunter2-setting&password=hunter2-query"
+    output = serve_that_cannot_start(url, tmp_path)
+    assert 'invalid value for parameter "work_mem": "***"' in output
+    assert "hunter2" not in output and "Traceback" not in output
+
+
+def test_a_request_aiohttp_cannot_parse_is_logged_without_its_url(tmp_path: pathlib.Path) -> None:
+    """aiohttp's parser error quotes the bad request line or header: a GET webhook's number and signature, a
+    sign-in link's rd. The log says a bad request came, and nothing of it."""
+    proc, base = start_smsbot("serve", tmp_path, lambda port: clean_env({**BASE_ENV, "SMSBOT_DB": "s.db"}),
+                              tmp_path / "serve.log")
+    port = int(base.rsplit(":", 1)[1])
+    bad = [b"GET /webhooks/inbound?msisdn=14155550143&sig=hunter2sig\x01 HTTP/1.1\r\nHost: a\r\n\r\n",
+           b"GET /login?rd=https://wiki.example.org/?token=hunter2token HTTP/1.1\r\nHost: a\r\nX: \x01\r\n\r\n"]
+    try:
+        for raw in bad:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(raw)
+                assert sock.recv(100).startswith(b"HTTP/1.0 400 ")
+        wait_for(lambda: proc.output().count("Error handling request") >= 2, 10, "both bad requests logged")
+    finally:
+        proc.stop()
+    output = proc.output()
+    assert "hunter2" not in output and "4155550143" not in output
+    assert "InvalidURLError" in output and "BadHttpMessage" in output, "what was wrong is told"

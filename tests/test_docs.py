@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import re
+import tomllib
 
 from smsbot import commands, settings
 
@@ -57,7 +58,26 @@ def test_readme_has_the_two_commands() -> None:
 
 
 def test_readme_shows_the_tested_proxy_configurations_as_they_are() -> None:
-    """The README's nginx and Caddy configurations are the files tests/test_proxies.py runs, byte for byte."""
-    for name in ("deploy/nginx.conf", "deploy/Caddyfile"):
+    """The README's nginx, Caddy and Traefik configurations are the files in deploy/, byte for byte (the first two
+    are the files tests/test_proxies.py runs)."""
+    for name in ("deploy/nginx.conf", "deploy/Caddyfile", "deploy/traefik.toml"):
         block = readme_between(f"<!-- {name} -->\n", "```\n").split("\n", 1)[1]
         assert block == (ROOT / name).read_text(encoding="utf-8"), f"the README's copy of {name} differs from the file"
+
+
+def test_the_traefik_example_strips_what_the_caddy_file_strips() -> None:
+    """Traefik can't run here, so its example is checked against the Caddy file, which tests/test_proxies.py runs:
+    the same headers copied from smsbot's answer, and every look-alike the Caddy file drops, dropped too."""
+    caddy = (ROOT / "deploy/Caddyfile").read_text(encoding="utf-8")
+    stripped = re.findall(r"^\s*request_header -(\S+)$", caddy, re.MULTILINE)
+    copied = re.search(r"^\s*copy_headers (.+)$", caddy, re.MULTILINE)
+    assert stripped and copied, "the Caddy file drops look-alikes and copies smsbot's headers"
+    http = tomllib.loads((ROOT / "deploy/traefik.toml").read_text(encoding="utf-8"))["http"]
+    wiki = http["routers"]["wiki"]
+    middlewares = [http["middlewares"][name] for name in wiki["middlewares"]]
+    auth = [m["forwardAuth"] for m in middlewares if "forwardAuth" in m]
+    assert len(auth) == 1 and auth[0]["address"].endswith("/auth/forward")
+    assert auth[0]["authResponseHeaders"] == copied.group(1).split()
+    removed = {name for m in middlewares for name, value in m.get("headers", {}).get("customRequestHeaders", {})
+               .items() if value == ""}  # an empty value removes the header
+    assert removed == set(stripped), "the wiki's router drops every look-alike the Caddy file drops"

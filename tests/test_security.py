@@ -5,19 +5,23 @@ from __future__ import annotations
 import ast
 import asyncio
 import pathlib
-from collections.abc import Callable
-from typing import Any
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import pytest
 
 from smsbot.gateway import SendError
+from smsbot.messages import InboundText
+from smsbot.store.postgres import PostgresStore
 
-from support.service import WebBench, login_form
+from support.service import ADMIN, WebBench, Wired, login_form
 
 pytestmark = pytest.mark.backends
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ALICE = "+14155550134"
+T = TypeVar("T")
 
 
 async def test_two_concurrent_right_pins_make_exactly_one_session(bench: WebBench) -> None:
@@ -116,3 +120,54 @@ def test_leaky_loggers_are_quiet(caplog: Any) -> None:
     logs.quiet_leaky_loggers()
     for name in ("aiosqlite", "vonage", "vonage_http_client", "urllib3"):
         assert not logging.getLogger(name).isEnabledFor(logging.INFO)
+
+
+@pytest.mark.parametrize("end", ["REVOKE alice", "LOGOUT alice", "LOGOUT"])
+async def test_a_lookup_racing_the_end_of_a_session_caches_nothing(wired: Wired, backend: str, end: str) -> None:
+    """Lookups on the same instance between the cache's invalidation and the COMMIT that ends the session (an
+    admin's REVOKE or LOGOUT, the member's LOGOUT; a lockout ends no session): none of them leaves the session
+    cached once the command has returned (and so before any 2xx)."""
+    await wired.text(ADMIN, f"INVITE {ALICE} alice")
+    code = re.search(r"code ([A-Z0-9]{6})", " ".join(m.text for m in wired.gateway.sent if m.to == ALICE))
+    assert code
+    pin = re.search(r"PIN is (\d{6})", " ".join(text for to, text in await wired.text(ALICE, code.group(1))
+                                                 if to == ALICE))
+    assert pin
+    token = await wired.signin.login("alice", pin.group(1), "phone")
+    assert token and await wired.signin.session(token) is not None
+    assert wired.signin.cached_session(token) is not None
+    if isinstance(wired.store, PostgresStore) and wired.store._listening is not None:
+        # This instance hears no NOTIFY, as when its listening connection has dropped: its own, which comes some
+        # time after the COMMIT, would otherwise clean up after the race, or not, as timing has it.
+        wired.store._listening.cancel()
+        await asyncio.gather(wired.store._listening, return_exceptions=True)
+    lookups: list[asyncio.Future[Any]] = []
+    # Told of the change inside the unit of work, right after the cache was (its listener comes first).
+    wired.store.watch_sessions(lambda member_id: lookups.extend(
+        asyncio.ensure_future(wired.signin.session(token)) for _ in range(3)))
+    run = wired.store.run
+    cached_after: list[object] = []  # the cached session right after each COMMIT that ended it
+
+    async def commit_after_the_lookups(work: Callable[[Any], Awaitable[T]]) -> T:
+        before = len(lookups)
+
+        async def held(tx: Any) -> T:
+            result = await work(tx)
+            if len(lookups) > before:  # this unit of work ends the session: COMMIT only after the lookups
+                # On PostgreSQL they read the row as it was before the COMMIT; SQLite's one writer holds them back.
+                await asyncio.wait(lookups, timeout=5.0 if wired.store.shared else 0.5)
+                assert all(lookup.done() for lookup in lookups) == wired.store.shared
+            return result
+
+        result = await run(held)
+        if len(lookups) > before:  # at once, before any 2xx (and before this instance's own NOTIFY can come)
+            cached_after.append(wired.signin.cached_session(token))
+        return result
+
+    wired.store.run = commit_after_the_lookups  # type: ignore[method-assign]
+    await wired.pipeline.receive(InboundText("racing", ALICE if end == "LOGOUT" else ADMIN, end))
+    assert lookups, "the command ended the session"
+    assert cached_after and cached_after == [None] * len(cached_after), "no lookup left the session cached"
+    await asyncio.gather(*lookups)
+    assert wired.signin.cached_session(token) is None
+    assert await wired.signin.session(token) is None

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import io
+import logging
 import pathlib
 import typing
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 import pytest
 
+from smsbot import logs
 from smsbot.errors import SettingsError
 from smsbot.gateway.vonage import vonage_key_check
-from smsbot.settings import TABLE, Settings, environment, load
+from smsbot.settings import TABLE, Settings, environment, listing, load, masked_url, redacted, url_secrets
 from smsbot.web.cli import dev_environment
 
 from support.service import BASE_ENV
@@ -201,3 +205,107 @@ def test_settings_do_not_import_the_gateway() -> None:
     loaded = subprocess.run([sys.executable, "-c", code, json.dumps(env)], capture_output=True, text=True,
                             check=True).stdout
     assert loaded.strip() == "['smsbot.errors', 'smsbot.phone', 'smsbot.settings']"
+
+
+# Every way a PostgreSQL URL can carry a password that asyncpg reads, and the text that must never be shown.
+PASSWORD_URLS = [
+    ("postgresql://smsbot:hunter2-pw@db.example.org:5432/smsbot", "hunter2-pw"),
+    ("postgres://smsbot:hunter2-pw@db.example.org/smsbot", "hunter2-pw"),
+    ("postgresql://smsbot@db.example.org/smsbot?password=hunter2-pw", "hunter2-pw"),
+    ("postgresql://smsbot@db.example.org/smsbot?sslmode=require&password=hunter2-pw&application_name=x",
+     "hunter2-pw"),
+    ("postgresql://smsbot@db.example.org/smsbot?password=first-pw&password=hunter2-pw", "hunter2-pw"),
+    ("postgresql://smsbot@db.example.org/smsbot?password=first-pw&password=hunter2-pw", "first-pw"),
+    ("postgresql://smsbot@db.example.org/smsbot?pass%77ord=hunter2-pw", "hunter2-pw"),
+    ("postgresql://smsbot@db.example.org/smsbot?PASSWORD=hunter2-pw", "hunter2-pw"),
+    ("postgresql://smsbot:hunter2%40pw%3Ax@db.example.org/smsbot", "hunter2%40pw%3Ax"),
+    ("postgresql://smsbot:hunter2%40pw%3Ax@db.example.org/smsbot", "hunter2@pw:x"),
+    ("postgresql://smsbot@db.example.org/smsbot?password=hunter2%26pw%3D", "hunter2&pw="),
+    ("postgresql://smsbot@db.example.org/smsbot?password=hunter2+pw", "hunter2 pw"),
+    ("postgresql://smsbot:hunter2:pw@db.example.org/smsbot", "hunter2:pw"),
+    ("postgresql://smsbot:hunter2-pw@db1.example.org:5432,db2.example.org:5433/smsbot", "hunter2-pw"),
+    ("postgresql://smsbot@db.example.org/smsbot?sslmode=verify-full&sslpassword=hunter2-pw", "hunter2-pw"),
+    ("postgresql://smsbot:@db.example.org/smsbot?password=hunter2-pw", "hunter2-pw"),
+    ("POSTGRESQL://smsbot:hunter2-pw@db.example.org/smsbot", "hunter2-pw"),
+]
+
+
+@pytest.mark.parametrize(("url", "password"), PASSWORD_URLS)
+def test_a_database_password_is_never_shown(url: str, password: str) -> None:
+    settings = load({**BASE_ENV, "SMSBOT_DB": url})
+    shown = settings.database
+    assert password not in shown and password not in unquote(shown) and password not in unquote_plus(shown)
+    assert dict(listing(settings))["SMSBOT_DB"] == shown
+    parts = urlsplit(shown)
+    assert parts.username == "smsbot" and parts.path == "/smsbot", "the rest of the URL is shown as it is"
+    assert "example.org" in parts.netloc
+    assert redacted(f"could not connect with {url} ({password}, {unquote(url)})", url_secrets(url)).count("***") >= 2
+    assert password not in redacted(f"could not connect with {url} ({password}, {unquote(url)})", url_secrets(url))
+
+
+def test_what_is_no_secret_stays_readable() -> None:
+    url = "postgresql://smsbot@db.example.org:5432/smsbot?sslmode=require&passfile=/run/pgpass&application_name=bot"
+    assert masked_url(url) == url, "a passfile path is no secret"
+    assert masked_url("smsbot.db") == "smsbot.db" and masked_url("/var/lib/smsbot/p@ss:word.db") == \
+        "/var/lib/smsbot/p@ss:word.db", "a file path is shown as it is"
+    assert masked_url("postgresql://smsbot@db.example.org/smsbot?options=-c%20work_mem%3D1") == \
+        "postgresql://smsbot@db.example.org/smsbot?options=***", "a server setting is masked: an error may echo it"
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://smsbot:hunter2@pw@db.example.org/smsbot",  # asyncpg splits at the first @: hunter2, host pw@db...
+    "postgresql://smsbot:hunter2/pw@db.example.org/smsbot",  # the path starts at the /: the rest would show
+    "postgresql://smsbot:hunter2?pw@db.example.org/smsbot",
+    "postgresql://smsbot:hunter2#pw@db.example.org/smsbot",
+    "postgresql://smsbot@db.example.org/smsbot?password:hunter2pw",  # not name=value: asyncpg's error echoes it
+    "postgresql://smsbot:hunter2pw@[db.example.org/smsbot",
+])
+def test_a_url_that_would_be_misread_is_refused_without_echoing_it(url: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load({**BASE_ENV, "SMSBOT_DB": url})
+    assert [p for p in caught.value.problems if p.startswith("SMSBOT_DB ")], caught.value.problems
+    assert "hunter2" not in str(caught.value)
+
+
+def test_no_log_line_shows_a_secret_the_settings_hold() -> None:
+    url = "postgresql://smsbot:hunter2%40pw@db.example.org/smsbot?options=-c%20work_mem%3Dhunter3"
+    settings = load({**BASE_ENV, "SMSBOT_DB": url, "VONAGE_API_SECRET": "abc"})
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.addFilter(logs.Redacting(settings.secrets()))
+    logger = logging.getLogger("test.redacting")
+    logger.addHandler(handler)
+    try:
+        try:
+            raise ValueError(f"bad password hunter2@pw for {url}")
+        except ValueError:
+            logger.exception("failed with %s and %s", "-c work_mem=hunter3", settings.secret)
+    finally:
+        logger.removeHandler(handler)
+    text = out.getvalue()
+    assert "hunter" not in text and settings.secret not in text
+    assert "ValueError: bad password *** for" in text, "the traceback is there, masked"
+    assert "abc" not in settings.secrets(), "too short to mask: it would garble every line"
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("SMSBOT_PUBLIC_URL", "https://admin:hunter2-pw@group.example.org"),  # would go into every text
+    ("SMSBOT_PUBLIC_URL", "https://group.example.org/?token=hunter2-pw"),
+    ("SMSBOT_PUBLIC_URL", "https://group.example.org/#hunter2-pw"),
+    ("SMSBOT_PUBLIC_URL", "ftp://admin:hunter2-pw@group.example.org"),
+    ("SMSBOT_PUBLIC_URL", "https://admin:hunter2-pw@group.example.org:port"),
+    ("VONAGE_API_HOST", "key:hunter2-pw@api.nexmo.com"),
+    ("VONAGE_REST_HOST", "https://rest.nexmo.com/?api_secret=hunter2-pw"),
+    ("VONAGE_REST_HOST", "rest.nexmo.com/sms"),
+])
+def test_a_url_setting_holds_no_credentials_and_no_error_repeats_them(name: str, value: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load({**BASE_ENV, name: value})
+    assert [p for p in caught.value.problems if p.startswith(f"{name} ")], caught.value.problems
+    assert "hunter2" not in str(caught.value)
+
+
+def test_vonage_host_overrides_are_hosts_with_an_optional_port() -> None:
+    settings = load({**BASE_ENV, "VONAGE_API_HOST": "127.0.0.1:8443", "VONAGE_REST_HOST": "[::1]:8443"})
+    assert (settings.vonage_api_host, settings.vonage_rest_host) == ("127.0.0.1:8443", "[::1]:8443")
+    assert load({**BASE_ENV, "VONAGE_REST_HOST": "rest.nexmo.com"}).vonage_rest_host == "rest.nexmo.com"

@@ -13,9 +13,10 @@ import jinja2
 from aiohttp import web
 
 from smsbot.clock import Clock
+from smsbot.errors import DatabaseInUse, DatabaseUnavailable
 from smsbot.gateway import FakeGateway, Gateway
 from smsbot.keys import SecretSource
-from smsbot.settings import Settings
+from smsbot.settings import Settings, redacted
 from smsbot.wiring import build
 
 from .appkeys import CLOCK, DEV_PHONES, GATEWAY, GRAPH, KEYS, OUTBOX, PIPELINE, SETTINGS, SIGNIN, STORE
@@ -73,9 +74,16 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, clock: Clo
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    store = app[STORE]
-    await store.open()
-    log.info("database %s ready (schema version %d)", app[SETTINGS].database, await store.schema_version())
+    store, settings = app[STORE], app[SETTINGS]
+    try:
+        await store.open()
+    except DatabaseInUse:
+        raise  # its message names the file and the way out, and holds no secret
+    except Exception as exc:
+        # The driver's error may echo what it was given: say what failed, with the URL's secrets masked.
+        reason = redacted(f"{type(exc).__name__}: {exc}", settings.secrets())
+        raise DatabaseUnavailable(f"cannot open the database {settings.database}: {reason}") from None
+    log.info("database %s ready (schema version %d)", settings.database, await store.schema_version())
     yield
     await store.close()
 

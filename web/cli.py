@@ -5,24 +5,28 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import pathlib
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import BaseRequest, StreamResponse
 
 from smsbot import __version__, logs, phone
-from smsbot.errors import BackupError, DatabaseInUse, SettingsError
+from smsbot.errors import BackupError, DatabaseInUse, DatabaseUnavailable, SettingsError
 from smsbot.gateway.vonage import vonage_key_check
-from smsbot.settings import Check, Settings, environment, listing, load, load_database
+from smsbot.settings import Check, Settings, dotenv, dotenv_file, environment, listing, load, load_database
 from smsbot.store.backup import backup
 
 log = logging.getLogger("smsbot")
 DEV_ADMIN = "+14155550100"
 DEV_SECRET_FILE = "smsbot-dev.secret"  # noqa: S105 (a file name)
+DEV_IGNORED = ("SMSBOT_DB", "SMSBOT_SECRET")  # and every VONAGE_ variable, when they come from .env
+DEV_IGNORED_PREFIX = "VONAGE_"
 
 
 class PathOnlyAccessLogger(AbstractAccessLogger):
@@ -36,6 +40,26 @@ class PathOnlyAccessLogger(AbstractAccessLogger):
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         self.logger.info("%s %s %s %d %.1fms", request.remote, request.method, request.path, response.status,
                          time * 1000)
+
+
+class UnquotedParseErrors(logging.Filter):
+    """aiohttp logs a request it can't parse with its parser's error, which quotes the bad request line or header
+    (a GET webhook's numbers and signature, a sign-in link's rd): keep the line and the error's name, drop the
+    quote and the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.msg = f"{record.getMessage()}: HTTP {error.code} {type(error).__name__} (the request is not logged)"
+            record.args = record.exc_info = record.exc_text = None
+        return True
+
+
+def dev_ignored(from_dotenv: Iterable[str], real: Mapping[str, str]) -> list[str]:
+    """The variables dev mode takes from .env only when the real environment sets them: a `.env` written for
+    production must not point the playground at the real database, its secret or the real provider."""
+    return sorted(name for name in from_dotenv
+                  if name not in real and (name in DEV_IGNORED or name.startswith(DEV_IGNORED_PREFIX)))
 
 
 def dev_environment(env: dict[str, str], port: int) -> dict[str, str]:
@@ -109,7 +133,8 @@ def describe(settings: Settings) -> str:
 
 
 def start_logging(settings: Settings) -> None:
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.secrets())
+    logging.getLogger("aiohttp.server").addFilter(UnquotedParseErrors())
     dotenv = pathlib.Path.cwd() / ".env"
     log.debug("settings read from the environment%s", f" over {dotenv}" if dotenv.is_file() else " (no .env file)")
 
@@ -129,6 +154,9 @@ def run(settings: Settings, host: str, port: int) -> None:
                     access_log_class=PathOnlyAccessLogger, print=None)
     except DatabaseInUse as exc:  # raised at start-up, before the port is bound or the database touched
         print(f"smsbot cannot start: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except DatabaseUnavailable as exc:
+        log.error("smsbot cannot start: %s", exc)
         raise SystemExit(1) from None
 
 
@@ -166,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     dev = sub.add_parser("dev", help="run offline with a fake SMS provider and the dev phone page")
     dev.add_argument("--port", type=int, default=8080)
     dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--db", help="SQLite file or PostgreSQL URL (default: SMSBOT_DB from the real environment, "
+                                  "else smsbot-dev.db; never SMSBOT_DB from .env)")
     copy = sub.add_parser("backup", help="copy the SQLite database, also while serve runs (PostgreSQL: pg_dump)")
     copy.add_argument("file", type=pathlib.Path, help="a new file for the copy (an existing one is never replaced)")
     args = parser.parse_args(argv)
@@ -196,8 +226,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                  settings.public_url, len(settings.admins), settings.pin_via)
         run(settings, args.host, args.port)
     else:
+        ignored = dev_ignored(dotenv(), os.environ)
+        env = {name: value for name, value in env.items() if name not in ignored}
+        if args.db:
+            env["SMSBOT_DB"] = args.db
         settings = _settings_or_exit(dev_environment(env, args.port), dev=True)
         start_logging(settings)
+        if ignored:
+            log.warning("smsbot dev: ignoring %s from %s: dev mode keeps its own database and secret and sends "
+                        "through its fake provider only (set them in the environment, or use --db)",
+                        ", ".join(ignored), dotenv_file())
         shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104 (only printed)
         base = f"http://{shown_host}:{args.port}"
         print(f"""

@@ -6,8 +6,9 @@
   single writer gave for free (PIN tries under concurrent guesses, one effect per messageId, single-use codes) holds
   across instances.
 - The statements are SQLite's (`sql`), with `?` numbered into `$n`.
-- Sessions: a change announced inside a unit of work is told to this instance at once and to every other by
-  NOTIFY (delivered at commit) on `smsbot_sessions`; queued texts NOTIFY `smsbot_outbox`, which wakes the sender.
+- Sessions: a change announced inside a unit of work is told to this instance at once, again right after the
+  commit (a lookup in between read the row as it was), and to every other by NOTIFY (delivered at commit) on
+  `smsbot_sessions`; queued texts NOTIFY `smsbot_outbox`, which wakes the sender.
 - One sender at a time: the instance that holds a session-level advisory lock sends; if it dies, its connection
   closes, the lock is free, and another instance takes over.
 
@@ -215,6 +216,11 @@ class PostgresStore(Watchers):
                 finally:
                     if attempt > 1:
                         await conn.execute("SELECT pg_advisory_unlock($1)", RETRY_LOCK)
+            # Committed. A lookup on this instance between the invalidation inside the unit of work and the COMMIT
+            # read the session as it was and may have cached it under the new generation: invalidate once more,
+            # before the caller answers, rather than wait for our own NOTIFY or the cache's maximum age.
+            for member_id in tx.changed_members:
+                self._sessions_changed(member_id)
             if tx.queued:
                 self._texts_queued()
             return result
