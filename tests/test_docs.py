@@ -57,10 +57,10 @@ def test_readme_has_the_two_commands() -> None:
         assert after.startswith("    python3 -m venv .venv && ")
 
 
-def test_readme_shows_the_tested_proxy_configurations_as_they_are() -> None:
-    """The README's nginx, Caddy and Traefik configurations are the files in deploy/, byte for byte (the first two
-    are the files tests/test_proxies.py runs)."""
-    for name in ("deploy/nginx.conf", "deploy/Caddyfile", "deploy/traefik.toml"):
+def test_readme_shows_the_tested_deploy_files_as_they_are() -> None:
+    """The README's nginx, Caddy and Traefik configurations are the files in deploy/ (the first two are the files
+    tests/test_proxies.py runs), and its systemd unit the file tests/test_deploy.py checks, byte for byte."""
+    for name in ("deploy/nginx.conf", "deploy/Caddyfile", "deploy/traefik.toml", "deploy/smsbot.service"):
         block = readme_between(f"<!-- {name} -->\n", "```\n").split("\n", 1)[1]
         assert block == (ROOT / name).read_text(encoding="utf-8"), f"the README's copy of {name} differs from the file"
 
