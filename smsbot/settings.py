@@ -273,7 +273,8 @@ TABLE: tuple[Setting, ...] = (
     Setting("SMSBOT_LOCKOUT_FAILURES", "lockout_failures", whole_number, 20, minimum=5,
             doc="wrong PINs in a row (across PINs) that lock a member until an admin INVITEs their number again"),
     Setting("SMSBOT_LOGIN_FAILURES_PER_MINUTE", "login_failures_per_minute", whole_number, 30, minimum=1,
-            doc="failed sign-ins per client IP per minute; past it /login answers 429 with Retry-After"),
+            doc="failed sign-ins per client (an IPv4 address, or an IPv6 /64) in any minute, for all instances "
+                "together; past it /login answers 429 with Retry-After. Forms that fail the CSRF check don't count"),
     Setting("SMSBOT_TRUSTED_PROXIES", "trusted_proxies", networks, (),
             doc="comma-separated proxy IPs or networks (e.g. `127.0.0.1`) whose X-Forwarded-For gives the client IP"),
     Setting("SMSBOT_VONAGE_TIMEOUT", "vonage_timeout", whole_number, 10, minimum=1, unit="second",

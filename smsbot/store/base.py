@@ -290,7 +290,16 @@ verification is the last one attached, and it wins (an earlier one was cancelled
     async def count_since(self, phone_key: str, action: str, since: float) -> int:
         ...
 
-    async def note(self, phone_key: str, action: str, now: float) -> None:
+    async def note(self, phone_key: str, action: str, now: float) -> int:
+        """Count one event for the key; return its id (for `unnote`)."""
+        ...
+
+    async def first_since(self, phone_key: str, action: str, since: float) -> float | None:
+        """When the earliest event counted for the key since `since` happened, if any did."""
+        ...
+
+    async def unnote(self, counter_id: int) -> None:
+        """Take back one counted event."""
         ...
 
     async def forget_counts_before(self, before: float) -> int:

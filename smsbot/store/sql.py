@@ -364,8 +364,19 @@ class SqlTx(Tx):
                               phone_key, action, since)
         return int(row[0]) if row else 0
 
-    async def note(self, phone_key: str, action: str, now: float) -> None:
-        await self._run("INSERT INTO counters (phone_key, action, at) VALUES (?, ?, ?)", phone_key, action, now)
+    async def note(self, phone_key: str, action: str, now: float) -> int:
+        row = await self._one("INSERT INTO counters (phone_key, action, at) VALUES (?, ?, ?) RETURNING id",
+                              phone_key, action, now)
+        assert row is not None
+        return int(row[0])
+
+    async def first_since(self, phone_key: str, action: str, since: float) -> float | None:
+        row = await self._one("SELECT min(at) FROM counters WHERE phone_key = ? AND action = ? AND at >= ?",
+                              phone_key, action, since)
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def unnote(self, counter_id: int) -> None:
+        await self._run("DELETE FROM counters WHERE id = ?", counter_id)
 
     async def forget_counts_before(self, before: float) -> int:
         return await self._run("DELETE FROM counters WHERE at < ?", before)
