@@ -191,6 +191,10 @@ class Tx(Protocol):
 verification is the last one attached, and it wins (an earlier one was cancelled to start it)."""
         ...
 
+    async def remember_pin(self, member_id: int, pin_hash: str) -> None:
+        """Keep a code Vonage has confirmed as the PIN's keyed hash, so it is checked here from now on."""
+        ...
+
     async def count_pin_try(self, member_id: int) -> int:
         ...
 

@@ -168,6 +168,9 @@ class SqlTx(Tx):
             "UPDATE pins SET request_id = ? WHERE pin_hash IS NULL"
             " AND member_id = (SELECT id FROM members WHERE phone_key = ?)", request_id, phone_key) > 0
 
+    async def remember_pin(self, member_id: int, pin_hash: str) -> None:
+        await self._run("UPDATE pins SET pin_hash = ? WHERE member_id = ?", pin_hash, member_id)
+
     async def count_pin_try(self, member_id: int) -> int:
         return await self._one_more("pins", "tries", "member_id", member_id)
 
