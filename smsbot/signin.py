@@ -75,6 +75,14 @@ class SignIn:
         await self.clock.sleep(max(0.0, answer_at - self.clock.monotonic()))
         return None
 
+    async def settle_late(self, within: float) -> None:
+        """At stop: give sign-ins still being weighed after their answer up to `within` seconds to be settled (so a
+        wrong code that came in just before still counts), then cut them off."""
+        if self._late:
+            _, cut = await asyncio.wait(set(self._late), timeout=within)
+            for weighing in cut:
+                weighing.cancel()
+
     def _settled_late(self, weighing: asyncio.Future[str | None]) -> None:
         self._late.discard(weighing)
         if not weighing.cancelled() and (error := weighing.exception()) is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 
 from smsbot.clock import Clock, FakeClock
 from smsbot.gateway import Check, FakeGateway
+from smsbot.web.appkeys import SETTINGS
 
 from .conftest import ADMIN, WebBench, login_form
 
@@ -161,3 +163,15 @@ async def test_a_check_slower_than_the_deadline_is_answered_at_it_and_settled_la
     status, took = await timed.attempt("alice", pin)
     assert status == 303, "Vonage confirmed the code late: it signs in on the next try, without asking again"
     assert took < DEADLINE
+
+
+async def test_a_check_still_out_at_stop_is_settled_before_the_database_closes(
+        make_timed: Callable[..., Any]) -> None:
+    timed: Timed = await make_timed("verify", delay=0.0)
+    pin = await timed.member("+14155550101", "alice")
+    hold = timed.gateway.hold = asyncio.Event()
+    assert (await timed.attempt("alice", wrong(pin)))[0] == 401
+    asyncio.get_running_loop().call_later(0.2, hold.set)  # Vonage answers while the service stops
+    await timed.bench.client.close()
+    with sqlite3.connect(timed.bench.app[SETTINGS].db_path) as db:
+        assert db.execute("SELECT tries FROM pins").fetchall() == [(1,)], "the wrong code counts"
