@@ -65,27 +65,28 @@ class SignIn:
             return await self._weigh(username, pin, user_agent, None)
         attempt = Attempt()
         weighing = asyncio.ensure_future(self._weigh(username, pin, user_agent, attempt))
-        done, _ = await asyncio.wait({weighing}, timeout=max(0.0, answer_at - self.clock.monotonic()))
+        self._weighing.add(weighing)  # held here until it is settled, even when its caller has gone
+        weighing.add_done_callback(lambda _: self._weighed(weighing, attempt))
+        try:
+            done, _ = await asyncio.wait({weighing}, timeout=max(0.0, answer_at - self.clock.monotonic()))
+        finally:
+            attempt.answered = not weighing.done()
         if done and (token := weighing.result()) is not None:
             return token
-        if not done:
-            attempt.answered = True
-            self._late.add(weighing)
-            weighing.add_done_callback(self._settled_late)
         await self.clock.sleep(max(0.0, answer_at - self.clock.monotonic()))
         return None
 
     async def settle_late(self, within: float) -> None:
         """At stop: give sign-ins still being weighed after their answer up to `within` seconds to be settled (so a
         wrong code that came in just before still counts), then cut them off."""
-        if self._late:
-            _, cut = await asyncio.wait(set(self._late), timeout=within)
+        if self._weighing:
+            _, cut = await asyncio.wait(set(self._weighing), timeout=within)
             for weighing in cut:
                 weighing.cancel()
 
-    def _settled_late(self, weighing: asyncio.Future[str | None]) -> None:
-        self._late.discard(weighing)
-        if not weighing.cancelled() and (error := weighing.exception()) is not None:
+    def _weighed(self, weighing: asyncio.Future[str | None], attempt: Attempt) -> None:
+        self._weighing.discard(weighing)
+        if attempt.answered and not weighing.cancelled() and (error := weighing.exception()) is not None:
             log.error("a sign-in answered as failed could not be settled", exc_info=error)
 
     async def _weigh(self, username: str, pin: str, user_agent: str, attempt: Attempt | None) -> str | None:
@@ -164,7 +165,7 @@ class SignIn:
         self.store.watch_sessions(self.cache.forget_member)
         self.admin_keys = frozenset(self.keys.phone_key(a) for a in self.settings.admins)
         self._reading: dict[tuple[str, int], asyncio.Future[Session | None]] = {}
-        self._late: set[asyncio.Future[str | None]] = set()  # sign-ins still being weighed after their answer
+        self._weighing: set[asyncio.Future[str | None]] = set()  # sign-ins with a deadline, until settled
 
     def cached_session(self, token: str | None) -> Session | None:
         """The fast path of forward auth, with no await at all: the session if the cache holds it and it is live,
