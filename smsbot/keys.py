@@ -23,6 +23,7 @@ class Keys:
         self._code = self._derive(master, b"invite-code")
         self._csrf = self._derive(master, b"csrf")
         self._confirm = self._derive(master, b"confirm")
+        self._client = self._derive(master, b"web-client")
 
     @staticmethod
     def _derive(master: bytes, purpose: bytes) -> bytes:
@@ -40,6 +41,10 @@ class Keys:
 
     def confirm_hash(self, admin_key: str, code: str) -> str:
         return hmac.new(self._confirm, f"{admin_key}:{code}".encode(), hashlib.sha256).hexdigest()
+
+    def client_key(self, client: str) -> str:
+        """The only form of a web client's address (or IPv6 /64) kept at rest, for the sign-in limit."""
+        return hmac.new(self._client, client.encode(), hashlib.sha256).hexdigest()
 
     def csrf_token(self, nonce: str) -> str:
         return hmac.new(self._csrf, nonce.encode(), hashlib.sha256).hexdigest()

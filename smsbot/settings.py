@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import math
 import os
 import pathlib
 import re
@@ -192,6 +193,8 @@ def number(raw: str, row: Setting, done: Mapping[str, Any]) -> float:
         value = float(raw)
     except ValueError:
         raise Invalid(f"must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise Invalid(f"must be a finite number, got {raw!r}")
     if row.minimum is not None and value < row.minimum:
         raise Invalid(f"must be at least {row.minimum:g}, got {raw!r}")
     return value
@@ -362,7 +365,12 @@ TABLE: tuple[Setting, ...] = (
     Setting("SMSBOT_LOCKOUT_FAILURES", "lockout_failures", whole_number, 20, minimum=5,
             doc="wrong PINs in a row (across PINs) that lock a member until an admin INVITEs their number again"),
     Setting("SMSBOT_LOGIN_FAILURES_PER_MINUTE", "login_failures_per_minute", whole_number, 30, minimum=1,
-            doc="failed sign-ins per client IP per minute; past it /login answers 429 with Retry-After"),
+            doc="failed sign-ins per client (an IPv4 address, or an IPv6 /64) in any minute, for all instances "
+                "together; past it /login answers 429 with Retry-After. Forms that fail the CSRF check don't count"),
+    Setting("SMSBOT_LOGIN_FAILURE_SECONDS", "login_failure_seconds", number, 1.0, minimum=0.25, unit="seconds",
+            doc="every failed sign-in is answered this long after it arrived, whatever went wrong, so timing tells "
+                "nothing (not even who is a member); a Verify check that takes longer fails the sign-in, and a right "
+                "code it confirms later signs in on the next try"),
     Setting("SMSBOT_TRUSTED_PROXIES", "trusted_proxies", networks, (),
             doc="comma-separated proxy IPs or networks (e.g. `127.0.0.1`) whose X-Forwarded-For gives the client IP"),
     Setting("SMSBOT_VONAGE_TIMEOUT", "vonage_timeout", whole_number, 10, minimum=1, unit="second",
@@ -410,6 +418,7 @@ class Settings:
     daily_sms_budget: int
     lockout_failures: int
     login_failures_per_minute: int
+    login_failure_seconds: float
     trusted_proxies: tuple[str, ...]
     vonage_timeout: int
     shutdown_timeout: float

@@ -36,6 +36,13 @@ class Device:
     current: bool
 
 
+@dataclass
+class Attempt:
+    """A sign-in being weighed; `answered` once its caller has answered it as failed."""
+
+    answered: bool = False
+
+
 @dataclass(eq=False)
 class SignIn:
     settings: Settings
@@ -46,12 +53,45 @@ class SignIn:
     source: SecretSource
     keys: Keys
 
-    async def login(self, username: str, pin: str, user_agent: str) -> str | None:
+    async def login(self, username: str, pin: str, user_agent: str, answer_at: float | None = None) -> str | None:
         """A new session token when username and PIN match a live PIN, else None (whatever the reason).
 
-        The PIN is read in one transaction and settled in another, so a Verify v2 check (a network call) never
-        holds the database; the second transaction acts only if the PIN is still the one that was checked.
+        With `answer_at` (a time on the clock's monotonic scale), None comes at that moment and never earlier or
+        later, whatever failed, so timing can't tell a member from a stranger; a token comes as soon as it is made,
+        if that is before it. A sign-in still being weighed then (a slow Verify check) goes on without its caller:
+        a wrong PIN is counted, and a right one signs nobody in but stays good for the next try.
         """
+        if answer_at is None:
+            return await self._weigh(username, pin, user_agent, None)
+        attempt = Attempt()
+        weighing = asyncio.ensure_future(self._weigh(username, pin, user_agent, attempt))
+        self._weighing.add(weighing)  # held here until it is settled, even when its caller has gone
+        weighing.add_done_callback(lambda _: self._weighed(weighing, attempt))
+        try:
+            done, _ = await asyncio.wait({weighing}, timeout=max(0.0, answer_at - self.clock.monotonic()))
+        finally:
+            attempt.answered = not weighing.done()
+        if done and (token := weighing.result()) is not None:
+            return token
+        await self.clock.sleep(max(0.0, answer_at - self.clock.monotonic()))
+        return None
+
+    async def settle_late(self, within: float) -> None:
+        """At stop: give sign-ins still being weighed after their answer up to `within` seconds to be settled (so a
+        wrong code that came in just before still counts), then cut them off."""
+        if self._weighing:
+            _, cut = await asyncio.wait(set(self._weighing), timeout=within)
+            for weighing in cut:
+                weighing.cancel()
+
+    def _weighed(self, weighing: asyncio.Future[str | None], attempt: Attempt) -> None:
+        self._weighing.discard(weighing)
+        if attempt.answered and not weighing.cancelled() and (error := weighing.exception()) is not None:
+            log.error("a sign-in answered as failed could not be settled", exc_info=error)
+
+    async def _weigh(self, username: str, pin: str, user_agent: str, attempt: Attempt | None) -> str | None:
+        """The PIN is read in one transaction and settled in another, so a Verify v2 check (a network call) never
+        holds the database; the second transaction acts only if the PIN is still the one that was checked."""
         now = self.clock.now()
         pin = pin[:16]
 
@@ -82,6 +122,13 @@ class SignIn:
                 return None  # used or replaced meanwhile
             if current.tries >= MAX_PIN_TRIES or current.expires_at <= now:
                 return None  # killed by wrong tries that were settled first (guesses fired all at once)
+            if verdict is Check.OK and attempt is not None and attempt.answered:
+                # Its caller has answered "no" already. The PIN stays for the next try; a Verify code, which
+                # Vonage won't confirm twice, stays as its keyed hash.
+                if current.pin_hash is None:
+                    await tx.remember_pin(member.id, self.keys.pin_hash(member.id, pin))
+                log.info("a right PIN came after its sign-in was answered; it stays good for the next try")
+                return None
             if verdict is Check.OK:
                 await tx.remove_pin(member.id)
                 await tx.reset_login_failures(member.id)
@@ -118,6 +165,7 @@ class SignIn:
         self.store.watch_sessions(self.cache.forget_member)
         self.admin_keys = frozenset(self.keys.phone_key(a) for a in self.settings.admins)
         self._reading: dict[tuple[str, int], asyncio.Future[Session | None]] = {}
+        self._weighing: set[asyncio.Future[str | None]] = set()  # sign-ins with a deadline, until settled
 
     def cached_session(self, token: str | None) -> Session | None:
         """The fast path of forward auth, with no await at all: the session if the cache holds it and it is live,

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import re
 import sqlite3
 from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from smsbot.web.appkeys import OUTBOX, SETTINGS
 
@@ -222,3 +226,62 @@ async def test_usernames_shaped_like_codes_are_refused(bench: WebBench) -> None:
     assert out == [(ADMIN, "A username is 3-32 letters, digits, _ or -, with at least one letter. "
                            "Try INVITE <phone> [username] again.")]
     assert len(await bench.text(ADMIN, f"INVITE {ALICE} zztop1")) == 2
+
+
+@pytest.mark.backends
+async def test_simultaneous_failed_sign_ins_from_one_client_weigh_no_more_than_the_limit(
+        make_bench: Callable[..., Any]) -> None:
+    bench: WebBench = await make_bench(SMSBOT_LOGIN_FAILURES_PER_MINUTE="5", SMSBOT_LOCKOUT_FAILURES="100")
+    for n in range(20):  # a live PIN each, so every attempt that is weighed reaches a PIN check
+        await bench.member_with_pin(f"+1415555{n:04d}", f"user{n}")
+    token, cookies = await login_form(bench.client)
+
+    async def attempt(n: int) -> int:
+        response = await bench.client.post("/login", cookies=cookies, allow_redirects=False,
+                                           data={"username": f"user{n % 20}", "pin": "1", "csrf_token": token})
+        return int(response.status)
+
+    statuses = await asyncio.gather(*(attempt(n) for n in range(100)))
+    assert collections.Counter(statuses) == {401: 5, 429: 95}
+    weighed = await bench.query("SELECT sum(tries) FROM pins")
+    assert weighed == [(5,)], "only the attempts inside the limit reached a PIN"
+
+
+async def test_ipv6_clients_are_counted_by_their_64(make_bench: Callable[..., Any]) -> None:
+    bench: WebBench = await make_bench(SMSBOT_LOGIN_FAILURES_PER_MINUTE="2", SMSBOT_TRUSTED_PROXIES="127.0.0.1")
+    for client in ("2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:ffff"):
+        response, _ = await bench.login("nobody", "1", **{"X-Forwarded-For": client})
+        assert response.status == 401
+    same_64, _ = await bench.login("nobody", "1", **{"X-Forwarded-For": "2001:db8:1:2:abcd::9"})
+    assert same_64.status == 429
+    next_64, _ = await bench.login("nobody", "1", **{"X-Forwarded-For": "2001:db8:1:3::1"})
+    assert next_64.status == 401
+
+
+async def test_forms_that_fail_the_csrf_check_do_not_count_toward_the_sign_in_limit(
+        make_bench: Callable[..., Any]) -> None:
+    bench: WebBench = await make_bench(SMSBOT_LOGIN_FAILURES_PER_MINUTE="2")
+    _, cookies = await login_form(bench.client)
+    for _ in range(10):
+        forged = await bench.client.post("/login", cookies=cookies, allow_redirects=False,
+                                         data={"username": "nobody", "pin": "1", "csrf_token": "forged"})
+        assert forged.status == 403
+    assert (await bench.login("nobody", "1"))[0].status == 401, "the client's sign-in limit is untouched"
+
+
+async def test_the_sign_in_limit_keeps_only_a_keyed_hash_of_the_client(make_bench: Callable[..., Any]) -> None:
+    bench: WebBench = await make_bench(SMSBOT_LOGIN_FAILURES_PER_MINUTE="2", SMSBOT_TRUSTED_PROXIES="127.0.0.1")
+    assert (await bench.login("nobody", "1", **{"X-Forwarded-For": "203.0.113.77"}))[0].status == 401
+    rows = await bench.query("SELECT phone_key, action FROM counters")
+    assert [action for _, action in rows] == ["signin"]
+    assert "203.0.113" not in repr(rows) and re.fullmatch(r"[0-9a-f]{64}", rows[0][0])
+
+
+async def test_a_successful_sign_in_gives_its_slot_back(make_bench: Callable[..., Any]) -> None:
+    bench: WebBench = await make_bench(SMSBOT_LOGIN_FAILURES_PER_MINUTE="2")
+    for n in range(3):
+        pin = await bench.member_with_pin(f"+1415555{n:04d}", f"user{n}")
+        assert (await bench.login(f"user{n}", pin))[0].status == 303
+    assert (await bench.login("nobody", "1"))[0].status == 401
+    assert (await bench.login("nobody", "1"))[0].status == 401
+    assert (await bench.login("nobody", "1"))[0].status == 429

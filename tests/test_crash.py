@@ -68,7 +68,9 @@ from support.vonage_emulator import SMS_PATH, SentSms, VonageEmulator, running_e
 pytestmark = pytest.mark.slow
 
 SECRET = "crash-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
-ADMIN = "14155550100"  # msisdn form, as Vonage posts it
+# msisdn form, as Vonage posts it. INVITEs come from each admin in turn: an admin number gets at most 60 replies an
+# hour (the contract), and the storm's model expects every acknowledged INVITE to be answered.
+ADMINS = tuple(f"141555510{n:02d}" for n in range(20))  # +1 415 555 1000 to 1019
 NUMBER = "14155550199"
 MEMBERS = {f"1415555011{i}": f"member{i}" for i in range(1, 6)}
 SHUTDOWN_TIMEOUT = 5.0
@@ -337,7 +339,7 @@ def crash_env(emu: VonageEmulator, db: str, public_url: str, **extra: str) -> di
     """The environment of a server under the storm: caps out of the way, the emulator as Vonage."""
     return clean_env({
         "SMSBOT_SECRET": SECRET,
-        "SMSBOT_ADMINS": "+" + ADMIN,
+        "SMSBOT_ADMINS": ",".join("+" + admin for admin in ADMINS),
         "SMSBOT_NUMBER": NUMBER,
         "SMSBOT_GROUP_NAME": "Crash",
         "SMSBOT_DB": db,
@@ -480,7 +482,8 @@ class Traffic:
         self.seed = seed
         self.lock = threading.Lock()
         self.messages: dict[str, Msg] = {}
-        self.names: dict[str, str] = {key_of(ADMIN): ADMIN, **{key_of(n): n for n in MEMBERS}}
+        self.names: dict[str, str] = {**{key_of(a): a for a in ADMINS}, **{key_of(n): n for n in MEMBERS}}
+        self.inviter: dict[str, str] = {}  # invitee's msisdn: the admin who invited them last
         self._fresh = iter(range(2000, 10000))
         self._serial = 0
         self.posts = 0
@@ -502,8 +505,9 @@ class Traffic:
             if msisdn is None:
                 msisdn = f"1415555{next(self._fresh):04d}"
             self.names[key_of(msisdn)] = msisdn
+            admin = self.inviter[msisdn] = ADMINS[self._serial % len(ADMINS)]
             text = f"INVITE +{msisdn}" + (f" {username}" if username else "")
-            return self._new(ADMIN, text, [(key_of(msisdn), "invite"), (key_of(ADMIN), "reply")])
+            return self._new(admin, text, [(key_of(msisdn), "invite"), (key_of(admin), "reply")])
 
     def login(self, msisdn: str) -> Msg:
         with self.lock:
@@ -512,7 +516,7 @@ class Traffic:
     def code(self, msisdn: str, code: str) -> Msg:
         """The invitee joins: their first PIN, and a note to the admin who invited them."""
         with self.lock:
-            return self._new(msisdn, code, [(key_of(msisdn), "pin"), (key_of(ADMIN), "reply")])
+            return self._new(msisdn, code, [(key_of(msisdn), "pin"), (key_of(self.inviter[msisdn]), "reply")])
 
     # posting
     @staticmethod

@@ -13,6 +13,7 @@ ask PostgreSQL which one holds the sender's advisory lock.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import dataclasses
 import os
@@ -44,12 +45,14 @@ from support.procs import (
     wait_for,
     wait_text,
 )
+from support.service import CSRF_INPUT
 from support.vonage_emulator import SMS_PATH, VonageEmulator
 
 pytestmark = pytest.mark.slow
 
 RATE = 5  # SMSBOT_SMS_RATE: one ceiling for all the instances together
 VONAGE_TIMEOUT = 2  # seconds; a new sender waits 1 s + this before its first send
+FAILURES_PER_MINUTE = 5  # SMSBOT_LOGIN_FAILURES_PER_MINUTE: one limit for all the instances together
 PUBLIC_URL = "http://group.example.test"  # the load balancer's address, the same for every instance
 ALICE = "14155550134"
 KEYS = Keys(SECRET)
@@ -94,7 +97,8 @@ class Group:
         def env(port: int) -> dict[str, str]:
             return serve_env(self.emu, port, workdir / "unused.db", SECRET, NUMBER,
                              SMSBOT_DB=f"{self.url}?application_name={name}", SMSBOT_PUBLIC_URL=PUBLIC_URL,
-                             SMSBOT_SMS_RATE=str(RATE), SMSBOT_VONAGE_TIMEOUT=str(VONAGE_TIMEOUT))
+                             SMSBOT_SMS_RATE=str(RATE), SMSBOT_VONAGE_TIMEOUT=str(VONAGE_TIMEOUT),
+                             SMSBOT_LOGIN_FAILURES_PER_MINUTE=str(FAILURES_PER_MINUTE))
 
         proc, base = start_smsbot("serve", workdir, env, self.tmp / f"{name}.log", extra_args=["--host", "127.0.0.1"])
         return Instance(name, proc, base)
@@ -315,3 +319,26 @@ def test_one_instance_sends_for_all_and_another_takes_over_when_it_is_killed(
           f"(ceiling {RATE})")
     assert sent_after < 60
     assert most <= RATE, f"{most} SMS requests within one second, above SMSBOT_SMS_RATE={RATE}"
+
+
+def test_simultaneous_failed_sign_ins_through_two_instances_weigh_no_more_than_the_limit(
+        group: Group, http: requests.Session) -> None:
+    a, b, _ = group.instances
+    form = http.get(f"{a.base}/login", timeout=10)
+    token = CSRF_INPUT.search(form.text)
+    assert token
+    cookies = {c.name: c.value or "" for c in form.cookies}
+    start = threading.Barrier(100)
+
+    def attempt(n: int) -> int:
+        with requests.Session() as client:
+            client.trust_env = False
+            start.wait(timeout=30)
+            return client.post(f"{(a, b)[n % 2].base}/login", cookies=cookies, allow_redirects=False, timeout=60,
+                               data={"username": f"nobody{n}", "pin": "1", "csrf_token": token.group(1)}).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(100) as pool:
+        statuses = collections.Counter(pool.map(attempt, range(100)))
+    assert statuses == {401: FAILURES_PER_MINUTE, 429: 100 - FAILURES_PER_MINUTE}
+    weighed = query(group.url, "SELECT value FROM stats WHERE name = 'failed-logins-without-live-pin'")
+    assert [row["value"] for row in weighed] == [FAILURES_PER_MINUTE]

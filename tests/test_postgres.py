@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 from test_privacy import forms
 
+from smsbot import texts
 from smsbot.clock import FakeClock
 from smsbot.gateway import FakeGateway
 from smsbot.messages import InboundText
@@ -118,6 +119,34 @@ async def test_guesses_at_both_instances_get_five_tries_and_a_code_joins_once(
     assert tries is None or tries <= 5, "never more than five tries counted against one PIN"
     assert sessions == (1 if results[9] is not None else 0)
     assert results[9] is None or (tries or 0) < 5, "the right PIN works only while fewer than five were wrong"
+
+
+async def test_codes_and_logins_texted_to_both_instances_at_once_count_each_try_once(
+        two: tuple[Instance, Instance]) -> None:
+    a, b = two
+
+    async def sent() -> list[str]:
+        await a.graph.outbox.drain_once()
+        return [m.text for m in a.gateway.sent if m.to == ALICE]
+
+    await a.text(ADMIN, f"INVITE {ALICE} alice")
+    code = re.search(r"code ([A-Z0-9]{6})", (await sent())[0])
+    assert code
+    wrong = [c for c in ("AAAAAA", "BBBBBB", "CCCCCC", "DDDDDD", "EEEEEE", "FFFFFF", "GGGGGG") if c != code.group(1)]
+    await asyncio.gather(*((a, b)[n % 2].text(ALICE, guess) for n, guess in enumerate(wrong)))
+    replies = await sent()
+    assert replies.count(texts.WRONG_CODE) == 4 and replies.count(texts.TOO_MANY_CODES) == 1, replies
+    await a.text(ALICE, code.group(1))
+    assert not any("PIN is" in t for t in await sent()), "the invite was cancelled after five wrong codes"
+
+    await a.text(ADMIN, f"INVITE {ALICE} alice")
+    code = re.search(r"code ([A-Z0-9]{6})", (await sent())[-1])
+    assert code
+    await b.text(ALICE, code.group(1))  # joins: the first PIN of the hour
+    await asyncio.gather(*((a, b)[n % 2].text(ALICE, "LOGIN") for n in range(10)))
+    replies = await sent()
+    assert sum("PIN is" in t for t in replies) == 5, "SMSBOT_PIN_CAP_HOUR holds for both instances together"
+    assert replies.count(texts.PIN_CAP) == 1
 
 
 async def test_a_revoke_through_one_instance_ends_the_session_on_the_other_at_once(

@@ -301,6 +301,16 @@ def test_verify_wrong_then_right_code(emu: VonageEmulator, client: Vonage) -> No
         client.verify.check_code(request_id, code)  # finished
 
 
+def test_verify_checks_take_the_latency_asked_for_and_nothing_else_does(emu: VonageEmulator, client: Vonage) -> None:
+    emu.check_latency = 1.0
+    t0 = time.monotonic()
+    request_id = start(client)
+    assert time.monotonic() - t0 < 1.0, "starting a verification is not slowed"
+    t0 = time.monotonic()
+    assert client.verify.check_code(request_id, emu.verify_codes[request_id]).status == "completed"
+    assert time.monotonic() - t0 >= 1.0
+
+
 def test_verify_code_length(emu: VonageEmulator, client: Vonage) -> None:
     request_id = start(client, code_length=8)
     assert len(emu.verify_codes[request_id]) == 8

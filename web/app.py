@@ -67,6 +67,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, clock: Clo
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_last_seen_writer)
     app.cleanup_ctx.append(_gateway)
+    app.cleanup_ctx.append(_late_sign_ins)
     if run_worker:
         app.cleanup_ctx.append(_outbox_worker)
         app.cleanup_ctx.append(_housekeeping)
@@ -111,6 +112,13 @@ async def _last_seen_writer(app: web.Application) -> AsyncIterator[None]:
 async def _gateway(app: web.Application) -> AsyncIterator[None]:
     yield
     await app[GATEWAY].close()
+
+
+async def _late_sign_ins(app: web.Application) -> AsyncIterator[None]:
+    """Sign-ins answered before their Verify check came back are settled before the gateway and database close."""
+    yield
+    settings = app[SETTINGS]
+    await app[SIGNIN].settle_late(min(settings.vonage_timeout, settings.shutdown_timeout))
 
 
 async def _housekeeping(app: web.Application) -> AsyncIterator[None]:

@@ -1,16 +1,18 @@
-"""Per-client limits for the web face: who the client is (X-Forwarded-For only from trusted proxies), and a
-sliding-window counter per client."""
+"""The per-client sign-in limit: who the client is (X-Forwarded-For only from trusted proxies; IPv6 by /64), and
+a sliding-window count per client, shared by every instance through the database."""
 
 from __future__ import annotations
 
-import collections
 import ipaddress
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from smsbot.clock import Clock
+from smsbot.keys import Keys
+from smsbot.store import Store, Tx
 
-MAX_CLIENTS = 10_000  # forget the oldest clients beyond this, so junk addresses can't fill memory
+ACTION = "signin"  # the counters' action for a failed sign-in (or one being weighed)
 
 
 def client_ip(request: web.Request, trusted: tuple[str, ...]) -> str:
@@ -38,32 +40,58 @@ def client_ip(request: web.Request, trusted: tuple[str, ...]) -> str:
     return peer
 
 
-class SlidingWindow:
-    """At most `limit` events per client in any `window` seconds."""
+def client_group(address: str) -> str:
+    """What the limit counts as one client: an IPv4 address, or an IPv6 address's /64 (one subscriber's usual
+    share, so hopping between its addresses buys nothing)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
-    def __init__(self, limit: int, window: float, clock: Clock):
-        self.limit = limit
-        self.window = window
-        self.clock = clock
-        self._seen: collections.OrderedDict[str, collections.deque[float]] = collections.OrderedDict()
 
-    def _recent(self, client: str) -> collections.deque[float]:
+@dataclass(frozen=True)
+class Slot:
+    """A failed sign-in counted ahead of time: `id` in the database, or `wait` seconds when the client has none left."""
+
+    id: int | None
+    wait: float = 0.0
+
+
+@dataclass(eq=False)
+class SignInLimit:
+    """At most `limit` failed sign-ins per client in any `window` seconds, for every instance together.
+
+    A sign-in takes a slot before it is weighed, in one unit of work (count and insert), and gives it back only when
+    it succeeds: however many come at once, no more than `limit` are weighed. The count lives in the database, so
+    instances behind one load balancer share it, and keeps only a keyed hash of the client.
+    """
+
+    store: Store
+    keys: Keys
+    clock: Clock
+    limit: int
+    window: float = 60.0
+
+    async def take(self, client: str) -> Slot:
+        key = self.keys.client_key(client_group(client))
         now = self.clock.now()
-        times = self._seen.pop(client, None) or collections.deque()
-        while times and now - times[0] >= self.window:
-            times.popleft()
-        self._seen[client] = times
-        while len(self._seen) > MAX_CLIENTS:
-            self._seen.popitem(last=False)
-        return times
+        since = now - self.window
 
-    def wait(self, client: str) -> float:
-        """0 if the client may go on, else the seconds until it may."""
-        times = self._recent(client)
-        if len(times) < self.limit:
-            return 0.0
-        return max(1.0, self.window - (self.clock.now() - times[0]))
+        async def work(tx: Tx) -> Slot:
+            if await tx.count_since(key, ACTION, since) >= self.limit:
+                first = await tx.first_since(key, ACTION, since)
+                return Slot(None, max(1.0, self.window - (now - (first if first is not None else now))))
+            return Slot(await tx.note(key, ACTION, now))
 
-    def hit(self, client: str) -> None:
-        """Count one event for the client."""
-        self._recent(client).append(self.clock.now())
+        return await self.store.run(work)
+
+    async def give_back(self, slot: Slot) -> None:
+        """A sign-in that succeeded was no failure: its slot is free again."""
+        counted = slot.id
+        if counted is not None:
+            await self.store.run(lambda tx: tx.unnote(counted))

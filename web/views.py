@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import logging
 import math
 import pathlib
-import time
 from urllib.parse import urlsplit
 
 import aiohttp_jinja2
@@ -17,8 +15,8 @@ from smsbot import phone
 from smsbot.devices import ago, device_name
 from smsbot.store import Session
 
-from .appkeys import CLOCK, SETTINGS, SIGNIN, STORE
-from .ratelimit import SlidingWindow, client_ip
+from .appkeys import CLOCK, KEYS, SETTINGS, SIGNIN, STORE
+from .ratelimit import SignInLimit, client_ip
 from .redirects import login_url, original_url, safe_redirect
 from .security import Cookies, Csrf
 
@@ -26,10 +24,9 @@ log = logging.getLogger(__name__)
 STATIC = pathlib.Path(__file__).parent / "static"
 
 COOKIES = web.AppKey("cookies", Cookies)
-LOGIN_LIMIT = web.AppKey("login_limit", SlidingWindow)
+LOGIN_LIMIT = web.AppKey("login_limit", SignInLimit)
 PUBLIC_HOST = web.AppKey("public_host", str)
 CSRF = web.AppKey("csrf", Csrf)
-FAILURE_FLOOR = 0.03  # seconds
 LOGOUT_SCOPES = ("this", "others", "all", "device")
 LOGIN_FAILED = "That username and PIN don't match, or the PIN has expired. Text LOGIN to get a new PIN."
 # The notices on the sign-in page. A session cookie that no longer works gets the same words whatever ended it
@@ -123,31 +120,32 @@ async def login_form(request: web.Request) -> web.Response:
 
 
 async def login_submit(request: web.Request) -> web.Response:
-    started = time.monotonic()
     settings = request.app[SETTINGS]
-    client = client_ip(request, settings.trusted_proxies)
-    wait = request.app[LOGIN_LIMIT].wait(client)  # failed sign-ins are limited; successful ones are not
-    if wait:
-        raise web.HTTPTooManyRequests(text="Too many sign-in attempts from here. Try again in a minute.",
-                                      headers={"Retry-After": str(math.ceil(wait))})
+    # A failed sign-in is answered at this moment, whatever went wrong (see SignIn.login): measured from the
+    # request's start, so the slot taken below, the reading of the PIN and any Verify check all fall inside it.
+    answer_at = request.app[CLOCK].monotonic() + settings.login_failure_seconds
     form = await read_form(request)
     username = str(form.get("username", "")).strip()[:64]
     pin = "".join(str(form.get("pin", "")).split())[:16]
     target = next_page(request, str(form.get("rd", "")))
     rd = target or ""
     if not request.app[CSRF].valid(request, str(form.get("csrf_token", ""))):
-        # Nothing is checked, so no PIN is used up by a forged or stale form.
-        request.app[LOGIN_LIMIT].hit(client)
+        # Nothing is checked, so no PIN is used up by a forged or stale form, and the client's sign-in limit is
+        # untouched (a page behind an untrusted proxy can't give everyone 429).
         return _render(request, "login.html", {"error": "This form had expired. Please try again.", "notice": None,
                                                "username": username, "rd": rd}, status=403)
-    token = await request.app[SIGNIN].login(username, pin, request.headers.get("User-Agent", ""))
+    # The slot is taken before anything is weighed, so simultaneous failures can't all slip under the limit.
+    limit = request.app[LOGIN_LIMIT]
+    slot = await limit.take(client_ip(request, settings.trusted_proxies))
+    if slot.id is None:
+        raise web.HTTPTooManyRequests(text="Too many sign-in attempts from here. Try again in a minute.",
+                                      headers={"Retry-After": str(math.ceil(slot.wait))})
+    token = await request.app[SIGNIN].login(username, pin, request.headers.get("User-Agent", ""), answer_at)
     if token is None:
-        request.app[LOGIN_LIMIT].hit(client)
-        # Every failure takes at least this long, whatever went wrong, so timing tells nothing about the reason.
-        await asyncio.sleep(max(0.0, FAILURE_FLOOR - (time.monotonic() - started)))
         # The username typed is kept (it was the visitor's own input); the page is otherwise the same whatever failed.
         return _render(request, "login.html", {"error": LOGIN_FAILED, "notice": None, "username": username, "rd": rd},
                        status=401)
+    await limit.give_back(slot)  # failed sign-ins are limited; successful ones are not
     response = web.HTTPSeeOther(target or "/")
     cookies = request.app[COOKIES]
     cookies.set_session(response, token)
@@ -252,7 +250,7 @@ def setup_views(app: web.Application, cookies: Cookies, csrf: Csrf) -> None:
     app[COOKIES] = cookies
     app[CSRF] = csrf
     app[PUBLIC_HOST] = urlsplit(app[SETTINGS].public_url).hostname or ""
-    app[LOGIN_LIMIT] = SlidingWindow(app[SETTINGS].login_failures_per_minute, 60.0, app[CLOCK])
+    app[LOGIN_LIMIT] = SignInLimit(app[STORE], app[KEYS], app[CLOCK], app[SETTINGS].login_failures_per_minute)
     app.router.add_get("/login", login_form)
     app.router.add_post("/login", login_submit)
     app.router.add_get("/", home)

@@ -191,6 +191,10 @@ class Tx(Protocol):
 verification is the last one attached, and it wins (an earlier one was cancelled to start it)."""
         ...
 
+    async def remember_pin(self, member_id: int, pin_hash: str) -> None:
+        """Keep a code Vonage has confirmed as the PIN's keyed hash, so it is checked here from now on."""
+        ...
+
     async def count_pin_try(self, member_id: int) -> int:
         ...
 
@@ -290,11 +294,16 @@ verification is the last one attached, and it wins (an earlier one was cancelled
     async def count_since(self, phone_key: str, action: str, since: float) -> int:
         ...
 
-    async def first_since(self, phone_key: str, action: str, since: float) -> float | None:
-        """When the earliest of these counted since `since` happened (None: none did)."""
+    async def note(self, phone_key: str, action: str, now: float) -> int:
+        """Count one event for the key; return its id (for `unnote`)."""
         ...
 
-    async def note(self, phone_key: str, action: str, now: float) -> None:
+    async def first_since(self, phone_key: str, action: str, since: float) -> float | None:
+        """When the earliest event counted for the key since `since` happened, if any did."""
+        ...
+
+    async def unnote(self, counter_id: int) -> None:
+        """Take back one counted event."""
         ...
 
     async def forget_counts_before(self, before: float) -> int:

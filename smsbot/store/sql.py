@@ -168,6 +168,9 @@ class SqlTx(Tx):
             "UPDATE pins SET request_id = ? WHERE pin_hash IS NULL"
             " AND member_id = (SELECT id FROM members WHERE phone_key = ?)", request_id, phone_key) > 0
 
+    async def remember_pin(self, member_id: int, pin_hash: str) -> None:
+        await self._run("UPDATE pins SET pin_hash = ? WHERE member_id = ?", pin_hash, member_id)
+
     async def count_pin_try(self, member_id: int) -> int:
         return await self._one_more("pins", "tries", "member_id", member_id)
 
@@ -364,13 +367,19 @@ class SqlTx(Tx):
                               phone_key, action, since)
         return int(row[0]) if row else 0
 
+    async def note(self, phone_key: str, action: str, now: float) -> int:
+        row = await self._one("INSERT INTO counters (phone_key, action, at) VALUES (?, ?, ?) RETURNING id",
+                              phone_key, action, now)
+        assert row is not None
+        return int(row[0])
+
     async def first_since(self, phone_key: str, action: str, since: float) -> float | None:
         row = await self._one("SELECT min(at) FROM counters WHERE phone_key = ? AND action = ? AND at >= ?",
                               phone_key, action, since)
         return None if row is None or row[0] is None else float(row[0])
 
-    async def note(self, phone_key: str, action: str, now: float) -> None:
-        await self._run("INSERT INTO counters (phone_key, action, at) VALUES (?, ?, ?)", phone_key, action, now)
+    async def unnote(self, counter_id: int) -> None:
+        await self._run("DELETE FROM counters WHERE id = ?", counter_id)
 
     async def forget_counts_before(self, before: float) -> int:
         return await self._run("DELETE FROM counters WHERE at < ?", before)

@@ -9,7 +9,8 @@ The real Vonage Python SDK (v4) can talk to it::
 
 Endpoints: ``POST|GET /sms/json``, ``POST /v2/verify``, ``POST|DELETE /v2/verify/{id}``,
 ``POST /v2/verify/{id}/next_workflow``.  Faults can be queued with :meth:`VonageEmulator.inject`
-or applied for a time window with :meth:`VonageEmulator.fail_for` (see :data:`FAULTS`).
+or applied for a time window with :meth:`VonageEmulator.fail_for` (see :data:`FAULTS`); Verify code checks can be
+given a latency (``check_latency``).
 """
 
 from __future__ import annotations
@@ -125,6 +126,12 @@ def _path_matches(rule: str, path: str) -> bool:
     return path == rule or path.startswith(rule.rstrip("/") + "/")
 
 
+def _is_check(path: str) -> bool:
+    """`/v2/verify/{id}`: a code check (when POSTed)."""
+    rest = path[len(VERIFY_PATH):] if path.startswith(VERIFY_PATH + "/") else ""
+    return bool(rest.strip("/")) and "/" not in rest.strip("/")
+
+
 def _check_fault(fault: str) -> None:
     if fault not in FAULTS:
         raise ValueError(f"unknown fault {fault!r}; expected one of {sorted(FAULTS)}")
@@ -154,6 +161,8 @@ class VonageEmulator:
         self.hang_seconds: float = 30.0
         #: wrong codes allowed per verification; the last one gets HTTP 410
         self.max_code_attempts: int = 3
+        #: how long each Verify code check takes before it answers (a real one crosses the Internet)
+        self.check_latency: float = 0.0
 
         self._lock = threading.Lock()
         self._queued: dict[str, collections.deque[str]] = {}
@@ -315,6 +324,8 @@ class VonageEmulator:
         if is_sms and fault == "invalid":
             return _sms_error("3", "Invalid Parameters")
 
+        if self.check_latency and request.method == "POST" and _is_check(request.path):
+            await asyncio.sleep(self.check_latency)
         response = self._route(request, params, body)
         if fault == "accept_then_drop":
             raise _Dropped  # the work above (e.g. a recorded SMS) stays done
