@@ -39,3 +39,13 @@ class RateLimiter:
         finally:
             self._in_flight -= 1
             self._done.append(self.clock.monotonic())
+
+    async def quiet(self) -> None:
+        """Wait until none of this limiter's requests is in flight or still counts in the window: from then on
+        another sender may use the whole ceiling."""
+        while True:
+            now = self.clock.monotonic()
+            if not self._in_flight and (not self._done or now - self._done[-1] >= self.window):
+                return
+            wait = self.window - (now - self._done[-1]) if self._done and not self._in_flight else 0.01
+            await self.clock.sleep(max(wait, 0.001) + 0.001)

@@ -117,8 +117,8 @@ def run(settings: Settings, host: str, port: int) -> None:
     from .app import create_app
 
     # SMSBOT_SHUTDOWN_TIMEOUT bounds the whole stop: requests in flight get most of it, the outbox worker a
-    # little, and closing the database the rest.
-    drain = max(0.5, settings.shutdown_timeout - 1.5)
+    # little (WORKER_GRACE), and closing the database the rest.
+    drain = max(0.5, settings.shutdown_timeout - 2.5)
     app = create_app(settings)
     # Everything made so far (modules, the SDK, the app) lives as long as the process: keep it out of the garbage
     # collector's scans, which otherwise walk it again and again under load.

@@ -12,7 +12,19 @@ from typing import Any, Protocol
 
 from ..commands import is_number
 from ..messages import Kind
-from .base import UNDELIVERED, Confirmation, Event, Invite, Member, OutboxRow, Pin, Session, Tx, username_key
+from .base import (
+    UNDELIVERED,
+    Confirmation,
+    Event,
+    Invite,
+    LastSender,
+    Member,
+    OutboxRow,
+    Pin,
+    Session,
+    Tx,
+    username_key,
+)
 
 
 class Row(Protocol):
@@ -256,6 +268,22 @@ class SqlTx(Tx):
 
     async def release_claims(self) -> int:
         return await self._run("UPDATE outbox SET state = 'pending', lease_until = NULL WHERE state = 'sending'")
+
+    async def take_sender(self, instance: str, now: float) -> LastSender:
+        row = await self._one("SELECT instance, since, stopped_cleanly FROM sender WHERE id = 1")
+        await self._run(
+            "INSERT INTO sender (id, instance, since, stopped_cleanly) VALUES (1, ?, ?, 0)"
+            " ON CONFLICT (id) DO UPDATE SET instance = excluded.instance, since = excluded.since,"
+            " stopped_cleanly = 0", instance, now)
+        if row is None:  # only if someone deleted the row: nothing known, so not a clean stop
+            return LastSender("", 0.0, stopped_cleanly=False)
+        return LastSender(str(row[0]), float(row[1]), stopped_cleanly=bool(row[2]))
+
+    async def stop_sender(self, instance: str) -> bool:
+        if not await self._run("UPDATE sender SET stopped_cleanly = 1 WHERE id = 1 AND instance = ?", instance):
+            return False
+        await self.release_claims()
+        return True
 
     async def next_due_at(self) -> float | None:
         row = await self._one(
