@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import logging
 import pathlib
 import secrets
+import signal
+import socket
 import sys
 from collections.abc import Sequence
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
@@ -22,6 +25,7 @@ from smsbot.settings import Check, Settings, environment, listing, load
 log = logging.getLogger("smsbot")
 DEV_ADMIN = "+14155550100"
 DEV_SECRET_FILE = "smsbot-dev.secret"  # noqa: S105 (a file name)
+LAME_DUCK = 0.5  # seconds a stopping server answers on the connections it has, each answer closing its connection
 
 
 class PathOnlyAccessLogger(AbstractAccessLogger):
@@ -116,15 +120,67 @@ def start_logging(settings: Settings) -> None:
 def run(settings: Settings, host: str, port: int) -> None:
     from .app import create_app
 
-    # SMSBOT_SHUTDOWN_TIMEOUT bounds the whole stop: requests in flight get most of it, the outbox worker a
-    # little (WORKER_GRACE), and closing the database the rest.
-    drain = max(0.5, settings.shutdown_timeout - 2.5)
+    # SMSBOT_SHUTDOWN_TIMEOUT bounds the whole stop: the lame duck's half second, then requests in flight get most
+    # of it, the outbox worker a little (WORKER_GRACE), and closing the database the rest.
+    drain = max(0.5, settings.shutdown_timeout - 2.5 - LAME_DUCK)
     app = create_app(settings)
     # Everything made so far (modules, the SDK, the app) lives as long as the process: keep it out of the garbage
     # collector's scans, which otherwise walk it again and again under load.
     gc.freeze()
-    web.run_app(app, host=host, port=port, shutdown_timeout=drain,
-                access_log_class=PathOnlyAccessLogger, print=None)
+    asyncio.run(serve(app, host, port, drain))
+
+
+async def serve(app: web.Application, host: str, port: int, drain: float) -> None:
+    """Serve until SIGTERM (or SIGINT), then stop without dropping a request. New connections are refused at once,
+    so a load balancer sends them elsewhere; those the kernel had already completed are taken and served. For
+    LAME_DUCK seconds the open connections are still served, each answer closing its connection: a proxy's
+    keep-alive connection learns it is done instead of being closed under a request it just sent. Then idle
+    connections close, requests in flight finish within `drain`, and the clean-up contexts run. The outbox stops at
+    the signal, so the sender's role is handed over meanwhile."""
+    from .appkeys import OUTBOX
+
+    stopping = asyncio.Event()
+    listener = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+                                    backlog=128)
+
+    async def close_after(request: web.Request, response: StreamResponse) -> None:
+        if stopping.is_set():  # the headers are made by now: say it, as well as do it
+            response.force_close()
+            response.headers[hdrs.CONNECTION] = "close"
+
+    app.on_response_prepare.append(close_after)
+    runner = web.AppRunner(app, access_log_class=PathOnlyAccessLogger, shutdown_timeout=drain)
+    await runner.setup()
+    try:
+        site = web.SockSite(runner, listener)
+        await site.start()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopping.set)
+        await stopping.wait()
+        log.info("stopping: no new connections; requests in flight finish")
+        app[OUTBOX].stop()
+        waiting = _accept_waiting(listener)
+        await site.stop()  # closing the socket would reset the connections still in its queue: none are left
+        assert runner.server is not None
+        for conn in waiting:
+            await loop.connect_accepted_socket(runner.server, conn)
+        await asyncio.sleep(LAME_DUCK)
+    finally:
+        await runner.cleanup()
+        listener.close()
+
+
+def _accept_waiting(listener: socket.socket) -> list[socket.socket]:
+    """The connections in the listening socket's queue, accepted."""
+    taken: list[socket.socket] = []
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return taken
+        conn.setblocking(False)
+        taken.append(conn)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
