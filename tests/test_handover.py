@@ -44,6 +44,14 @@ def invited(emu: VonageEmulator, http: requests.Session, via: Instance, invitee:
     return wait_text(emu, invitee, lambda t: "invited" in t, f"the invite to {invitee}", timeout=60).at
 
 
+def three_sending(group: Group, emu: VonageEmulator, http: requests.Session) -> tuple[Instance, list[Instance]]:
+    """Three instances started, one text sent through them; the sender and the two others."""
+    group.start("a", "b", "c")
+    invited(emu, http, group.instances[0], "14155550610")
+    sender = wait_for(group.sender, 10, "an instance to hold the sender's role")
+    return sender, [i for i in group.instances if i is not sender]
+
+
 def test_on_a_fresh_database_the_first_text_goes_out_within_two_seconds(
         instances: Group, emu: VonageEmulator, http: requests.Session) -> None:
     launched = time.time()
@@ -58,10 +66,7 @@ def test_on_a_fresh_database_the_first_text_goes_out_within_two_seconds(
 
 def test_a_sender_stopped_with_sigterm_hands_over_at_once(
         instances: Group, emu: VonageEmulator, http: requests.Session) -> None:
-    instances.start("a", "b", "c")
-    invited(emu, http, instances.instances[0], "14155550611")
-    sender = wait_for(instances.sender, 10, "an instance to hold the sender's role")
-    others = [i for i in instances.instances if i is not sender]
+    sender, others = three_sending(instances, emu, http)
     assert sender.proc.proc is not None
 
     sender.proc.proc.send_signal(signal.SIGTERM)
@@ -80,10 +85,7 @@ def test_a_sender_stopped_with_sigterm_hands_over_at_once(
 
 def test_a_sender_killed_with_sigkill_is_still_waited_out(
         instances: Group, emu: VonageEmulator, http: requests.Session) -> None:
-    instances.start("a", "b", "c")
-    invited(emu, http, instances.instances[0], "14155550621")
-    sender = wait_for(instances.sender, 10, "an instance to hold the sender's role")
-    others = [i for i in instances.instances if i is not sender]
+    sender, others = three_sending(instances, emu, http)
 
     os.kill(sender.proc.pid, signal.SIGKILL)
     killed = time.time()

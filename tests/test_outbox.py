@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
+from collections.abc import Awaitable
+
+import pytest
 
 from smsbot.clock import FakeClock
 from smsbot.gateway import SendError
 from smsbot.limiter import RateLimiter
 from smsbot.messages import Kind
 from smsbot.outbox import BACKOFF_CAP, backoff
-from smsbot.store import Tx
+from smsbot.store import OutboxRow, Tx
 
 from .conftest import ADMIN, Wired
 
@@ -175,3 +178,27 @@ async def test_texts_to_one_number_keep_their_order_through_retries(wired: Wired
     wired.clock.advance(BACKOFF_CAP)
     await wired.outbox.drain_once()
     assert [m.text for m in wired.gateway.sent] == ["other", "first", "second"]
+
+
+@pytest.mark.backends
+async def test_the_sender_record_says_whether_the_last_sender_stopped_cleanly(wired: Wired) -> None:
+    from smsbot import phone
+    from smsbot.messages import InboundText
+
+    store, now = wired.store, wired.clock.now()
+    fresh = await store.run(lambda tx: tx.take_sender("one", now))
+    assert fresh.stopped_cleanly, "a fresh database counts as stopped cleanly"
+    await wired.pipeline.receive(InboundText("msg-1", phone.normalize(ADMIN, "US"), "HELP"))
+    def claim(tx: Tx) -> Awaitable[list[OutboxRow]]:
+        return tx.claim_due(now=now, lease_seconds=300, limit=20)
+
+    assert await store.run(claim)
+
+    died = await store.run(lambda tx: tx.take_sender("two", now + 1))  # "one" never stopped
+    assert (died.instance, died.stopped_cleanly) == ("one", False)
+    assert not await store.run(lambda tx: tx.stop_sender("one")), "a sender that lost the role marks nothing"
+    assert not await store.run(claim), "the text is still claimed"
+    assert await store.run(lambda tx: tx.stop_sender("two"))
+    assert await store.run(claim), "a clean stop puts the claims back in the queue"
+    stopped = await store.run(lambda tx: tx.take_sender("three", now + 2))
+    assert (stopped.instance, stopped.since, stopped.stopped_cleanly) == ("two", now + 1, True)

@@ -140,8 +140,6 @@ async def serve(app: web.Application, host: str, port: int, drain: float) -> Non
     from .appkeys import OUTBOX
 
     stopping = asyncio.Event()
-    listener = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
-                                    backlog=128)
 
     async def close_after(request: web.Request, response: StreamResponse) -> None:
         if stopping.is_set():  # the headers are made by now: say it, as well as do it
@@ -149,26 +147,29 @@ async def serve(app: web.Application, host: str, port: int, drain: float) -> Non
             response.headers[hdrs.CONNECTION] = "close"
 
     app.on_response_prepare.append(close_after)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # a signal during start-up stops the server once it has started
+        loop.add_signal_handler(signum, stopping.set)
     runner = web.AppRunner(app, access_log_class=PathOnlyAccessLogger, shutdown_timeout=drain)
     await runner.setup()
+    server = runner.server
+    assert server is not None  # made by setup()
     try:
-        site = web.SockSite(runner, listener)
-        await site.start()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stopping.set)
-        await stopping.wait()
-        log.info("stopping: no new connections; requests in flight finish")
-        app[OUTBOX].stop()
-        waiting = _accept_waiting(listener)
-        await site.stop()  # closing the socket would reset the connections still in its queue: none are left
-        assert runner.server is not None
+        # Bound once started up: until then a connection is refused (a load balancer tries another), not kept waiting.
+        with socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+                                  backlog=128) as listener:
+            site = web.SockSite(runner, listener)
+            await site.start()
+            await stopping.wait()
+            log.info("stopping: no new connections; requests in flight finish")
+            app[OUTBOX].stop()
+            waiting = _accept_waiting(listener)
+            await site.stop()  # closing the socket resets the connections still in its queue: none are left
         for conn in waiting:
-            await loop.connect_accepted_socket(runner.server, conn)
+            await loop.connect_accepted_socket(server, conn)
         await asyncio.sleep(LAME_DUCK)
     finally:
         await runner.cleanup()
-        listener.close()
 
 
 def _accept_waiting(listener: socket.socket) -> list[socket.socket]:
