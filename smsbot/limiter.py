@@ -40,12 +40,13 @@ class RateLimiter:
             self._in_flight -= 1
             self._done.append(self.clock.monotonic())
 
-    async def quiet(self) -> None:
-        """Wait until none of this limiter's requests is in flight or still counts in the window: from then on
-        another sender may use the whole ceiling."""
-        while True:
-            now = self.clock.monotonic()
-            if not self._in_flight and (not self._done or now - self._done[-1] >= self.window):
-                return
-            wait = self.window - (now - self._done[-1]) if self._done and not self._in_flight else 0.01
-            await self.clock.sleep(max(wait, 0.001) + 0.001)
+    def recent(self) -> list[float]:
+        """How many seconds ago each request that still counts in the window finished (none may be in flight)."""
+        now = self.clock.monotonic()
+        return [now - done for done in self._done if now - done < self.window]
+
+    def count_recent(self, ages: list[float]) -> None:
+        """Count another sender's requests that finished these many seconds ago (or longer: counting them as more
+        recent than they were only makes the ceiling stricter)."""
+        now = self.clock.monotonic()
+        self._done.extend(sorted(now - max(0.0, age) for age in ages))

@@ -184,6 +184,7 @@ class Outbox:
         last = await self.store.run(lambda tx: tx.take_sender(self.instance, self.clock.now()))
         if last.stopped_cleanly:
             log.info("the last sender %s stopped cleanly: sending at once", last.instance or "(none yet)")
+            self.limiter.count_recent(last.recent_sends)  # its last second of sends still counts
         elif self.handover:
             log.info("the last sender %s did not stop cleanly: waiting %g s for any request it had in flight",
                      last.instance or "(unknown)", self.handover)
@@ -193,12 +194,13 @@ class Outbox:
             log.info("%d text(s) claimed by an earlier sender are queued again", released)
 
     async def _step_down(self) -> None:
-        """A clean stop: once this sender's last requests no longer count in the rate window, its claims go back in
-        the queue and the role is marked stopped cleanly in one step, then given up, so the next sender need not
-        wait. (Cut off mid-send, it never gets here, and the next sender waits it out.)"""
+        """A clean stop: this sender's claims go back in the queue and the role is marked stopped cleanly in one
+        step, with when its sends of the last second finished (the next sender counts them against the ceiling),
+        then the role is given up, so the next sender need not wait. (Cut off mid-send, it never gets here, and the
+        next sender waits it out.)"""
         try:
-            await self.limiter.quiet()
-            if await self.store.run(lambda tx: tx.stop_sender(self.instance)):
+            recent = self.limiter.recent()
+            if await self.store.run(lambda tx: tx.stop_sender(self.instance, recent)):
                 await self.store.release_sender()
         except Exception:
             log.exception("could not hand the sender's role over cleanly; the next sender will wait")

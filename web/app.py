@@ -30,9 +30,7 @@ log = logging.getLogger(__name__)
 HERE = pathlib.Path(__file__).parent
 HOUSEKEEPING_EVERY = 60.0
 LAST_SEEN_EVERY = 10.0  # seconds between writes of sessions' last use (forward auth keeps it in memory between)
-# Seconds the outbox gets, after requests have drained, to finish a send and hand the sender's role over cleanly
-# (once its last requests have left the rate's one-second window).
-WORKER_GRACE = 1.5
+WORKER_GRACE = 0.5  # seconds the outbox gets, after requests have drained, to finish a send and hand over the role
 
 
 def create_app(settings: Settings, *, gateway: Gateway | None = None, clock: Clock | None = None,

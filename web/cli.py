@@ -122,7 +122,7 @@ def run(settings: Settings, host: str, port: int) -> None:
 
     # SMSBOT_SHUTDOWN_TIMEOUT bounds the whole stop: the lame duck's half second, then requests in flight get most
     # of it, the outbox worker a little (WORKER_GRACE), and closing the database the rest.
-    drain = max(0.5, settings.shutdown_timeout - 2.5 - LAME_DUCK)
+    drain = max(0.5, settings.shutdown_timeout - 1.5 - LAME_DUCK)
     app = create_app(settings)
     # Everything made so far (modules, the SDK, the app) lives as long as the process: keep it out of the garbage
     # collector's scans, which otherwise walk it again and again under load.

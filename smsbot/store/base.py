@@ -103,6 +103,7 @@ class LastSender:
     instance: str
     since: float
     stopped_cleanly: bool
+    recent_sends: list[float]  # seconds before its stop that its sends still counting in the rate window finished
 
 
 @dataclass(frozen=True)
@@ -249,9 +250,10 @@ verification is the last one attached, and it wins (an earlier one was cancelled
         """Record that `instance` holds the sender's role from now on, not yet stopped; return who held it before."""
         ...
 
-    async def stop_sender(self, instance: str) -> bool:
-        """A clean stop of the sender `instance`, nothing of it in flight: its claims go back in the queue and the
-        role is marked stopped cleanly. False (and nothing changed) when another instance has taken the role since."""
+    async def stop_sender(self, instance: str, recent_sends: list[float]) -> bool:
+        """A clean stop of the sender `instance`, nothing of it in flight: its claims go back in the queue, and the
+        role is marked stopped cleanly with the ages of its sends that still count in the rate window. False (and
+        nothing changed) when another instance has taken the role since."""
         ...
 
     async def next_due_at(self) -> float | None:

@@ -7,6 +7,7 @@ outbox rows still waiting to be sent and admin commands waiting for YES.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -270,17 +271,20 @@ class SqlTx(Tx):
         return await self._run("UPDATE outbox SET state = 'pending', lease_until = NULL WHERE state = 'sending'")
 
     async def take_sender(self, instance: str, now: float) -> LastSender:
-        row = await self._one("SELECT instance, since, stopped_cleanly FROM sender WHERE id = 1")
+        row = await self._one("SELECT instance, since, stopped_cleanly, recent_sends FROM sender WHERE id = 1")
         await self._run(
-            "INSERT INTO sender (id, instance, since, stopped_cleanly) VALUES (1, ?, ?, 0)"
+            "INSERT INTO sender (id, instance, since, stopped_cleanly, recent_sends) VALUES (1, ?, ?, 0, '')"
             " ON CONFLICT (id) DO UPDATE SET instance = excluded.instance, since = excluded.since,"
-            " stopped_cleanly = 0", instance, now)
+            " stopped_cleanly = 0, recent_sends = ''", instance, now)
         if row is None:  # only if someone deleted the row: nothing known, so not a clean stop
-            return LastSender("", 0.0, stopped_cleanly=False)
-        return LastSender(str(row[0]), float(row[1]), stopped_cleanly=bool(row[2]))
+            return LastSender("", 0.0, stopped_cleanly=False, recent_sends=[])
+        recent = [float(age) for age in str(row[3]).split(",") if age]
+        return LastSender(str(row[0]), float(row[1]), stopped_cleanly=bool(row[2]), recent_sends=recent)
 
-    async def stop_sender(self, instance: str) -> bool:
-        if not await self._run("UPDATE sender SET stopped_cleanly = 1 WHERE id = 1 AND instance = ?", instance):
+    async def stop_sender(self, instance: str, recent_sends: list[float]) -> bool:
+        ages = ",".join(f"{math.floor(age * 1000) / 1000:g}" for age in recent_sends)  # rounded down: more recent
+        if not await self._run("UPDATE sender SET stopped_cleanly = 1, recent_sends = ? WHERE id = 1 AND instance = ?",
+                               ages, instance):
             return False
         await self.release_claims()
         return True
