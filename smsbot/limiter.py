@@ -39,3 +39,14 @@ class RateLimiter:
         finally:
             self._in_flight -= 1
             self._done.append(self.clock.monotonic())
+
+    def recent(self) -> list[float]:
+        """How many seconds ago each request that still counts in the window finished (none may be in flight)."""
+        now = self.clock.monotonic()
+        return [now - done for done in self._done if now - done < self.window]
+
+    def count_recent(self, ages: list[float]) -> None:
+        """Count another sender's requests that finished these many seconds ago (or longer: counting them as more
+        recent than they were only makes the ceiling stricter)."""
+        now = self.clock.monotonic()
+        self._done.extend(sorted(now - max(0.0, age) for age in ages))

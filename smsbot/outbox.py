@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import secrets
+import socket
 from collections.abc import Awaitable, Callable
 
 from .clock import Clock
@@ -43,8 +46,9 @@ class Outbox:
 
     def __init__(self, store: Store, gateway: Gateway, clock: Clock, rate: float, verifier: Verifier | None = None,
                  rng: random.Random | None = None, give_up_after: float = GIVE_UP_AFTER, pin_ttl: float = 600.0,
-                 handover: float = 0.0):
-        self.handover = handover  # seconds a new sender waits before its first send (see run)
+                 handover: float = 0.0, instance: str | None = None):
+        self.handover = handover  # seconds a sender taking over from one that died waits (see _take_over)
+        self.instance = instance or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.store = store
         self.gateway = gateway
         self.clock = clock
@@ -167,18 +171,39 @@ class Outbox:
                     timeout = IDLE_POLL
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
+            if self._role:  # stopped between sends, not cut off in one: nothing of this sender is in flight
+                await self._step_down()
         finally:
             self._role = None  # drain_once by itself again
 
     async def _take_over(self) -> None:
-        """Become the sender. A sender that died may have had requests on their way to the provider for as long
-        as a call may take; waiting that long (and the rate's one-second window) keeps the ceiling one for all.
-        Then the texts it had claimed go back in the queue."""
-        if self.handover:
+        """Become the sender. A sender that died without stopping may have had requests on their way to the
+        provider for as long as a call may take; waiting that long (and the rate's one-second window) keeps the
+        ceiling one for all. One that stopped cleanly had none, so there is nothing to wait for. Then the texts it
+        had claimed go back in the queue."""
+        last = await self.store.run(lambda tx: tx.take_sender(self.instance, self.clock.now()))
+        if last.stopped_cleanly:
+            log.info("the last sender %s stopped cleanly: sending at once", last.instance or "(none yet)")
+            self.limiter.count_recent(last.recent_sends)  # its last second of sends still counts
+        elif self.handover:
+            log.info("the last sender %s did not stop cleanly: waiting %g s for any request it had in flight",
+                     last.instance or "(unknown)", self.handover)
             await self.clock.sleep(self.handover)
         released = await self.release_abandoned()
         if released:
             log.info("%d text(s) claimed by an earlier sender are queued again", released)
+
+    async def _step_down(self) -> None:
+        """A clean stop: this sender's claims go back in the queue and the role is marked stopped cleanly in one
+        step, with when its sends of the last second finished (the next sender counts them against the ceiling),
+        then the role is given up, so the next sender need not wait. (Cut off mid-send, it never gets here, and the
+        next sender waits it out.)"""
+        try:
+            recent = self.limiter.recent()
+            if await self.store.run(lambda tx: tx.stop_sender(self.instance, recent)):
+                await self.store.release_sender()
+        except Exception:
+            log.exception("could not hand the sender's role over cleanly; the next sender will wait")
 
     async def _seconds_to_next(self) -> float:
         due = await self.store.run(lambda tx: tx.next_due_at())

@@ -82,7 +82,8 @@ def build(settings: Settings, *, clock: Clock | None = None, gateway: Gateway | 
         "devices": Devices(clock),
     })
     engine = Engine(keys, clock, settings.admins, features)
-    # A sender taking over from one that died waits out the requests it may still have had in flight.
+    # A sender taking over from one that died without stopping waits out the requests it may still have had in
+    # flight. SQLite has one instance, started again only after the last one is gone: nothing to wait for.
     handover = 1.0 + settings.vonage_timeout if store.shared and not settings.dev else 0.0  # dev: no provider
     outbox = Outbox(store, gateway, clock, settings.sms_rate, verifier=pins.start_verification,
                     pin_ttl=pins.ttl, handover=handover)

@@ -31,7 +31,7 @@ from test_e2e_serve import ADMIN, NUMBER, SECRET, auth, login, new_member, text_
 from smsbot.store import SqliteStore
 from smsbot.web import cli
 
-from support.procs import CODE, PIN, SmsbotProcess, clean_env, only, serve_env, start_smsbot, wait_text
+from support.procs import CODE, PIN, SmsbotProcess, clean_env, only, serve_env, start_smsbot, wait_for, wait_text
 from support.vonage_emulator import VonageEmulator
 
 # Every admin command below gets a reply: stay under the 60 replies an admin number gets in an hour.
@@ -158,7 +158,9 @@ def test_a_backup_under_load_restores_every_member_invite_and_session_of_its_mom
             code = backup.proc.wait(timeout=60)
             ended = time.monotonic()
             backup.stop()
-            time.sleep(0.5)
+            # Traffic goes on after the copy (a loaded machine may take a while to send the next one).
+            wait_for(lambda: any(d.sent > ended for d in traffic.joined + traffic.invited) or None, 30,
+                     "traffic sent after the backup ended")
         assert not traffic.errors, traffic.errors
         assert code == 0, backup.output()
         report = backup.output()

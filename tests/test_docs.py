@@ -58,9 +58,11 @@ def test_readme_has_the_two_commands() -> None:
 
 
 def test_readme_shows_the_tested_deploy_files_as_they_are() -> None:
-    """The README's nginx, Caddy and Traefik configurations are the files in deploy/ (the first two are the files
-    tests/test_proxies.py runs), and its systemd unit the file tests/test_deploy.py checks, byte for byte."""
-    for name in ("deploy/nginx.conf", "deploy/Caddyfile", "deploy/traefik.toml", "deploy/smsbot.service"):
+    """The README's nginx, Caddy and Traefik configurations are the files in deploy/ (nginx's and Caddy's are the
+    files tests/test_proxies.py and tests/test_rolling_restart.py run), and its systemd unit the file
+    tests/test_deploy.py checks, byte for byte."""
+    for name in ("deploy/nginx.conf", "deploy/Caddyfile", "deploy/nginx-instances.conf", "deploy/traefik.toml",
+                 "deploy/smsbot.service"):
         block = readme_between(f"<!-- {name} -->\n", "```\n").split("\n", 1)[1]
         assert block == (ROOT / name).read_text(encoding="utf-8"), f"the README's copy of {name} differs from the file"
 

@@ -51,7 +51,7 @@ from support.vonage_emulator import SMS_PATH, VonageEmulator
 pytestmark = pytest.mark.slow
 
 RATE = 5  # SMSBOT_SMS_RATE: one ceiling for all the instances together
-VONAGE_TIMEOUT = 2  # seconds; a new sender waits 1 s + this before its first send
+VONAGE_TIMEOUT = 2  # seconds; a sender taking over from one that died waits 1 s + this before it sends
 FAILURES_PER_MINUTE = 5  # SMSBOT_LOGIN_FAILURES_PER_MINUTE: one limit for all the instances together
 PUBLIC_URL = "http://group.example.test"  # the load balancer's address, the same for every instance
 ALICE = "14155550134"
@@ -84,10 +84,11 @@ class Instance:
 class Group:
     """`smsbot serve` instances on one PostgreSQL database and one Vonage emulator."""
 
-    def __init__(self, tmp: pathlib.Path, emu: VonageEmulator, url: str):
+    def __init__(self, tmp: pathlib.Path, emu: VonageEmulator, url: str, vonage_timeout: int = VONAGE_TIMEOUT):
         self.tmp = tmp
         self.emu = emu
         self.url = url
+        self.vonage_timeout = vonage_timeout
         self.instances: list[Instance] = []
 
     def _start(self, name: str) -> Instance:
@@ -97,7 +98,7 @@ class Group:
         def env(port: int) -> dict[str, str]:
             return serve_env(self.emu, port, workdir / "unused.db", SECRET, NUMBER,
                              SMSBOT_DB=f"{self.url}?application_name={name}", SMSBOT_PUBLIC_URL=PUBLIC_URL,
-                             SMSBOT_SMS_RATE=str(RATE), SMSBOT_VONAGE_TIMEOUT=str(VONAGE_TIMEOUT),
+                             SMSBOT_SMS_RATE=str(RATE), SMSBOT_VONAGE_TIMEOUT=str(self.vonage_timeout),
                              SMSBOT_LOGIN_FAILURES_PER_MINUTE=str(FAILURES_PER_MINUTE))
 
         proc, base = start_smsbot("serve", workdir, env, self.tmp / f"{name}.log", extra_args=["--host", "127.0.0.1"])

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
+from collections.abc import Awaitable
+
+import pytest
 
 from smsbot.clock import FakeClock
 from smsbot.gateway import SendError
 from smsbot.limiter import RateLimiter
 from smsbot.messages import Kind
 from smsbot.outbox import BACKOFF_CAP, backoff
-from smsbot.store import Tx
+from smsbot.store import OutboxRow, Tx
 
 from support.service import ADMIN, Wired
 
@@ -109,6 +112,26 @@ async def test_rate_limiter_never_exceeds_its_ceiling_in_any_second() -> None:
     assert stamps[-1] - stamps[0] < 3.0, "twelve requests at five a second take two windows and a bit, not more"
 
 
+async def test_a_new_sender_counts_its_predecessors_last_second_against_the_ceiling() -> None:
+    """A sender that stopped cleanly hands over the ages of its sends still in the window; counted by the next
+    sender, the ceiling holds across the hand-over with no wait at all when there is room."""
+    clock = FakeClock()
+    old = RateLimiter(5, clock)
+    stamps = []
+    for _ in range(3):
+        async with old.slot():
+            stamps.append(clock.monotonic())
+        await clock.sleep(0.1)
+    new = RateLimiter(5, clock)
+    new.count_recent(old.recent())
+    for _ in range(5):
+        async with new.slot():
+            stamps.append(clock.monotonic())
+    assert most_in_any_second(stamps) == 5
+    assert stamps[4] == stamps[3], "room for two more: they go at once"
+    assert stamps[5] - stamps[0] >= 1.0, "the third waits until the old sender's first send leaves the window"
+
+
 async def test_rate_limiter_counts_concurrent_requests_until_they_finish() -> None:
     """However long each request takes, at most `rate` of them reach the provider in any second: counted from
     their starts, from their ends, or from any moment in between."""
@@ -175,3 +198,28 @@ async def test_texts_to_one_number_keep_their_order_through_retries(wired: Wired
     wired.clock.advance(BACKOFF_CAP)
     await wired.outbox.drain_once()
     assert [m.text for m in wired.gateway.sent] == ["other", "first", "second"]
+
+
+@pytest.mark.backends
+async def test_the_sender_record_says_whether_the_last_sender_stopped_cleanly(wired: Wired) -> None:
+    from smsbot import phone
+    from smsbot.messages import InboundText
+
+    store, now = wired.store, wired.clock.now()
+    fresh = await store.run(lambda tx: tx.take_sender("one", now))
+    assert fresh.stopped_cleanly, "a fresh database counts as stopped cleanly"
+    await wired.pipeline.receive(InboundText("msg-1", phone.normalize(ADMIN, "US"), "HELP"))
+    def claim(tx: Tx) -> Awaitable[list[OutboxRow]]:
+        return tx.claim_due(now=now, lease_seconds=300, limit=20)
+
+    assert await store.run(claim)
+
+    died = await store.run(lambda tx: tx.take_sender("two", now + 1))  # "one" never stopped
+    assert (died.instance, died.stopped_cleanly) == ("one", False)
+    assert not await store.run(lambda tx: tx.stop_sender("one", [])), "a sender that lost the role marks nothing"
+    assert not await store.run(claim), "the text is still claimed"
+    assert await store.run(lambda tx: tx.stop_sender("two", [0.25, 0.0004]))
+    assert await store.run(claim), "a clean stop puts the claims back in the queue"
+    stopped = await store.run(lambda tx: tx.take_sender("three", now + 2))
+    assert (stopped.instance, stopped.since, stopped.stopped_cleanly) == ("two", now + 1, True)
+    assert stopped.recent_sends == [0.25, 0.0], "ages rounded down to the millisecond: never older than they were"

@@ -128,8 +128,14 @@ def deploy_file(name: str, replacements: dict[str, str]) -> str:
 
 def nginx_command(workdir: pathlib.Path, port: int, smsbot_port: int, tool_port: int) -> list[str]:
     """deploy/nginx.conf as the one server of a full configuration whose files all live in `workdir`."""
-    site = deploy_file("nginx.conf", {"listen 80;": f"listen 127.0.0.1:{port};",
-                                      SMSBOT_AT: f"127.0.0.1:{smsbot_port}", TOOL_AT: f"127.0.0.1:{tool_port}"})
+    return nginx_serving(workdir, deploy_file("nginx.conf", {
+        "listen 80;": f"listen 127.0.0.1:{port};", SMSBOT_AT: f"127.0.0.1:{smsbot_port}",
+        TOOL_AT: f"127.0.0.1:{tool_port}"}))
+
+
+def nginx_serving(workdir: pathlib.Path, site: str) -> list[str]:
+    """nginx's command line for `site` (server and upstream blocks) in a full configuration whose files all live
+    in `workdir`."""
     (workdir / "site.conf").write_text(site, encoding="utf-8")
     # Run as root (as CI is), the workers would switch to nobody and could not use the temporary paths.
     user = ""
@@ -169,11 +175,11 @@ class ProxyProcess:
     """nginx or Caddy in the foreground, in its own session (so its workers can be ended with it), output and logs
     in `workdir`, printed at stop for pytest to show when a test fails."""
 
-    def __init__(self, kind: str, workdir: pathlib.Path, port: int, smsbot_port: int, tool_port: int):
+    def __init__(self, kind: str, workdir: pathlib.Path, port: int, command: list[str]):
         self.kind = kind
         self.workdir = workdir
         self.base = f"http://127.0.0.1:{port}"
-        self.command = COMMANDS[kind](workdir, port, smsbot_port, tool_port)
+        self.command = command
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: BinaryIO | None = None
 
@@ -257,7 +263,8 @@ def running_stack(kind: str, tmp_path: pathlib.Path, emu: VonageEmulator) -> Ite
 
             smsbot, smsbot_base = start_smsbot("serve", workdir, env, workdir / "smsbot.log",
                                                extra_args=["--host", "127.0.0.1"])
-            proxy = ProxyProcess(kind, workdir, port, int(urlsplit(smsbot_base).port or 0), tool.port)
+            smsbot_port = int(urlsplit(smsbot_base).port or 0)
+            proxy = ProxyProcess(kind, workdir, port, COMMANDS[kind](workdir, port, smsbot_port, tool.port))
             try:
                 proxy.start()
                 proxy.wait_ready()

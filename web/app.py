@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 HERE = pathlib.Path(__file__).parent
 HOUSEKEEPING_EVERY = 60.0
 LAST_SEEN_EVERY = 10.0  # seconds between writes of sessions' last use (forward auth keeps it in memory between)
-WORKER_GRACE = 0.5  # seconds the outbox gets, after requests have drained, to finish a send
+WORKER_GRACE = 0.5  # seconds the outbox gets, after requests have drained, to finish a send and hand over the role
 
 
 def create_app(settings: Settings, *, gateway: Gateway | None = None, clock: Clock | None = None,

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import logging
 import os
 import pathlib
 import secrets
+import signal
+import socket
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import BaseRequest, StreamResponse
@@ -27,6 +30,7 @@ DEV_ADMIN = "+14155550100"
 DEV_SECRET_FILE = "smsbot-dev.secret"  # noqa: S105 (a file name)
 DEV_IGNORED = ("SMSBOT_DB", "SMSBOT_SECRET")  # and every VONAGE_ variable, when they come from .env
 DEV_IGNORED_PREFIX = "VONAGE_"
+LAME_DUCK = 0.5  # seconds a stopping server answers on the connections it has, each answer closing its connection
 
 
 class PathOnlyAccessLogger(AbstractAccessLogger):
@@ -142,16 +146,15 @@ def start_logging(settings: Settings) -> None:
 def run(settings: Settings, host: str, port: int) -> None:
     from .app import create_app
 
-    # SMSBOT_SHUTDOWN_TIMEOUT bounds the whole stop: requests in flight get most of it, the outbox worker a
-    # little, and closing the database the rest.
-    drain = max(0.5, settings.shutdown_timeout - 1.5)
+    # SMSBOT_SHUTDOWN_TIMEOUT bounds the whole stop: the lame duck's half second, then requests in flight get most
+    # of it, the outbox worker a little (WORKER_GRACE), and closing the database the rest.
+    drain = max(0.5, settings.shutdown_timeout - 1.5 - LAME_DUCK)
     app = create_app(settings)
     # Everything made so far (modules, the SDK, the app) lives as long as the process: keep it out of the garbage
     # collector's scans, which otherwise walk it again and again under load.
     gc.freeze()
     try:
-        web.run_app(app, host=host, port=port, shutdown_timeout=drain,
-                    access_log_class=PathOnlyAccessLogger, print=None)
+        asyncio.run(serve(app, host, port, drain))
     except DatabaseInUse as exc:  # raised at start-up, before the port is bound or the database touched
         print(f"smsbot cannot start: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
@@ -181,6 +184,60 @@ def back_up(env: dict[str, str], target: pathlib.Path) -> None:
           f"  {report.pages} pages of {report.page_size} bytes, {report.size / 1e6:.1f} MB ({report.size} bytes), "
           f"schema version {report.schema_version}, integrity check ok\n"
           f"  {counts}")
+
+
+async def serve(app: web.Application, host: str, port: int, drain: float) -> None:
+    """Serve until SIGTERM (or SIGINT), then stop without dropping a request. New connections are refused at once,
+    so a load balancer sends them elsewhere; those the kernel had already completed are taken and served. For
+    LAME_DUCK seconds the open connections are still served, each answer closing its connection: a proxy's
+    keep-alive connection learns it is done instead of being closed under a request it just sent. Then idle
+    connections close, requests in flight finish within `drain`, and the clean-up contexts run. The outbox stops at
+    the signal, so the sender's role is handed over meanwhile."""
+    from .appkeys import OUTBOX
+
+    stopping = asyncio.Event()
+
+    async def close_after(request: web.Request, response: StreamResponse) -> None:
+        if stopping.is_set():  # the headers are made by now: say it, as well as do it
+            response.force_close()
+            response.headers[hdrs.CONNECTION] = "close"
+
+    app.on_response_prepare.append(close_after)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # a signal during start-up stops the server once it has started
+        loop.add_signal_handler(signum, stopping.set)
+    runner = web.AppRunner(app, access_log_class=PathOnlyAccessLogger, shutdown_timeout=drain)
+    await runner.setup()
+    server = runner.server
+    assert server is not None  # made by setup()
+    try:
+        # Bound once started up: until then a connection is refused (a load balancer tries another), not kept waiting.
+        with socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+                                  backlog=128) as listener:
+            site = web.SockSite(runner, listener)
+            await site.start()
+            await stopping.wait()
+            log.info("stopping: no new connections; requests in flight finish")
+            app[OUTBOX].stop()
+            waiting = _accept_waiting(listener)
+            await site.stop()  # closing the socket resets the connections still in its queue: none are left
+        for conn in waiting:
+            await loop.connect_accepted_socket(server, conn)
+        await asyncio.sleep(LAME_DUCK)
+    finally:
+        await runner.cleanup()
+
+
+def _accept_waiting(listener: socket.socket) -> list[socket.socket]:
+    """The connections in the listening socket's queue, accepted."""
+    taken: list[socket.socket] = []
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return taken
+        conn.setblocking(False)
+        taken.append(conn)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -97,6 +97,16 @@ class OutboxRow:
 
 
 @dataclass(frozen=True)
+class LastSender:
+    """The instance that took the sender's role before this one, and whether it stopped cleanly."""
+
+    instance: str
+    since: float
+    stopped_cleanly: bool
+    recent_sends: list[float]  # seconds before its stop that its sends still counting in the rate window finished
+
+
+@dataclass(frozen=True)
 class Event:
     at: float
     actor: str
@@ -240,6 +250,16 @@ verification is the last one attached, and it wins (an earlier one was cancelled
     async def release_claims(self) -> int:
         ...
 
+    async def take_sender(self, instance: str, now: float) -> LastSender:
+        """Record that `instance` holds the sender's role from now on, not yet stopped; return who held it before."""
+        ...
+
+    async def stop_sender(self, instance: str, recent_sends: list[float]) -> bool:
+        """A clean stop of the sender `instance`, nothing of it in flight: its claims go back in the queue, and the
+        role is marked stopped cleanly with the ages of its sends that still count in the rate window. False (and
+        nothing changed) when another instance has taken the role since."""
+        ...
+
     async def next_due_at(self) -> float | None:
         ...
 
@@ -368,6 +388,10 @@ class Store(Protocol):
     async def claim_sender(self) -> bool:
         """Whether this instance is the one that sends texts now. Only one does at a time, so the rate ceiling is
         one for all; when it dies another takes over."""
+        ...
+
+    async def release_sender(self) -> None:
+        """Give the sender's role up (after `Tx.stop_sender`), and tell the other instances it is free."""
         ...
 
 

@@ -140,6 +140,22 @@ TEMPLATES: list[tuple[str, str]] = [
         ALTER TABLE invites ADD COLUMN invited_by_key TEXT;
         """,
     ),
+    (
+        "the sender's role: which instance took it last, whether it stopped cleanly and the ages of its sends that "
+        "still counted in the rate window then (a fresh database has sent nothing, so it counts as stopped cleanly; "
+        "one in use may have a sender of an older version that dies)",
+        """
+        CREATE TABLE sender (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            instance TEXT NOT NULL,
+            since {real} NOT NULL,
+            stopped_cleanly INTEGER NOT NULL,
+            recent_sends TEXT NOT NULL
+        );
+        INSERT INTO sender (id, instance, since, stopped_cleanly, recent_sends)
+            SELECT 1, '', 0, CASE WHEN EXISTS (SELECT 1 FROM outbox) THEN 0 ELSE 1 END, '';
+        """,
+    ),
 ]
 
 

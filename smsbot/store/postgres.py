@@ -10,7 +10,8 @@
   commit (a lookup in between read the row as it was), and to every other by NOTIFY (delivered at commit) on
   `smsbot_sessions`; queued texts NOTIFY `smsbot_outbox`, which wakes the sender.
 - One sender at a time: the instance that holds a session-level advisory lock sends; if it dies, its connection
-  closes, the lock is free, and another instance takes over.
+  closes, the lock is free, and another instance takes over. A sender that stops cleanly gives the lock up and
+  NOTIFYs `smsbot_outbox`, so another takes over at once.
 
 Driver: asyncpg (bench/drivers.py measures it beside psycopg 3).
 """
@@ -262,3 +263,13 @@ class PostgresStore(Watchers):
         if self._sending:
             log.info("this instance sends the texts now")
         return self._sending
+
+    async def release_sender(self) -> None:
+        """Close the connection that holds the sender's lock, then wake the other instances: one takes the lock at
+        once instead of at its next poll."""
+        conn, self._sender, self._sending = self._sender, None, False
+        if conn is not None and not conn.is_closed():
+            await conn.close(timeout=2)
+        async with self._require().acquire() as other:
+            await other.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+        log.info("this instance gave up the sender's role")

@@ -7,12 +7,25 @@ outbox rows still waiting to be sent and admin commands waiting for YES.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
 from ..commands import is_number
 from ..messages import Kind
-from .base import UNDELIVERED, Confirmation, Event, Invite, Member, OutboxRow, Pin, Session, Tx, username_key
+from .base import (
+    UNDELIVERED,
+    Confirmation,
+    Event,
+    Invite,
+    LastSender,
+    Member,
+    OutboxRow,
+    Pin,
+    Session,
+    Tx,
+    username_key,
+)
 
 
 class Row(Protocol):
@@ -259,6 +272,25 @@ class SqlTx(Tx):
 
     async def release_claims(self) -> int:
         return await self._run("UPDATE outbox SET state = 'pending', lease_until = NULL WHERE state = 'sending'")
+
+    async def take_sender(self, instance: str, now: float) -> LastSender:
+        row = await self._one("SELECT instance, since, stopped_cleanly, recent_sends FROM sender WHERE id = 1")
+        await self._run(
+            "INSERT INTO sender (id, instance, since, stopped_cleanly, recent_sends) VALUES (1, ?, ?, 0, '')"
+            " ON CONFLICT (id) DO UPDATE SET instance = excluded.instance, since = excluded.since,"
+            " stopped_cleanly = 0, recent_sends = ''", instance, now)
+        if row is None:  # only if someone deleted the row: nothing known, so not a clean stop
+            return LastSender("", 0.0, stopped_cleanly=False, recent_sends=[])
+        recent = [float(age) for age in str(row[3]).split(",") if age]
+        return LastSender(str(row[0]), float(row[1]), stopped_cleanly=bool(row[2]), recent_sends=recent)
+
+    async def stop_sender(self, instance: str, recent_sends: list[float]) -> bool:
+        ages = ",".join(f"{math.floor(age * 1000) / 1000:g}" for age in recent_sends)  # rounded down: more recent
+        if not await self._run("UPDATE sender SET stopped_cleanly = 1, recent_sends = ? WHERE id = 1 AND instance = ?",
+                               ages, instance):
+            return False
+        await self.release_claims()
+        return True
 
     async def next_due_at(self) -> float | None:
         row = await self._one(

@@ -185,6 +185,9 @@ class SqliteStore(Watchers):
     async def claim_sender(self) -> bool:
         return True  # one instance: it sends
 
+    async def release_sender(self) -> None:
+        """One instance: nobody else to hand the role to."""
+
     async def scrub(self) -> None:
         """Fold the WAL into the database and truncate it, so wiped numbers leave no copy in -wal."""
         async with self._lock:
