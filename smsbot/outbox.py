@@ -10,12 +10,14 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 
 from .clock import Clock
 from .gateway import Gateway, SendError
 from .limiter import RateLimiter
 from .messages import Kind
+from .metrics import Metrics, code_bucket
 from .store import OutboxRow, Store, Tx
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,8 @@ class Outbox:
 
     def __init__(self, store: Store, gateway: Gateway, clock: Clock, rate: float, verifier: Verifier | None = None,
                  rng: random.Random | None = None, give_up_after: float = GIVE_UP_AFTER, pin_ttl: float = 600.0,
-                 handover: float = 0.0):
+                 handover: float = 0.0, metrics: Metrics | None = None):
+        self.metrics = metrics or Metrics(enabled=False)
         self.handover = handover  # seconds a new sender waits before its first send (see run)
         self.store = store
         self.gateway = gateway
@@ -100,7 +103,9 @@ class Outbox:
             return await self._verify(row)
         try:
             async with self.limiter.slot():
+                started = time.monotonic()
                 provider_id = await self.gateway.send_sms(row.to_number, row.body, client_ref=f"smsbot-{row.id}")
+                self.metrics.observe_send(time.monotonic() - started)
         except SendError as exc:
             return await self._failed(row, exc)
         await self._finish(row, "sent", provider_id=provider_id)
@@ -122,6 +127,7 @@ class Outbox:
 
     async def _failed(self, row: OutboxRow, exc: SendError) -> int:
         now = self.clock.now()
+        self.metrics.send_errors.inc(code_bucket(exc.code))
         # A PIN is useless once it has expired: stop trying then, not a day later.
         limit = self.pin_ttl if row.kind in (Kind.PIN, Kind.VERIFY) else self.give_up_after
         too_old = now - row.created_at >= limit
@@ -145,6 +151,13 @@ class Outbox:
                 await tx.record_event(now, "outbox", "send-failed", f"{row.kind.value} to {row.phone_hint}: {error}")
 
         await self.store.run(work)
+        if state == "sent":
+            self.metrics.texts_sent.inc()
+        elif state == "failed":
+            self.metrics.texts_failed.inc()
+
+    def holds_sender_role(self) -> bool:
+        return self._role is True
 
     async def run(self) -> None:
         """The worker loop, run as a background task for the life of the app. Only the instance that holds the

@@ -17,6 +17,7 @@ from .gateway import FakeGateway, Gateway
 from .invites import Invites
 from .keys import Keys, SecretSource
 from .keywords import Keywords
+from .metrics import Metrics
 from .outbox import Outbox
 from .pins import Pins
 from .pipeline import Pipeline
@@ -39,6 +40,7 @@ class Graph:
     engine: Engine
     pipeline: Pipeline
     signin: SignIn
+    metrics: Metrics
 
 
 def default_gateway(settings: Settings) -> Gateway:
@@ -65,12 +67,13 @@ def build(settings: Settings, *, clock: Clock | None = None, gateway: Gateway | 
     source = source or SecretSource()
     gateway = gateway or default_gateway(settings)
     keys = Keys(settings.secret)
+    metrics = Metrics(enabled=bool(settings.metrics_address))
     store = open_store(settings)
     group = texts.cut_group(settings.group_name)
     pins = Pins(settings, keys, clock, source, gateway, group)
     admins = {keys.phone_key(number): number for number in settings.admins}
     features: dict[str, object] = {}
-    confirm = Confirmations(settings, keys, clock, source, features)
+    confirm = Confirmations(settings, keys, clock, source, features, metrics)
     features.update({
         "keywords": Keywords(group, clock),
         "admin": Admin(settings, keys, clock, source, group, confirm),
@@ -83,8 +86,9 @@ def build(settings: Settings, *, clock: Clock | None = None, gateway: Gateway | 
     # A sender taking over from one that died waits out the requests it may still have had in flight.
     handover = 1.0 + settings.vonage_timeout if store.shared and not settings.dev else 0.0  # dev: no provider
     outbox = Outbox(store, gateway, clock, settings.sms_rate, verifier=pins.start_verification,
-                    pin_ttl=pins.ttl, handover=handover)
+                    pin_ttl=pins.ttl, handover=handover, metrics=metrics)
     store.watch_outbox(outbox.wake)
     pipeline = Pipeline(settings, store, engine, keys, clock)
-    signin = SignIn(settings, store, pins, pipeline, clock, source, keys)
-    return Graph(settings, clock, source, keys, gateway, store, outbox, engine, pipeline, signin)
+    signin = SignIn(settings, store, pins, pipeline, clock, source, keys, metrics)
+    metrics.watch(store, clock, settings.daily_sms_budget, outbox.holds_sender_role)
+    return Graph(settings, clock, source, keys, gateway, store, outbox, engine, pipeline, signin, metrics)

@@ -17,7 +17,7 @@ from smsbot import phone
 from smsbot.devices import ago, device_name
 from smsbot.store import Session
 
-from .appkeys import CLOCK, SETTINGS, SIGNIN, STORE
+from .appkeys import CLOCK, METRICS, SETTINGS, SIGNIN, STORE
 from .ratelimit import SlidingWindow, client_ip
 from .redirects import login_url, original_url, safe_redirect
 from .security import Cookies, Csrf
@@ -75,7 +75,13 @@ def session_cookie(request: web.Request, name: str) -> str | None:
 async def current_session(request: web.Request) -> Session | None:
     token = session_cookie(request, request.app[COOKIES].session)
     signin = request.app[SIGNIN]
-    return signin.cached_session(token) or await signin.session(token)
+    cached = signin.cached_session(token)
+    if cached is not None:
+        request.app[METRICS].session_cache.inc("hit")
+        return cached
+    if token:
+        request.app[METRICS].session_cache.inc("miss")
+    return await signin.session(token)
 
 
 def _render(request: web.Request, template: str, context: dict[str, object], status: int = 200,
@@ -127,7 +133,10 @@ async def login_submit(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     client = client_ip(request, settings.trusted_proxies)
     wait = request.app[LOGIN_LIMIT].wait(client)  # failed sign-ins are limited; successful ones are not
+    signins = request.app[METRICS]
     if wait:
+        signins.signins.inc("failure")
+        signins.signin_failures.inc("rate-limited")
         raise web.HTTPTooManyRequests(text="Too many sign-in attempts from here. Try again in a minute.",
                                       headers={"Retry-After": str(math.ceil(wait))})
     form = await read_form(request)
@@ -138,9 +147,12 @@ async def login_submit(request: web.Request) -> web.Response:
     if not request.app[CSRF].valid(request, str(form.get("csrf_token", ""))):
         # Nothing is checked, so no PIN is used up by a forged or stale form.
         request.app[LOGIN_LIMIT].hit(client)
+        signins.signins.inc("failure")
+        signins.signin_failures.inc("form-expired")
         return _render(request, "login.html", {"error": "This form had expired. Please try again.", "notice": None,
                                                "username": username, "rd": rd}, status=403)
     token = await request.app[SIGNIN].login(username, pin, request.headers.get("User-Agent", ""))
+    signins.signins.inc("failure" if token is None else "success")
     if token is None:
         request.app[LOGIN_LIMIT].hit(client)
         # Every failure takes at least this long, whatever went wrong, so timing tells nothing about the reason.
@@ -200,7 +212,9 @@ async def auth(request: web.Request) -> web.Response:
     """Forward auth for nginx auth_request: 200 with the user, or 401."""
     session = await current_session(request)
     if session is None:
+        request.app[METRICS].auth_checks.inc("denied")
         return web.Response(status=401, text="Not signed in.")
+    request.app[METRICS].auth_checks.inc("allowed")
     return signed_in(request, session)
 
 
@@ -217,7 +231,9 @@ async def auth_forward(request: web.Request) -> web.Response:
     asking for a page is sent to sign in, with the way back in `rd`, and anything else gets 401."""
     session = await current_session(request)
     if session is not None:
+        request.app[METRICS].auth_checks.inc("allowed")
         return signed_in(request, session)
+    request.app[METRICS].auth_checks.inc("denied")
     if not wants_a_page(request):
         return web.Response(status=401, text="Not signed in.")
     back = original_url(request.headers.get("X-Forwarded-Proto", ""), request.headers.get("X-Forwarded-Host", ""),

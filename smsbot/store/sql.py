@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from ..commands import is_number
 from ..messages import Kind
-from .base import UNDELIVERED, Confirmation, Event, Invite, Member, OutboxRow, Pin, Session, Tx, username_key
+from .base import UNDELIVERED, Confirmation, Event, Figures, Invite, Member, OutboxRow, Pin, Session, Tx, username_key
 
 
 class Row(Protocol):
@@ -377,6 +377,15 @@ class SqlTx(Tx):
     async def texts_queued_since(self, since: float) -> int:
         row = await self._one("SELECT count(*) FROM outbox WHERE created_at >= ?", since)
         return int(row[0]) if row else 0
+
+    async def figures(self, day_start: float) -> Figures:
+        row = await self._one(
+            "SELECT (SELECT count(*) FROM outbox WHERE state IN ('pending', 'sending')),"
+            " (SELECT min(created_at) FROM outbox WHERE state IN ('pending', 'sending')),"
+            " (SELECT count(*) FROM members), (SELECT count(*) FROM outbox WHERE created_at >= ?)", day_start)
+        assert row is not None  # a SELECT of aggregates always gives one row
+        oldest = None if row[1] is None else float(row[1])
+        return Figures(int(row[0]), oldest, int(row[2]), int(row[3]))
 
     async def event_since(self, action: str, since: float) -> bool:
         return await self._one("SELECT 1 FROM events WHERE action = ? AND at >= ? LIMIT 1", action, since) is not None
