@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import sys
 
@@ -17,8 +19,36 @@ def quiet_leaky_loggers() -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def configure(level: str = "INFO") -> None:
+# Fields a log call may pass in `extra=` for JSON logs; a number must be passed masked (phone.mask).
+FIELDS = ("event", "message_id", "number")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, the instance, and the FIELDS a call gave."""
+
+    def __init__(self, instance: str):
+        super().__init__()
+        self.instance = instance
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "instance": self.instance,
+        }
+        line.update({name: record.__dict__[name] for name in FIELDS if name in record.__dict__})
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def configure(level: str = "INFO", form: str = "text", instance: str = "") -> None:
+    """Log to stderr at `level`, as readable `text` lines or as `json` objects (one a line)."""
     level = level.upper()
-    logging.basicConfig(level=level if level in logging.getLevelNamesMapping() else "INFO",
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(instance) if form == "json" else logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=level if level in logging.getLevelNamesMapping() else "INFO", handlers=[handler])
     quiet_leaky_loggers()

@@ -109,7 +109,8 @@ class Outbox:
         except SendError as exc:
             return await self._failed(row, exc)
         await self._finish(row, "sent", provider_id=provider_id)
-        log.info("sent %s text #%d to %s (attempt %d)", row.kind.value, row.id, row.phone_hint, row.attempts)
+        log.info("sent %s text #%d to %s (attempt %d)", row.kind.value, row.id, row.phone_hint, row.attempts,
+                 extra={"event": "text-sent", "message_id": row.id, "number": row.phone_hint})
         return 1
 
     async def _verify(self, row: OutboxRow) -> int:
@@ -133,11 +134,13 @@ class Outbox:
         too_old = now - row.created_at >= limit
         if exc.transient and not too_old:
             delay = backoff(row.attempts, self.rng)
-            log.warning("text #%d to %s not sent (%s); retrying in %.0f s", row.id, row.phone_hint, exc, delay)
+            log.warning("text #%d to %s not sent (%s); retrying in %.0f s", row.id, row.phone_hint, exc, delay,
+                        extra={"event": "text-retry", "message_id": row.id, "number": row.phone_hint})
             await self.store.run(lambda tx: tx.retry_outbox(row.id, next_attempt_at=now + delay, error=str(exc)))
             return 0
         reason = str(exc) if not too_old else f"gave up after {row.attempts} attempts: {exc}"
-        log.error("text #%d (%s) to %s failed for good: %s", row.id, row.kind.value, row.phone_hint, reason)
+        log.error("text #%d (%s) to %s failed for good: %s", row.id, row.kind.value, row.phone_hint, reason,
+                  extra={"event": "text-failed", "message_id": row.id, "number": row.phone_hint})
         await self._finish(row, "failed", error=reason)
         return 1
 

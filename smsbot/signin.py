@@ -74,7 +74,7 @@ class SignIn:
             self.pins.spend_like_a_check(pin)
             await self.store.run(lambda tx: tx.bump_stat("failed-logins-without-live-pin"))
             self.metrics.signin_failures.inc("no-live-pin")
-            log.info("login failed")
+            log.info("login failed", extra={"event": "login-failed"})
             return None
         member, checked = found
         token = self.source.token()
@@ -106,7 +106,8 @@ class SignIn:
         if result is None:
             self.metrics.signin_failures.inc("settled-meanwhile" if verdict is Check.OK else
                                              "wrong-pin" if verdict is Check.WRONG else "pin-ended")
-        log.info("login %s", "succeeded" if result else "failed")
+        log.info("login %s", "succeeded" if result else "failed",
+                 extra={"event": "login-succeeded" if result else "login-failed"})
         return result
 
     async def _lock(self, tx: Tx, member: Member, failures: int, now: float) -> None:

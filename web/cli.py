@@ -7,6 +7,7 @@ import gc
 import logging
 import pathlib
 import secrets
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -107,8 +108,8 @@ def describe(settings: Settings) -> str:
     return "\n".join(lines)
 
 
-def start_logging(settings: Settings) -> None:
-    logs.configure(settings.log_level)
+def start_logging(settings: Settings, instance: str = "") -> None:
+    logs.configure(settings.log_level, settings.log_format, instance)
     dotenv = pathlib.Path.cwd() / ".env"
     log.debug("settings read from the environment%s", f" over {dotenv}" if dotenv.is_file() else " (no .env file)")
 
@@ -154,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(0)
     if args.command == "serve":
         settings = _settings_or_exit(env, dev=False, checks=SERVE_CHECKS)
-        start_logging(settings)
+        start_logging(settings, f"{socket.gethostname()}:{args.port}")
         if not settings.vonage_signature_secret:
             log.warning("VONAGE_SIGNATURE_SECRET is not set: anyone who can reach /webhooks/inbound can post texts "
                         "as any number. Enable signed webhooks in Vonage and set it.")
@@ -163,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         run(settings, args.host, args.port)
     else:
         settings = _settings_or_exit(dev_environment(env, args.port), dev=True)
-        start_logging(settings)
+        start_logging(settings, f"{socket.gethostname()}:{args.port}")
         shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104 (only printed)
         base = f"http://{shown_host}:{args.port}"
         print(f"""

@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from smsbot.metrics import Metrics
 
@@ -15,13 +14,15 @@ from .appkeys import METRICS, SETTINGS
 
 log = logging.getLogger(__name__)
 SCRAPED = web.AppKey("scraped", Metrics)
+# The text format every Prometheus reads (2.x included); prometheus_client's newest type says version=1.0.0.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 async def metrics(request: web.Request) -> web.Response:
     """The exposition, after a bounded read of the database's gauges."""
     scraped = request.app[SCRAPED]
     await scraped.refresh()
-    return web.Response(body=scraped.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(body=scraped.exposition(), headers={"Content-Type": CONTENT_TYPE})
 
 
 def metrics_app(scraped: Metrics) -> web.Application:
