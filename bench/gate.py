@@ -10,6 +10,10 @@ CSRF token), then runs wrk against each path, one after another:
     /auth with the cookie again while signed webhooks arrive (admins' LIST and HELP, some INVITEs) and the
     outbox sends their texts through the Vonage SDK to the emulator.
 
+A second `smsbot serve` with metrics on (SMSBOT_METRICS_ADDRESS) runs beside the first (metrics off), and /auth with
+a session on it is one more path of the interleaved rounds: each round's on/off ratio of requests/s is the cost of
+counting (target: under 5%), while a scraper reads its /metrics every second, as Prometheus would.
+
 It prints a table (requests/s, p50, p99, ratio to the bare handler) and /auth's p99 under that load against its idle
 p99. Targets are reported, not asserted: the exit status is non-zero only when the harness itself fails.
 
@@ -34,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 
@@ -70,6 +75,7 @@ NUMBER = "14155550199"
 MEMBER_PHONE, MEMBER = "14155550134", "bench"
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
 RESULT_MARK = "GATE-RESULT"
+METERED = "/auth, valid session, metrics on"
 # wrk calls done() once, after every thread has finished; latency is in microseconds.
 WRK_SCRIPT = f"""
 done = function(summary, latency, requests)
@@ -166,11 +172,13 @@ def text_in(http: requests.Session, base: str, msisdn: str, text: str) -> None:
 
 
 @contextlib.contextmanager
-def smsbot_serve(emu: VonageEmulator, tmp: pathlib.Path) -> Iterator[str]:
-    """Yield the base URL of a running `smsbot serve`; its log is printed (to stderr) only when something fails."""
-    workdir = tmp / "serve"
+def smsbot_serve(emu: VonageEmulator, tmp: pathlib.Path, metrics: str = "") -> Iterator[str]:
+    """Yield the base URL of a running `smsbot serve` (with metrics at `metrics`, host:port, if given); its log is
+    printed (to stderr) only when something fails."""
+    name = "serve-metrics" if metrics else "serve"
+    workdir = tmp / name
     workdir.mkdir()
-    db = tmp / "data" / "smsbot.db"
+    db = tmp / f"data-{name}" / "smsbot.db"
     db.parent.mkdir()
 
     def env(port: int) -> dict[str, str]:
@@ -178,9 +186,10 @@ def smsbot_serve(emu: VonageEmulator, tmp: pathlib.Path) -> Iterator[str]:
                          SMSBOT_GROUP_NAME="Bench", SMSBOT_LOG_LEVEL="WARNING",
                          VONAGE_SIGNATURE_SECRET=SIGNATURE_SECRET, VONAGE_SIGNATURE_METHOD="sha256",
                          SMSBOT_DAILY_SMS_BUDGET="1000000",
-                         SMSBOT_CONFIRM="none")  # INVITE at once, where confirmation is a setting
+                         SMSBOT_CONFIRM="none",  # INVITE at once, where confirmation is a setting
+                         SMSBOT_METRICS_ADDRESS=metrics)
 
-    proc, base = start_smsbot("serve", workdir, env, tmp / "serve.log", extra_args=["--host", "127.0.0.1"])
+    proc, base = start_smsbot("serve", workdir, env, tmp / f"{name}.log", extra_args=["--host", "127.0.0.1"])
     failed = False
     try:
         yield base
@@ -197,12 +206,13 @@ def smsbot_serve(emu: VonageEmulator, tmp: pathlib.Path) -> Iterator[str]:
 
 def sign_in(emu: VonageEmulator, base: str) -> str:
     """Invite a member by webhook, redeem the code, sign in with the texted PIN; return the session cookie."""
+    seen = len(sent_to(emu, MEMBER_PHONE))  # texts an earlier server sent the member
     with local_http() as http:
         text_in(http, base, ADMINS[0], f"INVITE +{MEMBER_PHONE} {MEMBER}")
-        invite = wait_text(emu, MEMBER_PHONE, lambda t: "invited" in t, "the invite", TEXT_TIMEOUT)
+        invite = wait_text(emu, MEMBER_PHONE, lambda t: "invited" in t, "the invite", TEXT_TIMEOUT, seen)
         text_in(http, base, MEMBER_PHONE, only(CODE, invite.text))
         pin_text = wait_text(emu, MEMBER_PHONE, lambda t: "PIN" in t and "invited" not in t, "the PIN",
-                             TEXT_TIMEOUT).text
+                             TEXT_TIMEOUT, seen).text
         form = http.get(f"{base}/login", timeout=10)
         token = CSRF_INPUT.search(form.text)
         if form.status_code != 200 or token is None:
@@ -251,6 +261,30 @@ class Result:
     @property
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+
+@contextlib.contextmanager
+def scraped(address: str) -> Iterator[list[float]]:
+    """Scrape http://address/metrics every second, as Prometheus would, until the block ends; yields the time each
+    scrape took."""
+    took: list[float] = []
+    stop = threading.Event()
+
+    def scrape() -> None:
+        with local_http() as http:
+            while not stop.wait(1.0):
+                started = time.monotonic()
+                with contextlib.suppress(requests.RequestException):
+                    if http.get(f"http://{address}/metrics", timeout=5).status_code == 200:
+                        took.append(time.monotonic() - started)
+
+    thread = threading.Thread(target=scrape, name="scraper", daemon=True)
+    thread.start()
+    try:
+        yield took
+    finally:
+        stop.set()
+        thread.join()
 
 
 def probe(target: Target) -> int:
@@ -436,8 +470,11 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
     params = WrkParams(args.threads, args.connections, args.duration, args.warmup)
     script = tmp / "report.lua"
     script.write_text(WRK_SCRIPT, encoding="utf-8")
-    with running_emulator() as emu, bare_server(tmp / "bare.log") as bare_base, smsbot_serve(emu, tmp) as base:
+    metrics_address = f"127.0.0.1:{free_port()}"
+    with running_emulator() as emu, bare_server(tmp / "bare.log") as bare_base, smsbot_serve(emu, tmp) as base, \
+            smsbot_serve(emu, tmp, metrics_address) as metered_base, scraped(metrics_address) as scrapes:
         cookie = await asyncio.to_thread(sign_in, emu, base)
+        metered_cookie = await asyncio.to_thread(sign_in, emu, metered_base)
         host = base.removeprefix("http://")
         forwarded = {"X-Forwarded-Proto": "http", "X-Forwarded-Host": host, "X-Forwarded-Uri": "/tool/page?x=1",
                      "X-Forwarded-Method": "GET", "Accept": "text/html,application/xhtml+xml"}
@@ -446,7 +483,8 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
                    Target("/auth, valid session", f"{base}/auth", signed_in, 200),
                    Target("/auth, no cookie", f"{base}/auth", {}, 401),
                    Target("/auth/forward, valid session", f"{base}/auth/forward", {**forwarded, **signed_in}, 200),
-                   Target("/auth/forward, no cookie", f"{base}/auth/forward", forwarded, 302)]
+                   Target("/auth/forward, no cookie", f"{base}/auth/forward", forwarded, 302),
+                   Target(METERED, f"{metered_base}/auth", {"Cookie": f"{SESSION_COOKIE}={metered_cookie}"}, 200)]
         rows: list[Result | tuple[str, str]] = []
         rounds: dict[str, list[Result]] = {}
         for target in targets:
@@ -471,6 +509,7 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
         rows = [results[t.label] if t.label in results else next(r for r in rows if isinstance(r, tuple)
                                                                   and r[0] == t.label) for t in targets]
         idle = results["/auth, valid session"]
+        on_off = [on.rps / off.rps for on, off in zip(rounds[METERED], rounds[idle.label], strict=True)]
         under = await under_load(script, targets[1], params, emu, base, args.load_rate)
         rows.append(under.result)
 
@@ -489,6 +528,10 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
              f"{args.rounds} interleaved rounds (each: "
              f"{', '.join(f'{r.rps / b.rps:.2f}' for r, b in zip(rounds[idle.label], bare_runs, strict=True))}); "
              "target: at least 0.7x",
+             f"metrics: /auth with a session, metrics on / off: {statistics.median(on_off):.3f} of the requests/s, "
+             f"the median of {args.rounds} interleaved rounds (each: {', '.join(f'{x:.3f}' for x in on_off)}); "
+             f"p99 on {results[METERED].p99_ms:.2f} ms, off {idle.p99_ms:.2f} ms; target: a cost under 5%; "
+             f"{len(scrapes)} scrapes of /metrics meanwhile, median {statistics.median(scrapes or [0]) * 1000:.1f} ms",
              f"/auth p99: idle {idle.p99_ms:.2f} ms, under load {loaded.p99_ms:.2f} ms = "
              f"{loaded.p99_ms / idle.p99_ms:.2f}x idle (target: within 2x)",
              f"load: signed webhooks at {args.load_rate:g}/s asked, {load.posted / span:.1f}/s posted over "

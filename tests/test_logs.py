@@ -41,7 +41,7 @@ def story(emu: VonageEmulator, http: requests.Session, base: str) -> list[str]:
     pin = only(PIN, wait_text(emu, INVITEE, lambda t: "PIN" in t, "the PIN").text)
     signed_in = login(http, base, "alice", pin)
     assert signed_in.status_code == 303
-    token = signed_in.cookies[SESSION_COOKIE]
+    token = str(signed_in.cookies[SESSION_COOKIE])
     assert auth(http, base, token).status_code == 200
     second_yes = confirmed("REVOKE alice")
     wait_text(emu, ADMIN, lambda t: t.startswith("Revoked alice"), "the REVOKE reply")
