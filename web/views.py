@@ -133,10 +133,10 @@ async def login_submit(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     client = client_ip(request, settings.trusted_proxies)
     wait = request.app[LOGIN_LIMIT].wait(client)  # failed sign-ins are limited; successful ones are not
-    signins = request.app[METRICS]
+    metrics = request.app[METRICS]
     if wait:
-        signins.signins.inc("failure")
-        signins.signin_failures.inc("rate-limited")
+        metrics.signins.inc("failure")
+        metrics.signin_failures.inc("rate-limited")
         raise web.HTTPTooManyRequests(text="Too many sign-in attempts from here. Try again in a minute.",
                                       headers={"Retry-After": str(math.ceil(wait))})
     form = await read_form(request)
@@ -147,12 +147,12 @@ async def login_submit(request: web.Request) -> web.Response:
     if not request.app[CSRF].valid(request, str(form.get("csrf_token", ""))):
         # Nothing is checked, so no PIN is used up by a forged or stale form.
         request.app[LOGIN_LIMIT].hit(client)
-        signins.signins.inc("failure")
-        signins.signin_failures.inc("form-expired")
+        metrics.signins.inc("failure")
+        metrics.signin_failures.inc("form-expired")
         return _render(request, "login.html", {"error": "This form had expired. Please try again.", "notice": None,
                                                "username": username, "rd": rd}, status=403)
     token = await request.app[SIGNIN].login(username, pin, request.headers.get("User-Agent", ""))
-    signins.signins.inc("failure" if token is None else "success")
+    metrics.signins.inc("failure" if token is None else "success")
     if token is None:
         request.app[LOGIN_LIMIT].hit(client)
         # Every failure takes at least this long, whatever went wrong, so timing tells nothing about the reason.
