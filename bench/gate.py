@@ -10,10 +10,16 @@ CSRF token), then runs wrk against each path, one after another:
     /auth with the cookie again while signed webhooks arrive (admins' LIST and HELP, some INVITEs) and the
     outbox sends their texts through the Vonage SDK to the emulator.
 
+A second `smsbot serve` with metrics on (SMSBOT_METRICS_ADDRESS) runs beside the first (metrics off), scraped every
+second as Prometheus would. Then /auth with a session is measured on each in back-to-back pairs (off then on, on then
+off, in turn): the cost of counting is the median over the pairs of the on/off ratio of the server's CPU time per
+request (read from /proc, steady on a shared machine) and of requests/s (target: under 5%).
+
 It prints a table (requests/s, p50, p99, ratio to the bare handler) and /auth's p99 under that load against its idle
 p99. Targets are reported, not asserted: the exit status is non-zero only when the harness itself fails.
 
 Usage: .venv/bin/python bench/gate.py [--duration 6] [--connections 32] [--threads 1] [--load-rate 20]
+       [--metric-pairs 8]
 Needs wrk (Debian's package `wrk`) and the test extras (the emulator uses trustme).
 """
 
@@ -34,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 
@@ -70,6 +77,7 @@ NUMBER = "14155550199"
 MEMBER_PHONE, MEMBER = "14155550134", "bench"
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
 RESULT_MARK = "GATE-RESULT"
+METERED = "/auth, valid session, metrics on"
 # wrk calls done() once, after every thread has finished; latency is in microseconds.
 WRK_SCRIPT = f"""
 done = function(summary, latency, requests)
@@ -166,11 +174,13 @@ def text_in(http: requests.Session, base: str, msisdn: str, text: str) -> None:
 
 
 @contextlib.contextmanager
-def smsbot_serve(emu: VonageEmulator, tmp: pathlib.Path) -> Iterator[str]:
-    """Yield the base URL of a running `smsbot serve`; its log is printed (to stderr) only when something fails."""
-    workdir = tmp / "serve"
+def smsbot_serve(emu: VonageEmulator, tmp: pathlib.Path, metrics: str = "") -> Iterator[tuple[str, int]]:
+    """Yield the base URL and pid of a running `smsbot serve` (with metrics at `metrics`, host:port, if given); its
+    log is printed (to stderr) only when something fails."""
+    name = "serve-metrics" if metrics else "serve"
+    workdir = tmp / name
     workdir.mkdir()
-    db = tmp / "data" / "smsbot.db"
+    db = tmp / f"data-{name}" / "smsbot.db"
     db.parent.mkdir()
 
     def env(port: int) -> dict[str, str]:
@@ -178,12 +188,13 @@ def smsbot_serve(emu: VonageEmulator, tmp: pathlib.Path) -> Iterator[str]:
                          SMSBOT_GROUP_NAME="Bench", SMSBOT_LOG_LEVEL="WARNING",
                          VONAGE_SIGNATURE_SECRET=SIGNATURE_SECRET, VONAGE_SIGNATURE_METHOD="sha256",
                          SMSBOT_DAILY_SMS_BUDGET="1000000",
-                         SMSBOT_CONFIRM="none")  # INVITE at once, where confirmation is a setting
+                         SMSBOT_CONFIRM="none",  # INVITE at once, where confirmation is a setting
+                         SMSBOT_METRICS_ADDRESS=metrics)
 
-    proc, base = start_smsbot("serve", workdir, env, tmp / "serve.log", extra_args=["--host", "127.0.0.1"])
+    proc, base = start_smsbot("serve", workdir, env, tmp / f"{name}.log", extra_args=["--host", "127.0.0.1"])
     failed = False
     try:
-        yield base
+        yield base, proc.pid
     except BaseException:
         failed = True
         raise
@@ -197,12 +208,13 @@ def smsbot_serve(emu: VonageEmulator, tmp: pathlib.Path) -> Iterator[str]:
 
 def sign_in(emu: VonageEmulator, base: str) -> str:
     """Invite a member by webhook, redeem the code, sign in with the texted PIN; return the session cookie."""
+    seen = len(sent_to(emu, MEMBER_PHONE))  # texts an earlier server sent the member
     with local_http() as http:
         text_in(http, base, ADMINS[0], f"INVITE +{MEMBER_PHONE} {MEMBER}")
-        invite = wait_text(emu, MEMBER_PHONE, lambda t: "invited" in t, "the invite", TEXT_TIMEOUT)
+        invite = wait_text(emu, MEMBER_PHONE, lambda t: "invited" in t, "the invite", TEXT_TIMEOUT, seen)
         text_in(http, base, MEMBER_PHONE, only(CODE, invite.text))
         pin_text = wait_text(emu, MEMBER_PHONE, lambda t: "PIN" in t and "invited" not in t, "the PIN",
-                             TEXT_TIMEOUT).text
+                             TEXT_TIMEOUT, seen).text
         form = http.get(f"{base}/login", timeout=10)
         token = CSRF_INPUT.search(form.text)
         if form.status_code != 200 or token is None:
@@ -251,6 +263,60 @@ class Result:
     @property
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) a process has used so far."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def metrics_cost(script: pathlib.Path, off: tuple[Target, int], on: tuple[Target, int], params: WrkParams,
+                       pairs: int) -> list[str]:
+    """/auth on the server without metrics and on the one with them, in back-to-back pairs; the report lines."""
+    cpu: dict[str, list[float]] = {off[0].label: [], on[0].label: []}  # server CPU microseconds per request
+    rps: dict[str, list[float]] = {off[0].label: [], on[0].label: []}
+    counted = dataclasses.replace(params, warmup=0)
+    for pair in range(pairs):
+        for target, pid in (off, on) if pair % 2 == 0 else (on, off):
+            await wrk(script, target, params, max(1, params.warmup))
+            before = cpu_seconds(pid)
+            result = await measure(script, target, counted, probe(target))
+            cpu[target.label].append((cpu_seconds(pid) - before) / max(1, result.requests) * 1e6)
+            rps[target.label].append(result.rps)
+    cpu_ratios = [a / b for a, b in zip(cpu[on[0].label], cpu[off[0].label], strict=True)]
+    rps_ratios = [a / b for a, b in zip(rps[on[0].label], rps[off[0].label], strict=True)]
+    on_us, off_us = statistics.median(cpu[on[0].label]), statistics.median(cpu[off[0].label])
+    each_cpu = ", ".join(f"{x:.3f}" for x in cpu_ratios)
+    each_rps = ", ".join(f"{x:.2f}" for x in rps_ratios)
+    return [f"metrics: /auth with a session, on / off, {pairs} back-to-back pairs of {params.duration} s: server CPU "
+            f"per request {on_us:.0f} us on, {off_us:.0f} us off, ratio {statistics.median(cpu_ratios):.3f} "
+            f"(each: {each_cpu}); requests/s ratio {statistics.median(rps_ratios):.3f} (each: {each_rps}); "
+            "target: a cost under 5% (a CPU ratio under 1.05, a requests/s ratio over 0.95)"]
+
+
+@contextlib.contextmanager
+def scraped(address: str) -> Iterator[list[float]]:
+    """Scrape http://address/metrics every second, as Prometheus would, until the block ends; yields the time each
+    scrape took."""
+    took: list[float] = []
+    stop = threading.Event()
+
+    def scrape() -> None:
+        with local_http() as http:
+            while not stop.wait(1.0):
+                started = time.monotonic()
+                with contextlib.suppress(requests.RequestException):
+                    if http.get(f"http://{address}/metrics", timeout=5).status_code == 200:
+                        took.append(time.monotonic() - started)
+
+    thread = threading.Thread(target=scrape, name="scraper", daemon=True)
+    thread.start()
+    try:
+        yield took
+    finally:
+        stop.set()
+        thread.join()
 
 
 def probe(target: Target) -> int:
@@ -436,8 +502,12 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
     params = WrkParams(args.threads, args.connections, args.duration, args.warmup)
     script = tmp / "report.lua"
     script.write_text(WRK_SCRIPT, encoding="utf-8")
-    with running_emulator() as emu, bare_server(tmp / "bare.log") as bare_base, smsbot_serve(emu, tmp) as base:
+    metrics_address = f"127.0.0.1:{free_port()}"
+    with running_emulator() as emu, bare_server(tmp / "bare.log") as bare_base, \
+            smsbot_serve(emu, tmp) as (base, pid), \
+            smsbot_serve(emu, tmp, metrics_address) as (metered_base, metered_pid), scraped(metrics_address) as scrapes:
         cookie = await asyncio.to_thread(sign_in, emu, base)
+        metered_cookie = await asyncio.to_thread(sign_in, emu, metered_base)
         host = base.removeprefix("http://")
         forwarded = {"X-Forwarded-Proto": "http", "X-Forwarded-Host": host, "X-Forwarded-Uri": "/tool/page?x=1",
                      "X-Forwarded-Method": "GET", "Accept": "text/html,application/xhtml+xml"}
@@ -471,6 +541,8 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
         rows = [results[t.label] if t.label in results else next(r for r in rows if isinstance(r, tuple)
                                                                   and r[0] == t.label) for t in targets]
         idle = results["/auth, valid session"]
+        metered = Target(METERED, f"{metered_base}/auth", {"Cookie": f"{SESSION_COOKIE}={metered_cookie}"}, 200)
+        cost = await metrics_cost(script, (targets[1], pid), (metered, metered_pid), params, args.metric_pairs)
         under = await under_load(script, targets[1], params, emu, base, args.load_rate)
         rows.append(under.result)
 
@@ -489,6 +561,8 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
              f"{args.rounds} interleaved rounds (each: "
              f"{', '.join(f'{r.rps / b.rps:.2f}' for r, b in zip(rounds[idle.label], bare_runs, strict=True))}); "
              "target: at least 0.7x",
+             *cost, f"{len(scrapes)} scrapes of /metrics during the run, median "
+             f"{statistics.median(scrapes or [0]) * 1000:.1f} ms",
              f"/auth p99: idle {idle.p99_ms:.2f} ms, under load {loaded.p99_ms:.2f} ms = "
              f"{loaded.p99_ms / idle.p99_ms:.2f}x idle (target: within 2x)",
              f"load: signed webhooks at {args.load_rate:g}/s asked, {load.posted / span:.1f}/s posted over "
@@ -511,6 +585,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     parser.add_argument("--warmup", type=int, default=1, help="uncounted wrk seconds before each path (default 1)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the idle paths (default 3)")
+    parser.add_argument("--metric-pairs", type=int, default=8,
+                        help="back-to-back pairs of /auth with metrics off and on (default 8)")
     parser.add_argument("--load-rate", type=float, default=20.0,
                         help="inbound webhooks per second during the load run, each causing a text or two (default 20)")
     parser.add_argument("--bare-port", type=int, help=argparse.SUPPRESS)  # this file, run as the bare app
@@ -522,8 +598,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("gate: wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
         return 2
     if (args.connections < args.threads or args.duration <= 0 or args.warmup < 0 or args.load_rate <= 0
-            or args.rounds < 1):
-        parser.error("need connections >= threads, duration > 0, warmup >= 0, load-rate > 0 and rounds >= 1")
+            or args.rounds < 1 or args.metric_pairs < 1):
+        parser.error("need connections >= threads, duration > 0, warmup >= 0, load-rate > 0, rounds >= 1 and "
+                     "metric-pairs >= 1")
     with tempfile.TemporaryDirectory(prefix="smsbot-gate-") as tmp:
         try:
             lines = asyncio.run(bench(args, pathlib.Path(tmp)))

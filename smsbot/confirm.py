@@ -9,7 +9,7 @@ only until the command runs or is dropped.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import commands, phone, texts
 from .budget import once_per
@@ -17,6 +17,7 @@ from .clock import Clock
 from .commands import Command
 from .engine import Turn, resolve
 from .keys import CONFIRM_LENGTH, Keys, SecretSource, same
+from .metrics import Metrics
 from .settings import Settings
 from .store import Tx
 
@@ -34,6 +35,7 @@ class Confirmations:
     clock: Clock
     source: SecretSource
     features: Mapping[str, object]  # the engine's features, this one among them: YES runs the held command
+    metrics: Metrics = field(default_factory=lambda: Metrics(enabled=False))
 
     def needed(self, turn: Turn, command: Command) -> bool:
         return command.name in self.settings.confirm and not turn.confirmed
@@ -45,6 +47,7 @@ class Confirmations:
         if await tx.count_since(turn.key, "confirm-locked", now - LOCK_SECONDS):
             return  # refused after too many wrong codes: the number was told once, when it happened
         if await tx.count_since(turn.key, "confirm-asked", now - 3600) >= ASKED_PER_HOUR:
+            self.metrics.confirmations.inc("capped")
             if await once_per(tx, self.clock, turn.key, "confirm-capped", 3600):  # said and logged once an hour
                 await tx.record_event(now, turn.actor, "confirm-capped", command.name)
                 turn.reply(texts.CONFIRM_CAPPED)
@@ -55,6 +58,7 @@ class Confirmations:
                                   code_hash=self.keys.confirm_hash(turn.key, code), now=now,
                                   expires_at=now + CONFIRM_MINUTES * 60)
         await tx.record_event(now, turn.actor, "confirm-asked", command.name)
+        self.metrics.confirmations.inc("asked")
         turn.reply(texts.CONFIRM.format(what=what, code=code, minutes=CONFIRM_MINUTES))
 
     async def yes(self, tx: Tx, turn: Turn, argument: str) -> None:
@@ -66,22 +70,26 @@ class Confirmations:
         if pending.expires_at <= now:
             await tx.remove_confirmation(turn.key)
             await tx.record_event(now, turn.actor, "confirm-expired", pending.command)
+            self.metrics.confirmations.inc("expired")
             turn.reply(texts.CONFIRM_EXPIRED.format(command=pending.command, minutes=CONFIRM_MINUTES))
             return
         right = commands.is_number(argument) and len(argument) == CONFIRM_LENGTH
         if not (right and same(self.keys.confirm_hash(turn.key, argument), pending.code_hash)):
             await tx.note(turn.key, "confirm-wrong", now)
+            self.metrics.confirmations.inc("wrong")
             if await tx.count_since(turn.key, "confirm-wrong", now - 86400) >= WRONG_PER_DAY:
                 await self._lock(tx, turn, pending.command)
             elif await tx.count_confirmation_try(turn.key) >= CONFIRM_TRIES:
                 await tx.remove_confirmation(turn.key)
                 await tx.record_event(now, turn.actor, "confirm-dropped", pending.command)
+                self.metrics.confirmations.inc("dropped")
                 turn.reply(texts.CONFIRM_DROPPED.format(command=pending.command))
             else:
                 turn.reply(texts.CONFIRM_WRONG)
             return
         await tx.remove_confirmation(turn.key)
         await tx.record_event(now, turn.actor, "confirmed", pending.command)
+        self.metrics.confirmations.inc("confirmed")
         command = commands.BY_WORD[pending.command]
         turn.confirmed = True
         await resolve(self.features, command.handler)(tx, turn, pending.argument)

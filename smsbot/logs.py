@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -40,12 +42,39 @@ class Redacting(logging.Filter):
         return True
 
 
-def configure(level: str = "INFO", secrets: Sequence[str] = ()) -> None:
-    """Log to stderr at `level`; no line shows any of `secrets` (give the longest first)."""
+# Fields a log call may pass in `extra=` for JSON logs; a number must be passed masked (phone.mask).
+FIELDS = ("event", "message_id", "number")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, the instance, and the FIELDS a call gave."""
+
+    def __init__(self, instance: str):
+        super().__init__()
+        self.instance = instance
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "instance": self.instance,
+        }
+        line.update({name: record.__dict__[name] for name in FIELDS if name in record.__dict__})
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def configure(level: str = "INFO", form: str = "text", instance: str = "", secrets: Sequence[str] = ()) -> None:
+    """Log to stderr at `level`, as readable `text` lines or as `json` objects (one a line); no line shows any of
+    `secrets` (give the longest first)."""
     level = level.upper()
-    logging.basicConfig(level=level if level in logging.getLevelNamesMapping() else "INFO",
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(instance) if form == "json" else logging.Formatter(TEXT_FORMAT))
     if secrets:
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(Redacting(secrets))
+        handler.addFilter(Redacting(secrets))
+    logging.basicConfig(level=level if level in logging.getLevelNamesMapping() else "INFO", handlers=[handler])
     quiet_leaky_loggers()

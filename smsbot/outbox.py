@@ -13,12 +13,14 @@ import os
 import random
 import secrets
 import socket
+import time
 from collections.abc import Awaitable, Callable
 
 from .clock import Clock
 from .gateway import Gateway, SendError
 from .limiter import RateLimiter
 from .messages import Kind
+from .metrics import Metrics, code_bucket
 from .store import OutboxRow, Store, Tx
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,8 @@ class Outbox:
 
     def __init__(self, store: Store, gateway: Gateway, clock: Clock, rate: float, verifier: Verifier | None = None,
                  rng: random.Random | None = None, give_up_after: float = GIVE_UP_AFTER, pin_ttl: float = 600.0,
-                 handover: float = 0.0, instance: str | None = None):
+                 handover: float = 0.0, instance: str | None = None, metrics: Metrics | None = None):
+        self.metrics = metrics or Metrics(enabled=False)
         self.handover = handover  # seconds a sender taking over from one that died waits (see _take_over)
         self.instance = instance or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.store = store
@@ -104,11 +107,14 @@ class Outbox:
             return await self._verify(row)
         try:
             async with self.limiter.slot():
+                started = time.monotonic()
                 provider_id = await self.gateway.send_sms(row.to_number, row.body, client_ref=f"smsbot-{row.id}")
+                self.metrics.observe_send(time.monotonic() - started)
         except SendError as exc:
             return await self._failed(row, exc)
         await self._finish(row, "sent", provider_id=provider_id)
-        log.info("sent %s text #%d to %s (attempt %d)", row.kind.value, row.id, row.phone_hint, row.attempts)
+        log.info("sent %s text #%d to %s (attempt %d)", row.kind.value, row.id, row.phone_hint, row.attempts,
+                 extra={"event": "text-sent", "message_id": row.id, "number": row.phone_hint})
         return 1
 
     async def _verify(self, row: OutboxRow) -> int:
@@ -126,16 +132,19 @@ class Outbox:
 
     async def _failed(self, row: OutboxRow, exc: SendError) -> int:
         now = self.clock.now()
+        self.metrics.send_errors.inc(code_bucket(exc.code))
         # A PIN is useless once it has expired: stop trying then, not a day later.
         limit = self.pin_ttl if row.kind in (Kind.PIN, Kind.VERIFY) else self.give_up_after
         too_old = now - row.created_at >= limit
         if exc.transient and not too_old:
             delay = backoff(row.attempts, self.rng)
-            log.warning("text #%d to %s not sent (%s); retrying in %.0f s", row.id, row.phone_hint, exc, delay)
+            log.warning("text #%d to %s not sent (%s); retrying in %.0f s", row.id, row.phone_hint, exc, delay,
+                        extra={"event": "text-retry", "message_id": row.id, "number": row.phone_hint})
             await self.store.run(lambda tx: tx.retry_outbox(row.id, next_attempt_at=now + delay, error=str(exc)))
             return 0
         reason = str(exc) if not too_old else f"gave up after {row.attempts} attempts: {exc}"
-        log.error("text #%d (%s) to %s failed for good: %s", row.id, row.kind.value, row.phone_hint, reason)
+        log.error("text #%d (%s) to %s failed for good: %s", row.id, row.kind.value, row.phone_hint, reason,
+                  extra={"event": "text-failed", "message_id": row.id, "number": row.phone_hint})
         await self._finish(row, "failed", error=reason)
         return 1
 
@@ -149,6 +158,13 @@ class Outbox:
                 await tx.record_event(now, "outbox", "send-failed", f"{row.kind.value} to {row.phone_hint}: {error}")
 
         await self.store.run(work)
+        if state == "sent":
+            self.metrics.texts_sent.inc()
+        elif state == "failed":
+            self.metrics.texts_failed.inc()
+
+    def holds_sender_role(self) -> bool:
+        return self._role is True
 
     async def run(self) -> None:
         """The worker loop, run as a background task for the life of the app. Only the instance that holds the

@@ -28,6 +28,7 @@ CONFIRMABLE = ("INVITE", "REVOKE")
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 SIGNATURE_METHODS = ("md5hash", "md5", "sha1", "sha256", "sha512")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
 MIN_SECRET_LENGTH = 32
 DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$")
 SECRET_RULE = (f"it must be at least {MIN_SECRET_LENGTH} characters "
@@ -253,6 +254,14 @@ def digits(raw: str, row: Setting, done: Mapping[str, Any]) -> str:
     return value
 
 
+def listen_address(raw: str, row: Setting, done: Mapping[str, Any]) -> str:
+    """`host:port` (an IPv6 host in brackets), port 1 to 65535."""
+    host, _, port = raw.strip().rpartition(":")
+    if not host.strip("[]") or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise Invalid(f"must be host:port, like 127.0.0.1:9464, got {raw.strip()!r}")
+    return raw.strip()
+
+
 def http_url(raw: str, row: Setting, done: Mapping[str, Any]) -> str:
     """An http(s) base URL, which goes into texts and pages: no user name or password, query or fragment in it
     (nor in the problem, which shows such a URL only as far as its host)."""
@@ -378,6 +387,12 @@ TABLE: tuple[Setting, ...] = (
     Setting("SMSBOT_SHUTDOWN_TIMEOUT", "shutdown_timeout", number, 10.0, minimum=0.1, unit="seconds",
             doc="how long a stop (SIGTERM) may take: requests in flight finish, the outbox stops, the database closes"),
     Setting("SMSBOT_LOG_LEVEL", "log_level", choice, "INFO", choices=LOG_LEVELS, doc="log level"),
+    Setting("SMSBOT_LOG_FORMAT", "log_format", choice, "text", choices=LOG_FORMATS,
+            doc="`text`: one readable line per event; `json`: one JSON object per line (time, level, logger, "
+                "message, and fields such as event, message_id, the masked number, the instance)"),
+    Setting("SMSBOT_METRICS_ADDRESS", "metrics_address", listen_address, "",
+            doc="`host:port` of a second listener that serves Prometheus metrics at `GET /metrics` and nothing "
+                "else; unset, there are no metrics"),
     Setting("VONAGE_APPLICATION_ID", "vonage_application_id", text, "", together="VONAGE_PRIVATE_KEY",
             doc="optional Vonage application id, for JWT auth (Verify v2, Messages API)"),
     Setting("VONAGE_PRIVATE_KEY", "vonage_private_key", text, "", secret=True,
@@ -423,6 +438,8 @@ class Settings:
     vonage_timeout: int
     shutdown_timeout: float
     log_level: str
+    log_format: str
+    metrics_address: str
     vonage_application_id: str
     vonage_private_key: str = field(repr=False)
     vonage_signature_secret: str = field(repr=False)
@@ -451,6 +468,14 @@ class Settings:
         line shows them. Values shorter than REDACT_FROM are left alone: masking them would garble every line."""
         found = {getattr(self, row.attr) for row in TABLE if row.secret} | set(url_secrets(self.db))
         return tuple(sorted((s for s in found if len(s) >= REDACT_FROM), key=len, reverse=True))
+
+    @property
+    def metrics_listen(self) -> tuple[str, int] | None:
+        """SMSBOT_METRICS_ADDRESS as (host, port), or None when metrics are off."""
+        if not self.metrics_address:
+            return None
+        host, _, port = self.metrics_address.rpartition(":")
+        return host.strip("[]"), int(port)
 
     @property
     def https(self) -> bool:

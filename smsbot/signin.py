@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import texts
 from .clock import Clock
@@ -16,6 +16,7 @@ from .gateway import Check
 from .invites import USERNAME
 from .keys import Keys, SecretSource, token_hash
 from .messages import Outgoing
+from .metrics import Metrics
 from .pins import MAX_PIN_TRIES, Pins
 from .pipeline import Pipeline
 from .sessions import SessionCache
@@ -24,6 +25,7 @@ from .store import Member, Pin, Session, Store, Tx
 
 log = logging.getLogger(__name__)
 SHARED_CACHE_AGE = 0.5  # seconds
+PIN_RESULT = {Check.OK: "right", Check.WRONG: "wrong", Check.DEAD: "ended", Check.GONE: "ended"}
 
 
 
@@ -52,6 +54,7 @@ class SignIn:
     clock: Clock
     source: SecretSource
     keys: Keys
+    metrics: Metrics = field(default_factory=lambda: Metrics(enabled=False))
 
     async def login(self, username: str, pin: str, user_agent: str, answer_at: float | None = None) -> str | None:
         """A new session token when username and PIN match a live PIN, else None (whatever the reason).
@@ -110,7 +113,8 @@ class SignIn:
             # The same work as a wrong PIN (a hash and one committed write), so timing says nothing.
             self.pins.spend_like_a_check(pin)
             await self.store.run(lambda tx: tx.bump_stat("failed-logins-without-live-pin"))
-            log.info("login failed")
+            self.metrics.signin_failures.inc("no-live-pin")
+            log.info("login failed", extra={"event": "login-failed"})
             return None
         member, checked = found
         token = self.source.token()
@@ -145,12 +149,18 @@ class SignIn:
             return None
 
         result = await self.store.run(settle)
-        log.info("login %s", "succeeded" if result else "failed")
+        self.metrics.pin_checks.inc(PIN_RESULT[verdict])
+        if result is None:
+            self.metrics.signin_failures.inc("settled-meanwhile" if verdict is Check.OK else
+                                             "wrong-pin" if verdict is Check.WRONG else "pin-ended")
+        log.info("login %s", "succeeded" if result else "failed",
+                 extra={"event": "login-succeeded" if result else "login-failed"})
         return result
 
     async def _lock(self, tx: Tx, member: Member, failures: int, now: float) -> None:
         """Too many wrong PINs in a row: no more PINs or sign-ins until an admin re-invites the member."""
         await tx.lock_member(member.id, now)
+        self.metrics.lockouts.inc()
         await tx.remove_pin(member.id)
         await tx.record_event(now, member.username, "lockout", f"after {failures} wrong PINs")
         log.warning("member %s locked after %d wrong PINs in a row", member.username, failures)

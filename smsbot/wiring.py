@@ -18,6 +18,7 @@ from .gateway import FakeGateway, Gateway
 from .invites import Invites
 from .keys import Keys, SecretSource
 from .keywords import Keywords
+from .metrics import Metrics
 from .outbox import Outbox
 from .pins import Pins
 from .pipeline import Pipeline
@@ -40,6 +41,7 @@ class Graph:
     engine: Engine
     pipeline: Pipeline
     signin: SignIn
+    metrics: Metrics
 
 
 def default_gateway(settings: Settings) -> Gateway:
@@ -66,13 +68,14 @@ def build(settings: Settings, *, clock: Clock | None = None, gateway: Gateway | 
     source = source or SecretSource()
     gateway = gateway or default_gateway(settings)
     keys = Keys(settings.secret)
+    metrics = Metrics(enabled=bool(settings.metrics_address))
     store = open_store(settings)
     group = texts.cut_group(settings.group_name)
     admins = {keys.phone_key(number): number for number in settings.admins}
     budget = Budget(settings, frozenset(admins))
     pins = Pins(settings, keys, clock, source, gateway, group, budget)
     features: dict[str, object] = {}
-    confirm = Confirmations(settings, keys, clock, source, features)
+    confirm = Confirmations(settings, keys, clock, source, features, metrics)
     features.update({
         "keywords": Keywords(group, clock),
         "admin": Admin(settings, keys, clock, source, group, confirm, budget),
@@ -86,8 +89,9 @@ def build(settings: Settings, *, clock: Clock | None = None, gateway: Gateway | 
     # flight. SQLite has one instance, started again only after the last one is gone: nothing to wait for.
     handover = 1.0 + settings.vonage_timeout if store.shared and not settings.dev else 0.0  # dev: no provider
     outbox = Outbox(store, gateway, clock, settings.sms_rate, verifier=pins.start_verification,
-                    pin_ttl=pins.ttl, handover=handover)
+                    pin_ttl=pins.ttl, handover=handover, metrics=metrics)
     store.watch_outbox(outbox.wake)
     pipeline = Pipeline(settings, store, engine, keys, clock, budget)
-    signin = SignIn(settings, store, pins, pipeline, clock, source, keys)
-    return Graph(settings, clock, source, keys, gateway, store, outbox, engine, pipeline, signin)
+    signin = SignIn(settings, store, pins, pipeline, clock, source, keys, metrics)
+    metrics.watch(store, clock, settings.daily_sms_budget, outbox.holds_sender_role)
+    return Graph(settings, clock, source, keys, gateway, store, outbox, engine, pipeline, signin, metrics)

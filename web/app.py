@@ -19,10 +19,11 @@ from smsbot.keys import SecretSource
 from smsbot.settings import Settings, redacted
 from smsbot.wiring import build
 
-from .appkeys import CLOCK, DEV_PHONES, GATEWAY, GRAPH, KEYS, OUTBOX, PIPELINE, SETTINGS, SIGNIN, STORE
+from .appkeys import CLOCK, DEV_PHONES, GATEWAY, GRAPH, KEYS, METRICS, OUTBOX, PIPELINE, SETTINGS, SIGNIN, STORE
 from .dev import setup_dev
 from .devphone import DevPhones
 from .errorpages import setup_error_pages
+from .metrics import setup_metrics
 from .security import Cookies, Csrf, setup_security
 from .views import setup_views
 from .webhooks import setup_webhooks
@@ -48,6 +49,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, clock: Clo
     app[OUTBOX] = graph.outbox
     app[PIPELINE] = graph.pipeline
     app[SIGNIN] = graph.signin
+    app[METRICS] = graph.metrics
     keys = graph.keys
 
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
@@ -68,6 +70,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, clock: Clo
     app.cleanup_ctx.append(_last_seen_writer)
     app.cleanup_ctx.append(_gateway)
     app.cleanup_ctx.append(_late_sign_ins)
+    setup_metrics(app)
     if run_worker:
         app.cleanup_ctx.append(_outbox_worker)
         app.cleanup_ctx.append(_housekeeping)

@@ -7,6 +7,7 @@ from aiohttp import web
 from smsbot.clock import Clock
 from smsbot.gateway import Gateway
 from smsbot.keys import Keys
+from smsbot.metrics import Metrics
 from smsbot.outbox import Outbox
 from smsbot.pipeline import Pipeline
 from smsbot.settings import Settings
@@ -25,4 +26,5 @@ OUTBOX = web.AppKey("outbox", Outbox)
 GATEWAY = web.AppKey("gateway", Gateway)
 KEYS = web.AppKey("keys", Keys)
 CLOCK = web.AppKey("clock", Clock)
+METRICS = web.AppKey("metrics", Metrics)
 DEV_PHONES = web.AppKey("dev_phones", DevPhones)

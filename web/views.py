@@ -15,7 +15,7 @@ from smsbot import phone
 from smsbot.devices import ago, device_name
 from smsbot.store import Session
 
-from .appkeys import CLOCK, KEYS, SETTINGS, SIGNIN, STORE
+from .appkeys import CLOCK, KEYS, METRICS, SETTINGS, SIGNIN, STORE
 from .ratelimit import SignInLimit, client_ip
 from .redirects import login_url, original_url, safe_redirect
 from .security import Cookies, Csrf
@@ -72,7 +72,13 @@ def session_cookie(request: web.Request, name: str) -> str | None:
 async def current_session(request: web.Request) -> Session | None:
     token = session_cookie(request, request.app[COOKIES].session)
     signin = request.app[SIGNIN]
-    return signin.cached_session(token) or await signin.session(token)
+    cached = signin.cached_session(token)
+    if cached is not None:
+        request.app[METRICS].session_cache.inc("hit")
+        return cached
+    if token:
+        request.app[METRICS].session_cache.inc("miss")
+    return await signin.session(token)
 
 
 def _render(request: web.Request, template: str, context: dict[str, object], status: int = 200,
@@ -124,6 +130,7 @@ async def login_submit(request: web.Request) -> web.Response:
     # A failed sign-in is answered at this moment, whatever went wrong (see SignIn.login): measured from the
     # request's start, so the slot taken below, the reading of the PIN and any Verify check all fall inside it.
     answer_at = request.app[CLOCK].monotonic() + settings.login_failure_seconds
+    metrics = request.app[METRICS]
     form = await read_form(request)
     username = str(form.get("username", "")).strip()[:64]
     pin = "".join(str(form.get("pin", "")).split())[:16]
@@ -132,15 +139,20 @@ async def login_submit(request: web.Request) -> web.Response:
     if not request.app[CSRF].valid(request, str(form.get("csrf_token", ""))):
         # Nothing is checked, so no PIN is used up by a forged or stale form, and the client's sign-in limit is
         # untouched (a page behind an untrusted proxy can't give everyone 429).
+        metrics.signins.inc("failure")
+        metrics.signin_failures.inc("form-expired")
         return _render(request, "login.html", {"error": "This form had expired. Please try again.", "notice": None,
                                                "username": username, "rd": rd}, status=403)
     # The slot is taken before anything is weighed, so simultaneous failures can't all slip under the limit.
     limit = request.app[LOGIN_LIMIT]
     slot = await limit.take(client_ip(request, settings.trusted_proxies))
     if slot.id is None:
+        metrics.signins.inc("failure")
+        metrics.signin_failures.inc("rate-limited")
         raise web.HTTPTooManyRequests(text="Too many sign-in attempts from here. Try again in a minute.",
                                       headers={"Retry-After": str(math.ceil(slot.wait))})
     token = await request.app[SIGNIN].login(username, pin, request.headers.get("User-Agent", ""), answer_at)
+    metrics.signins.inc("failure" if token is None else "success")
     if token is None:
         # The username typed is kept (it was the visitor's own input); the page is otherwise the same whatever failed.
         return _render(request, "login.html", {"error": LOGIN_FAILED, "notice": None, "username": username, "rd": rd},
@@ -198,7 +210,9 @@ async def auth(request: web.Request) -> web.Response:
     """Forward auth for nginx auth_request: 200 with the user, or 401."""
     session = await current_session(request)
     if session is None:
+        request.app[METRICS].auth_checks.inc("denied")
         return web.Response(status=401, text="Not signed in.")
+    request.app[METRICS].auth_checks.inc("allowed")
     return signed_in(request, session)
 
 
@@ -215,7 +229,9 @@ async def auth_forward(request: web.Request) -> web.Response:
     asking for a page is sent to sign in, with the way back in `rd`, and anything else gets 401."""
     session = await current_session(request)
     if session is not None:
+        request.app[METRICS].auth_checks.inc("allowed")
         return signed_in(request, session)
+    request.app[METRICS].auth_checks.inc("denied")
     if not wants_a_page(request):
         return web.Response(status=401, text="Not signed in.")
     back = original_url(request.headers.get("X-Forwarded-Proto", ""), request.headers.get("X-Forwarded-Host", ""),

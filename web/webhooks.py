@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -20,7 +21,7 @@ from smsbot.errors import BadWebhook, SignatureError
 from smsbot.messages import InboundPart, InboundText
 from smsbot.signatures import check_jwt, check_sms
 
-from .appkeys import CLOCK, PIPELINE, SETTINGS
+from .appkeys import CLOCK, METRICS, PIPELINE, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +206,31 @@ async def status(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def counted(kind: str, handler: Handler) -> Handler:
+    """The handler, with each webhook counted by its answer (2xx accepted, 401 refused, else bad) and timed."""
+    async def answer(request: web.Request) -> web.Response:
+        started = time.monotonic()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            metrics = request.app[METRICS]
+            metrics.webhooks.inc(kind, "accepted" if status < 300 else "refused" if status == 401 else "bad")
+            metrics.observe_webhook(kind, time.monotonic() - started)
+
+    return answer
+
+
 def setup_webhooks(app: web.Application) -> None:
     app[LAST_SIGNATURE_EVENT] = []
-    for path, handler in (("/webhooks/inbound", inbound), ("/webhooks/status", status)):
-        app.router.add_get(path, handler, allow_head=False)
-        app.router.add_post(path, handler)
+    for path, kind, handler in (("/webhooks/inbound", "inbound", inbound), ("/webhooks/status", "status", status)):
+        app.router.add_get(path, counted(kind, handler), allow_head=False)
+        app.router.add_post(path, counted(kind, handler))

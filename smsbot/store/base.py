@@ -107,6 +107,16 @@ class LastSender:
 
 
 @dataclass(frozen=True)
+class Figures:
+    """What a metrics scrape reads: texts waiting (and since when), members, and texts queued today."""
+
+    waiting: int
+    oldest_waiting_at: float | None
+    members: int
+    queued_today: int
+
+
+@dataclass(frozen=True)
 class Event:
     at: float
     actor: str
@@ -334,6 +344,10 @@ verification is the last one attached, and it wins (an earlier one was cancelled
 
     async def texts_queued_since(self, since: float, *, not_to: Collection[str] = ()) -> dict[Kind, int]:
         """Texts queued since `since` by kind, but those to the numbers whose keys `not_to` names."""
+        ...
+
+    async def figures(self, day_start: float) -> Figures:
+        """The figures metrics report, in one statement (each part uses an index)."""
         ...
 
     async def event_since(self, action: str, since: float) -> bool:

@@ -17,6 +17,7 @@ from .base import (
     UNDELIVERED,
     Confirmation,
     Event,
+    Figures,
     Invite,
     LastSender,
     Member,
@@ -427,6 +428,15 @@ class SqlTx(Tx):
             "SELECT kind, count(*) FROM outbox WHERE created_at >= ?"  # noqa: S608
             f"{f' AND phone_key NOT IN ({marks})' if keys else ''} GROUP BY kind", since, *keys)
         return {Kind(r[0]): int(r[1]) for r in rows}
+
+    async def figures(self, day_start: float) -> Figures:
+        row = await self._one(
+            "SELECT (SELECT count(*) FROM outbox WHERE state IN ('pending', 'sending')),"
+            " (SELECT min(created_at) FROM outbox WHERE state IN ('pending', 'sending')),"
+            " (SELECT count(*) FROM members), (SELECT count(*) FROM outbox WHERE created_at >= ?)", day_start)
+        assert row is not None  # a SELECT of aggregates always gives one row
+        oldest = None if row[1] is None else float(row[1])
+        return Figures(int(row[0]), oldest, int(row[2]), int(row[3]))
 
     async def event_since(self, action: str, since: float) -> bool:
         return await self._one("SELECT 1 FROM events WHERE action = ? AND at >= ? LIMIT 1", action, since) is not None
