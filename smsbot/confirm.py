@@ -8,14 +8,13 @@ only until the command runs or is dropped.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from . import commands, phone, texts
 from .budget import once_per
 from .clock import Clock
-from .commands import Command
-from .engine import Turn, resolve
+from .commands import Command, Parsed
+from .engine import Turn
 from .keys import CONFIRM_LENGTH, Keys, SecretSource, same
 from .settings import Settings
 from .store import Tx
@@ -33,10 +32,10 @@ class Confirmations:
     keys: Keys
     clock: Clock
     source: SecretSource
-    features: Mapping[str, object]  # the engine's features, this one among them: YES runs the held command
 
     def needed(self, turn: Turn, command: Command) -> bool:
-        return command.name in self.settings.confirm and not turn.confirmed
+        confirmed = turn.confirmed is not None and turn.confirmed.command is command
+        return command.name in self.settings.confirm and not confirmed
 
     async def hold(self, tx: Tx, turn: Turn, command: Command, argument: str, what: str) -> None:
         """Keep the command until YES; reply with `what` it will do and the code. A few an hour per admin: a spoofer
@@ -82,9 +81,7 @@ class Confirmations:
             return
         await tx.remove_confirmation(turn.key)
         await tx.record_event(now, turn.actor, "confirmed", pending.command)
-        command = commands.BY_WORD[pending.command]
-        turn.confirmed = True
-        await resolve(self.features, command.handler)(tx, turn, pending.argument)
+        turn.confirmed = Parsed(commands.BY_WORD[pending.command], pending.argument)  # the engine runs it next
 
     async def _lock(self, tx: Tx, turn: Turn, command: str) -> None:
         """Ten wrong codes in a day: the waiting command is dropped and the number's confirmable commands are refused

@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from . import commands, phone
 from .clock import Clock
-from .commands import ADMIN_COMMANDS, DEVICES, HELP, JOIN, LOGIN, START, STOP, Command, Parsed, Role
+from .commands import ADMIN_COMMANDS, DEVICES, HELP, JOIN, LOGIN, START, STOP, Command, CommandHandler, Parsed, Role
 from .keys import Keys
 from .messages import InboundText, Kind, Outgoing
 from .store import Invite, Member, Tx
+
+if TYPE_CHECKING:  # the features import Turn from here: the type only, for mypy
+    from .features import Features
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,7 @@ class Turn:
     invite: Invite | None
     state: State = State.STRANGER
     parsed: Parsed | None = None
-    confirmed: bool = False  # the admin confirmed this command with YES <code>
+    confirmed: Parsed | None = None  # the held command YES <code> confirmed: the engine runs it next
     out: list[Outgoing] = field(default_factory=list)
 
     def reply(self, body: str, kind: Kind = Kind.REPLY) -> None:
@@ -75,7 +78,6 @@ class Turn:
         return roles
 
 
-CommandHandler = Callable[[Tx, Turn, str], Awaitable[None]]
 Fallback = Callable[[Tx, Turn], Awaitable[bool]]  # True when it answered the text
 
 
@@ -85,41 +87,33 @@ class Step:
     tried in order until one answers."""
 
     takes: tuple[Command, ...]
-    fallbacks: tuple[str, ...]  # "feature.method", resolved like command handlers
+    fallbacks: tuple[Callable[[Features], Fallback], ...]  # picked among the features, like command handlers
 
 
 # Compliance keywords (STOP, START, HELP) come before everything else. After an invite expires, any text but STOP,
 # START and an admin's command gets the expiry notice once.
 KEYWORDS = (STOP, START, HELP)
 STATE_TABLE: dict[State, Step] = {
-    State.OPTED_OUT: Step((START,), ("keywords.silence",)),
-    State.STRANGER: Step((*KEYWORDS, *ADMIN_COMMANDS), ("admin.unknown", "keywords.silence")),
-    State.AWAITING_CODE: Step((*KEYWORDS, *ADMIN_COMMANDS, JOIN), ("invites.code",)),
-    State.AWAITING_USERNAME: Step((*KEYWORDS, *ADMIN_COMMANDS), ("invites.username",)),
-    State.EXPIRED: Step((STOP, START, *ADMIN_COMMANDS), ("invites.expired",)),
-    State.MEMBER: Step((*KEYWORDS, *ADMIN_COMMANDS, LOGIN, DEVICES), ("admin.unknown", "pins.member_hint")),
+    State.OPTED_OUT: Step((START,), (lambda f: f.keywords.silence,)),
+    State.STRANGER: Step((*KEYWORDS, *ADMIN_COMMANDS), (lambda f: f.admin.unknown, lambda f: f.keywords.silence)),
+    State.AWAITING_CODE: Step((*KEYWORDS, *ADMIN_COMMANDS, JOIN), (lambda f: f.invites.code,)),
+    State.AWAITING_USERNAME: Step((*KEYWORDS, *ADMIN_COMMANDS), (lambda f: f.invites.username,)),
+    State.EXPIRED: Step((STOP, START, *ADMIN_COMMANDS), (lambda f: f.invites.expired,)),
+    State.MEMBER: Step((*KEYWORDS, *ADMIN_COMMANDS, LOGIN, DEVICES),
+                       (lambda f: f.admin.unknown, lambda f: f.pins.member_hint)),
 }
-
-
-def resolve(features: Mapping[str, object], name: str) -> Any:
-    """The bound handler that a declaration names as "feature.method"; a missing one is a programming error."""
-    feature, _, method = name.partition(".")
-    handler = getattr(features.get(feature), method, None)
-    if handler is None or not callable(handler):
-        raise LookupError(f"no handler {name!r}: the engine has no feature {feature!r} with a method {method!r}")
-    return handler
 
 
 class Engine:
     """Handles inbound texts according to the declared state table, with the features that implement it."""
 
-    def __init__(self, keys: Keys, clock: Clock, admins: tuple[str, ...], features: Mapping[str, object]):
+    def __init__(self, keys: Keys, clock: Clock, admins: tuple[str, ...], features: Features):
         self.keys = keys
         self.clock = clock
         self.admin_keys = frozenset(keys.phone_key(a) for a in admins)
-        self.commands: dict[Command, CommandHandler] = {c: resolve(features, c.handler) for c in commands.COMMANDS}
-        self.fallbacks: dict[str, Fallback] = {name: resolve(features, name)
-                                               for step in STATE_TABLE.values() for name in step.fallbacks}
+        self.commands: dict[Command, CommandHandler] = {c: c.handler(features) for c in commands.COMMANDS}
+        self.fallbacks: dict[State, tuple[Fallback, ...]] = {
+            state: tuple(pick(features) for pick in step.fallbacks) for state, step in STATE_TABLE.items()}
 
     async def handle(self, tx: Tx, msg: InboundText) -> list[Outgoing]:
         key = self.keys.phone_key(msg.sender)
@@ -130,9 +124,11 @@ class Engine:
         command = turn.parsed.command if turn.parsed else None
         if turn.parsed is not None and command in step.takes and command.roles & turn.roles:
             await self.commands[command](tx, turn, turn.parsed.argument)
+            if turn.confirmed is not None:  # a right YES: the command it held runs now
+                await self.commands[turn.confirmed.command](tx, turn, turn.confirmed.argument)
             return turn.out
-        for name in step.fallbacks:
-            if await self.fallbacks[name](tx, turn):
+        for fallback in self.fallbacks[turn.state]:
+            if await fallback(tx, turn):
                 break
         return turn.out
 

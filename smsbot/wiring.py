@@ -14,6 +14,7 @@ from .clock import Clock
 from .confirm import Confirmations
 from .devices import Devices
 from .engine import Engine
+from .features import Features
 from .gateway import FakeGateway, Gateway
 from .invites import Invites
 from .keys import Keys, SecretSource
@@ -71,16 +72,10 @@ def build(settings: Settings, *, clock: Clock | None = None, gateway: Gateway | 
     admins = {keys.phone_key(number): number for number in settings.admins}
     budget = Budget(settings, frozenset(admins))
     pins = Pins(settings, keys, clock, source, gateway, group, budget)
-    features: dict[str, object] = {}
-    confirm = Confirmations(settings, keys, clock, source, features)
-    features.update({
-        "keywords": Keywords(group, clock),
-        "admin": Admin(settings, keys, clock, source, group, confirm, budget),
-        "confirm": confirm,
-        "invites": Invites(keys, clock, pins, group, admins),
-        "pins": pins,
-        "devices": Devices(clock),
-    })
+    confirm = Confirmations(settings, keys, clock, source)
+    features = Features(keywords=Keywords(group, clock),
+                        admin=Admin(settings, keys, clock, source, group, confirm, budget), confirm=confirm,
+                        invites=Invites(keys, clock, pins, group, admins), pins=pins, devices=Devices(clock))
     engine = Engine(keys, clock, settings.admins, features)
     # A sender taking over from one that died waits out the requests it may still have had in flight.
     handover = 1.0 + settings.vonage_timeout if store.shared and not settings.dev else 0.0  # dev: no provider
