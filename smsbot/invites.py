@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 from . import commands, texts
 from .clock import Clock
-from .engine import State, Turn
+from .engine import Turn
 from .keys import CODE_ALPHABET, CODE_LENGTH, Keys, same
 from .pins import Pins
-from .store import Invite, Tx
+from .store import Invite, Stage, Tx
 
 # At least one letter, so a username can never be mistaken for a phone number (REVOKE <username|phone>).
 USERNAME = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9_-]{3,32}$")
@@ -69,7 +69,7 @@ class Invites:
             if invite.username and not await tx.member_by_username(invite.username):
                 await self._join(tx, turn, invite, invite.username)
             else:
-                await tx.set_invite_stage(invite.id, State.AWAITING_USERNAME.value)
+                await tx.set_invite_stage(invite.id, Stage.AWAITING_USERNAME)
                 turn.reply(texts.ASK_USERNAME.format(group=self.group))
             return
         if await tx.count_invite_try(invite.id) >= MAX_CODE_TRIES:

@@ -56,6 +56,25 @@ def test_every_state_has_a_row_whose_fallbacks_are_bound(built: engine.Engine) -
         assert all(c in commands.COMMANDS for c in step.takes)
 
 
+def test_every_state_is_reached_and_left_by_a_declared_transition() -> None:
+    sources = {t.source for t in engine.TRANSITIONS}
+    targets = {t.target for t in engine.TRANSITIONS} | {engine.INITIAL}
+    assert sources == set(engine.State) == targets
+    assert all(t.on.strip() for t in engine.TRANSITIONS)
+    rows = [(t.source, t.on, t.target) for t in engine.TRANSITIONS]
+    assert len(set(rows)) == len(rows)
+
+
+def test_invite_stages_are_states_and_the_only_values_the_schema_allows() -> None:
+    from smsbot.store import Stage
+    from smsbot.store.migrations import SQLITE, render
+
+    assert all(engine.State(stage.value) for stage in Stage)
+    first = render(SQLITE)[0][1]
+    allowed = ", ".join(f"'{stage.value}'" for stage in Stage)
+    assert f"CHECK (stage IN ({allowed}))" in first
+
+
 def test_usage_replies_come_from_the_declarations_only() -> None:
     from smsbot import texts
 

@@ -3,8 +3,21 @@
 
 from __future__ import annotations
 
-from .base import UNDELIVERED, Confirmation, Event, Invite, Member, OutboxRow, Pin, Session, Store, Tx, username_key
+from .base import (
+                   UNDELIVERED,
+                   Confirmation,
+                   Event,
+                   Invite,
+                   Member,
+                   OutboxRow,
+                   Pin,
+                   Session,
+                   Stage,
+                   Store,
+                   Tx,
+                   username_key,
+)
 from .sqlite import SqliteStore
 
 __all__ = ["UNDELIVERED", "Confirmation", "Event", "Invite", "Member", "OutboxRow", "Pin", "Session", "SqliteStore",
-           "Store", "Tx", "username_key"]
+           "Stage", "Store", "Tx", "username_key"]

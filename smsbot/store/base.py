@@ -7,6 +7,7 @@ Phone numbers appear only as keyed HMACs, except in outbox rows still waiting to
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -20,6 +21,14 @@ SessionsChanged = Callable[[int], None]
 TextsQueued = Callable[[], None]  # told once a unit of work that queued texts has committed
 
 UNDELIVERED = ("failed", "rejected", "expired", "undeliverable")
+
+
+class Stage(enum.Enum):
+    """Where an invite is: the engine's states of the same names, the values the invites table keeps and its CHECK
+    allows."""
+
+    AWAITING_CODE = "awaiting_code"
+    AWAITING_USERNAME = "awaiting_username"
 
 
 @dataclass(frozen=True)
@@ -40,7 +49,7 @@ class Invite:
     phone_hint: str
     code_hash: str
     username: str | None
-    stage: str
+    stage: Stage
     tries: int
     invited_by: str
     created_at: float
@@ -163,7 +172,7 @@ class Tx(Protocol):
         """Create the invite for this number, replacing any earlier one (and its code)."""
         ...
 
-    async def set_invite_stage(self, invite_id: int, stage: str) -> None:
+    async def set_invite_stage(self, invite_id: int, stage: Stage) -> None:
         ...
 
     async def count_invite_try(self, invite_id: int) -> int:

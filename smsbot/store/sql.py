@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from ..commands import is_number
 from ..messages import Kind
-from .base import UNDELIVERED, Confirmation, Event, Invite, Member, OutboxRow, Pin, Session, Tx, username_key
+from .base import UNDELIVERED, Confirmation, Event, Invite, Member, OutboxRow, Pin, Session, Stage, Tx, username_key
 
 
 class Row(Protocol):
@@ -127,12 +127,13 @@ class SqlTx(Tx):
         await self._run("DELETE FROM invites WHERE phone_key = ?", phone_key)
         await self._run(
             "INSERT INTO invites (phone_key, phone_hint, code_hash, username, stage, invited_by, invited_by_key,"
-            " created_at, expires_at) VALUES (?, ?, ?, ?, 'awaiting_code', ?, ?, ?, ?)",
-            phone_key, phone_hint, code_hash, username, invited_by, invited_by_key, now, expires_at,
+            " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            phone_key, phone_hint, code_hash, username, Stage.AWAITING_CODE.value, invited_by, invited_by_key, now,
+            expires_at,
         )
 
-    async def set_invite_stage(self, invite_id: int, stage: str) -> None:
-        await self._run("UPDATE invites SET stage = ? WHERE id = ?", stage, invite_id)
+    async def set_invite_stage(self, invite_id: int, stage: Stage) -> None:
+        await self._run("UPDATE invites SET stage = ? WHERE id = ?", stage.value, invite_id)
 
     async def count_invite_try(self, invite_id: int) -> int:
         return await self._one_more("invites", "tries", "id", invite_id)
@@ -417,4 +418,7 @@ def _member(row: Row | None) -> Member | None:
 
 
 def _invite(row: Row | None) -> Invite | None:
-    return None if row is None else Invite(**dict(row))
+    if row is None:
+        return None
+    values = dict(row)
+    return Invite(**{**values, "stage": Stage(values["stage"])})
