@@ -50,6 +50,7 @@ class Command:
     args: Args = Args.NONE
     aliases: tuple[str, ...] = ()
     example: str = ""  # a filled-in use, shown in the usage reply
+    confirmable: bool = False  # SMSBOT_CONFIRM may make it wait for YES <code>; its handler asks confirm.needed()
 
     @property
     def words(self) -> tuple[str, ...]:
@@ -66,9 +67,9 @@ EVERYONE = frozenset({Role.ANYONE})
 
 INVITE = Command("INVITE", "INVITE <phone> [username]",
                  "text an invite code to that number; give a username or they pick one", ADMIN,
-                 lambda f: f.admin.invite, Args.REST, example="INVITE +14155550134 alice")
+                 lambda f: f.admin.invite, Args.REST, example="INVITE +14155550134 alice", confirmable=True)
 REVOKE = Command("REVOKE", "REVOKE <username|phone>", "remove a member (signing out every device) or cancel an invite",
-                 ADMIN, lambda f: f.admin.revoke, Args.REST, example="REVOKE alice")
+                 ADMIN, lambda f: f.admin.revoke, Args.REST, example="REVOKE alice", confirmable=True)
 LIST = Command("LIST", "LIST [page]", "members by username and pending invites, a page per text", ADMIN,
                lambda f: f.admin.list, Args.OPTIONAL_WORD, example="LIST 2")
 LOG = Command("LOG", "LOG [page]", "admin actions and security events, latest first, a page per text", ADMIN,

@@ -17,7 +17,7 @@ from .commands import Command, Parsed
 from .engine import Turn
 from .keys import CONFIRM_LENGTH, Keys, SecretSource, same
 from .settings import Settings
-from .store import Tx
+from .store import Action, Tx
 
 CONFIRM_MINUTES = 10
 CONFIRM_TRIES = 3
@@ -34,6 +34,7 @@ class Confirmations:
     source: SecretSource
 
     def needed(self, turn: Turn, command: Command) -> bool:
+        assert command.confirmable, f"{command.name} is not declared confirmable"
         confirmed = turn.confirmed is not None and turn.confirmed.command is command
         return command.name in self.settings.confirm and not confirmed
 
@@ -45,7 +46,7 @@ class Confirmations:
             return  # refused after too many wrong codes: the number was told once, when it happened
         if await tx.count_since(turn.key, "confirm-asked", now - 3600) >= ASKED_PER_HOUR:
             if await once_per(tx, self.clock, turn.key, "confirm-capped", 3600):  # said and logged once an hour
-                await tx.record_event(now, turn.actor, "confirm-capped", command.name)
+                await tx.record_event(now, turn.actor, Action.CONFIRM_CAPPED, command.name)
                 turn.reply(texts.CONFIRM_CAPPED)
             return
         await tx.note(turn.key, "confirm-asked", now)
@@ -53,7 +54,7 @@ class Confirmations:
         await tx.put_confirmation(admin_key=turn.key, command=command.name, argument=argument,
                                   code_hash=self.keys.confirm_hash(turn.key, code), now=now,
                                   expires_at=now + CONFIRM_MINUTES * 60)
-        await tx.record_event(now, turn.actor, "confirm-asked", command.name)
+        await tx.record_event(now, turn.actor, Action.CONFIRM_ASKED, command.name)
         turn.reply(texts.CONFIRM.format(what=what, code=code, minutes=CONFIRM_MINUTES))
 
     async def yes(self, tx: Tx, turn: Turn, argument: str) -> None:
@@ -64,7 +65,7 @@ class Confirmations:
             return
         if pending.expires_at <= now:
             await tx.remove_confirmation(turn.key)
-            await tx.record_event(now, turn.actor, "confirm-expired", pending.command)
+            await tx.record_event(now, turn.actor, Action.CONFIRM_EXPIRED, pending.command)
             turn.reply(texts.CONFIRM_EXPIRED.format(command=pending.command, minutes=CONFIRM_MINUTES))
             return
         right = commands.is_number(argument) and len(argument) == CONFIRM_LENGTH
@@ -74,13 +75,13 @@ class Confirmations:
                 await self._lock(tx, turn, pending.command)
             elif await tx.count_confirmation_try(turn.key) >= CONFIRM_TRIES:
                 await tx.remove_confirmation(turn.key)
-                await tx.record_event(now, turn.actor, "confirm-dropped", pending.command)
-                turn.reply(texts.CONFIRM_DROPPED.format(command=pending.command))
+                await tx.record_event(now, turn.actor, Action.CONFIRM_DROPPED, pending.command)
+                turn.reply(texts.CONFIRM_DROPPED.format(command=pending.command, tries=CONFIRM_TRIES))
             else:
                 turn.reply(texts.CONFIRM_WRONG)
             return
         await tx.remove_confirmation(turn.key)
-        await tx.record_event(now, turn.actor, "confirmed", pending.command)
+        await tx.record_event(now, turn.actor, Action.CONFIRMED, pending.command)
         turn.confirmed = Parsed(commands.BY_WORD[pending.command], pending.argument)  # the engine runs it next
 
     async def _lock(self, tx: Tx, turn: Turn, command: str) -> None:
@@ -89,7 +90,7 @@ class Confirmations:
         now = self.clock.now()
         await tx.remove_confirmation(turn.key)
         await tx.note(turn.key, "confirm-locked", now)
-        await tx.record_event(now, turn.actor, "confirm-locked", command)
+        await tx.record_event(now, turn.actor, Action.CONFIRM_LOCKED, command)
         until = texts.utc(now + LOCK_SECONDS, day=True)
         turn.reply(texts.CONFIRM_LOCKED.format(wrong=WRONG_PER_DAY, until=until))
         for admin in self.settings.admins:

@@ -19,11 +19,11 @@ from urllib.parse import SplitResult, parse_qsl, unquote, unquote_plus, urlsplit
 import phonenumbers
 from dotenv import dotenv_values
 
-from . import phone
+from . import commands, phone
 from .errors import SettingsError, SmsbotError
 
 PIN_MODES = ("sms", "verify")
-CONFIRMABLE = ("INVITE", "REVOKE")
+CONFIRMABLE = tuple(c.name for c in commands.COMMANDS if c.confirmable)  # SMSBOT_CONFIRM may list these
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 SIGNATURE_METHODS = ("md5hash", "md5", "sha1", "sha256", "sha512")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

@@ -3,15 +3,21 @@ a README row; every state of the declared table has its fallbacks."""
 
 from __future__ import annotations
 
+import ast
 import inspect
 import pathlib
+import typing
 from collections.abc import Callable
 
 import pytest
 
 from smsbot import commands, engine
+from smsbot.admin import SENTENCES
 from smsbot.commands import Command
-from smsbot.settings import Settings
+from smsbot.features import Features
+from smsbot.keywords import STRANGER_OPT
+from smsbot.settings import CONFIRMABLE, Settings
+from smsbot.store import Action
 from smsbot.wiring import build
 
 from support.conversation import all_transcripts
@@ -73,6 +79,23 @@ def test_invite_stages_are_states_and_the_only_values_the_schema_allows() -> Non
     first = render(SQLITE)[0][1]
     allowed = ", ".join(f"'{stage.value}'" for stage in Stage)
     assert f"CHECK (stage IN ({allowed}))" in first
+
+
+def test_the_commands_that_ask_for_yes_are_the_ones_declared_confirmable() -> None:
+    asked = set()
+    for feature in typing.get_type_hints(Features).values():
+        tree = ast.parse(inspect.getsource(inspect.getmodule(feature)))  # type: ignore[arg-type]
+        calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+                 and isinstance(node.func, ast.Attribute) and node.func.attr in ("needed", "hold")]
+        asked |= {a.id for call in calls for a in call.args if isinstance(a, ast.Name) and a.id in commands.BY_WORD}
+    assert asked == {c.name for c in commands.COMMANDS if c.confirmable}
+    assert set(CONFIRMABLE) == asked
+
+
+def test_every_event_action_has_a_sentence_in_log() -> None:
+    assert set(SENTENCES) | set(STRANGER_OPT) == set(Action), "LOG sums strangers' STOP and START up instead"
+    assert not set(SENTENCES) & set(STRANGER_OPT)
+    assert all(template.strip() for template in SENTENCES.values())
 
 
 def test_usage_replies_come_from_the_declarations_only() -> None:

@@ -19,6 +19,7 @@ from smsbot.commands import is_number
 from smsbot.errors import BadWebhook, SignatureError
 from smsbot.messages import InboundPart, InboundText
 from smsbot.signatures import check_jwt, check_sms
+from smsbot.store import Action
 
 from .appkeys import CLOCK, PIPELINE, SETTINGS
 
@@ -38,7 +39,7 @@ async def refused(request: web.Request, reason: str) -> web.Response:
     now = request.app[CLOCK].now()
     if not last or now - last[0] >= AUDIT_SIGNATURE_EVERY:
         last[:] = [now]
-        await request.app[PIPELINE].record_security_event("signature-refused", f"{request.path}: {reason}")
+        await request.app[PIPELINE].record_security_event(Action.SIGNATURE_REFUSED, f"{request.path}: {reason}")
     return web.Response(status=401, text="Bad or missing webhook signature.")
 
 

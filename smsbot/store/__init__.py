@@ -4,20 +4,21 @@
 from __future__ import annotations
 
 from .base import (
-                   UNDELIVERED,
-                   Confirmation,
-                   Event,
-                   Invite,
-                   Member,
-                   OutboxRow,
-                   Pin,
-                   Session,
-                   Stage,
-                   Store,
-                   Tx,
-                   username_key,
+    UNDELIVERED,
+    Action,
+    Confirmation,
+    Event,
+    Invite,
+    Member,
+    OutboxRow,
+    Pin,
+    Session,
+    Stage,
+    Store,
+    Tx,
+    username_key,
 )
 from .sqlite import SqliteStore
 
-__all__ = ["UNDELIVERED", "Confirmation", "Event", "Invite", "Member", "OutboxRow", "Pin", "Session", "SqliteStore",
-           "Stage", "Store", "Tx", "username_key"]
+__all__ = ["UNDELIVERED", "Action", "Confirmation", "Event", "Invite", "Member", "OutboxRow", "Pin", "Session",
+           "SqliteStore", "Stage", "Store", "Tx", "username_key"]

@@ -31,6 +31,42 @@ class Stage(enum.Enum):
     AWAITING_USERNAME = "awaiting_username"
 
 
+class Action(enum.Enum):
+    """What an audit event records; LOG has a sentence for each (`admin.SENTENCES`)."""
+
+    INVITE = "invite"
+    CANCEL_INVITE = "cancel-invite"
+    REVOKE = "revoke"
+    UNLOCK = "unlock"
+    LOGOUT_MEMBER = "logout-member"
+    CONFIRM_ASKED = "confirm-asked"
+    CONFIRMED = "confirmed"
+    CONFIRM_DROPPED = "confirm-dropped"
+    CONFIRM_EXPIRED = "confirm-expired"
+    CONFIRM_CAPPED = "confirm-capped"
+    CONFIRM_LOCKED = "confirm-locked"
+    ADMIN_CAPPED = "admin-capped"
+    REPLIES_CAPPED = "replies-capped"
+    CODE_ACCEPTED = "code-accepted"
+    INVITE_CANCELLED = "invite-cancelled"
+    INVITE_EXPIRED = "invite-expired"
+    JOIN = "join"
+    PIN_ISSUED = "pin-issued"
+    PIN_CAPPED = "pin-capped"
+    LOGIN = "login"
+    LOGOUT_EVERYWHERE = "logout-everywhere"
+    LOGOUT_WEB = "logout-web"
+    LOCKOUT = "lockout"
+    OPT_OUT = "opt-out"
+    OPT_IN = "opt-in"
+    STRANGER_OPT_OUT = "stranger-opt-out"  # strangers' STOP and START in a row are one event with a count
+    STRANGER_OPT_IN = "stranger-opt-in"
+    BUDGET_REACHED = "budget-reached"
+    SEND_FAILED = "send-failed"
+    UNDELIVERED = "undelivered"
+    SIGNATURE_REFUSED = "signature-refused"
+
+
 @dataclass(frozen=True)
 class Member:
     id: int
@@ -316,13 +352,13 @@ verification is the last one attached, and it wins (an earlier one was cancelled
         """Texts queued since `since` by kind, but those to the numbers whose keys `not_to` names."""
         ...
 
-    async def event_since(self, action: str, since: float) -> bool:
+    async def event_since(self, action: Action, since: float) -> bool:
         ...
 
-    async def record_event(self, now: float, actor: str, action: str, detail: str = "") -> None:
+    async def record_event(self, now: float, actor: str, action: Action, detail: str = "") -> None:
         ...
 
-    async def count_into_last_event(self, actions: tuple[str, ...], now: float) -> bool:
+    async def count_into_last_event(self, actions: tuple[Action, ...], now: float) -> bool:
         """Add one to the newest event's count (its detail) if it is one of `actions`, and move it to `now`; False
         when the newest event is another (then nothing changes)."""
         ...

@@ -12,7 +12,20 @@ from typing import Any, Protocol
 
 from ..commands import is_number
 from ..messages import Kind
-from .base import UNDELIVERED, Confirmation, Event, Invite, Member, OutboxRow, Pin, Session, Stage, Tx, username_key
+from .base import (
+    UNDELIVERED,
+    Action,
+    Confirmation,
+    Event,
+    Invite,
+    Member,
+    OutboxRow,
+    Pin,
+    Session,
+    Stage,
+    Tx,
+    username_key,
+)
 
 
 class Row(Protocol):
@@ -388,20 +401,22 @@ class SqlTx(Tx):
             f"{f' AND phone_key NOT IN ({marks})' if keys else ''} GROUP BY kind", since, *keys)
         return {Kind(r[0]): int(r[1]) for r in rows}
 
-    async def event_since(self, action: str, since: float) -> bool:
-        return await self._one("SELECT 1 FROM events WHERE action = ? AND at >= ? LIMIT 1", action, since) is not None
+    async def event_since(self, action: Action, since: float) -> bool:
+        return await self._one("SELECT 1 FROM events WHERE action = ? AND at >= ? LIMIT 1", action.value,
+                               since) is not None
 
     # audit
-    async def record_event(self, now: float, actor: str, action: str, detail: str = "") -> None:
-        await self._run("INSERT INTO events (at, actor, action, detail) VALUES (?, ?, ?, ?)", now, actor, action,
-                        detail)
+    async def record_event(self, now: float, actor: str, action: Action, detail: str = "") -> None:
+        await self._run("INSERT INTO events (at, actor, action, detail) VALUES (?, ?, ?, ?)", now, actor,
+                        action.value, detail)
 
-    async def count_into_last_event(self, actions: tuple[str, ...], now: float) -> bool:
+    async def count_into_last_event(self, actions: tuple[Action, ...], now: float) -> bool:
         marks = ", ".join("?" for _ in actions)
         return await self._run(  # the f-string adds only "?" placeholders
             "UPDATE events SET at = ?,"  # noqa: S608
             " detail = CAST(CAST(COALESCE(NULLIF(detail, ''), '1') AS INTEGER) + 1 AS TEXT)"
-            f" WHERE id = (SELECT max(id) FROM events) AND action IN ({marks})", now, *actions) == 1
+            f" WHERE id = (SELECT max(id) FROM events) AND action IN ({marks})", now,
+            *(a.value for a in actions)) == 1
 
     async def events(self, limit: int, offset: int = 0) -> list[Event]:
         rows = await self._all("SELECT at, actor, action, detail FROM events ORDER BY id DESC LIMIT ? OFFSET ?",
