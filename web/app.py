@@ -19,10 +19,11 @@ from smsbot.keys import SecretSource
 from smsbot.settings import Settings, redacted
 from smsbot.wiring import build
 
-from .appkeys import CLOCK, DEV_PHONES, GATEWAY, GRAPH, KEYS, OUTBOX, PIPELINE, SETTINGS, SIGNIN, STORE
+from .appkeys import CLOCK, DEV_PHONES, GATEWAY, GRAPH, KEYS, OUTBOX, PIPELINE, ROUTES, SETTINGS, SIGNIN, STORE
 from .dev import setup_dev
 from .devphone import DevPhones
 from .errorpages import setup_error_pages
+from .routes import Routes
 from .security import Cookies, Csrf, setup_security
 from .views import setup_views
 from .webhooks import setup_webhooks
@@ -48,6 +49,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, clock: Clo
     app[OUTBOX] = graph.outbox
     app[PIPELINE] = graph.pipeline
     app[SIGNIN] = graph.signin
+    app[ROUTES] = Routes()  # filled as the routes are registered, each with who it answers
     keys = graph.keys
 
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)

@@ -15,6 +15,7 @@ from smsbot.store import Store
 from smsbot.wiring import Graph
 
 from .devphone import DevPhones
+from .routes import Routes
 
 GRAPH = web.AppKey("graph", Graph)
 SETTINGS = web.AppKey("settings", Settings)
@@ -26,3 +27,4 @@ GATEWAY = web.AppKey("gateway", Gateway)
 KEYS = web.AppKey("keys", Keys)
 CLOCK = web.AppKey("clock", Clock)
 DEV_PHONES = web.AppKey("dev_phones", DevPhones)
+ROUTES = web.AppKey("routes", Routes)

@@ -21,7 +21,8 @@ from smsbot.messages import InboundPart, InboundText
 from smsbot.signatures import check_jwt, check_sms
 from smsbot.store import Action
 
-from .appkeys import CLOCK, PIPELINE, SETTINGS
+from .appkeys import CLOCK, PIPELINE, ROUTES, SETTINGS
+from .routes import Audience
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +209,8 @@ async def status(request: web.Request) -> web.Response:
 
 def setup_webhooks(app: web.Application) -> None:
     app[LAST_SIGNATURE_EVENT] = []
+    routes = app[ROUTES]
     for path, handler in (("/webhooks/inbound", inbound), ("/webhooks/status", status)):
-        app.router.add_get(path, handler, allow_head=False)
-        app.router.add_post(path, handler)
+        routes.get(app, path, handler, Audience.WEBHOOK, allow_head=False)
+        routes.post(app, path, handler, Audience.WEBHOOK)
+    routes.folder("/webhooks/", Audience.WEBHOOK)
