@@ -12,7 +12,7 @@ import os
 import pathlib
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 from urllib.parse import SplitResult, parse_qsl, unquote, unquote_plus, urlsplit, urlunsplit
 
@@ -446,9 +446,6 @@ class Settings:
     @property
     def https(self) -> bool:
         return self.public_url.startswith("https://")
-
-    def with_changes(self, **changes: object) -> Settings:
-        return replace(self, **changes)  # type: ignore[arg-type]
 
 
 def dotenv_file(cwd: pathlib.Path | None = None) -> pathlib.Path:

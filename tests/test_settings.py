@@ -135,7 +135,7 @@ def test_no_secret_appears_in_a_repr() -> None:
                "VONAGE_PRIVATE_KEY": pem, "VONAGE_SIGNATURE_SECRET": "signature-secret-value-456"}
     settings = load({**BASE_ENV, **secrets, "VONAGE_APPLICATION_ID": APP_ID}, checks=[vonage_key_check])
     assert {row.env for row in TABLE if row.secret} == set(secrets)
-    for shown in (repr(settings), str(settings), repr(settings.with_changes(group_name="x"))):
+    for shown in (repr(settings), str(settings), repr(dataclasses.replace(settings, group_name="x"))):
         assert "Friends" in shown or "'x'" in shown
         for value in secrets.values():
             assert value.strip() not in shown

@@ -19,7 +19,7 @@ from smsbot.keys import SecretSource
 from smsbot.settings import Settings, redacted
 from smsbot.wiring import build
 
-from .appkeys import CLOCK, DEV_PHONES, GATEWAY, GRAPH, KEYS, OUTBOX, PIPELINE, ROUTES, SETTINGS, SIGNIN, STORE
+from .appkeys import CLOCK, DEV_PHONES, GATEWAY, OUTBOX, PIPELINE, ROUTES, SETTINGS, SIGNIN, STORE
 from .dev import setup_dev
 from .devphone import DevPhones
 from .errorpages import setup_error_pages
@@ -40,10 +40,8 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, clock: Clo
     """The app for `settings`, on the object graph `smsbot.wiring.build` makes; nothing is opened until it starts."""
     graph = build(settings, clock=clock, gateway=gateway, source=source)
     app = web.Application(client_max_size=256 * 1024)
-    app[GRAPH] = graph
     app[SETTINGS] = settings
     app[CLOCK] = graph.clock
-    app[KEYS] = graph.keys
     app[STORE] = graph.store
     app[GATEWAY] = graph.gateway
     app[OUTBOX] = graph.outbox

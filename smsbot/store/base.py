@@ -363,7 +363,7 @@ verification is the last one attached, and it wins (an earlier one was cancelled
         when the newest event is another (then nothing changes)."""
         ...
 
-    async def events(self, limit: int, offset: int = 0) -> list[Event]:
+    async def events(self, limit: int) -> list[Event]:
         ...
 
 

@@ -418,9 +418,8 @@ class SqlTx(Tx):
             f" WHERE id = (SELECT max(id) FROM events) AND action IN ({marks})", now,
             *(a.value for a in actions)) == 1
 
-    async def events(self, limit: int, offset: int = 0) -> list[Event]:
-        rows = await self._all("SELECT at, actor, action, detail FROM events ORDER BY id DESC LIMIT ? OFFSET ?",
-                               limit, offset)
+    async def events(self, limit: int) -> list[Event]:
+        rows = await self._all("SELECT at, actor, action, detail FROM events ORDER BY id DESC LIMIT ?", limit)
         return [Event(**dict(r)) for r in rows]
 
 
