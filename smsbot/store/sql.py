@@ -7,8 +7,9 @@ outbox rows still waiting to be sent and admin commands waiting for YES.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Collection, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..commands import is_number
 from ..messages import Kind
@@ -23,7 +24,6 @@ from .base import (
     Pin,
     Session,
     Stage,
-    Tx,
     username_key,
 )
 
@@ -36,29 +36,34 @@ class Row(Protocol):
     def keys(self) -> Any: ...
 
 
-class SqlTx(Tx):
+class SqlTx(abc.ABC):
     """One open transaction, in the SQL both backends speak (`?` placeholders; the few words they spell apart are
-    class attributes). A backend gives the four ways to run a statement and says when sessions changed."""
+    class attributes): the `Tx` protocol, which mypy checks it against below. A backend gives the four ways to run a
+    statement and says when sessions changed."""
 
     GREATEST = "max"  # the larger of two values
     FIND = "instr"  # position of a string in another
     LOCK_ROWS = ""  # what a claim adds so that two senders never take the same row
 
+    @abc.abstractmethod
     async def _one(self, sql: str, *args: Any) -> Row | None:
-        raise NotImplementedError
+        """Run a query; its first row, if any."""
 
+    @abc.abstractmethod
     async def _all(self, sql: str, *args: Any) -> list[Row]:
-        raise NotImplementedError
+        """Run a query; every row."""
 
+    @abc.abstractmethod
     async def _run(self, sql: str, *args: Any) -> int:
         """Run a statement; the number of rows it changed."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def _many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        raise NotImplementedError
+        """Run a statement once for each row of arguments."""
 
+    @abc.abstractmethod
     def _sessions_changed(self, member_id: int) -> None:
-        raise NotImplementedError
+        """The member's sessions may have changed in this unit of work."""
 
     async def _one_more(self, table: str, column: str, key: str, value: object) -> int:
         """Add one to a counter of one row; the new count (0 when there is no such row)."""
@@ -66,6 +71,7 @@ class SqlTx(Tx):
             f"UPDATE {table} SET {column} = {column} + 1 WHERE {key} = ? RETURNING {column}", value)  # noqa: S608
         return int(row[0]) if row else 0
 
+    @abc.abstractmethod
     def _queued(self) -> None:
         """A text was queued in this unit of work."""
 
@@ -421,6 +427,13 @@ class SqlTx(Tx):
     async def events(self, limit: int) -> list[Event]:
         rows = await self._all("SELECT at, actor, action, detail FROM events ORDER BY id DESC LIMIT ?", limit)
         return [Event(**dict(r)) for r in rows]
+
+
+if TYPE_CHECKING:
+    from .base import Tx
+
+    def _is_a_tx(tx: SqlTx) -> Tx:
+        return tx  # mypy checks SqlTx against the Tx protocol here, every method's signature
 
 
 def _member(row: Row | None) -> Member | None:
