@@ -12,14 +12,14 @@ from . import commands, phone, texts
 from .budget import Budget
 from .clock import Clock
 from .commands import INVITE, LIST, LOG, REVOKE
-from .confirm import Confirmations
+from .confirm import LOCK_SECONDS, WRONG_PER_DAY, Confirmations
 from .engine import Turn
-from .invites import valid_username
+from .invites import LENGTHS, MAX_CODE_TRIES, valid_username
 from .keys import Keys, SecretSource
 from .keywords import STRANGER_OPT
 from .messages import Kind
 from .settings import Settings
-from .store import Event, Invite, Member, Tx
+from .store import Action, Event, Invite, Member, Tx
 
 
 @dataclass(eq=False)
@@ -58,7 +58,7 @@ class Admin:
                 typed=texts.shorten(typed), reason=username or "it is not a valid number", example=INVITE.example))
             return
         if username is not None and not valid_username(username):
-            turn.reply(texts.ADMIN_USERNAME_INVALID.format(usage=INVITE.usage))
+            turn.reply(texts.ADMIN_USERNAME_INVALID.format(usage=INVITE.usage, **LENGTHS))
             return
         if phone.msisdn(target) == self.settings.number:
             turn.reply(texts.BAD_NUMBER.format(typed=texts.shorten(argument), reason="it is this group's own number",
@@ -71,7 +71,7 @@ class Admin:
                 await self.confirm.hold(tx, turn, INVITE, argument, f"Unlock {member.username}'s sign-in")
                 return
             await tx.reset_login_failures(member.id)
-            await tx.record_event(self.clock.now(), turn.actor, "unlock", member.username)
+            await tx.record_event(self.clock.now(), turn.actor, Action.UNLOCK, member.username)
             turn.send(target, texts.UNLOCKED.format(group=self.group))
             turn.reply(texts.UNLOCKED_ADMIN.format(username=member.username))
             return
@@ -106,7 +106,7 @@ class Admin:
         turn.send(target, template.format(group=self.group, username=username, code=code, hours=hours), Kind.INVITE)
         if target != turn.msg.sender:  # an admin inviting their own phone gets the invite as the one reply
             turn.reply((texts.REINVITED if earlier else texts.INVITED).format(who=who, hours=hours))
-        await tx.record_event(now, turn.actor, "invite", who)
+        await tx.record_event(now, turn.actor, Action.INVITE, who)
 
     def _split_invite(self, argument: str) -> tuple[str | None, str | None, str]:
         """(E.164, username or None, the number as typed); on failure (None, reason, what was typed for the
@@ -153,13 +153,13 @@ class Admin:
             await tx.remove_member(member.id)
             await tx.withdraw_texts(member.phone_key, (Kind.PIN, Kind.VERIFY))
             turn.reply(texts.REVOKED.format(username=member.username))
-            await tx.record_event(now, turn.actor, "revoke", member.username)
+            await tx.record_event(now, turn.actor, Action.REVOKE, member.username)
         elif invite is not None:
             await tx.remove_invite(invite.id)
             await tx.withdraw_texts(invite.phone_key, (Kind.INVITE,))
             who = f"{invite.username} ({invite.phone_hint})" if invite.username else invite.phone_hint
             turn.reply(texts.INVITE_CANCELLED.format(who=who))
-            await tx.record_event(now, turn.actor, "cancel-invite", who)
+            await tx.record_event(now, turn.actor, Action.CANCEL_INVITE, who)
         else:
             turn.reply(texts.NOT_FOUND.format(what=texts.shorten(argument)))
 
@@ -196,42 +196,46 @@ class Admin:
 T = TypeVar("T")
 
 # LOG's sentences, by event action: {actor} is who did it (a masked number, a username or a part of smsbot), {detail}
-# what the event recorded. Actions not here read as "actor action detail".
-SENTENCES = {
-    "invite": "{actor} invited {detail}",
-    "cancel-invite": "{actor} cancelled the invite for {detail}",
-    "revoke": "{actor} revoked {detail}",
-    "unlock": "{actor} unlocked {detail}",
-    "logout-member": "{actor} signed out {detail}",
-    "confirm-asked": "{actor} was asked to confirm {detail}",
-    "confirmed": "{actor} confirmed {detail}",
-    "confirm-dropped": "{actor}'s {detail} dropped after wrong codes",
-    "confirm-expired": "{actor}'s {detail} expired unconfirmed",
-    "confirm-capped": "{actor}'s {detail} refused: too many YES requests this hour",
-    "confirm-locked": "{actor} sent 10 wrong YES codes: commands that need YES refused for 24 h",
-    "admin-capped": "{actor} got 60 replies in an hour; replies paused",
-    "replies-capped": "half of the daily budget of {detail} went to replies",
-    "code-accepted": "{actor} used their invite code",
-    "invite-cancelled": "{actor}'s invite cancelled after 5 wrong codes",
-    "invite-expired": "the invite to {detail} expired",
-    "join": "{name} joined{rest}",
-    "pin-issued": "{detail} got a PIN",
-    "pin-capped": "{detail} asked for too many PINs",
-    "login": "{actor} signed in",
-    "logout-everywhere": "{actor} signed out on {detail}",
-    "logout-web": "{actor} signed out on the web ({detail})",
-    "lockout": "{actor} locked {detail}",
-    "opt-out": "{actor} texted STOP",
-    "opt-in": "{actor} texted START",
-    "budget-reached": "daily budget of {detail} reached",
-    "send-failed": "not sent: {detail}",
-    "undelivered": "not delivered: {detail}",
-    "signature-refused": "webhook with a bad signature refused ({detail})",
+# what the event recorded. Strangers' STOP and START have none: LOG sums those in a row up in one entry.
+SENTENCES: dict[Action, str] = {
+    Action.INVITE: "{actor} invited {detail}",
+    Action.CANCEL_INVITE: "{actor} cancelled the invite for {detail}",
+    Action.REVOKE: "{actor} revoked {detail}",
+    Action.UNLOCK: "{actor} unlocked {detail}",
+    Action.LOGOUT_MEMBER: "{actor} signed out {detail}",
+    Action.CONFIRM_ASKED: "{actor} was asked to confirm {detail}",
+    Action.CONFIRMED: "{actor} confirmed {detail}",
+    Action.CONFIRM_DROPPED: "{actor}'s {detail} dropped after wrong codes",
+    Action.CONFIRM_EXPIRED: "{actor}'s {detail} expired unconfirmed",
+    Action.CONFIRM_CAPPED: "{actor}'s {detail} refused: too many YES requests this hour",
+    Action.CONFIRM_LOCKED: f"{{actor}} sent {WRONG_PER_DAY} wrong YES codes: commands that need YES refused for "
+                           f"{LOCK_SECONDS / 3600:g} h",
+    Action.ADMIN_CAPPED: "{actor} got {detail} in an hour; replies paused",
+    Action.REPLIES_CAPPED: "half of the daily budget of {detail} went to replies",
+    Action.CODE_ACCEPTED: "{actor} used their invite code",
+    Action.INVITE_CANCELLED: f"{{actor}}'s invite cancelled after {MAX_CODE_TRIES} wrong codes",
+    Action.INVITE_EXPIRED: "the invite to {detail} expired",
+    Action.JOIN: "{name} joined{rest}",
+    Action.PIN_ISSUED: "{detail} got a PIN",
+    Action.PIN_CAPPED: "{detail} asked for too many PINs",
+    Action.LOGIN: "{actor} signed in",
+    Action.LOGOUT_EVERYWHERE: "{actor} signed out on {detail}",
+    Action.LOGOUT_WEB: "{actor} signed out on the web ({detail})",
+    Action.LOCKOUT: "{actor} locked {detail}",
+    Action.OPT_OUT: "{actor} texted STOP",
+    Action.OPT_IN: "{actor} texted START",
+    Action.BUDGET_REACHED: "daily budget of {detail} reached",
+    Action.SEND_FAILED: "not sent: {detail}",
+    Action.UNDELIVERED: "not delivered: {detail}",
+    Action.SIGNATURE_REFUSED: "webhook with a bad signature refused ({detail})",
 }
+
+BY_VALUE = {action.value: template for action, template in SENTENCES.items()}  # as events keep their action
+STRANGER_OPT_VALUES = {action.value for action in STRANGER_OPT}
 
 
 def sentence(event: Event) -> str:
-    template = SENTENCES.get(event.action)
+    template = BY_VALUE.get(event.action)
     if template is None:
         return " ".join(filter(None, (event.actor, event.action, event.detail)))
     name, _, rest = event.detail.partition(", ")
@@ -257,9 +261,9 @@ def log_items(events: list[Event]) -> list[LogEntry]:
     i = 0
     while i < len(events):
         event = events[i]
-        if event.action in STRANGER_OPT:
+        if event.action in STRANGER_OPT_VALUES:
             j, count = i, 0
-            while j < len(events) and events[j].action in STRANGER_OPT:
+            while j < len(events) and events[j].action in STRANGER_OPT_VALUES:
                 count += int(events[j].detail) if commands.is_number(events[j].detail) else 1
                 j += 1
             said = f"{count} stranger{'s' if count != 1 else ''} texted STOP or START"

@@ -15,7 +15,7 @@ from . import texts
 from .clock import Clock
 from .messages import Kind, Outgoing
 from .settings import Settings
-from .store import Tx
+from .store import Action, Tx
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class Budget:
         """What the admins are told, once a UTC day, when a text to a non-admin was held back."""
         budget = self.settings.daily_sms_budget
         whole = spent.texts >= budget
-        action = "budget-reached" if whole else "replies-capped"
+        action = Action.BUDGET_REACHED if whole else Action.REPLIES_CAPPED
         if await tx.event_since(action, day_start(now)):
             return []
         await tx.record_event(now, "smsbot", action, f"{budget} texts")

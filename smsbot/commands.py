@@ -1,16 +1,23 @@
 """The SMS commands, declared once: name, aliases, arguments, who may use them, one line of help, an example, and
 the handler that runs them.
 
-HELP texts, usage replies and the README's command table all come from these declarations. A handler is named as
-"feature.method" (a feature object of the engine, and its method); the engine resolves every name when it is built,
-so a command without a handler can't start.
+HELP texts, usage replies and the README's command table all come from these declarations. A handler is given as a
+function of the engine's features (`lambda f: f.admin.invite`), which mypy checks against `CommandHandler`'s
+signature; the engine binds every one when it is built.
 """
 
 from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the features import these declarations: the types only, for mypy
+    from .engine import Turn
+    from .features import Features
+    from .store import Tx
 
 MAX_TEXT = 1000  # longer texts are not commands; multipart texts are capped by Vonage at 3200
 
@@ -29,16 +36,21 @@ class Args(enum.Enum):
     REST = "rest of the text"  # one or more words, kept as typed
 
 
+CommandHandler = Callable[["Tx", "Turn", str], Awaitable[None]]
+Binding = Callable[["Features"], CommandHandler]  # picks the handler among the engine's features
+
+
 @dataclass(frozen=True)
 class Command:
     name: str
     usage: str
     help: str
     roles: frozenset[Role]
-    handler: str  # "feature.method", resolved by the engine
+    handler: Binding
     args: Args = Args.NONE
     aliases: tuple[str, ...] = ()
     example: str = ""  # a filled-in use, shown in the usage reply
+    confirmable: bool = False  # SMSBOT_CONFIRM may make it wait for YES <code>; its handler asks confirm.needed()
 
     @property
     def words(self) -> tuple[str, ...]:
@@ -54,28 +66,30 @@ ADMIN = frozenset({Role.ADMIN})
 EVERYONE = frozenset({Role.ANYONE})
 
 INVITE = Command("INVITE", "INVITE <phone> [username]",
-                 "text an invite code to that number; give a username or they pick one", ADMIN, "admin.invite",
-                 Args.REST, example="INVITE +14155550134 alice")
+                 "text an invite code to that number; give a username or they pick one", ADMIN,
+                 lambda f: f.admin.invite, Args.REST, example="INVITE +14155550134 alice", confirmable=True)
 REVOKE = Command("REVOKE", "REVOKE <username|phone>", "remove a member (signing out every device) or cancel an invite",
-                 ADMIN, "admin.revoke", Args.REST, example="REVOKE alice")
-LIST = Command("LIST", "LIST [page]", "members by username and pending invites, a page per text", ADMIN, "admin.list",
-               Args.OPTIONAL_WORD, example="LIST 2")
+                 ADMIN, lambda f: f.admin.revoke, Args.REST, example="REVOKE alice", confirmable=True)
+LIST = Command("LIST", "LIST [page]", "members by username and pending invites, a page per text", ADMIN,
+               lambda f: f.admin.list, Args.OPTIONAL_WORD, example="LIST 2")
 LOG = Command("LOG", "LOG [page]", "admin actions and security events, latest first, a page per text", ADMIN,
-              "admin.log", Args.OPTIONAL_WORD, example="LOG 2")
+              lambda f: f.admin.log, Args.OPTIONAL_WORD, example="LOG 2")
 YES = Command("YES", "YES <code>", "confirm the command you just sent, with the code from our reply", ADMIN,
-              "confirm.yes", Args.ONE_WORD, example="YES 4821")
+              lambda f: f.confirm.yes, Args.ONE_WORD, example="YES 4821")
 JOIN = Command("JOIN", "JOIN <code>", "join with the code from your invite (the code alone works too)",
-               frozenset({Role.INVITEE}), "invites.join", Args.ONE_WORD)
-LOGIN = Command("LOGIN", "LOGIN", "get a new PIN to sign in on a device", frozenset({Role.MEMBER}), "pins.login")
+               frozenset({Role.INVITEE}), lambda f: f.invites.join, Args.ONE_WORD)
+LOGIN = Command("LOGIN", "LOGIN", "get a new PIN to sign in on a device", frozenset({Role.MEMBER}),
+                lambda f: f.pins.login)
 DEVICES = Command("DEVICES", "DEVICES", "the devices you are signed in on, and when each was last used",
-                  frozenset({Role.MEMBER}), "devices.show")
+                  frozenset({Role.MEMBER}), lambda f: f.devices.show)
 LOGOUT = Command("LOGOUT", "LOGOUT [username]", "sign out on every device: yours, or (admins) a member's",
-                 frozenset({Role.MEMBER, Role.ADMIN}), "devices.logout", Args.OPTIONAL_WORD, example="LOGOUT alice")
-HELP = Command("HELP", "HELP [command]", "the commands you can use", EVERYONE, "keywords.help", Args.OPTIONAL_WORD,
-               ("INFO",))
-STOP = Command("STOP", "STOP", "no more texts to this phone, until you text START", EVERYONE, "keywords.stop",
-               aliases=("STOPALL", "UNSUBSCRIBE", "END", "QUIT", "CANCEL", "OPTOUT"))
-START = Command("START", "START", "texts to this phone again after STOP", EVERYONE, "keywords.start",
+                 frozenset({Role.MEMBER, Role.ADMIN}), lambda f: f.devices.logout, Args.OPTIONAL_WORD,
+                 example="LOGOUT alice")
+HELP = Command("HELP", "HELP [command]", "the commands you can use", EVERYONE, lambda f: f.keywords.help,
+               Args.OPTIONAL_WORD, ("INFO",))
+STOP = Command("STOP", "STOP", "no more texts to this phone, until you text START", EVERYONE,
+               lambda f: f.keywords.stop, aliases=("STOPALL", "UNSUBSCRIBE", "END", "QUIT", "CANCEL", "OPTOUT"))
+START = Command("START", "START", "texts to this phone again after STOP", EVERYONE, lambda f: f.keywords.start,
                 aliases=("UNSTOP",))
 
 COMMANDS: tuple[Command, ...] = (INVITE, REVOKE, LIST, LOG, YES, JOIN, LOGIN, DEVICES, LOGOUT, HELP, STOP, START)

@@ -8,18 +8,17 @@ only until the command runs or is dropped.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from . import commands, phone, texts
 from .budget import once_per
 from .clock import Clock
-from .commands import Command
-from .engine import Turn, resolve
+from .commands import Command, Parsed
+from .engine import Turn
 from .keys import CONFIRM_LENGTH, Keys, SecretSource, same
 from .metrics import Metrics
 from .settings import Settings
-from .store import Tx
+from .store import Action, Tx
 
 CONFIRM_MINUTES = 10
 CONFIRM_TRIES = 3
@@ -34,11 +33,12 @@ class Confirmations:
     keys: Keys
     clock: Clock
     source: SecretSource
-    features: Mapping[str, object]  # the engine's features, this one among them: YES runs the held command
     metrics: Metrics = field(default_factory=lambda: Metrics(enabled=False))
 
     def needed(self, turn: Turn, command: Command) -> bool:
-        return command.name in self.settings.confirm and not turn.confirmed
+        assert command.confirmable, f"{command.name} is not declared confirmable"
+        confirmed = turn.confirmed is not None and turn.confirmed.command is command
+        return command.name in self.settings.confirm and not confirmed
 
     async def hold(self, tx: Tx, turn: Turn, command: Command, argument: str, what: str) -> None:
         """Keep the command until YES; reply with `what` it will do and the code. A few an hour per admin: a spoofer
@@ -49,7 +49,7 @@ class Confirmations:
         if await tx.count_since(turn.key, "confirm-asked", now - 3600) >= ASKED_PER_HOUR:
             self.metrics.confirmations.inc("capped")
             if await once_per(tx, self.clock, turn.key, "confirm-capped", 3600):  # said and logged once an hour
-                await tx.record_event(now, turn.actor, "confirm-capped", command.name)
+                await tx.record_event(now, turn.actor, Action.CONFIRM_CAPPED, command.name)
                 turn.reply(texts.CONFIRM_CAPPED)
             return
         await tx.note(turn.key, "confirm-asked", now)
@@ -57,7 +57,7 @@ class Confirmations:
         await tx.put_confirmation(admin_key=turn.key, command=command.name, argument=argument,
                                   code_hash=self.keys.confirm_hash(turn.key, code), now=now,
                                   expires_at=now + CONFIRM_MINUTES * 60)
-        await tx.record_event(now, turn.actor, "confirm-asked", command.name)
+        await tx.record_event(now, turn.actor, Action.CONFIRM_ASKED, command.name)
         self.metrics.confirmations.inc("asked")
         turn.reply(texts.CONFIRM.format(what=what, code=code, minutes=CONFIRM_MINUTES))
 
@@ -69,7 +69,7 @@ class Confirmations:
             return
         if pending.expires_at <= now:
             await tx.remove_confirmation(turn.key)
-            await tx.record_event(now, turn.actor, "confirm-expired", pending.command)
+            await tx.record_event(now, turn.actor, Action.CONFIRM_EXPIRED, pending.command)
             self.metrics.confirmations.inc("expired")
             turn.reply(texts.CONFIRM_EXPIRED.format(command=pending.command, minutes=CONFIRM_MINUTES))
             return
@@ -81,18 +81,16 @@ class Confirmations:
                 await self._lock(tx, turn, pending.command)
             elif await tx.count_confirmation_try(turn.key) >= CONFIRM_TRIES:
                 await tx.remove_confirmation(turn.key)
-                await tx.record_event(now, turn.actor, "confirm-dropped", pending.command)
+                await tx.record_event(now, turn.actor, Action.CONFIRM_DROPPED, pending.command)
                 self.metrics.confirmations.inc("dropped")
-                turn.reply(texts.CONFIRM_DROPPED.format(command=pending.command))
+                turn.reply(texts.CONFIRM_DROPPED.format(command=pending.command, tries=CONFIRM_TRIES))
             else:
                 turn.reply(texts.CONFIRM_WRONG)
             return
         await tx.remove_confirmation(turn.key)
-        await tx.record_event(now, turn.actor, "confirmed", pending.command)
+        await tx.record_event(now, turn.actor, Action.CONFIRMED, pending.command)
         self.metrics.confirmations.inc("confirmed")
-        command = commands.BY_WORD[pending.command]
-        turn.confirmed = True
-        await resolve(self.features, command.handler)(tx, turn, pending.argument)
+        turn.confirmed = Parsed(commands.BY_WORD[pending.command], pending.argument)  # the engine runs it next
 
     async def _lock(self, tx: Tx, turn: Turn, command: str) -> None:
         """Ten wrong codes in a day: the waiting command is dropped and the number's confirmable commands are refused
@@ -100,7 +98,7 @@ class Confirmations:
         now = self.clock.now()
         await tx.remove_confirmation(turn.key)
         await tx.note(turn.key, "confirm-locked", now)
-        await tx.record_event(now, turn.actor, "confirm-locked", command)
+        await tx.record_event(now, turn.actor, Action.CONFIRM_LOCKED, command)
         until = texts.utc(now + LOCK_SECONDS, day=True)
         turn.reply(texts.CONFIRM_LOCKED.format(wrong=WRONG_PER_DAY, until=until))
         for admin in self.settings.admins:

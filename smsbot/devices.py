@@ -9,7 +9,7 @@ from . import texts
 from .clock import Clock
 from .commands import LOGOUT, Role
 from .engine import Turn
-from .store import Tx
+from .store import Action, Tx
 
 BROWSERS = (("Edg/", "Edge"), ("OPR/", "Opera"), ("Firefox/", "Firefox"), ("Chrome/", "Chrome"),
             ("Safari/", "Safari"))
@@ -71,7 +71,7 @@ class Devices:
                 turn.reply(texts.LOGOUT_WHO)
                 return
             ended = await tx.remove_sessions(turn.member.id)
-            await tx.record_event(now, turn.member.username, "logout-everywhere", counted(ended))
+            await tx.record_event(now, turn.member.username, Action.LOGOUT_EVERYWHERE, counted(ended))
             turn.reply(texts.LOGGED_OUT.format(count=counted(ended)))
             return
         if Role.ADMIN not in turn.roles:
@@ -82,5 +82,5 @@ class Devices:
             turn.reply(texts.NOT_FOUND.format(what=texts.shorten(argument)))
             return
         ended = await tx.remove_sessions(member.id)
-        await tx.record_event(now, turn.actor, "logout-member", f"{member.username}, {counted(ended)}")
+        await tx.record_event(now, turn.actor, Action.LOGOUT_MEMBER, f"{member.username}, {counted(ended)}")
         turn.reply(texts.ADMIN_LOGGED_OUT.format(username=member.username, count=counted(ended)))

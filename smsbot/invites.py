@@ -9,13 +9,15 @@ from dataclasses import dataclass
 
 from . import commands, texts
 from .clock import Clock
-from .engine import State, Turn
+from .engine import Turn
 from .keys import CODE_ALPHABET, CODE_LENGTH, Keys, same
 from .pins import Pins
-from .store import Invite, Tx
+from .store import Action, Invite, Stage, Tx
 
 # At least one letter, so a username can never be mistaken for a phone number (REVOKE <username|phone>).
-USERNAME = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9_-]{3,32}$")
+SHORTEST, LONGEST = 3, 32  # a username's length
+USERNAME = re.compile(rf"^(?=.*[A-Za-z])[A-Za-z0-9_-]{{{SHORTEST},{LONGEST}}}$")
+LENGTHS = {"shortest": SHORTEST, "longest": LONGEST}  # for the texts that say it
 CODE = re.compile(rf"^[{CODE_ALPHABET}]{{{CODE_LENGTH}}}$")
 LOOKS_LIKE_CODE = re.compile(rf"^[A-Z0-9]{{{CODE_LENGTH}}}$")
 GUESS = re.compile(rf"^[A-Za-z0-9]{{{CODE_LENGTH}}}$")  # shaped like a code, if not one we could have issued
@@ -65,16 +67,16 @@ class Invites:
             turn.reply(texts.CODE_HINT.format(group=self.group))
             return
         if same(self.keys.code_hash(turn.key, candidate), invite.code_hash):
-            await tx.record_event(self.clock.now(), turn.actor, "code-accepted", invite.phone_hint)
+            await tx.record_event(self.clock.now(), turn.actor, Action.CODE_ACCEPTED, invite.phone_hint)
             if invite.username and not await tx.member_by_username(invite.username):
                 await self._join(tx, turn, invite, invite.username)
             else:
-                await tx.set_invite_stage(invite.id, State.AWAITING_USERNAME.value)
-                turn.reply(texts.ASK_USERNAME.format(group=self.group))
+                await tx.set_invite_stage(invite.id, Stage.AWAITING_USERNAME)
+                turn.reply(texts.ASK_USERNAME.format(group=self.group, **LENGTHS))
             return
         if await tx.count_invite_try(invite.id) >= MAX_CODE_TRIES:
             await tx.remove_invite(invite.id)
-            await tx.record_event(self.clock.now(), turn.actor, "invite-cancelled", "too many wrong codes")
+            await tx.record_event(self.clock.now(), turn.actor, Action.INVITE_CANCELLED, "too many wrong codes")
             turn.reply(texts.TOO_MANY_CODES)
         else:
             turn.reply(texts.WRONG_CODE)
@@ -85,9 +87,9 @@ class Invites:
         assert invite is not None
         name = turn.msg.text.strip()
         if CODE.match(name.upper()) and same(self.keys.code_hash(turn.key, name), invite.code_hash):
-            turn.reply(texts.ASK_USERNAME.format(group=self.group))  # the code again: they still need a name
+            turn.reply(texts.ASK_USERNAME.format(group=self.group, **LENGTHS))  # the code again: they still need a name
         elif not valid_username(name):
-            turn.reply(texts.USERNAME_INVALID)
+            turn.reply(texts.USERNAME_INVALID.format(**LENGTHS))
         elif await tx.username_taken(name):
             turn.reply(texts.USERNAME_TAKEN.format(username=name))
         else:
@@ -98,7 +100,7 @@ class Invites:
         """Any text after the invite expired: the notice, once (the invite is gone after it)."""
         assert turn.invite is not None
         await tx.remove_invite(turn.invite.id)
-        await tx.record_event(self.clock.now(), turn.actor, "invite-expired", turn.invite.phone_hint)
+        await tx.record_event(self.clock.now(), turn.actor, Action.INVITE_EXPIRED, turn.invite.phone_hint)
         turn.reply(texts.INVITE_EXPIRED.format(group=self.group))
         return True
 
@@ -106,7 +108,7 @@ class Invites:
         now = self.clock.now()
         await tx.remove_invite(invite.id)
         member = await tx.add_member(username, turn.key, invite.phone_hint, now)
-        await tx.record_event(now, turn.actor, "join", f"{username}, invited by {invite.invited_by}")
+        await tx.record_event(now, turn.actor, Action.JOIN, f"{username}, invited by {invite.invited_by}")
         await self.pins.issue(tx, turn, member)
         inviter = self.admins.get(invite.invited_by_key or "")
         if inviter is not None and inviter != turn.msg.sender:  # after the PIN: the invitee's text comes first

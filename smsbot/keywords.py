@@ -9,8 +9,9 @@ from . import commands, texts
 from .clock import Clock
 from .commands import JOIN, Command, Role
 from .engine import State, Turn
+from .invites import LENGTHS
 from .messages import Kind
-from .store import Tx
+from .store import Action, Tx
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ STRANGER_OPT_REPLIES_PER_DAY = 10
 STRANGER_REPLIES_PER_DAY = STRANGER_HELP_PER_DAY + STRANGER_OPT_REPLIES_PER_DAY
 # Strangers' STOP and START are logged apart, and those in a row are one event with a count: however many numbers
 # a spoofer uses, they can't push the other events out of the latest ones that LOG reads.
-STRANGER_OPT = ("stranger-opt-out", "stranger-opt-in")
+STRANGER_OPT = (Action.STRANGER_OPT_OUT, Action.STRANGER_OPT_IN)
 
 
 def help_text(usable: list[Command]) -> str:
@@ -46,24 +47,24 @@ class Keywords:
         await tx.note(turn.key, action, now)
         return True
 
-    async def _opt_event(self, tx: Tx, turn: Turn, action: str) -> None:
+    async def _opt_event(self, tx: Tx, turn: Turn, action: Action, stranger: Action) -> None:
         now = self.clock.now()
         if turn.roles != {Role.ANYONE}:
             await tx.record_event(now, turn.actor, action)
         elif not await tx.count_into_last_event(STRANGER_OPT, now):
-            await tx.record_event(now, turn.actor, f"stranger-{action}")
+            await tx.record_event(now, turn.actor, stranger)
 
     async def stop(self, tx: Tx, turn: Turn, argument: str) -> None:
         if await tx.opt_out(turn.key, self.clock.now()):
             if turn.member is not None:
                 await tx.remove_pin(turn.member.id)
-            await self._opt_event(tx, turn, "opt-out")
+            await self._opt_event(tx, turn, Action.OPT_OUT, Action.STRANGER_OPT_OUT)
             if await self._may_answer(tx, turn, "stranger-opt-reply", STRANGER_OPT_REPLIES_PER_DAY):
                 turn.reply(texts.STOPPED.format(group=self.group), kind=Kind.STOP)
 
     async def start(self, tx: Tx, turn: Turn, argument: str) -> None:
         if await tx.opt_in(turn.key):
-            await self._opt_event(tx, turn, "opt-in")
+            await self._opt_event(tx, turn, Action.OPT_IN, Action.STRANGER_OPT_IN)
             if await self._may_answer(tx, turn, "stranger-opt-reply", STRANGER_OPT_REPLIES_PER_DAY):
                 turn.reply(texts.STARTED.format(group=self.group))
 
@@ -75,7 +76,7 @@ class Keywords:
             return
         if roles == {Role.ANYONE, Role.INVITEE}:
             template = texts.ASK_USERNAME if turn.state is State.AWAITING_USERNAME else texts.HELP_INVITEE
-            turn.reply(template.format(group=self.group))
+            turn.reply(template.format(group=self.group, **LENGTHS))
             return
         usable = commands.usable_by(roles)
         asked = commands.BY_WORD.get(argument.upper()) if argument else None

@@ -21,7 +21,7 @@ from .gateway import Gateway, SendError
 from .limiter import RateLimiter
 from .messages import Kind
 from .metrics import Metrics, code_bucket
-from .store import OutboxRow, Store, Tx
+from .store import Action, OutboxRow, Store, Tx
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,8 @@ class Outbox:
         async def work(tx: Tx) -> None:
             await tx.finish_outbox(row.id, state=state, now=now, provider_id=provider_id, error=error)
             if state == "failed":
-                await tx.record_event(now, "outbox", "send-failed", f"{row.kind.value} to {row.phone_hint}: {error}")
+                await tx.record_event(now, "outbox", Action.SEND_FAILED,
+                                      f"{row.kind.value} to {row.phone_hint}: {error}")
 
         await self.store.run(work)
         if state == "sent":

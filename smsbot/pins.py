@@ -19,7 +19,7 @@ from .gateway import Check, Gateway, SendError, VerifyConflict
 from .keys import PIN_LENGTH, Keys, SecretSource, same
 from .messages import Kind
 from .settings import Settings
-from .store import Member, Pin, Tx
+from .store import Action, Member, Pin, Tx
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class Pins:
             daily = day >= self.settings.pin_cap_day
             if await once_per(tx, self.clock, turn.key, "pin-cap-day" if daily else "pin-cap-hour",
                               86400 if daily else 3600):  # said and logged once, however many LOGINs come
-                await tx.record_event(now, turn.actor, "pin-capped", member.username)
+                await tx.record_event(now, turn.actor, Action.PIN_CAPPED, member.username)
                 turn.reply(texts.PIN_CAP_DAY if daily else texts.PIN_CAP)
             return
         if turn.key not in self.budget.admin_keys:
@@ -91,7 +91,7 @@ class Pins:
             await tx.put_pin(member.id, pin_hash=self.keys.pin_hash(member.id, pin), request_id=None, now=now,
                              expires_at=expires_at)
             turn.reply(texts.PIN.format(pin=pin, **details), kind=Kind.PIN)
-        await tx.record_event(now, turn.actor, "pin-issued", member.username)
+        await tx.record_event(now, turn.actor, Action.PIN_ISSUED, member.username)
 
     # --- by the outbox (verify mode) ---------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from .gateway import DLR_ERRORS
 from .keys import Keys
 from .messages import InboundPart, InboundText, Kind, Outgoing
 from .settings import Settings
-from .store import UNDELIVERED, Store, Tx
+from .store import UNDELIVERED, Action, Store, Tx
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class Pipeline:
             return []
         first = await tx.first_since(key, "admin-reply", hour_ago) or now
         until = texts.utc(first + 3600)
-        await tx.record_event(now, phone.mask(msg.sender), "admin-capped", f"{ADMIN_REPLIES_PER_HOUR} replies")
+        await tx.record_event(now, phone.mask(msg.sender), Action.ADMIN_CAPPED, f"{ADMIN_REPLIES_PER_HOUR} replies")
         log.warning("texts from admin number %s got %d replies within an hour: no more until %s UTC",
                     phone.mask(msg.sender), ADMIN_REPLIES_PER_HOUR, until)
         return [Outgoing(msg.sender, texts.ADMIN_CAPPED.format(time=until))]
@@ -163,7 +163,8 @@ class Pipeline:
                                              error=error, now=now)
             if found is not None and status in UNDELIVERED:
                 kind, hint = found
-                await tx.record_event(now, "vonage", "undelivered", f"{kind.value} to {hint}: {status} {error}".strip())
+                await tx.record_event(now, "vonage", Action.UNDELIVERED,
+                                      f"{kind.value} to {hint}: {status} {error}".strip())
             return found
 
         found = await self.store.run(work)
@@ -193,7 +194,7 @@ class Pipeline:
             await self.store.scrub()
             log.info("dropped %d admin command(s) that waited for YES in vain", unconfirmed)
 
-    async def record_security_event(self, action: str, detail: str) -> None:
+    async def record_security_event(self, action: Action, detail: str) -> None:
         """An audit event from the web edge (a refused webhook signature)."""
         now = self.clock.now()
         await self.store.run(lambda tx: tx.record_event(now, "web", action, detail))

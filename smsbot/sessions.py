@@ -38,9 +38,6 @@ class SessionCache:
         self._tokens_of: dict[int, set[str]] = {}  # member id to their cached token hashes
         self._unknown: collections.OrderedDict[str, None] = collections.OrderedDict()
 
-    def __len__(self) -> int:
-        return len(self._by_token)
-
     def get(self, token_hash: str, now: float) -> Cached | None:
         found = self._by_token.get(token_hash)
         if found is None:

@@ -13,18 +13,18 @@ import os
 import pathlib
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 from urllib.parse import SplitResult, parse_qsl, unquote, unquote_plus, urlsplit, urlunsplit
 
 import phonenumbers
 from dotenv import dotenv_values
 
-from . import phone
+from . import commands, phone
 from .errors import SettingsError, SmsbotError
 
 PIN_MODES = ("sms", "verify")
-CONFIRMABLE = ("INVITE", "REVOKE")
+CONFIRMABLE = tuple(c.name for c in commands.COMMANDS if c.confirmable)  # SMSBOT_CONFIRM may list these
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 SIGNATURE_METHODS = ("md5hash", "md5", "sha1", "sha256", "sha512")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -480,9 +480,6 @@ class Settings:
     @property
     def https(self) -> bool:
         return self.public_url.startswith("https://")
-
-    def with_changes(self, **changes: object) -> Settings:
-        return replace(self, **changes)  # type: ignore[arg-type]
 
 
 def dotenv_file(cwd: pathlib.Path | None = None) -> pathlib.Path:

@@ -21,7 +21,7 @@ from .pins import MAX_PIN_TRIES, Pins
 from .pipeline import Pipeline
 from .sessions import SessionCache
 from .settings import Settings
-from .store import Member, Pin, Session, Store, Tx
+from .store import Action, Member, Pin, Session, Store, Tx
 
 log = logging.getLogger(__name__)
 SHARED_CACHE_AGE = 0.5  # seconds
@@ -137,7 +137,7 @@ class SignIn:
                 await tx.remove_pin(member.id)
                 await tx.reset_login_failures(member.id)
                 await tx.add_session(member.id, token_hash(token), now, user_agent)
-                await tx.record_event(now, member.username, "login")
+                await tx.record_event(now, member.username, Action.LOGIN)
                 return token
             if verdict is Check.WRONG:
                 await tx.count_pin_try(member.id)
@@ -162,7 +162,7 @@ class SignIn:
         await tx.lock_member(member.id, now)
         self.metrics.lockouts.inc()
         await tx.remove_pin(member.id)
-        await tx.record_event(now, member.username, "lockout", f"after {failures} wrong PINs")
+        await tx.record_event(now, member.username, Action.LOCKOUT, f"after {failures} wrong PINs")
         log.warning("member %s locked after %d wrong PINs in a row", member.username, failures)
         # The one text a web request can cause: a single notice to the admins, not to a number typed on the web.
         alert = texts.LOCKOUT_ALERT.format(username=member.username, failures=failures)
@@ -274,7 +274,7 @@ class SignIn:
                 await tx.remove_session(found.id)
                 ended = 1
             if scope in ("others", "all", "device"):
-                await tx.record_event(now, found.username, "logout-web", f"{scope}, {counted(ended)}")
+                await tx.record_event(now, found.username, Action.LOGOUT_WEB, f"{scope}, {counted(ended)}")
             return ended
 
         return await self.store.run(work)

@@ -1,12 +1,15 @@
 """Every text a person can receive from smsbot, in one place, so they can be read and reviewed as a whole.
 
-Each must fit one GSM-7 segment (160 characters) with realistic values; tests/test_texts.py checks that.
+Each must fit one GSM-7 segment (160 characters) with realistic values; tests/test_texts.py checks that. A number
+that a constant decides comes from it: formatted in here, or a placeholder its sender fills.
 """
 
 from __future__ import annotations
 
 import math
 import time
+
+from .keys import CODE_LENGTH, CONFIRM_LENGTH
 
 # The GSM 03.38 basic character set, and the extension characters that cost two septets.
 GSM7_BASIC = (
@@ -20,11 +23,11 @@ GROUP_NAME_MAX = 24
 # Invitations and joining
 INVITE = "{group}: you're invited to join. Reply with code {code} within {hours} hours, then choose a username. Reply STOP to opt out."
 INVITE_AS = "{group}: you're invited to join as {username}. Reply with code {code} within {hours} hours. Reply STOP to opt out."
-ASK_USERNAME = "Welcome to {group}! Reply with the username you want: 3-32 letters, digits, _ or -."
-USERNAME_INVALID = "A username is 3-32 letters, digits, _ or -, with at least one letter, and not a command word. Reply with another one."
+ASK_USERNAME = "Welcome to {group}! Reply with the username you want: {shortest}-{longest} letters, digits, _ or -."
+USERNAME_INVALID = "A username is {shortest}-{longest} letters, digits, _ or -, with at least one letter, and not a command word. Reply with another one."
 USERNAME_TAKEN = "Sorry, {username} is taken. Reply with another username."
-WRONG_CODE = "That code isn't right. Check the invite text and reply with the 6-character code."
-CODE_HINT = "Reply with the 6-character code from your invite to join {group}."
+WRONG_CODE = f"That code isn't right. Check the invite text and reply with the {CODE_LENGTH}-character code."
+CODE_HINT = f"Reply with the {CODE_LENGTH}-character code from your invite to join {{group}}."
 TOO_MANY_CODES = "Too many wrong codes, so this invite is cancelled. Ask an admin to invite you again."
 INVITE_EXPIRED = "Your invite to {group} has expired. Ask an admin to invite you again."
 
@@ -56,8 +59,8 @@ LOGOUT_WHO = "To sign a member out on every device: LOGOUT <username>. LOGOUT al
 
 # Confirmations of admin commands (a spoofed sender can't read the code)
 CONFIRM = "{what}? Reply YES {code} within {minutes} min. Didn't send it? Don't reply: someone may be using your number."
-CONFIRM_WRONG = "That code isn't right. Reply YES and the 4-digit code from our last text."
-CONFIRM_DROPPED = "Wrong code 3 times, so the {command} is dropped. Send it again if you meant it."
+CONFIRM_WRONG = f"That code isn't right. Reply YES and the {CONFIRM_LENGTH}-digit code from our last text."
+CONFIRM_DROPPED = "Wrong code {tries} times, so the {command} is dropped. Send it again if you meant it."
 CONFIRM_EXPIRED = "That {command} waited more than {minutes} min, so it's dropped. Send it again if you meant it."
 NOTHING_TO_CONFIRM = "Nothing is waiting for a YES from you."
 CONFIRM_CAPPED = "Too many commands asked for a YES this hour; wait an hour. If they weren't all yours, someone is using your number."
@@ -71,7 +74,7 @@ REINVITED = "Invited {who} again with a new code; the old code no longer works."
 BAD_NUMBER = "Can't use {typed}: {reason}. Example: {example}"
 ALREADY_MEMBER = "That number is already a member, as {username}."
 ADMIN_USERNAME_TAKEN = "The username {username} is taken. Pick another one, or leave it out and they'll choose."
-ADMIN_USERNAME_INVALID = "A username is 3-32 letters, digits, _ or -, with at least one letter. Try {usage} again."
+ADMIN_USERNAME_INVALID = "A username is {shortest}-{longest} letters, digits, _ or -, with at least one letter. Try {usage} again."
 NUMBER_OPTED_OUT = "That number has opted out of texts (STOP). They must text START to this number first."
 REVOKED = "Revoked {username}. Every device they signed in on is signed out."
 INVITE_CANCELLED = "Cancelled the invite for {who}."

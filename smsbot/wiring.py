@@ -14,6 +14,7 @@ from .clock import Clock
 from .confirm import Confirmations
 from .devices import Devices
 from .engine import Engine
+from .features import Features
 from .gateway import FakeGateway, Gateway
 from .invites import Invites
 from .keys import Keys, SecretSource
@@ -74,16 +75,10 @@ def build(settings: Settings, *, clock: Clock | None = None, gateway: Gateway | 
     admins = {keys.phone_key(number): number for number in settings.admins}
     budget = Budget(settings, frozenset(admins))
     pins = Pins(settings, keys, clock, source, gateway, group, budget)
-    features: dict[str, object] = {}
-    confirm = Confirmations(settings, keys, clock, source, features, metrics)
-    features.update({
-        "keywords": Keywords(group, clock),
-        "admin": Admin(settings, keys, clock, source, group, confirm, budget),
-        "confirm": confirm,
-        "invites": Invites(keys, clock, pins, group, admins),
-        "pins": pins,
-        "devices": Devices(clock),
-    })
+    confirm = Confirmations(settings, keys, clock, source, metrics)
+    features = Features(keywords=Keywords(group, clock),
+                        admin=Admin(settings, keys, clock, source, group, confirm, budget), confirm=confirm,
+                        invites=Invites(keys, clock, pins, group, admins), pins=pins, devices=Devices(clock))
     engine = Engine(keys, clock, settings.admins, features)
     # A sender taking over from one that died without stopping waits out the requests it may still have had in
     # flight. SQLite has one instance, started again only after the last one is gone: nothing to wait for.

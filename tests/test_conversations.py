@@ -19,7 +19,7 @@ from smsbot.web.appkeys import OUTBOX
 from smsbot.wiring import build
 
 from support.conversation import SETTINGS, Player, Sent, Transcript, all_transcripts
-from support.service import WebClient, web_login
+from support.service import WebClient, fast, web_login
 
 pytestmark = pytest.mark.backends
 
@@ -49,7 +49,7 @@ def test_there_are_enough_transcripts() -> None:
 async def test_transcript_against_engine(transcript: Transcript, make_settings: Callable[..., Settings]) -> None:
     settings = transcript_settings(transcript, make_settings)
     clock, gateway = FakeClock(), FakeGateway(settings.number)
-    graph = build(settings.with_changes(sms_rate=1000), clock=clock, gateway=gateway)
+    graph = build(fast(settings), clock=clock, gateway=gateway)
     store, outbox = graph.store, graph.outbox
     seen = 0
     await store.open()

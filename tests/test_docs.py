@@ -1,4 +1,4 @@
-"""The README stays in step with the code: the command table and the settings table."""
+"""The README stays in step with the code: the command table, the settings table and the state diagram."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pathlib
 import re
 import tomllib
 
-from smsbot import commands, settings
+from smsbot import commands, engine, settings
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -15,6 +15,14 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 def test_readme_command_table_matches_the_declarations() -> None:
     assert commands.markdown_table() in README
+
+
+def test_the_state_diagram_is_drawn_from_the_transitions() -> None:
+    text = (ROOT / "conversations" / "README.md").read_text(encoding="utf-8")
+    block = text.split("<!-- state diagram", 1)[1].split("<!-- end state diagram -->", 1)[0]
+    assert block.split("```mermaid\n", 1)[1].split("```", 1)[0].rstrip("\n") == engine.mermaid()
+    for t in engine.TRANSITIONS:
+        assert f"{t.source.value} --> {t.target.value}: {t.on}" in engine.mermaid()
 
 
 def readme_between(start: str, end: str) -> str:

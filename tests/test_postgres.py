@@ -24,7 +24,7 @@ from smsbot.store.postgres import MIGRATIONS, SENDER_LOCK, PostgresStore
 from smsbot.wiring import Graph, build
 
 from support.pgcluster import pg_dump
-from support.service import ADMIN, BASE_ENV
+from support.service import ADMIN, BASE_ENV, fast
 
 ALICE = "+12025550143"
 
@@ -36,7 +36,7 @@ class Instance:
         settings = load({**BASE_ENV, "SMSBOT_DB": url, **env}, dev=True)
         self.clock = FakeClock()
         self.gateway = FakeGateway(settings.number)
-        self.graph: Graph = build(settings.with_changes(sms_rate=1000), clock=self.clock, gateway=self.gateway)
+        self.graph: Graph = build(fast(settings), clock=self.clock, gateway=self.gateway)
         self._ids = 0
 
     async def text(self, sender: str, body: str, message_id: str | None = None) -> Any:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
+import re
 import string
 
 import pytest
 
 from smsbot import commands, texts
 from smsbot.admin import paginate, render_page
+from smsbot.confirm import CONFIRM_TRIES
+from smsbot.invites import LONGEST, SHORTEST
+from smsbot.keys import CODE_LENGTH
 from smsbot.keywords import help_text
 
 SAMPLE = {
@@ -43,6 +49,9 @@ SAMPLE = {
     "until": "Sep 30 14:06",  # the longest month names are cut to three letters
     "time": "14:06",
     "number": "**00",
+    "shortest": SHORTEST,
+    "longest": LONGEST,
+    "tries": CONFIRM_TRIES,
 }
 TEMPLATES = {name: value for name, value in vars(texts).items()
              if name.isupper() and isinstance(value, str) and name not in ("GSM7_BASIC", "GSM7_EXTENDED")}
@@ -85,3 +94,17 @@ def test_the_segment_check_can_fail() -> None:
     assert not texts.is_gsm7("emoji \N{GRINNING FACE}")
     assert texts.septets("{}") == 4
     assert texts.cut_group("A" * 40) == "A" * 23 + "."
+
+
+def test_no_text_writes_down_a_number_a_constant_decides() -> None:
+    """Digits in the prose of texts.py (not in what an f-string fills in); "24 hours" is the day the YES lock
+    counts wrong codes in, not a setting."""
+    tree = ast.parse(inspect.getsource(texts))
+    written: dict[str, list[str]] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and node.targets[0].id in TEMPLATES:
+            parts = node.value.values if isinstance(node.value, ast.JoinedStr) else [node.value]
+            prose = "".join(p.value for p in parts if isinstance(p, ast.Constant) and isinstance(p.value, str))
+            written[node.targets[0].id] = [n for n in re.findall(r"\d+", prose) if n != "24"]
+    assert written and {name: n for name, n in written.items() if n} == {}
+    assert str(SHORTEST) in fill(texts.ASK_USERNAME) and str(CODE_LENGTH) in texts.WRONG_CODE

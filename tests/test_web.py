@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Callable
 
 from smsbot.keys import token_hash
-from smsbot.web.appkeys import SETTINGS
+from smsbot.settings import Settings
+from smsbot.web.app import create_app
+from smsbot.web.appkeys import ROUTES, SETTINGS
+from smsbot.web.routes import Audience
 
 from support.service import CSRF_INPUT, WebBench
 
@@ -241,3 +245,14 @@ def test_devices_get_readable_names() -> None:
         "Chrome on Linux"
     assert device_name("Mozilla/5.0 (Windows NT 10.0; rv:128.0) Gecko/20100101 Firefox/128.0") == "Firefox on Windows"
     assert device_name("") == "Unknown browser"
+
+
+def test_every_route_is_tagged_with_who_it_answers(make_settings: Callable[..., Settings]) -> None:
+    app = create_app(make_settings(dev=True), run_worker=False)
+    routes = app[ROUTES]
+    paths = {r.canonical for r in app.router.resources() if not r.canonical.startswith("/static")}
+    assert paths and paths == set(routes.paths)
+    assert routes.audience("/webhooks/inbound") is routes.audience("/webhooks/nowhere") is Audience.WEBHOOK
+    assert routes.audience("/auth") is Audience.PROXY and routes.audience("/auth/forward") is Audience.MACHINE
+    assert routes.audience("/dev/phone") is Audience.PAGE is routes.audience("/nowhere")
+    assert routes.audience("/dev/phone/send") is Audience.MACHINE

@@ -19,11 +19,12 @@ from smsbot.keys import SecretSource
 from smsbot.settings import Settings, redacted
 from smsbot.wiring import build
 
-from .appkeys import CLOCK, DEV_PHONES, GATEWAY, GRAPH, KEYS, METRICS, OUTBOX, PIPELINE, SETTINGS, SIGNIN, STORE
+from .appkeys import CLOCK, DEV_PHONES, GATEWAY, KEYS, METRICS, OUTBOX, PIPELINE, ROUTES, SETTINGS, SIGNIN, STORE
 from .dev import setup_dev
 from .devphone import DevPhones
 from .errorpages import setup_error_pages
 from .metrics import setup_metrics
+from .routes import Routes
 from .security import Cookies, Csrf, setup_security
 from .views import setup_views
 from .webhooks import setup_webhooks
@@ -40,16 +41,16 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, clock: Clo
     """The app for `settings`, on the object graph `smsbot.wiring.build` makes; nothing is opened until it starts."""
     graph = build(settings, clock=clock, gateway=gateway, source=source)
     app = web.Application(client_max_size=256 * 1024)
-    app[GRAPH] = graph
     app[SETTINGS] = settings
     app[CLOCK] = graph.clock
-    app[KEYS] = graph.keys
     app[STORE] = graph.store
     app[GATEWAY] = graph.gateway
     app[OUTBOX] = graph.outbox
     app[PIPELINE] = graph.pipeline
     app[SIGNIN] = graph.signin
+    app[KEYS] = graph.keys
     app[METRICS] = graph.metrics
+    app[ROUTES] = Routes()  # filled as the routes are registered, each with who it answers
     keys = graph.keys
 
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)

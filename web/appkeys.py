@@ -13,18 +13,18 @@ from smsbot.pipeline import Pipeline
 from smsbot.settings import Settings
 from smsbot.signin import SignIn
 from smsbot.store import Store
-from smsbot.wiring import Graph
 
 from .devphone import DevPhones
+from .routes import Routes
 
-GRAPH = web.AppKey("graph", Graph)
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 PIPELINE = web.AppKey("pipeline", Pipeline)
 SIGNIN = web.AppKey("signin", SignIn)
 OUTBOX = web.AppKey("outbox", Outbox)
 GATEWAY = web.AppKey("gateway", Gateway)
-KEYS = web.AppKey("keys", Keys)
 CLOCK = web.AppKey("clock", Clock)
+KEYS = web.AppKey("keys", Keys)
 METRICS = web.AppKey("metrics", Metrics)
 DEV_PHONES = web.AppKey("dev_phones", DevPhones)
+ROUTES = web.AppKey("routes", Routes)

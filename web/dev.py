@@ -12,7 +12,8 @@ from aiohttp import web
 from smsbot import phone
 from smsbot.messages import InboundText
 
-from .appkeys import DEV_PHONES, PIPELINE, SETTINGS
+from .appkeys import DEV_PHONES, PIPELINE, ROUTES, SETTINGS
+from .routes import Audience
 from .views import group_number, read_form
 
 
@@ -85,9 +86,11 @@ async def add_phone(request: web.Request) -> web.Response:
 
 
 def setup_dev(app: web.Application) -> None:
-    app.router.add_get("/dev/phone", page)
-    app.router.add_get("/dev/phone/texts", texts)
-    app.router.add_post("/dev/phone/phones", add_phone)
-    app.router.add_post("/dev/phone/send", send)
+    routes = app[ROUTES]
+    routes.get(app, "/dev/phone", page)
+    routes.get(app, "/dev/phone/texts", texts, Audience.MACHINE)  # the page's script reads the status
+    routes.post(app, "/dev/phone/phones", add_phone, Audience.MACHINE)
+    routes.post(app, "/dev/phone/send", send, Audience.MACHINE)
+    routes.folder("/dev/phone/", Audience.MACHINE)
     for admin in app[SETTINGS].admins:
         app[DEV_PHONES].add(admin, admin=True)

@@ -9,14 +9,11 @@ from collections.abc import Awaitable, Callable
 import aiohttp_jinja2
 from aiohttp import web
 
-from .appkeys import SETTINGS
+from .appkeys import ROUTES, SETTINGS
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-# Answered to machines: the status and body are theirs (nginx reads /auth's 401, Vonage the webhooks' answers).
-MACHINE_PATHS = ("/auth", "/healthz")
-MACHINE_PREFIXES = ("/auth/", "/webhooks/", "/dev/phone/")
 KEPT_HEADERS = ("Allow", "Retry-After")
 
 HOME = ("/", "Go to the home page")
@@ -37,9 +34,9 @@ OTHER_SERVER_ERROR = ("Something went wrong", "The service can't answer right no
 
 
 def for_a_machine(request: web.Request) -> bool:
-    """A request whose error stays plain text: a machine route, or a client that doesn't ask for HTML."""
-    path = request.path
-    if path in MACHINE_PATHS or path.startswith(MACHINE_PREFIXES):
+    """A request whose error stays plain text: a route tagged for machines (nginx reads /auth's 401, Vonage the
+    webhooks' answers), or a client that doesn't ask for HTML."""
+    if request.app[ROUTES].audience(request.path).plain_errors:
         return True
     accepted = {part.split(";")[0].strip().lower() for part in request.headers.get("Accept", "").split(",")}
     return "text/html" not in accepted

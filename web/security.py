@@ -11,6 +11,8 @@ from aiohttp import web
 from smsbot.keys import Keys, same
 from smsbot.settings import Settings
 
+from .appkeys import ROUTES
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'{more}; "
@@ -24,9 +26,6 @@ def content_security_policy(settings: Settings) -> str:
         return CSP.format(more="")
     scheme, domain = urlsplit(settings.public_url).scheme, settings.cookie_domain
     return CSP.format(more=f" {scheme}://{domain}:* {scheme}://*.{domain}:*")
-# Webhooks are posted by Vonage from its own servers: no browser, no cookies, so no CSRF check there.
-CROSS_SITE_EXEMPT = ("/webhooks/",)
-PROXY_ONLY = frozenset({"/auth"})  # answered to reverse proxies only (/auth/forward's 302 reaches browsers)
 
 
 class Cookies:
@@ -103,7 +102,8 @@ def setup_security(app: web.Application, settings: Settings) -> None:
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         unsafe = request.method not in ("GET", "HEAD", "OPTIONS")
-        if unsafe and not request.path.startswith(CROSS_SITE_EXEMPT) and not same_origin(request, settings):
+        checked = request.app[ROUTES].audience(request.path).cross_site_checked  # not webhooks: Vonage posts them
+        if unsafe and checked and not same_origin(request, settings):
             raise web.HTTPForbidden(text="Cross-site request refused.")
         return await handler(request)
 
@@ -113,7 +113,7 @@ def setup_security(app: web.Application, settings: Settings) -> None:
         page_headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
 
     async def headers(request: web.Request, response: web.StreamResponse) -> None:
-        if request.path in PROXY_ONLY:
+        if not request.app[ROUTES].audience(request.path).page_headers:
             # A proxy's subrequest: the browser never renders it. Not to be cached, and nothing more.
             response.headers.setdefault("Cache-Control", "no-store")
             return

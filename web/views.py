@@ -15,9 +15,10 @@ from smsbot import phone
 from smsbot.devices import ago, device_name
 from smsbot.store import Session
 
-from .appkeys import CLOCK, KEYS, METRICS, SETTINGS, SIGNIN, STORE
+from .appkeys import CLOCK, KEYS, METRICS, ROUTES, SETTINGS, SIGNIN, STORE
 from .ratelimit import SignInLimit, client_ip
 from .redirects import login_url, original_url, safe_redirect
+from .routes import Audience
 from .security import Cookies, Csrf
 
 log = logging.getLogger(__name__)
@@ -267,11 +268,13 @@ def setup_views(app: web.Application, cookies: Cookies, csrf: Csrf) -> None:
     app[CSRF] = csrf
     app[PUBLIC_HOST] = urlsplit(app[SETTINGS].public_url).hostname or ""
     app[LOGIN_LIMIT] = SignInLimit(app[STORE], app[KEYS], app[CLOCK], app[SETTINGS].login_failures_per_minute)
-    app.router.add_get("/login", login_form)
-    app.router.add_post("/login", login_submit)
-    app.router.add_get("/", home)
-    app.router.add_post("/logout", logout)
-    app.router.add_get("/auth", auth)
-    app.router.add_get("/auth/forward", auth_forward)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/favicon.ico", favicon)
+    routes = app[ROUTES]
+    routes.get(app, "/login", login_form)
+    routes.post(app, "/login", login_submit)
+    routes.get(app, "/", home)
+    routes.post(app, "/logout", logout)
+    routes.get(app, "/auth", auth, Audience.PROXY)
+    routes.get(app, "/auth/forward", auth_forward, Audience.MACHINE)  # its 302 reaches browsers, its 401 proxies
+    routes.folder("/auth/", Audience.MACHINE)
+    routes.get(app, "/healthz", healthz, Audience.MACHINE)
+    routes.get(app, "/favicon.ico", favicon)

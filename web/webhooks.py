@@ -20,8 +20,10 @@ from smsbot.commands import is_number
 from smsbot.errors import BadWebhook, SignatureError
 from smsbot.messages import InboundPart, InboundText
 from smsbot.signatures import check_jwt, check_sms
+from smsbot.store import Action
 
-from .appkeys import CLOCK, METRICS, PIPELINE, SETTINGS
+from .appkeys import CLOCK, METRICS, PIPELINE, ROUTES, SETTINGS
+from .routes import Audience
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ async def refused(request: web.Request, reason: str) -> web.Response:
     now = request.app[CLOCK].now()
     if not last or now - last[0] >= AUDIT_SIGNATURE_EVERY:
         last[:] = [now]
-        await request.app[PIPELINE].record_security_event("signature-refused", f"{request.path}: {reason}")
+        await request.app[PIPELINE].record_security_event(Action.SIGNATURE_REFUSED, f"{request.path}: {reason}")
     return web.Response(status=401, text="Bad or missing webhook signature.")
 
 
@@ -231,6 +233,8 @@ def counted(kind: str, handler: Handler) -> Handler:
 
 def setup_webhooks(app: web.Application) -> None:
     app[LAST_SIGNATURE_EVENT] = []
+    routes = app[ROUTES]
     for path, kind, handler in (("/webhooks/inbound", "inbound", inbound), ("/webhooks/status", "status", status)):
-        app.router.add_get(path, counted(kind, handler), allow_head=False)
-        app.router.add_post(path, counted(kind, handler))
+        routes.get(app, path, counted(kind, handler), Audience.WEBHOOK, allow_head=False)
+        routes.post(app, path, counted(kind, handler), Audience.WEBHOOK)
+    routes.folder("/webhooks/", Audience.WEBHOOK)

@@ -87,8 +87,5 @@ class FakeGateway:
             raise self.failures.pop(0)
         return self._deliver(to, text, self.sender)
 
-    def texts_to(self, number: str) -> list[str]:
-        return [m.text for m in self.sent if m.to == number]
-
     async def close(self) -> None:
         return None

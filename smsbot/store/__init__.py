@@ -3,8 +3,22 @@
 
 from __future__ import annotations
 
-from .base import UNDELIVERED, Confirmation, Event, Invite, Member, OutboxRow, Pin, Session, Store, Tx, username_key
+from .base import (
+    UNDELIVERED,
+    Action,
+    Confirmation,
+    Event,
+    Invite,
+    Member,
+    OutboxRow,
+    Pin,
+    Session,
+    Stage,
+    Store,
+    Tx,
+    username_key,
+)
 from .sqlite import SqliteStore
 
-__all__ = ["UNDELIVERED", "Confirmation", "Event", "Invite", "Member", "OutboxRow", "Pin", "Session", "SqliteStore",
-           "Store", "Tx", "username_key"]
+__all__ = ["UNDELIVERED", "Action", "Confirmation", "Event", "Invite", "Member", "OutboxRow", "Pin", "Session",
+           "SqliteStore", "Stage", "Store", "Tx", "username_key"]

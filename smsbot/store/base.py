@@ -7,6 +7,7 @@ Phone numbers appear only as keyed HMACs, except in outbox rows still waiting to
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -20,6 +21,50 @@ SessionsChanged = Callable[[int], None]
 TextsQueued = Callable[[], None]  # told once a unit of work that queued texts has committed
 
 UNDELIVERED = ("failed", "rejected", "expired", "undeliverable")
+
+
+class Stage(enum.Enum):
+    """Where an invite is: the engine's states of the same names, the values the invites table keeps and its CHECK
+    allows."""
+
+    AWAITING_CODE = "awaiting_code"
+    AWAITING_USERNAME = "awaiting_username"
+
+
+class Action(enum.Enum):
+    """What an audit event records; LOG has a sentence for each (`admin.SENTENCES`)."""
+
+    INVITE = "invite"
+    CANCEL_INVITE = "cancel-invite"
+    REVOKE = "revoke"
+    UNLOCK = "unlock"
+    LOGOUT_MEMBER = "logout-member"
+    CONFIRM_ASKED = "confirm-asked"
+    CONFIRMED = "confirmed"
+    CONFIRM_DROPPED = "confirm-dropped"
+    CONFIRM_EXPIRED = "confirm-expired"
+    CONFIRM_CAPPED = "confirm-capped"
+    CONFIRM_LOCKED = "confirm-locked"
+    ADMIN_CAPPED = "admin-capped"
+    REPLIES_CAPPED = "replies-capped"
+    CODE_ACCEPTED = "code-accepted"
+    INVITE_CANCELLED = "invite-cancelled"
+    INVITE_EXPIRED = "invite-expired"
+    JOIN = "join"
+    PIN_ISSUED = "pin-issued"
+    PIN_CAPPED = "pin-capped"
+    LOGIN = "login"
+    LOGOUT_EVERYWHERE = "logout-everywhere"
+    LOGOUT_WEB = "logout-web"
+    LOCKOUT = "lockout"
+    OPT_OUT = "opt-out"
+    OPT_IN = "opt-in"
+    STRANGER_OPT_OUT = "stranger-opt-out"  # strangers' STOP and START in a row are one event with a count
+    STRANGER_OPT_IN = "stranger-opt-in"
+    BUDGET_REACHED = "budget-reached"
+    SEND_FAILED = "send-failed"
+    UNDELIVERED = "undelivered"
+    SIGNATURE_REFUSED = "signature-refused"
 
 
 @dataclass(frozen=True)
@@ -40,7 +85,7 @@ class Invite:
     phone_hint: str
     code_hash: str
     username: str | None
-    stage: str
+    stage: Stage
     tries: int
     invited_by: str
     created_at: float
@@ -129,34 +174,43 @@ def username_key(username: str) -> str:
 
 
 class Tx(Protocol):
-    """One open transaction."""
+    """One open transaction: the unit of work's whole view of the database. The SQL backends implement it without
+    naming it (`store.sql.SqlTx`), and mypy checks them against it method by method."""
 
     async def record_inbound(self, message_id: str, now: float) -> bool:
         """False when this message id was seen before."""
         ...
 
     async def is_opted_out(self, phone_key: str) -> bool:
+        """Whether this number texted STOP (and not START since)."""
         ...
 
     async def opt_out(self, phone_key: str, now: float) -> bool:
+        """Record a STOP; False when the number had already opted out."""
         ...
 
     async def opt_in(self, phone_key: str) -> bool:
+        """Forget a STOP; False when the number had not opted out."""
         ...
 
     async def member_by_phone(self, phone_key: str) -> Member | None:
+        """The member with this phone key, if any."""
         ...
 
     async def member_by_username(self, username: str) -> Member | None:
+        """The member with this username, compared case-insensitively, if any."""
         ...
 
     async def member_by_id(self, member_id: int) -> Member | None:
+        """The member with this id, if any."""
         ...
 
     async def username_taken(self, username: str) -> bool:
+        """Whether a member has this username, or an invite holds it for its invitee."""
         ...
 
     async def add_member(self, username: str, phone_key: str, phone_hint: str, now: float) -> Member:
+        """Make a member, with no PIN or session yet."""
         ...
 
     async def remove_member(self, member_id: int) -> None:
@@ -164,18 +218,23 @@ class Tx(Protocol):
         ...
 
     async def members(self) -> list[Member]:
+        """Every member, by username."""
         ...
 
     async def record_login_failure(self, member_id: int) -> int:
+        """Count a wrong PIN in a row; return the count so far."""
         ...
 
     async def lock_member(self, member_id: int, now: float) -> None:
+        """Lock the member's sign-in (their sessions are told)."""
         ...
 
     async def reset_login_failures(self, member_id: int) -> None:
+        """Unlock the member and forget their wrong PINs."""
         ...
 
     async def invite_by_phone(self, phone_key: str) -> Invite | None:
+        """The invite waiting for this phone key, expired or not."""
         ...
 
     async def put_invite(self, *, phone_key: str, phone_hint: str, code_hash: str, username: str | None,
@@ -183,19 +242,24 @@ class Tx(Protocol):
         """Create the invite for this number, replacing any earlier one (and its code)."""
         ...
 
-    async def set_invite_stage(self, invite_id: int, stage: str) -> None:
+    async def set_invite_stage(self, invite_id: int, stage: Stage) -> None:
+        """Move the invite on to `stage`."""
         ...
 
     async def count_invite_try(self, invite_id: int) -> int:
+        """Count a wrong code against the invite; return the tries so far."""
         ...
 
     async def remove_invite(self, invite_id: int) -> None:
+        """Delete the invite (cancelled, expired or redeemed)."""
         ...
 
     async def invites(self) -> list[Invite]:
+        """Every invite, oldest first."""
         ...
 
     async def invite_by_username(self, username: str) -> Invite | None:
+        """The invite that holds this username for its invitee, if any."""
         ...
 
     async def put_pin(self, member_id: int, *, pin_hash: str | None, request_id: str | None, now: float,
@@ -204,6 +268,7 @@ class Tx(Protocol):
         ...
 
     async def pin_of(self, member_id: int) -> Pin | None:
+        """The member's live (or latest) PIN, if any."""
         ...
 
     async def set_pin_request(self, phone_key: str, request_id: str) -> bool:
@@ -216,15 +281,19 @@ verification is the last one attached, and it wins (an earlier one was cancelled
         ...
 
     async def count_pin_try(self, member_id: int) -> int:
+        """Count a try against the member's PIN; return the tries so far."""
         ...
 
     async def remove_pin(self, member_id: int) -> None:
+        """Drop the member's PIN, if any."""
         ...
 
     async def add_session(self, member_id: int, token_hash: str, now: float, user_agent: str) -> None:
+        """Start a session for the member under the token's hash."""
         ...
 
     async def session_by_token(self, token_hash: str) -> Session | None:
+        """The session this token hash names, with its member's username and phone key, if any."""
         ...
 
     async def touch_sessions(self, last_seen: Mapping[int, float]) -> None:
@@ -240,13 +309,16 @@ verification is the last one attached, and it wins (an earlier one was cancelled
         ...
 
     async def remove_session(self, session_id: int) -> None:
+        """End one session, whoever's it is."""
         ...
 
     async def sessions_of(self, member_id: int) -> list[Session]:
+        """The member's sessions, most recently used first."""
         ...
 
     async def enqueue(self, *, to_number: str, phone_key: str, phone_hint: str, body: str, kind: Kind,
                       now: float) -> None:
+        """Queue a text to go out after this unit of work commits."""
         ...
 
     async def claim_due(self, now: float, lease_seconds: float, limit: int) -> list[OutboxRow]:
@@ -258,6 +330,7 @@ verification is the last one attached, and it wins (an earlier one was cancelled
         ...
 
     async def release_claims(self) -> int:
+        """Put every claimed text back in the queue (at start-up: those a dead sender held); return how many."""
         ...
 
     async def take_sender(self, instance: str, now: float) -> LastSender:
@@ -271,6 +344,7 @@ verification is the last one attached, and it wins (an earlier one was cancelled
         ...
 
     async def next_due_at(self) -> float | None:
+        """When the next waiting text is due, or its claim runs out (None: nothing waits)."""
         ...
 
     async def finish_outbox(self, outbox_id: int, *, state: str, now: float, provider_id: str | None = None,
@@ -279,6 +353,7 @@ verification is the last one attached, and it wins (an earlier one was cancelled
         ...
 
     async def retry_outbox(self, outbox_id: int, *, next_attempt_at: float, error: str) -> None:
+        """Put a text back in the queue, to be tried again at `next_attempt_at`."""
         ...
 
     async def put_confirmation(self, *, admin_key: str, command: str, argument: str, code_hash: str, now: float,
@@ -286,23 +361,32 @@ verification is the last one attached, and it wins (an earlier one was cancelled
         """Hold an admin's command for YES, replacing the one they had waiting, if any."""
         ...
 
-    async def confirmation_of(self, admin_key: str) -> Confirmation | None: ...
+    async def confirmation_of(self, admin_key: str) -> Confirmation | None:
+        """The admin's command waiting for YES, expired or not, if any."""
+        ...
 
     async def count_confirmation_try(self, admin_key: str) -> int:
         """Count a wrong code; return the tries so far."""
         ...
 
-    async def remove_confirmation(self, admin_key: str) -> None: ...
+    async def remove_confirmation(self, admin_key: str) -> None:
+        """Drop the admin's waiting command, if any."""
+        ...
 
-    async def drop_expired_confirmations(self, now: float) -> int: ...
+    async def drop_expired_confirmations(self, now: float) -> int:
+        """Drop every waiting command past its time; return how many."""
+        ...
 
     async def add_part(self, *, phone_key: str, ref: str, total: int, part: int, text: str, now: float) -> None:
+        """Keep one part of a multipart text (a part seen before is ignored)."""
         ...
 
     async def parts(self, phone_key: str, ref: str) -> list[tuple[int, int, str]]:
+        """The parts of this multipart text received so far, as (part, total, text), in order."""
         ...
 
     async def remove_parts(self, phone_key: str, ref: str) -> None:
+        """Forget a multipart text's parts (it is whole, and handled)."""
         ...
 
     async def drop_stale_parts(self, before: float) -> int:
@@ -310,6 +394,7 @@ verification is the last one attached, and it wins (an earlier one was cancelled
         ...
 
     async def forget_inbound_before(self, before: float) -> int:
+        """Forget the inbound message ids seen before `before`; return how many."""
         ...
 
     async def record_delivery(self, *, client_ref: str, provider_id: str, status: str, error: str,
@@ -322,6 +407,7 @@ verification is the last one attached, and it wins (an earlier one was cancelled
         ...
 
     async def count_since(self, phone_key: str, action: str, since: float) -> int:
+        """How many of `action` this number's counter has noted since `since`."""
         ...
 
     async def note(self, phone_key: str, action: str, now: float) -> int:
@@ -337,9 +423,11 @@ verification is the last one attached, and it wins (an earlier one was cancelled
         ...
 
     async def forget_counts_before(self, before: float) -> int:
+        """Forget the counters' notes from before `before`; return how many."""
         ...
 
     async def bump_stat(self, name: str) -> None:
+        """Add one to a service-wide statistic."""
         ...
 
     async def texts_queued_since(self, since: float, *, not_to: Collection[str] = ()) -> dict[Kind, int]:
@@ -350,18 +438,21 @@ verification is the last one attached, and it wins (an earlier one was cancelled
         """The figures metrics report, in one statement (each part uses an index)."""
         ...
 
-    async def event_since(self, action: str, since: float) -> bool:
+    async def event_since(self, action: Action, since: float) -> bool:
+        """Whether an audit event of this action was recorded since `since`."""
         ...
 
-    async def record_event(self, now: float, actor: str, action: str, detail: str = "") -> None:
+    async def record_event(self, now: float, actor: str, action: Action, detail: str = "") -> None:
+        """Record an audit event, which LOG shows."""
         ...
 
-    async def count_into_last_event(self, actions: tuple[str, ...], now: float) -> bool:
+    async def count_into_last_event(self, actions: tuple[Action, ...], now: float) -> bool:
         """Add one to the newest event's count (its detail) if it is one of `actions`, and move it to `now`; False
         when the newest event is another (then nothing changes)."""
         ...
 
-    async def events(self, limit: int, offset: int = 0) -> list[Event]:
+    async def events(self, limit: int) -> list[Event]:
+        """The latest `limit` audit events, newest first."""
         ...
 
 

@@ -178,9 +178,8 @@ class PostgresStore(Watchers):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listening
             self._listening = None
-        for conn in (self._sender,):
-            if conn is not None and not conn.is_closed():
-                await conn.close(timeout=2)
+        if self._sender is not None and not self._sender.is_closed():
+            await self._sender.close(timeout=2)
         self._sender = None
         self._sending = False
         if self._pool is not None:
@@ -194,7 +193,9 @@ class PostgresStore(Watchers):
 
     async def _run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
         pool = self._require()
-        for attempt in range(1, RETRIES + 1):
+        attempt = 0
+        while True:  # until it commits, or the last of RETRIES attempts is refused
+            attempt += 1
             async with pool.acquire() as conn:
                 # A unit of work refused for a conflict goes again one at a time: the retry lock is taken before
                 # the transaction begins, so its snapshot follows the commit of the retry before it, and units that
@@ -225,7 +226,6 @@ class PostgresStore(Watchers):
             if tx.queued:
                 self._texts_queued()
             return result
-        raise AssertionError("unreachable")
 
     async def scrub(self) -> None:
         """Nothing to fold: PostgreSQL keeps no copy of a wiped value that a dump or a query can see."""

@@ -7,14 +7,16 @@ outbox rows still waiting to be sent and admin commands waiting for YES.
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Collection, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..commands import is_number
 from ..messages import Kind
 from .base import (
     UNDELIVERED,
+    Action,
     Confirmation,
     Event,
     Figures,
@@ -24,7 +26,7 @@ from .base import (
     OutboxRow,
     Pin,
     Session,
-    Tx,
+    Stage,
     username_key,
 )
 
@@ -37,29 +39,34 @@ class Row(Protocol):
     def keys(self) -> Any: ...
 
 
-class SqlTx(Tx):
+class SqlTx(abc.ABC):
     """One open transaction, in the SQL both backends speak (`?` placeholders; the few words they spell apart are
-    class attributes). A backend gives the four ways to run a statement and says when sessions changed."""
+    class attributes): the `Tx` protocol, which mypy checks it against below. A backend gives the four ways to run a
+    statement and says when sessions changed."""
 
     GREATEST = "max"  # the larger of two values
     FIND = "instr"  # position of a string in another
     LOCK_ROWS = ""  # what a claim adds so that two senders never take the same row
 
+    @abc.abstractmethod
     async def _one(self, sql: str, *args: Any) -> Row | None:
-        raise NotImplementedError
+        """Run a query; its first row, if any."""
 
+    @abc.abstractmethod
     async def _all(self, sql: str, *args: Any) -> list[Row]:
-        raise NotImplementedError
+        """Run a query; every row."""
 
+    @abc.abstractmethod
     async def _run(self, sql: str, *args: Any) -> int:
         """Run a statement; the number of rows it changed."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def _many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        raise NotImplementedError
+        """Run a statement once for each row of arguments."""
 
+    @abc.abstractmethod
     def _sessions_changed(self, member_id: int) -> None:
-        raise NotImplementedError
+        """The member's sessions may have changed in this unit of work."""
 
     async def _one_more(self, table: str, column: str, key: str, value: object) -> int:
         """Add one to a counter of one row; the new count (0 when there is no such row)."""
@@ -67,6 +74,7 @@ class SqlTx(Tx):
             f"UPDATE {table} SET {column} = {column} + 1 WHERE {key} = ? RETURNING {column}", value)  # noqa: S608
         return int(row[0]) if row else 0
 
+    @abc.abstractmethod
     def _queued(self) -> None:
         """A text was queued in this unit of work."""
 
@@ -141,12 +149,13 @@ class SqlTx(Tx):
         await self._run("DELETE FROM invites WHERE phone_key = ?", phone_key)
         await self._run(
             "INSERT INTO invites (phone_key, phone_hint, code_hash, username, stage, invited_by, invited_by_key,"
-            " created_at, expires_at) VALUES (?, ?, ?, ?, 'awaiting_code', ?, ?, ?, ?)",
-            phone_key, phone_hint, code_hash, username, invited_by, invited_by_key, now, expires_at,
+            " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            phone_key, phone_hint, code_hash, username, Stage.AWAITING_CODE.value, invited_by, invited_by_key, now,
+            expires_at,
         )
 
-    async def set_invite_stage(self, invite_id: int, stage: str) -> None:
-        await self._run("UPDATE invites SET stage = ? WHERE id = ?", stage, invite_id)
+    async def set_invite_stage(self, invite_id: int, stage: Stage) -> None:
+        await self._run("UPDATE invites SET stage = ? WHERE id = ?", stage.value, invite_id)
 
     async def count_invite_try(self, invite_id: int) -> int:
         return await self._one_more("invites", "tries", "id", invite_id)
@@ -438,25 +447,33 @@ class SqlTx(Tx):
         oldest = None if row[1] is None else float(row[1])
         return Figures(int(row[0]), oldest, int(row[2]), int(row[3]))
 
-    async def event_since(self, action: str, since: float) -> bool:
-        return await self._one("SELECT 1 FROM events WHERE action = ? AND at >= ? LIMIT 1", action, since) is not None
+    async def event_since(self, action: Action, since: float) -> bool:
+        return await self._one("SELECT 1 FROM events WHERE action = ? AND at >= ? LIMIT 1", action.value,
+                               since) is not None
 
     # audit
-    async def record_event(self, now: float, actor: str, action: str, detail: str = "") -> None:
-        await self._run("INSERT INTO events (at, actor, action, detail) VALUES (?, ?, ?, ?)", now, actor, action,
-                        detail)
+    async def record_event(self, now: float, actor: str, action: Action, detail: str = "") -> None:
+        await self._run("INSERT INTO events (at, actor, action, detail) VALUES (?, ?, ?, ?)", now, actor,
+                        action.value, detail)
 
-    async def count_into_last_event(self, actions: tuple[str, ...], now: float) -> bool:
+    async def count_into_last_event(self, actions: tuple[Action, ...], now: float) -> bool:
         marks = ", ".join("?" for _ in actions)
         return await self._run(  # the f-string adds only "?" placeholders
             "UPDATE events SET at = ?,"  # noqa: S608
             " detail = CAST(CAST(COALESCE(NULLIF(detail, ''), '1') AS INTEGER) + 1 AS TEXT)"
-            f" WHERE id = (SELECT max(id) FROM events) AND action IN ({marks})", now, *actions) == 1
+            f" WHERE id = (SELECT max(id) FROM events) AND action IN ({marks})", now,
+            *(a.value for a in actions)) == 1
 
-    async def events(self, limit: int, offset: int = 0) -> list[Event]:
-        rows = await self._all("SELECT at, actor, action, detail FROM events ORDER BY id DESC LIMIT ? OFFSET ?",
-                               limit, offset)
+    async def events(self, limit: int) -> list[Event]:
+        rows = await self._all("SELECT at, actor, action, detail FROM events ORDER BY id DESC LIMIT ?", limit)
         return [Event(**dict(r)) for r in rows]
+
+
+if TYPE_CHECKING:
+    from .base import Tx
+
+    def _is_a_tx(tx: SqlTx) -> Tx:
+        return tx  # mypy checks SqlTx against the Tx protocol here, every method's signature
 
 
 def _member(row: Row | None) -> Member | None:
@@ -468,4 +485,7 @@ def _member(row: Row | None) -> Member | None:
 
 
 def _invite(row: Row | None) -> Invite | None:
-    return None if row is None else Invite(**dict(row))
+    if row is None:
+        return None
+    values = dict(row)
+    return Invite(**{**values, "stage": Stage(values["stage"])})

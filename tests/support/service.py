@@ -3,6 +3,7 @@ and the whole app over real HTTP (WebBench) with a browser's sign-in."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any, TypeAlias
 
@@ -34,6 +35,11 @@ BASE_ENV = {
 BACKENDS = ("sqlite", "postgresql")
 
 
+def fast(settings: Settings) -> Settings:
+    """`settings` with a send rate no test waits on."""
+    return dataclasses.replace(settings, sms_rate=1000)
+
+
 class Wired:
     """A service on a real SQLite file with the fake gateway and a fake clock: the engine's test bench."""
 
@@ -41,7 +47,7 @@ class Wired:
         self.settings = settings
         self.clock = FakeClock()
         self.gateway = FakeGateway(settings.number)
-        graph = build(settings.with_changes(sms_rate=1000), clock=self.clock, gateway=self.gateway)
+        graph = build(fast(settings), clock=self.clock, gateway=self.gateway)
         self.store, self.outbox = graph.store, graph.outbox
         self.pipeline, self.signin = graph.pipeline, graph.signin
         self._seen = 0
