@@ -22,6 +22,7 @@ from .appkeys import CLOCK, DEV_PHONES, GATEWAY, GRAPH, KEYS, OUTBOX, PIPELINE, 
 from .dev import setup_dev
 from .devphone import DevPhones
 from .errorpages import setup_error_pages
+from .oidc import setup_oidc
 from .security import Cookies, Csrf, setup_security
 from .views import setup_views
 from .webhooks import setup_webhooks
@@ -55,6 +56,8 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, clock: Clo
     cookies = Cookies(settings)
     setup_views(app, cookies, Csrf(keys, cookies))
     setup_webhooks(app)
+    if settings.oidc_clients:
+        setup_oidc(app)
     app.router.add_static("/static", HERE / "static")
     if settings.dev:
         phones = DevPhones()

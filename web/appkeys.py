@@ -7,6 +7,7 @@ from aiohttp import web
 from smsbot.clock import Clock
 from smsbot.gateway import Gateway
 from smsbot.keys import Keys
+from smsbot.oidc import Provider
 from smsbot.outbox import Outbox
 from smsbot.pipeline import Pipeline
 from smsbot.settings import Settings
@@ -26,3 +27,4 @@ GATEWAY = web.AppKey("gateway", Gateway)
 KEYS = web.AppKey("keys", Keys)
 CLOCK = web.AppKey("clock", Clock)
 DEV_PHONES = web.AppKey("dev_phones", DevPhones)
+OIDC = web.AppKey("oidc", Provider)  # only with SMSBOT_OIDC_CLIENTS

@@ -25,7 +25,8 @@ def content_security_policy(settings: Settings) -> str:
     scheme, domain = urlsplit(settings.public_url).scheme, settings.cookie_domain
     return CSP.format(more=f" {scheme}://{domain}:* {scheme}://*.{domain}:*")
 # Webhooks are posted by Vonage from its own servers: no browser, no cookies, so no CSRF check there.
-CROSS_SITE_EXEMPT = ("/webhooks/",)
+# The OIDC token and userinfo endpoints authenticate a client or a bearer token, never a cookie.
+CROSS_SITE_EXEMPT = ("/webhooks/", "/oidc/token", "/oidc/userinfo")
 PROXY_ONLY = frozenset({"/auth"})  # answered to reverse proxies only (/auth/forward's 302 reaches browsers)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from ..messages import Kind
+from .oidc import OidcTx
 
 T = TypeVar("T")
 # Told a member id, inside the unit of work, whenever that member's sessions may have changed: a session ended, or
@@ -108,7 +109,7 @@ def username_key(username: str) -> str:
     return username.casefold()
 
 
-class Tx(Protocol):
+class Tx(OidcTx, Protocol):
     """One open transaction."""
 
     async def record_inbound(self, message_id: str, now: float) -> bool:

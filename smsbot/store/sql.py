@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from ..commands import is_number
 from ..messages import Kind
 from .base import UNDELIVERED, Confirmation, Event, Invite, Member, OutboxRow, Pin, Session, Tx, username_key
+from .oidc import OidcSql
 
 
 class Row(Protocol):
@@ -23,7 +24,7 @@ class Row(Protocol):
     def keys(self) -> Any: ...
 
 
-class SqlTx(Tx):
+class SqlTx(OidcSql, Tx):
     """One open transaction, in the SQL both backends speak (`?` placeholders; the few words they spell apart are
     class attributes). A backend gives the four ways to run a statement and says when sessions changed."""
 

@@ -1,0 +1,342 @@
+"""The OpenID Connect provider over real HTTP: each check the specs ask of a provider (RFC 6749 §4.1 and §5.2,
+RFC 7636, OpenID Connect Core §3.1), the tokens and claims, userinfo, and revocation through the device session."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import pathlib
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import jwt
+import pytest
+
+from support.service import ADMIN, CSRF_INPUT, WebBench
+
+ISSUER = "https://group.example.org"
+WIKI_SECRET = "wiki-secret-0123456789-abcdefghijklmnop"
+WIKI_BACK = "https://wiki.example.org/oauth2/callback"
+APP_BACK = "https://photos.example.org/auth/callback?from=smsbot"
+ALICE = "+14155550134"
+BOB = "+14155550135"
+CLIENTS = f'''
+[[client]]
+id = "wiki"
+secret = "{WIKI_SECRET}"
+redirect_uris = ["{WIKI_BACK}"]
+name = "The wiki"
+post_logout_redirect_uris = ["https://wiki.example.org/bye"]
+
+[[client]]
+id = "photos"
+redirect_uris = ["{APP_BACK}"]
+'''
+
+
+@pytest.fixture
+async def oidc(make_bench: Callable[..., Awaitable[WebBench]], tmp_path: pathlib.Path) -> WebBench:
+    path = tmp_path / "clients.toml"
+    path.write_text(CLIENTS)
+    return await make_bench(SMSBOT_OIDC_CLIENTS=str(path))
+
+
+def pkce() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+async def signed_in(bench: WebBench, number: str = ALICE, username: str = "alice") -> dict[str, str]:
+    pin = await bench.member_with_pin(number, username)
+    response, cookies = await bench.login(username, pin)
+    assert response.status == 303
+    return cookies
+
+
+async def authorize(bench: WebBench, cookies: dict[str, str] | None, **params: str) -> Any:
+    bench.client.session.cookie_jar.clear()
+    query = {"client_id": "wiki", "redirect_uri": WIKI_BACK, "response_type": "code", "scope": "openid profile",
+             "state": "st-1", "nonce": "n-1", **params}
+    return await bench.client.get("/oidc/authorize?" + urlencode({k: v for k, v in query.items() if v != "-"}),
+                                  cookies=cookies or {}, allow_redirects=False)
+
+
+def sent_back(response: Any, base: str = WIKI_BACK) -> dict[str, str]:
+    assert response.status == 302, response.status
+    location = response.headers["Location"]
+    assert location.split("?")[0] == base.split("?")[0]
+    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+
+
+async def code_for(bench: WebBench, cookies: dict[str, str], **params: str) -> str:
+    return sent_back(await authorize(bench, cookies, **params))["code"]
+
+
+async def token(bench: WebBench, form: dict[str, str], basic: tuple[str, str] | None = ("wiki", WIKI_SECRET)) -> Any:
+    headers = {}
+    if basic:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
+    return await bench.client.post("/oidc/token", data=form, headers=headers)
+
+
+async def tokens_for(bench: WebBench, cookies: dict[str, str], **params: str) -> dict[str, Any]:
+    code = await code_for(bench, cookies, **params)
+    response = await token(bench, {"grant_type": "authorization_code", "code": code, "redirect_uri": WIKI_BACK})
+    assert response.status == 200, await response.text()
+    body: dict[str, Any] = await response.json()
+    return body
+
+
+async def userinfo(bench: WebBench, access: str) -> Any:
+    return await bench.client.get("/oidc/userinfo", headers={"Authorization": f"Bearer {access}"})
+
+
+async def test_discovery_names_the_endpoints_and_the_keys_verify_the_id_token(oidc: WebBench) -> None:
+    config = await (await oidc.client.get("/.well-known/openid-configuration")).json()
+    assert config["issuer"] == ISSUER
+    assert config["code_challenge_methods_supported"] == ["S256"]
+    assert config["id_token_signing_alg_values_supported"] == ["RS256"]
+    assert {"client_secret_basic", "client_secret_post"} <= set(config["token_endpoint_auth_methods_supported"])
+    assert urlsplit(config["jwks_uri"]).path == "/oidc/jwks"
+    keys = (await (await oidc.client.get("/oidc/jwks")).json())["keys"]
+    assert len(keys) == 1 and keys[0]["kty"] == "RSA" and keys[0]["alg"] == "RS256" and "d" not in keys[0]
+
+    cookies = await signed_in(oidc, ADMIN, "boss")
+    body = await tokens_for(oidc, cookies)
+    assert body["token_type"] == "Bearer" and body["expires_in"] == 600 and "refresh_token" not in body
+    header = jwt.get_unverified_header(body["id_token"])
+    assert header["alg"] == "RS256" and header["kid"] == keys[0]["kid"]
+    public = jwt.PyJWK(keys[0]).key
+    claims = jwt.decode(body["id_token"], public, algorithms=["RS256"], audience="wiki", issuer=ISSUER,
+                        options={"verify_exp": False, "verify_iat": False})  # the fake clock runs ahead
+    assert claims["nonce"] == "n-1" and claims["preferred_username"] == "boss"
+    assert claims["groups"] == ["members", "admins"]
+    assert claims["exp"] - claims["iat"] == 600 and claims["auth_time"] <= claims["iat"]
+    info = await (await userinfo(oidc, body["access_token"])).json()
+    assert info == {"sub": claims["sub"], "preferred_username": "boss", "name": "boss",
+                    "groups": ["members", "admins"]}
+
+
+async def test_the_private_key_is_kept_encrypted(oidc: WebBench) -> None:
+    await oidc.client.get("/oidc/jwks")
+    [(pem,)] = await oidc.query("SELECT private_pem FROM oidc_keys")
+    assert "BEGIN ENCRYPTED PRIVATE KEY" in pem
+
+
+async def test_sub_is_keyed_stable_and_differs_between_members(oidc: WebBench) -> None:
+    alice = await signed_in(oidc)
+    first = jwt.decode((await tokens_for(oidc, alice))["id_token"], options={"verify_signature": False})
+    again = jwt.decode((await tokens_for(oidc, alice))["id_token"], options={"verify_signature": False})
+    bob = await signed_in(oidc, BOB, "bob")
+    other = jwt.decode((await tokens_for(oidc, bob))["id_token"], options={"verify_signature": False})
+    assert first["sub"] == again["sub"] != other["sub"]
+    [(member_id,)] = await oidc.query("SELECT id FROM members WHERE username = 'alice'")
+    assert len(first["sub"]) == 64 and str(member_id) not in first["sub"][:4] and ALICE[1:] not in first["sub"]
+    for plain in (str(member_id), ALICE, ALICE[1:]):
+        assert first["sub"] != hashlib.sha256(plain.encode()).hexdigest()
+
+
+async def test_unknown_client_or_unregistered_redirect_uri_gets_an_error_page_never_a_redirect(
+        oidc: WebBench) -> None:
+    cookies = await signed_in(oidc)
+    for params in ({"client_id": "nobody"}, {"redirect_uri": WIKI_BACK + "/"}, {"redirect_uri": WIKI_BACK + "?x=1"},
+                   {"redirect_uri": "https://evil.example/cb"}, {"redirect_uri": "-"},
+                   {"redirect_uri": WIKI_BACK.upper()}):
+        response = await authorize(oidc, cookies, **params)
+        assert response.status == 400 and "Location" not in response.headers, params
+
+
+async def test_other_authorization_errors_go_back_with_error_and_state(oidc: WebBench) -> None:
+    cookies = await signed_in(oidc)
+    cases = [({"response_type": "token"}, "unsupported_response_type"), ({"scope": "profile"}, "invalid_scope"),
+             ({"code_challenge": pkce()[1], "code_challenge_method": "plain"}, "invalid_request"),
+             ({"code_challenge": "short", "code_challenge_method": "S256"}, "invalid_request"),
+             ({"request": "x.y.z"}, "request_not_supported")]
+    for params, error in cases:
+        answer = sent_back(await authorize(oidc, cookies, **params))
+        assert answer["error"] == error and answer["state"] == "st-1" and "code" not in answer, params
+    # A public client must use PKCE.
+    answer = sent_back(await authorize(oidc, cookies, client_id="photos", redirect_uri=APP_BACK), APP_BACK)
+    assert answer["error"] == "invalid_request" and answer["from"] == "smsbot"
+    # prompt=none for someone not signed in.
+    assert sent_back(await authorize(oidc, None, prompt="none"))["error"] == "login_required"
+
+
+async def test_not_signed_in_goes_through_the_sign_in_page_that_names_the_tool_and_back(oidc: WebBench) -> None:
+    pin = await oidc.member_with_pin(ALICE, "alice")
+    first = await authorize(oidc, None)
+    assert first.status == 302 and first.headers["Location"].startswith("/login?rd=")
+    page = await oidc.client.get(first.headers["Location"])
+    html = await page.text()
+    assert "Sign in to The wiki" in html
+    csrf = CSRF_INPUT.search(html)
+    assert csrf
+    rd = parse_qs(urlsplit(first.headers["Location"]).query)["rd"][0]
+    cookies = {k: v.value for k, v in page.cookies.items()}
+    oidc.client.session.cookie_jar.clear()
+    response = await oidc.client.post("/login", data={"username": "alice", "pin": pin, "csrf_token": csrf.group(1),
+                                                      "rd": rd}, cookies=cookies, allow_redirects=False)
+    assert response.status == 303 and response.headers["Location"] == rd
+    cookies.update({k: v.value for k, v in response.cookies.items()})
+    oidc.client.session.cookie_jar.clear()
+    back = await oidc.client.get(rd, cookies=cookies, allow_redirects=False)
+    answer = sent_back(back)
+    assert answer["state"] == "st-1" and answer["code"]
+
+
+async def test_a_code_works_once_for_its_client_and_redirect_uri_within_60_seconds(oidc: WebBench) -> None:
+    cookies = await signed_in(oidc)
+    form = {"grant_type": "authorization_code", "redirect_uri": WIKI_BACK}
+    code = await code_for(oidc, cookies)
+    assert (await token(oidc, {**form, "code": code})).status == 200
+    second = await token(oidc, {**form, "code": code})
+    assert second.status == 400 and (await second.json())["error"] == "invalid_grant"
+
+    code = await code_for(oidc, cookies)
+    wrong_uri = await token(oidc, {**form, "code": code, "redirect_uri": WIKI_BACK + "/other"})
+    assert (await wrong_uri.json())["error"] == "invalid_grant"
+    assert (await token(oidc, {**form, "code": code})).status == 400  # a refused try used it up
+
+    verifier, challenge = pkce()
+    code = sent_back(await authorize(oidc, cookies, client_id="photos", redirect_uri=APP_BACK,
+                                     code_challenge=challenge, code_challenge_method="S256"), APP_BACK)["code"]
+    stolen = await token(oidc, {**form, "code": code, "redirect_uri": APP_BACK, "code_verifier": verifier})
+    assert (await stolen.json())["error"] == "invalid_grant"  # presented by the wiki: not its code
+
+    code = await code_for(oidc, cookies)
+    oidc.clock.advance(61)
+    late = await token(oidc, {**form, "code": code})
+    assert late.status == 400 and (await late.json())["error"] == "invalid_grant"
+
+
+async def test_pkce_s256_is_checked(oidc: WebBench) -> None:
+    cookies = await signed_in(oidc)
+    form = {"grant_type": "authorization_code", "redirect_uri": APP_BACK, "client_id": "photos"}
+    verifier, challenge = pkce()
+    params = {"client_id": "photos", "redirect_uri": APP_BACK, "code_challenge": challenge,
+              "code_challenge_method": "S256"}
+    for wrong in ({}, {"code_verifier": pkce()[0]}, {"code_verifier": challenge}):
+        code = sent_back(await authorize(oidc, cookies, **params), APP_BACK)["code"]
+        refused = await token(oidc, {**form, "code": code, **wrong}, basic=None)
+        assert refused.status == 400 and (await refused.json())["error"] == "invalid_grant", wrong
+    code = sent_back(await authorize(oidc, cookies, **params), APP_BACK)["code"]
+    good = await token(oidc, {**form, "code": code, "code_verifier": verifier}, basic=None)
+    assert good.status == 200, await good.text()
+    # A verifier for a request that sent no challenge is refused too (RFC 9700 §2.1.1).
+    code = await code_for(oidc, cookies)
+    extra = await token(oidc, {"grant_type": "authorization_code", "redirect_uri": WIKI_BACK, "code": code,
+                               "code_verifier": verifier})
+    assert (await extra.json())["error"] == "invalid_grant"
+
+
+async def test_client_authentication_basic_post_and_failures(oidc: WebBench) -> None:
+    cookies = await signed_in(oidc)
+    form = {"grant_type": "authorization_code", "redirect_uri": WIKI_BACK}
+    code = await code_for(oidc, cookies)
+    posted = await token(oidc, {**form, "code": code, "client_id": "wiki", "client_secret": WIKI_SECRET}, basic=None)
+    assert posted.status == 200 and posted.headers["Cache-Control"] == "no-store"
+    for basic, extra in ((("wiki", "wrong-secret"), {}), (None, {"client_id": "wiki"}),
+                         (None, {"client_id": "wiki", "client_secret": "x" * 40}), (("nobody", WIKI_SECRET), {}),
+                         (None, {"client_id": "photos", "client_secret": WIKI_SECRET})):
+        code = await code_for(oidc, cookies)
+        refused = await token(oidc, {**form, "code": code, **extra}, basic=basic)
+        assert refused.status == 401 and (await refused.json())["error"] == "invalid_client", (basic, extra)
+        if basic:
+            assert refused.headers["WWW-Authenticate"].startswith("Basic")
+        # A refused client did not use the code up: the right one still can.
+        assert (await token(oidc, {**form, "code": code})).status == 200
+    both = await token(oidc, {**form, "code": "x", "client_secret": WIKI_SECRET})
+    assert (await both.json())["error"] == "invalid_request"
+    assert (await (await token(oidc, {"code": "x"})).json())["error"] == "invalid_request"
+    assert (await (await token(oidc, {"grant_type": "password"})).json())["error"] == "unsupported_grant_type"
+    assert (await (await token(oidc, {**form})).json())["error"] == "invalid_request"
+
+
+async def test_codes_and_tokens_are_kept_only_as_keyed_hashes(oidc: WebBench) -> None:
+    cookies = await signed_in(oidc)
+    code = await code_for(oidc, cookies, scope="openid offline_access")
+    stored = await oidc.query("SELECT value_hash FROM oidc_grants")
+    assert stored and all(code not in row[0] and row[0] != hashlib.sha256(code.encode()).hexdigest()
+                          for row in stored)
+    body = (await (await token(oidc, {"grant_type": "authorization_code", "code": code,
+                                       "redirect_uri": WIKI_BACK})).json())
+    dump = repr(await oidc.query("SELECT * FROM oidc_grants"))
+    for value in (body["access_token"], body["refresh_token"], ALICE[1:]):
+        assert value not in dump
+
+
+async def test_access_tokens_last_ten_minutes(oidc: WebBench) -> None:
+    cookies = await signed_in(oidc)
+    access = (await tokens_for(oidc, cookies))["access_token"]
+    assert (await userinfo(oidc, access)).status == 200
+    oidc.clock.advance(601)
+    expired = await userinfo(oidc, access)
+    assert expired.status == 401 and "invalid_token" in expired.headers["WWW-Authenticate"]
+    assert (await userinfo(oidc, "made-up")).status == 401
+    assert (await oidc.client.get("/oidc/userinfo")).status == 401
+
+
+async def test_refresh_only_with_offline_access_rotated_on_use(oidc: WebBench) -> None:
+    cookies = await signed_in(oidc)
+    assert "refresh_token" not in await tokens_for(oidc, cookies)
+    body = await tokens_for(oidc, cookies, scope="openid offline_access")
+    first = body["refresh_token"]
+    renewed = await token(oidc, {"grant_type": "refresh_token", "refresh_token": first})
+    assert renewed.status == 200
+    second = (await renewed.json())["refresh_token"]
+    assert second != first
+    reused = await token(oidc, {"grant_type": "refresh_token", "refresh_token": first})
+    assert reused.status == 400 and (await reused.json())["error"] == "invalid_grant"
+    wider = await token(oidc, {"grant_type": "refresh_token", "refresh_token": second, "scope": "openid admin"})
+    assert (await wider.json())["error"] == "invalid_scope"
+    stranger = await token(oidc, {"grant_type": "refresh_token", "refresh_token": second, "client_id": "photos"},
+                           basic=None)
+    assert stranger.status == 400
+
+
+@pytest.mark.parametrize("how", ["REVOKE", "LOGOUT", "sign-out"])
+async def test_revoke_logout_or_the_devices_sign_out_ends_what_the_session_gave(oidc: WebBench, how: str) -> None:
+    cookies = await signed_in(oidc)
+    bob = await signed_in(oidc, BOB, "bob")
+    body = await tokens_for(oidc, cookies, scope="openid offline_access")
+    others = await tokens_for(oidc, bob, scope="openid offline_access")
+    assert (await userinfo(oidc, body["access_token"])).status == 200
+    if how == "REVOKE":
+        await oidc.text(ADMIN, "REVOKE alice")
+    elif how == "LOGOUT":
+        await oidc.text(ALICE, "LOGOUT")
+    else:
+        oidc.client.session.cookie_jar.clear()
+        assert (await oidc.client.post("/logout", cookies=cookies, allow_redirects=False)).status == 303
+    assert (await userinfo(oidc, body["access_token"])).status == 401
+    refused = await token(oidc, {"grant_type": "refresh_token", "refresh_token": body["refresh_token"]})
+    assert refused.status == 400 and (await refused.json())["error"] == "invalid_grant"
+    # Bob is untouched.
+    assert (await userinfo(oidc, others["access_token"])).status == 200
+    assert (await token(oidc, {"grant_type": "refresh_token", "refresh_token": others["refresh_token"]})).status == 200
+
+
+async def test_rp_initiated_logout_signs_the_device_out_and_goes_to_the_registered_uri(oidc: WebBench) -> None:
+    cookies = await signed_in(oidc)
+    body = await tokens_for(oidc, cookies)
+    oidc.client.session.cookie_jar.clear()
+    bad = await oidc.client.get("/oidc/logout?" + urlencode({
+        "id_token_hint": body["id_token"], "post_logout_redirect_uri": "https://evil.example/"}),
+        cookies=cookies, allow_redirects=False)
+    assert bad.status == 400 and "Location" not in bad.headers
+    assert (await oidc.auth(cookies)).status == 200
+    oidc.client.session.cookie_jar.clear()
+    done = await oidc.client.get("/oidc/logout?" + urlencode({
+        "id_token_hint": body["id_token"], "post_logout_redirect_uri": "https://wiki.example.org/bye",
+        "state": "s"}), cookies=cookies, allow_redirects=False)
+    assert done.status == 302 and done.headers["Location"] == "https://wiki.example.org/bye?state=s"
+    assert (await oidc.auth(cookies)).status == 401
+    assert (await userinfo(oidc, body["access_token"])).status == 401
+
+
+async def test_no_client_file_no_oidc_routes(bench: WebBench) -> None:
+    assert (await bench.client.get("/.well-known/openid-configuration")).status == 404
+    assert (await bench.client.post("/oidc/token", data={})).status == 404
