@@ -34,9 +34,10 @@ if TYPE_CHECKING:
 CODE_SECONDS = 60
 ACCESS_SECONDS = 600
 ID_TOKEN_SECONDS = 600
-# A retired key stays published this long after a newer one took over: every token it signed has expired by then.
-KEY_OVERLAP = max(ACCESS_SECONDS, ID_TOKEN_SECONDS) + 60
 KEY_REREAD = 60.0  # seconds: how often an instance looks for a key another instance (or rotate-key) added
+# A retired key stays published this long after a newer one took over: an instance may sign with it until it next
+# reads the keys, and every ID token it signed has expired by then.
+KEY_OVERLAP = ID_TOKEN_SECONDS + KEY_REREAD + 60
 SCOPES = ("openid", "profile", "groups", "offline_access")
 
 
@@ -158,7 +159,8 @@ class Provider:
         return {"keys": [json.loads(k.public_jwk) for k in published]}
 
     async def _signing_key(self) -> tuple[str, Any]:
-        key = (await self.keys())[0]
+        keys = await self.keys()
+        key = next((k for k in keys if k.retired_at is None), keys[0])  # the one no newer key has retired
         private = self._private.get(key.kid)
         if private is None:
             private = serialization.load_pem_private_key(key.private_pem.encode(), self._key_password)

@@ -340,3 +340,48 @@ async def test_rp_initiated_logout_signs_the_device_out_and_goes_to_the_register
 async def test_no_client_file_no_oidc_routes(bench: WebBench) -> None:
     assert (await bench.client.get("/.well-known/openid-configuration")).status == 404
     assert (await bench.client.post("/oidc/token", data={})).status == 404
+
+
+async def test_rotate_key_signs_with_the_new_key_and_keeps_the_old_one_published_until_its_tokens_expire(
+        oidc: WebBench) -> None:
+    from smsbot.oidc import KEY_OVERLAP
+    from smsbot.web.appkeys import OIDC
+
+    cookies = await signed_in(oidc)
+    old_token = (await tokens_for(oidc, cookies))["id_token"]
+    old_kid = jwt.get_unverified_header(old_token)["kid"]
+    new_kid = await oidc.app[OIDC].rotate_key()
+    new_token = (await tokens_for(oidc, cookies))["id_token"]
+    assert jwt.get_unverified_header(new_token)["kid"] == new_kid != old_kid
+    published = {k["kid"]: k for k in (await (await oidc.client.get("/oidc/jwks")).json())["keys"]}
+    assert set(published) == {old_kid, new_kid}
+    jwt.decode(old_token, jwt.PyJWK(published[old_kid]).key, algorithms=["RS256"], audience="wiki",
+               options={"verify_exp": False, "verify_iat": False})
+    oidc.clock.advance(KEY_OVERLAP + 1)
+    assert [k["kid"] for k in (await (await oidc.client.get("/oidc/jwks")).json())["keys"]] == [new_kid]
+    await oidc.app[OIDC].rotate_key()  # a later rotation drops the long-retired key from the database
+    assert len(await oidc.query("SELECT kid FROM oidc_keys")) == 2
+
+
+def test_smsbot_oidc_rotate_key_adds_a_key_every_instance_signs_with(tmp_path: pathlib.Path) -> None:
+    import os
+    import sqlite3
+    import subprocess
+
+    from support.procs import SMSBOT
+    from support.service import BASE_ENV
+
+    (tmp_path / "clients.toml").write_text(CLIENTS)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("SMSBOT_", "VONAGE_"))}, **BASE_ENV,
+           "SMSBOT_DB": str(tmp_path / "smsbot.db"), "SMSBOT_OIDC_CLIENTS": str(tmp_path / "clients.toml")}
+    for _ in range(2):
+        result = subprocess.run([SMSBOT, "oidc", "rotate-key"], env=env, cwd=tmp_path, capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert "signing with new key" in result.stdout
+    with sqlite3.connect(tmp_path / "smsbot.db") as db:
+        keys = db.execute("SELECT retired_at IS NULL FROM oidc_keys ORDER BY created_at").fetchall()
+    assert keys == [(0,), (1,)]
+    unset = subprocess.run([SMSBOT, "oidc", "rotate-key"], env={**env, "SMSBOT_OIDC_CLIENTS": ""}, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60)
+    assert unset.returncode == 1 and "SMSBOT_OIDC_CLIENTS" in unset.stderr

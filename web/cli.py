@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import logging
 import pathlib
@@ -17,6 +18,7 @@ from aiohttp.web import BaseRequest, StreamResponse
 from smsbot import __version__, logs, phone
 from smsbot.errors import SettingsError
 from smsbot.gateway.vonage import vonage_key_check
+from smsbot.oidc import KEY_OVERLAP
 from smsbot.settings import Check, Settings, environment, listing, load
 
 log = logging.getLogger("smsbot")
@@ -138,6 +140,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     dev = sub.add_parser("dev", help="run offline with a fake SMS provider and the dev phone page")
     dev.add_argument("--port", type=int, default=8080)
     dev.add_argument("--host", default="127.0.0.1")
+    oidc = sub.add_parser("oidc", help="the OpenID Connect provider's keys")
+    oidc.add_subparsers(dest="oidc_command", required=True).add_parser(
+        "rotate-key", help="sign with a new key from now on; the old one stays published until its tokens expire")
     args = parser.parse_args(argv)
     env = environment()  # the real environment over .env, for logging as for everything else
 
@@ -151,6 +156,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit(1) from None
         start_logging(checked)
         print(describe(checked))
+        raise SystemExit(0)
+    if args.command == "oidc":
+        settings = _settings_or_exit(env, dev=False)
+        if not settings.oidc_clients:
+            print("SMSBOT_OIDC_CLIENTS is not set: there is no OpenID Connect provider to rotate keys for.",
+                  file=sys.stderr)
+            raise SystemExit(1)
+        from .oidc import rotate_key
+
+        print(f"signing with new key {asyncio.run(rotate_key(settings))}; the old one stays published for "
+              f"{KEY_OVERLAP} s")
         raise SystemExit(0)
     if args.command == "serve":
         settings = _settings_or_exit(env, dev=False, checks=SERVE_CHECKS)

@@ -14,8 +14,11 @@ from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
 
+from smsbot.clock import Clock
 from smsbot.oidc import OAuthError, Provider, valid_pkce_value
 from smsbot.oidc_clients import Client, read_clients
+from smsbot.settings import Settings
+from smsbot.wiring import open_store
 
 from .appkeys import CLOCK, OIDC, SETTINGS, SIGNIN, STORE
 from .views import COOKIES, current_session, read_form, session_cookie
@@ -257,3 +260,14 @@ def setup_oidc(app: web.Application) -> None:
     app.router.add_post("/oidc/userinfo", userinfo)
     app.router.add_route("GET", "/oidc/logout", end_session)
     app.cleanup_ctx.append(_housekeeping)
+
+
+async def rotate_key(settings: Settings) -> str:
+    """`smsbot oidc rotate-key`: a new signing key for every instance; the old one stays published until the
+    tokens it signed have expired. Returns the new key's id."""
+    store = open_store(settings)
+    await store.open()
+    try:
+        return await Provider(settings, read_clients(settings.oidc_clients), store, Clock()).rotate_key()
+    finally:
+        await store.close()
