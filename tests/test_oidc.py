@@ -385,3 +385,48 @@ def test_smsbot_oidc_rotate_key_adds_a_key_every_instance_signs_with(tmp_path: p
     unset = subprocess.run([SMSBOT, "oidc", "rotate-key"], env={**env, "SMSBOT_OIDC_CLIENTS": ""}, cwd=tmp_path,
                            capture_output=True, text=True, timeout=60)
     assert unset.returncode == 1 and "SMSBOT_OIDC_CLIENTS" in unset.stderr
+
+
+async def test_authlibs_client_signs_in_and_the_id_token_verifies_against_the_jwks(oidc: WebBench) -> None:
+    """The token level with an independent OIDC client (Authlib's, with PKCE S256 and client_secret_basic) and
+    joserfc for the ID token's signature and claims."""
+    import asyncio
+
+    from authlib.integrations.requests_client import OAuth2Session
+    from joserfc import jwt as jose_jwt
+    from joserfc.jwk import KeySet
+
+    cookies = await signed_in(oidc, ADMIN, "boss")
+    base = str(oidc.client.make_url("")).rstrip("/")
+    config = await (await oidc.client.get("/.well-known/openid-configuration")).json()
+    client = OAuth2Session("wiki", WIKI_SECRET, token_endpoint_auth_method="client_secret_basic",
+                           scope="openid profile groups offline_access", redirect_uri=WIKI_BACK,
+                           code_challenge_method="S256")
+    verifier = secrets.token_urlsafe(48)
+    url, state = client.create_authorization_url(base + urlsplit(config["authorization_endpoint"]).path,
+                                                 code_verifier=verifier, nonce="authlib-nonce")
+    oidc.client.session.cookie_jar.clear()
+    back = await oidc.client.get(url[len(base):], cookies=cookies, allow_redirects=False)
+    answer = sent_back(back)
+    assert answer["state"] == state and answer["iss"] == ISSUER
+    token_url = base + urlsplit(config["token_endpoint"]).path
+    tokens = await asyncio.to_thread(client.fetch_token, token_url, authorization_response=back.headers["Location"],
+                                     code_verifier=verifier)
+    assert tokens["token_type"] == "Bearer" and tokens["refresh_token"]
+    keys = KeySet.import_key_set(await (await oidc.client.get("/oidc/jwks")).json())
+    decoded = jose_jwt.decode(tokens["id_token"], keys, algorithms=["RS256"])
+    assert decoded.header["alg"] == "RS256"
+    claims = decoded.claims
+    JWTClaimsRegistry = jose_jwt.JWTClaimsRegistry
+    JWTClaimsRegistry(now=int(oidc.clock.now()), iss={"essential": True, "value": ISSUER},
+                      aud={"essential": True, "value": "wiki"}, nonce={"essential": True, "value": "authlib-nonce"},
+                      sub={"essential": True}, auth_time={"essential": True}).validate(claims)
+    assert claims["preferred_username"] == "boss" and claims["groups"] == ["members", "admins"]
+    # A tampered token fails the signature check.
+    head, body, signature = tokens["id_token"].split(".")
+    forged = base64.urlsafe_b64encode(b'{"sub":"someone-else"}').rstrip(b"=").decode()
+    with pytest.raises(Exception, match="signature"):
+        jose_jwt.decode(f"{head}.{forged}.{signature}", keys, algorithms=["RS256"])
+    # Authlib refreshes with the rotated refresh token.
+    renewed = await asyncio.to_thread(client.refresh_token, token_url, refresh_token=tokens["refresh_token"])
+    assert renewed["refresh_token"] != tokens["refresh_token"]
