@@ -392,7 +392,7 @@ async def test_authlibs_client_signs_in_and_the_id_token_verifies_against_the_jw
     joserfc for the ID token's signature and claims."""
     import asyncio
 
-    from authlib.integrations.requests_client import OAuth2Session
+    from authlib.integrations.requests_client import OAuth2Session  # type: ignore[import-untyped]
     from joserfc import jwt as jose_jwt
     from joserfc.jwk import KeySet
 

@@ -53,7 +53,7 @@ def test_authorize_on_one_instance_token_on_another_and_revoke_through_a_third(
         pin = only(PIN, wait_text(emu, ALICE, lambda t: "PIN is" in t, "the PIN").text)
         signed_in = login(http, b, "alice", pin)
         assert signed_in.status_code == 303
-        cookie = {SESSION_COOKIE: signed_in.cookies[SESSION_COOKIE]}
+        cookie = {SESSION_COOKIE: signed_in.cookies[SESSION_COOKIE] or ""}
 
         verifier = secrets.token_urlsafe(48)
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
