@@ -77,3 +77,10 @@ def read_clients(path: str) -> dict[str, Client]:
     return clients
 
 
+
+
+def oidc_origins(path: str) -> list[str]:
+    """The origins of every client's redirect URIs, in order, each once (for the sign-in page's form-action)."""
+    origins = [f"{p.scheme}://{p.netloc}" for client in read_clients(path).values()
+               for p in map(urlsplit, client.redirect_uris)]
+    return list(dict.fromkeys(origins))

@@ -57,7 +57,8 @@ def test_readme_has_the_two_commands() -> None:
 
 
 def test_readme_shows_the_tested_proxy_configurations_as_they_are() -> None:
-    """The README's nginx and Caddy configurations are the files tests/test_proxies.py runs, byte for byte."""
-    for name in ("deploy/nginx.conf", "deploy/Caddyfile"):
+    """The README's nginx, Caddy and Apache configurations are the files tests/test_proxies.py and
+    tests/test_oidc_apache.py run, byte for byte."""
+    for name in ("deploy/nginx.conf", "deploy/Caddyfile", "deploy/apache-oidc.conf"):
         block = readme_between(f"<!-- {name} -->\n", "```\n").split("\n", 1)[1]
         assert block == (ROOT / name).read_text(encoding="utf-8"), f"the README's copy of {name} differs from the file"

@@ -260,6 +260,12 @@ def setup_oidc(app: web.Application) -> None:
     app.router.add_post("/oidc/userinfo", userinfo)
     app.router.add_route("GET", "/oidc/logout", end_session)
     app.cleanup_ctx.append(_housekeeping)
+    app.on_startup.append(_first_key)  # after the database opened (cleanup contexts start first)
+
+
+async def _first_key(app: web.Application) -> None:
+    """The signing key is made at first start (or read), not during a member's first sign-in."""
+    await app[OIDC].keys()
 
 
 async def rotate_key(settings: Settings) -> str:
