@@ -154,7 +154,7 @@ async def test_other_authorization_errors_go_back_with_error_and_state(oidc: Web
     cases = [({"response_type": "token"}, "unsupported_response_type"), ({"scope": "profile"}, "invalid_scope"),
              ({"code_challenge": pkce()[1], "code_challenge_method": "plain"}, "invalid_request"),
              ({"code_challenge": "short", "code_challenge_method": "S256"}, "invalid_request"),
-             ({"request": "x.y.z"}, "request_not_supported")]
+             ({"request": "x.y.z"}, "request_not_supported"), ({"nonce": "n" * 1001}, "invalid_request")]
     for params, error in cases:
         answer = sent_back(await authorize(oidc, cookies, **params))
         assert answer["error"] == error and answer["state"] == "st-1" and "code" not in answer, params
@@ -430,3 +430,29 @@ async def test_authlibs_client_signs_in_and_the_id_token_verifies_against_the_jw
     # Authlib refreshes with the rotated refresh token.
     renewed = await asyncio.to_thread(client.refresh_token, token_url, refresh_token=tokens["refresh_token"])
     assert renewed["refresh_token"] != tokens["refresh_token"]
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("[[client]]\nid = 'a'\nsecret = 'short'\nredirect_uris = ['https://a.example/cb']\n", "at least 32"),
+    ("[[client]]\nid = 'a'\nredirect_uris = []\n", "redirect_uris"),
+    ("[[client]]\nid = 'a'\nredirect_uris = ['https://a.example/cb#frag']\n", "fragment"),
+    ("[[client]]\nid = 'a'\nredirect_uris = ['https://a.example/cb']\n[[client]]\nid = 'a'\n"
+     "redirect_uris = ['https://b.example/cb']\n", "declared twice"),
+    ("[[client]]\nid = 'a'\nredirect_uri = ['https://a.example/cb']\n", "unknown keys"),
+    ("[[client]\n", "not valid TOML"),
+])
+def test_a_bad_client_file_is_refused_at_start_saying_what_is_wrong(tmp_path: pathlib.Path, text: str,
+                                                                     problem: str) -> None:
+    from smsbot.errors import SettingsError
+    from smsbot.settings import load
+
+    from support.service import BASE_ENV
+
+    path = tmp_path / "clients.toml"
+    path.write_text(text)
+    with pytest.raises(SettingsError) as caught:
+        load({**BASE_ENV, "SMSBOT_OIDC_CLIENTS": str(path)})
+    assert any(p.startswith("SMSBOT_OIDC_CLIENTS") and problem in p for p in caught.value.problems), \
+        caught.value.problems
+    with pytest.raises(SettingsError):
+        load({**BASE_ENV, "SMSBOT_OIDC_CLIENTS": str(tmp_path / "missing.toml")})

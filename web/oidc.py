@@ -25,6 +25,7 @@ from .views import COOKIES, current_session, read_form, session_cookie
 
 log = logging.getLogger(__name__)
 HOUSEKEEPING_EVERY = 60.0
+MAX_PARAMETER = 1000  # characters of any authorization request parameter (state and nonce are kept)
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
@@ -66,6 +67,8 @@ async def authorize(request: web.Request) -> web.StreamResponse:
             answer["state"] = state
         return web.Response(status=302, headers={"Location": with_query(redirect_uri, answer), **NO_STORE})
 
+    if any(len(value) > MAX_PARAMETER for value in params.values()):
+        return refuse("invalid_request", f"A parameter is longer than {MAX_PARAMETER} characters.")
     if "request" in params:
         return refuse("request_not_supported", "Request objects are not supported.")
     if "request_uri" in params:
