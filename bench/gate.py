@@ -166,7 +166,7 @@ def text_in(http: requests.Session, base: str, msisdn: str, text: str) -> None:
 
 
 @contextlib.contextmanager
-def smsbot_serve(emu: VonageEmulator, tmp: pathlib.Path) -> Iterator[str]:
+def smsbot_serve(emu: VonageEmulator, tmp: pathlib.Path, **extra: str) -> Iterator[str]:
     """Yield the base URL of a running `smsbot serve`; its log is printed (to stderr) only when something fails."""
     workdir = tmp / "serve"
     workdir.mkdir()
@@ -178,7 +178,8 @@ def smsbot_serve(emu: VonageEmulator, tmp: pathlib.Path) -> Iterator[str]:
                          SMSBOT_GROUP_NAME="Bench", SMSBOT_LOG_LEVEL="WARNING",
                          VONAGE_SIGNATURE_SECRET=SIGNATURE_SECRET, VONAGE_SIGNATURE_METHOD="sha256",
                          SMSBOT_DAILY_SMS_BUDGET="1000000",
-                         SMSBOT_CONFIRM="none")  # INVITE at once, where confirmation is a setting
+                         SMSBOT_CONFIRM="none",  # INVITE at once, where confirmation is a setting
+                         **extra)
 
     proc, base = start_smsbot("serve", workdir, env, tmp / "serve.log", extra_args=["--host", "127.0.0.1"])
     failed = False

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
@@ -220,34 +221,38 @@ class Provider:
         return code
 
     async def redeem_code(self, client: Client, code: str, redirect_uri: str, verifier: str | None) -> Tokens:
-        """Tokens for a code (RFC 6749 §4.1.3): once, for its client and redirect_uri, within CODE_SECONDS."""
-        now = self.clock.now()
-        found = await self.store.run(lambda tx: tx.take_grant("code", self.value_hash(code)))
-        if found is None or found.expires_at <= now or not self._live(found, now):
-            raise OAuthError("invalid_grant", "The code is unknown, used or expired.")
-        if found.client_id != client.id:
-            raise OAuthError("invalid_grant", "The code was issued to another client.")
-        if found.redirect_uri != redirect_uri:
-            raise OAuthError("invalid_grant", "redirect_uri differs from the authorization request's.")
-        if found.code_challenge is None:
-            if verifier is not None:
-                raise OAuthError("invalid_grant", "code_verifier sent, but the request had no code_challenge.")
-        elif verifier is None or not valid_pkce_value(verifier) or not hmac.compare_digest(
-                s256(verifier), found.code_challenge):
-            raise OAuthError("invalid_grant", "code_verifier does not match the code_challenge.")
-        return await self._tokens(found, now, nonce=found.nonce)
+        """Tokens for a code (RFC 6749 §4.1.3): once, for its client and redirect_uri, within CODE_SECONDS. A code
+        is used up by any try, right or wrong; taking it and writing the tokens are one unit of work."""
+
+        def check(found: Grant | None, now: float) -> tuple[OAuthError | None, str]:
+            if found is None or found.expires_at <= now or not self._live(found, now):
+                return OAuthError("invalid_grant", "The code is unknown, used or expired."), ""
+            if found.client_id != client.id:
+                return OAuthError("invalid_grant", "The code was issued to another client."), ""
+            if found.redirect_uri != redirect_uri:
+                return OAuthError("invalid_grant", "redirect_uri differs from the authorization request's."), ""
+            if found.code_challenge is None:
+                if verifier is not None:
+                    return OAuthError("invalid_grant", "code_verifier sent, but the request had no code_challenge."), ""
+            elif verifier is None or not valid_pkce_value(verifier) or not hmac.compare_digest(
+                    s256(verifier), found.code_challenge):
+                return OAuthError("invalid_grant", "code_verifier does not match the code_challenge."), ""
+            return None, found.scope
+
+        return await self._exchange("code", code, check, nonce_from_grant=True)
 
     async def refresh(self, client: Client, refresh_token: str, scope: str | None) -> Tokens:
         """New tokens for a refresh token, which is used up (RFC 6749 §6: rotated on use)."""
-        now = self.clock.now()
-        found = await self.store.run(lambda tx: tx.take_grant("refresh", self.value_hash(refresh_token)))
-        if found is None or found.expires_at <= now or not self._live(found, now) or found.client_id != client.id:
-            raise OAuthError("invalid_grant", "The refresh token is unknown, used, revoked or not this client's.")
-        granted = found.scope.split()
-        if scope is not None and not set(scope.split()) <= set(granted):
-            raise OAuthError("invalid_scope", "A refresh can't widen the scope.")
-        narrowed = " ".join(s for s in granted if scope is None or s in scope.split())
-        return await self._tokens(found, now, nonce=None, scope=narrowed)
+
+        def check(found: Grant | None, now: float) -> tuple[OAuthError | None, str]:
+            if found is None or found.expires_at <= now or not self._live(found, now) or found.client_id != client.id:
+                return OAuthError("invalid_grant", "The refresh token is unknown, used, revoked or another's."), ""
+            granted = found.scope.split()
+            if scope is not None and not set(scope.split()) <= set(granted):
+                return OAuthError("invalid_scope", "A refresh can't widen the scope."), ""
+            return None, " ".join(s for s in granted if scope is None or s in scope.split())
+
+        return await self._exchange("refresh", refresh_token, check, nonce_from_grant=False)
 
     def _live(self, grant: Grant, now: float) -> bool:
         """Whether the device session behind a grant is still live (the sessions' own idle and absolute expiry;
@@ -255,22 +260,34 @@ class Provider:
         return (now - grant.session_created_at < self.settings.session_max_days * 86400
                 and now - grant.session_last_seen_at < self.settings.session_idle_days * 86400)
 
-    async def _tokens(self, grant: Grant, now: float, *, nonce: str | None, scope: str | None = None) -> Tokens:
-        scope = grant.scope if scope is None else scope
+    async def _exchange(self, kind: str, value: str,
+                        check: Callable[[Grant | None, float], tuple[OAuthError | None, str]], *,
+                        nonce_from_grant: bool) -> Tokens:
+        """Take the code or refresh token, check it, and write the new tokens, in one unit of work; then sign."""
+        now = self.clock.now()
         access = secrets.token_urlsafe(32)
-        refresh = secrets.token_urlsafe(32) if "offline_access" in scope.split() else None
+        refresh = secrets.token_urlsafe(32)
 
-        async def work(tx: Tx) -> None:
-            common = {"client_id": grant.client_id, "session_id": grant.session_id, "redirect_uri": "",
-                      "scope": scope, "nonce": None, "code_challenge": None, "auth_time": grant.auth_time}
+        async def work(tx: Tx) -> tuple[OAuthError | Grant, str]:
+            found = await tx.take_grant(kind, self.value_hash(value))
+            refused, scope = check(found, now)
+            if refused is not None or found is None:
+                return refused or OAuthError("invalid_grant", "Unknown."), ""  # the take is kept: used up
+            common = {"client_id": found.client_id, "session_id": found.session_id, "redirect_uri": "",
+                      "scope": scope, "nonce": None, "code_challenge": None, "auth_time": found.auth_time}
             await tx.add_grant(kind="access", value_hash=self.value_hash(access), expires_at=now + ACCESS_SECONDS,
                                **common)  # type: ignore[arg-type]
-            if refresh is not None:
+            if "offline_access" in scope.split():
                 # A refresh token lives as long as the device session it is bound to (which ends it).
                 await tx.add_grant(kind="refresh", value_hash=self.value_hash(refresh),
                                    expires_at=now + 400 * 86400, **common)  # type: ignore[arg-type]
+            return found, scope
 
-        await self.store.run(work)
+        outcome, scope = await self.store.run(work)
+        if isinstance(outcome, OAuthError):
+            raise outcome
+        grant = outcome
+        nonce = grant.nonce if nonce_from_grant else None
         claims: dict[str, Any] = {
             "iss": self.issuer, "sub": self.sub(grant.member_id), "aud": grant.client_id, "azp": grant.client_id,
             "exp": int(now) + ID_TOKEN_SECONDS, "iat": int(now), "auth_time": int(grant.auth_time),
@@ -279,7 +296,7 @@ class Provider:
             claims["nonce"] = nonce
         kid, private = await self._signing_key()
         id_token = jwt.encode(claims, private, algorithm="RS256", headers={"kid": kid})
-        return Tokens(access, id_token, refresh, scope)
+        return Tokens(access, id_token, refresh if "offline_access" in scope.split() else None, scope)
 
     async def userinfo(self, access_token: str) -> dict[str, Any] | None:
         """The claims for a live access token (RFC 6750 bearer), or None: unknown, expired, or its session ended."""
