@@ -18,7 +18,7 @@ from smsbot.keys import SecretSource
 from smsbot.settings import Settings
 from smsbot.wiring import build
 
-from .appkeys import CLOCK, DEV_PHONES, GATEWAY, GRAPH, KEYS, OUTBOX, PIPELINE, SETTINGS, SIGNIN, STORE
+from .appkeys import CLOCK, DEV_PHONES, GATEWAY, GRAPH, KEYS, OIDC, OUTBOX, PIPELINE, SETTINGS, SIGNIN, STORE
 from .dev import setup_dev
 from .devphone import DevPhones
 from .errorpages import setup_error_pages
@@ -113,6 +113,8 @@ async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
         while True:
             try:
                 await app[PIPELINE].housekeeping()
+                if OIDC in app:
+                    await app[OIDC].housekeeping()  # expired codes and tokens
             except Exception:
                 log.exception("housekeeping failed; trying again in a minute")
             await asyncio.sleep(HOUSEKEEPING_EVERY)

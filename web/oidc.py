@@ -3,12 +3,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
@@ -24,7 +21,6 @@ from .appkeys import CLOCK, OIDC, SETTINGS, SIGNIN, STORE
 from .views import COOKIES, current_session, read_form, session_cookie
 
 log = logging.getLogger(__name__)
-HOUSEKEEPING_EVERY = 60.0
 MAX_PARAMETER = 1000  # characters of any authorization request parameter (state and nonce are kept)
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -234,22 +230,6 @@ async def jwks(request: web.Request) -> web.Response:
     return web.json_response(await request.app[OIDC].jwks(), headers={"Access-Control-Allow-Origin": "*"})
 
 
-async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
-    async def every_minute() -> None:
-        while True:
-            await asyncio.sleep(HOUSEKEEPING_EVERY)
-            try:
-                await app[OIDC].housekeeping()
-            except Exception:
-                log.exception("could not drop expired OIDC grants; trying again in a minute")
-
-    task = asyncio.create_task(every_minute(), name="oidc-housekeeping")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
 def setup_oidc(app: web.Application) -> None:
     """The provider's routes, when SMSBOT_OIDC_CLIENTS names a client file."""
     settings = app[SETTINGS]
@@ -262,7 +242,6 @@ def setup_oidc(app: web.Application) -> None:
     app.router.add_route("GET", "/oidc/userinfo", userinfo)
     app.router.add_post("/oidc/userinfo", userinfo)
     app.router.add_route("GET", "/oidc/logout", end_session)
-    app.cleanup_ctx.append(_housekeeping)
     app.on_startup.append(_first_key)  # after the database opened (cleanup contexts start first)
 
 
