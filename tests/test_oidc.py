@@ -161,8 +161,14 @@ async def test_other_authorization_errors_go_back_with_error_and_state(oidc: Web
     # A public client must use PKCE.
     answer = sent_back(await authorize(oidc, cookies, client_id="photos", redirect_uri=APP_BACK), APP_BACK)
     assert answer["error"] == "invalid_request" and answer["from"] == "smsbot"
-    # prompt=none for someone not signed in.
+    # prompt=none for someone not signed in; prompt=login or an older sign-in than max_age for someone who is
+    # (the device stays signed in: a link can't sign members out).
     assert sent_back(await authorize(oidc, None, prompt="none"))["error"] == "login_required"
+    assert sent_back(await authorize(oidc, cookies, prompt="login"))["error"] == "login_required"
+    oidc.clock.advance(120)
+    assert sent_back(await authorize(oidc, cookies, max_age="60"))["error"] == "login_required"
+    assert "code" in sent_back(await authorize(oidc, cookies, max_age="3600"))
+    assert (await oidc.auth(cookies)).status == 200
 
 
 async def test_not_signed_in_goes_through_the_sign_in_page_that_names_the_tool_and_back(oidc: WebBench) -> None:
