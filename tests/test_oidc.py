@@ -16,6 +16,8 @@ import pytest
 
 from support.service import ADMIN, CSRF_INPUT, WebBench
 
+# Each runs on SQLite and on PostgreSQL (the grants' cascade from the sessions, the keys, the single-use takes).
+pytestmark = pytest.mark.backends
 ISSUER = "https://group.example.org"
 WIKI_SECRET = "wiki-secret-0123456789-abcdefghijklmnop"
 WIKI_BACK = "https://wiki.example.org/oauth2/callback"
@@ -466,3 +468,13 @@ def test_a_bad_client_file_is_refused_at_start_saying_what_is_wrong(tmp_path: pa
         caught.value.problems
     with pytest.raises(SettingsError):
         load({**BASE_ENV, "SMSBOT_OIDC_CLIENTS": str(tmp_path / "missing.toml")})
+
+
+async def test_a_code_sent_twice_at_once_gives_tokens_once(oidc: WebBench) -> None:
+    import asyncio
+
+    cookies = await signed_in(oidc)
+    code = await code_for(oidc, cookies)
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": WIKI_BACK}
+    answers = await asyncio.gather(*(token(oidc, form) for _ in range(5)))
+    assert sorted(a.status for a in answers) == [200, 400, 400, 400, 400]
