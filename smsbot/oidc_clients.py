@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 import tomllib
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -28,12 +29,19 @@ class Client:
         return self.secret is not None and hmac.compare_digest(self.secret.encode(), presented.encode())
 
 
+PRIVATE_SCHEME = re.compile(r"^[a-z][a-z0-9+-]*(\.[a-z0-9+-]+)+$")  # a native app's reverse-domain scheme
+
+
 def _uri(value: object, where: str) -> str:
+    """An http(s) URI, or a native app's private-use one (RFC 8252 §7.1: a scheme with a dot, `app.immich:/...`);
+    never with a fragment."""
     if not isinstance(value, str):
         raise ClientFileError(f"{where}: each URI must be a string")
     parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
-        raise ClientFileError(f"{where}: {value!r} is not an absolute http(s) URI without a fragment")
+    web = parts.scheme in ("http", "https") and bool(parts.netloc)
+    if not (web or PRIVATE_SCHEME.match(parts.scheme)) or parts.fragment or not value.isprintable() or " " in value:
+        raise ClientFileError(f"{where}: {value!r} is not an absolute http(s) URI, or a native app's reverse-domain "
+                              "one, without a fragment")
     return value
 
 
@@ -81,6 +89,6 @@ def read_clients(path: str) -> dict[str, Client]:
 
 def oidc_origins(path: str) -> list[str]:
     """The origins of every client's redirect URIs, in order, each once (for the sign-in page's form-action)."""
-    origins = [f"{p.scheme}://{p.netloc}" for client in read_clients(path).values()
+    origins = [f"{p.scheme}://{p.netloc}" if p.netloc else f"{p.scheme}:" for client in read_clients(path).values()
                for p in map(urlsplit, client.redirect_uris)]
     return list(dict.fromkeys(origins))

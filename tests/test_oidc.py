@@ -34,7 +34,7 @@ post_logout_redirect_uris = ["https://wiki.example.org/bye"]
 
 [[client]]
 id = "photos"
-redirect_uris = ["{APP_BACK}"]
+redirect_uris = ["{APP_BACK}", "app.immich:///oauth-callback"]
 '''
 
 
@@ -163,6 +163,10 @@ async def test_other_authorization_errors_go_back_with_error_and_state(oidc: Web
     # A public client must use PKCE.
     answer = sent_back(await authorize(oidc, cookies, client_id="photos", redirect_uri=APP_BACK), APP_BACK)
     assert answer["error"] == "invalid_request" and answer["from"] == "smsbot"
+    # A native app's own scheme (RFC 8252) is a registered URI like any other.
+    native = await authorize(oidc, cookies, client_id="photos", redirect_uri="app.immich:///oauth-callback",
+                             code_challenge=pkce()[1], code_challenge_method="S256")
+    assert native.status == 302 and native.headers["Location"].startswith("app.immich:///oauth-callback?code=")
     # prompt=none for someone not signed in; prompt=login or an older sign-in than max_age for someone who is
     # (the device stays signed in: a link can't sign members out).
     assert sent_back(await authorize(oidc, None, prompt="none"))["error"] == "login_required"
@@ -448,6 +452,8 @@ async def test_authlibs_client_signs_in_and_the_id_token_verifies_against_the_jw
     ("[[client]]\nid = 'a'\nsecret = 'short'\nredirect_uris = ['https://a.example/cb']\n", "at least 32"),
     ("[[client]]\nid = 'a'\nredirect_uris = []\n", "redirect_uris"),
     ("[[client]]\nid = 'a'\nredirect_uris = ['https://a.example/cb#frag']\n", "fragment"),
+    ("[[client]]\nid = 'a'\nredirect_uris = ['javascript:alert(1)']\n", "fragment"),
+    ("[[client]]\nid = 'a'\nredirect_uris = ['ftp://a.example/cb']\n", "fragment"),
     ("[[client]]\nid = 'a'\nredirect_uris = ['https://a.example/cb']\n[[client]]\nid = 'a'\n"
      "redirect_uris = ['https://b.example/cb']\n", "declared twice"),
     ("[[client]]\nid = 'a'\nredirect_uri = ['https://a.example/cb']\n", "unknown keys"),

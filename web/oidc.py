@@ -7,7 +7,7 @@ import base64
 import binascii
 import logging
 from typing import Any
-from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlencode
 
 from aiohttp import web
 
@@ -27,9 +27,11 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 def with_query(uri: str, params: dict[str, str]) -> str:
     """`uri` with `params` added to its query (a registered redirect_uri may carry one of its own)."""
-    parts = urlsplit(uri)
-    query = "&".join(q for q in (parts.query, urlencode(params)) if q)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+    if not params:
+        return uri
+    # Appended to the registered text as it is (it has no fragment): re-assembling it from parts would lose the
+    # empty authority of a native app's `app.immich:///callback`.
+    return uri + ("&" if "?" in uri else "?") + urlencode(params)
 
 
 async def request_params(request: web.Request) -> dict[str, str]:
