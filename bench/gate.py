@@ -174,7 +174,8 @@ def text_in(http: requests.Session, base: str, msisdn: str, text: str) -> None:
 
 
 @contextlib.contextmanager
-def smsbot_serve(emu: VonageEmulator, tmp: pathlib.Path, metrics: str = "") -> Iterator[tuple[str, int]]:
+def smsbot_serve(emu: VonageEmulator, tmp: pathlib.Path, metrics: str = "",
+                 **extra: str) -> Iterator[tuple[str, int]]:
     """Yield the base URL and pid of a running `smsbot serve` (with metrics at `metrics`, host:port, if given); its
     log is printed (to stderr) only when something fails."""
     name = "serve-metrics" if metrics else "serve"
@@ -189,7 +190,7 @@ def smsbot_serve(emu: VonageEmulator, tmp: pathlib.Path, metrics: str = "") -> I
                          VONAGE_SIGNATURE_SECRET=SIGNATURE_SECRET, VONAGE_SIGNATURE_METHOD="sha256",
                          SMSBOT_DAILY_SMS_BUDGET="1000000",
                          SMSBOT_CONFIRM="none",  # INVITE at once, where confirmation is a setting
-                         SMSBOT_METRICS_ADDRESS=metrics)
+                         SMSBOT_METRICS_ADDRESS=metrics, **extra)
 
     proc, base = start_smsbot("serve", workdir, env, tmp / f"{name}.log", extra_args=["--host", "127.0.0.1"])
     failed = False

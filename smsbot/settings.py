@@ -315,6 +315,16 @@ def networks(raw: str, row: Setting, done: Mapping[str, Any]) -> tuple[str, ...]
     return tuple(found)
 
 
+def client_file(raw: str, row: Setting, done: Mapping[str, Any]) -> str:
+    from .oidc_clients import ClientFileError, read_clients
+
+    try:
+        read_clients(raw)
+    except ClientFileError as error:
+        raise Invalid(str(error)) from None
+    return raw
+
+
 def _masked(numbers: tuple[str, ...]) -> str:
     return ", ".join(phone.mask(n) for n in numbers)
 
@@ -386,6 +396,9 @@ TABLE: tuple[Setting, ...] = (
             doc="how long each Vonage API call may take"),
     Setting("SMSBOT_SHUTDOWN_TIMEOUT", "shutdown_timeout", number, 10.0, minimum=0.1, unit="seconds",
             doc="how long a stop (SIGTERM) may take: requests in flight finish, the outbox stops, the database closes"),
+    Setting("SMSBOT_OIDC_CLIENTS", "oidc_clients", client_file, "",
+            doc="path of a TOML file of OpenID Connect clients (see \"OpenID Connect provider\"); unset, no OIDC "
+                "routes"),
     Setting("SMSBOT_LOG_LEVEL", "log_level", choice, "INFO", choices=LOG_LEVELS, doc="log level"),
     Setting("SMSBOT_LOG_FORMAT", "log_format", choice, "text", choices=LOG_FORMATS,
             doc="`text`: one readable line per event; `json`: one JSON object per line (time, level, logger, "
@@ -437,6 +450,7 @@ class Settings:
     trusted_proxies: tuple[str, ...]
     vonage_timeout: int
     shutdown_timeout: float
+    oidc_clients: str
     log_level: str
     log_format: str
     metrics_address: str

@@ -66,11 +66,11 @@ def test_readme_has_the_two_commands() -> None:
 
 
 def test_readme_shows_the_tested_deploy_files_as_they_are() -> None:
-    """The README's nginx, Caddy and Traefik configurations are the files in deploy/ (nginx's and Caddy's are the
-    files tests/test_proxies.py and tests/test_rolling_restart.py run), and its systemd unit the file
-    tests/test_deploy.py checks, byte for byte."""
+    """The README's nginx, Caddy, Apache and Traefik configurations are the files in deploy/ (nginx's, Caddy's and
+    Apache's are the files tests/test_proxies.py, tests/test_rolling_restart.py and tests/test_oidc_apache.py run),
+    and its systemd unit the file tests/test_deploy.py checks, byte for byte."""
     for name in ("deploy/nginx.conf", "deploy/Caddyfile", "deploy/nginx-instances.conf", "deploy/traefik.toml",
-                 "deploy/smsbot.service"):
+                 "deploy/smsbot.service", "deploy/apache-oidc.conf"):
         block = readme_between(f"<!-- {name} -->\n", "```\n").split("\n", 1)[1]
         assert block == (ROOT / name).read_text(encoding="utf-8"), f"the README's copy of {name} differs from the file"
 

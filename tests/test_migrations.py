@@ -71,6 +71,17 @@ async def test_a_version_1_database_upgrades_and_keeps_its_data(tmp_path: pathli
             found = await tx.record_delivery(client_ref="", provider_id="none", status="failed", error="", now=NOW)
             assert found is None
             assert await tx.delivery_problem("key-bob", Kind.INVITE) is None
+            await tx.add_signing_key("kid-1", "encrypted pem", "{}", NOW)
+            assert [k.kid for k in await tx.signing_keys()] == ["kid-1"]
+            session = await tx.session_by_token("tokenhash")
+            assert session is not None
+            await tx.add_grant(kind="access", value_hash="grant-hash", client_id="wiki", session_id=session.id,
+                               redirect_uri="", scope="openid", nonce=None, code_challenge=None, auth_time=NOW,
+                               expires_at=NOW + 600)
+            grant = await tx.grant("access", "grant-hash")
+            assert grant is not None and grant.username == "Alice"
+            await tx.remove_session(session.id)  # an OIDC grant ends with the device session that gave it
+            assert await tx.grant("access", "grant-hash") is None
 
         await store.run(use_what_later_migrations_added)
     finally:

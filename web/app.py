@@ -19,11 +19,12 @@ from smsbot.keys import SecretSource
 from smsbot.settings import Settings, redacted
 from smsbot.wiring import build
 
-from .appkeys import CLOCK, DEV_PHONES, GATEWAY, KEYS, METRICS, OUTBOX, PIPELINE, ROUTES, SETTINGS, SIGNIN, STORE
+from .appkeys import CLOCK, DEV_PHONES, GATEWAY, KEYS, METRICS, OIDC, OUTBOX, PIPELINE, ROUTES, SETTINGS, SIGNIN, STORE
 from .dev import setup_dev
 from .devphone import DevPhones
 from .errorpages import setup_error_pages
 from .metrics import setup_metrics
+from .oidc import setup_oidc
 from .routes import Routes
 from .security import Cookies, Csrf, setup_security
 from .views import setup_views
@@ -59,6 +60,8 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, clock: Clo
     cookies = Cookies(settings)
     setup_views(app, cookies, Csrf(keys, cookies))
     setup_webhooks(app)
+    if settings.oidc_clients:
+        setup_oidc(app)
     app.router.add_static("/static", HERE / "static")
     if settings.dev:
         phones = DevPhones()
@@ -130,6 +133,8 @@ async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
         while True:
             try:
                 await app[PIPELINE].housekeeping()
+                if OIDC in app:
+                    await app[OIDC].housekeeping()  # expired codes and tokens
             except Exception:
                 log.exception("housekeeping failed; trying again in a minute")
             await asyncio.sleep(HOUSEKEEPING_EVERY)

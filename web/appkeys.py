@@ -8,6 +8,7 @@ from smsbot.clock import Clock
 from smsbot.gateway import Gateway
 from smsbot.keys import Keys
 from smsbot.metrics import Metrics
+from smsbot.oidc import Provider
 from smsbot.outbox import Outbox
 from smsbot.pipeline import Pipeline
 from smsbot.settings import Settings
@@ -28,3 +29,4 @@ KEYS = web.AppKey("keys", Keys)
 METRICS = web.AppKey("metrics", Metrics)
 DEV_PHONES = web.AppKey("dev_phones", DevPhones)
 ROUTES = web.AppKey("routes", Routes)
+OIDC = web.AppKey("oidc", Provider)  # only with SMSBOT_OIDC_CLIENTS

@@ -22,6 +22,7 @@ from aiohttp.web import BaseRequest, StreamResponse
 from smsbot import __version__, logs, phone
 from smsbot.errors import BackupError, DatabaseInUse, DatabaseUnavailable, SettingsError
 from smsbot.gateway.vonage import vonage_key_check
+from smsbot.oidc import KEY_OVERLAP
 from smsbot.settings import Check, Settings, dotenv, dotenv_file, environment, listing, load, load_database
 from smsbot.store.backup import backup
 
@@ -255,6 +256,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                                   "else smsbot-dev.db; never SMSBOT_DB from .env)")
     copy = sub.add_parser("backup", help="copy the SQLite database, also while serve runs (PostgreSQL: pg_dump)")
     copy.add_argument("file", type=pathlib.Path, help="a new file for the copy (an existing one is never replaced)")
+    oidc = sub.add_parser("oidc", help="the OpenID Connect provider's keys")
+    oidc.add_subparsers(dest="oidc_command", required=True).add_parser(
+        "rotate-key", help="sign with a new key from now on; the old one stays published until its tokens expire")
     args = parser.parse_args(argv)
     env = environment()  # the real environment over .env, for logging as for everything else
 
@@ -272,6 +276,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit(1) from None
         start_logging(checked)
         print(describe(checked))
+        raise SystemExit(0)
+    if args.command == "oidc":
+        settings = _settings_or_exit(env, dev=False)
+        if not settings.oidc_clients:
+            print("SMSBOT_OIDC_CLIENTS is not set: there is no OpenID Connect provider to rotate keys for.",
+                  file=sys.stderr)
+            raise SystemExit(1)
+        from .oidc import rotate_key
+
+        print(f"signing with new key {asyncio.run(rotate_key(settings))}; the old one stays published for "
+              f"{KEY_OVERLAP} s")
         raise SystemExit(0)
     if args.command == "serve":
         settings = _settings_or_exit(env, dev=False, checks=SERVE_CHECKS)

@@ -16,6 +16,8 @@ class Audience(enum.Enum):
     MACHINE = "machine"  # health checks, forward auth, the dev phone's script: plain errors, whose status they read
     WEBHOOK = "webhook"  # Vonage's servers: plain errors, no cross-site check (no browser, no cookies)
     PROXY = "proxy"  # a reverse proxy's subrequest, never rendered: plain errors, no page headers but no-store
+    CLIENT = "client"  # an OIDC tool's server (token, userinfo): it proves who it is, never with a cookie, so no
+    # cross-site check; plain errors
 
     @property
     def plain_errors(self) -> bool:
@@ -23,7 +25,7 @@ class Audience(enum.Enum):
 
     @property
     def cross_site_checked(self) -> bool:
-        return self is not Audience.WEBHOOK
+        return self not in (Audience.WEBHOOK, Audience.CLIENT)
 
     @property
     def page_headers(self) -> bool:

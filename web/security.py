@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from smsbot.keys import Keys, same
+from smsbot.oidc_clients import oidc_origins
 from smsbot.settings import Settings
 
 from .appkeys import ROUTES
@@ -22,10 +23,13 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 def content_security_policy(settings: Settings) -> str:
     """The CSP every page carries. Browsers apply form-action to the redirect after a form, so a sign-in that
     goes back to a tool on a host within SMSBOT_COOKIE_DOMAIN needs those hosts allowed there."""
-    if not settings.cookie_domain:
-        return CSP.format(more="")
-    scheme, domain = urlsplit(settings.public_url).scheme, settings.cookie_domain
-    return CSP.format(more=f" {scheme}://{domain}:* {scheme}://*.{domain}:*")
+    more = ""
+    if settings.cookie_domain:
+        scheme, domain = urlsplit(settings.public_url).scheme, settings.cookie_domain
+        more = f" {scheme}://{domain}:* {scheme}://*.{domain}:*"
+    if settings.oidc_clients:  # a sign-in for an OIDC tool ends in a redirect to one of its registered URIs
+        more += "".join(f" {origin}" for origin in oidc_origins(settings.oidc_clients))
+    return CSP.format(more=more)
 
 
 class Cookies:

@@ -15,7 +15,7 @@ from smsbot import phone
 from smsbot.devices import ago, device_name
 from smsbot.store import Session
 
-from .appkeys import CLOCK, KEYS, METRICS, ROUTES, SETTINGS, SIGNIN, STORE
+from .appkeys import CLOCK, KEYS, METRICS, OIDC, ROUTES, SETTINGS, SIGNIN, STORE
 from .ratelimit import SignInLimit, client_ip
 from .redirects import login_url, original_url, safe_redirect
 from .routes import Audience
@@ -87,7 +87,9 @@ def _render(request: web.Request, template: str, context: dict[str, object], sta
     csrf = request.app[CSRF]
     value, fresh = nonce or csrf.nonce(request)
     settings = request.app[SETTINGS]
-    context = {**context, "csrf_token": csrf.token(value), "group": settings.group_name,
+    provider = request.app.get(OIDC)  # with an OIDC client's way back in rd, the page names the tool
+    tool = provider.tool_for(str(context.get("rd") or "")) if provider is not None else None
+    context = {**context, "csrf_token": csrf.token(value), "group": settings.group_name, "tool": tool,
                "number": group_number(settings.number)}
     response = aiohttp_jinja2.render_template(template, request, context, status=status)
     if fresh:

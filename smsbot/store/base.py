@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from ..messages import Kind
+from .oidc import OidcTx
 
 T = TypeVar("T")
 # Told a member id, inside the unit of work, whenever that member's sessions may have changed: a session ended, or
@@ -173,7 +174,7 @@ def username_key(username: str) -> str:
     return username.casefold()
 
 
-class Tx(Protocol):
+class Tx(OidcTx, Protocol):
     """One open transaction: the unit of work's whole view of the database. The SQL backends implement it without
     naming it (`store.sql.SqlTx`), and mypy checks them against it method by method."""
 

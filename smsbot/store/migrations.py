@@ -159,6 +159,33 @@ TEMPLATES: list[tuple[str, str]] = [
             SELECT 1, '', 0, CASE WHEN EXISTS (SELECT 1 FROM outbox) THEN 0 ELSE 1 END, '';
         """,
     ),
+    (
+        "OpenID Connect: signing keys (private parts encrypted) and grants bound to a device session",
+        """
+        CREATE TABLE oidc_keys (
+            kid TEXT PRIMARY KEY,
+            private_pem TEXT NOT NULL,
+            public_jwk TEXT NOT NULL,
+            created_at {real} NOT NULL,
+            retired_at {real}
+        );
+        CREATE TABLE oidc_grants (
+            id {serial},
+            kind TEXT NOT NULL CHECK (kind IN ('code', 'access', 'refresh')),
+            value_hash TEXT NOT NULL UNIQUE,
+            client_id TEXT NOT NULL,
+            session_id {key} NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+            redirect_uri TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            nonce TEXT,
+            code_challenge TEXT,
+            auth_time {real} NOT NULL,
+            expires_at {real} NOT NULL
+        );
+        CREATE INDEX oidc_grants_session ON oidc_grants(session_id);
+        CREATE INDEX oidc_grants_expiry ON oidc_grants(expires_at);
+        """,
+    ),
 ]
 
 

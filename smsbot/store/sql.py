@@ -29,6 +29,7 @@ from .base import (
     Stage,
     username_key,
 )
+from .oidc import OidcSql
 
 
 class Row(Protocol):
@@ -39,7 +40,7 @@ class Row(Protocol):
     def keys(self) -> Any: ...
 
 
-class SqlTx(abc.ABC):
+class SqlTx(OidcSql, abc.ABC):
     """One open transaction, in the SQL both backends speak (`?` placeholders; the few words they spell apart are
     class attributes): the `Tx` protocol, which mypy checks it against below. A backend gives the four ways to run a
     statement and says when sessions changed."""
