@@ -8,7 +8,6 @@ Runs the app in-process over real HTTP (aiohttp test server, fake SMS gateway, a
 from __future__ import annotations
 
 import asyncio
-import re
 import statistics
 import sys
 import tempfile
@@ -23,8 +22,11 @@ from smsbot.settings import load
 from smsbot.web import create_app
 from smsbot.web.appkeys import OUTBOX
 
-ADMIN = "+14155550100"
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+# The tests' constants (tests/support); smsbot itself is the installed package, as in the tests.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from support.constants import ADMIN, INVITE_CODE, PIN_IS  # noqa: E402
+from support.service import CSRF_INPUT as CSRF  # noqa: E402
 
 
 async def main(runs: int) -> None:
@@ -47,9 +49,9 @@ async def main(runs: int) -> None:
                 number = f"+1415556{n:04d}"
                 await text(ADMIN, f"INVITE {number} user{n}")
                 invite = next(m.text for m in reversed(gateway.sent) if m.to == number)
-                code = re.search(r"code (\w{6})", invite)
+                code = INVITE_CODE.search(invite)
                 assert code
-                pin = re.search(r"PIN is (\d{6})", await text(number, code.group(1)))
+                pin = PIN_IS.search(await text(number, code.group(1)))
                 assert pin
                 return f"user{n}", pin.group(1)
 

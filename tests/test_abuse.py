@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections.abc import Callable
 from typing import Any
 
 from smsbot.web.appkeys import OUTBOX, SETTINGS
 
+from support.constants import INVITE_CODE, PIN_IS
 from support.service import ADMIN, WebBench, login_form
 
 ALICE = "+14155550134"
@@ -17,7 +17,7 @@ SESSION = "__Host-smsbot_session"
 
 
 def pin_in(out: list[tuple[str, str]]) -> str:
-    found = re.search(r"PIN is (\d{6})", out[0][1])
+    found = PIN_IS.search(out[0][1])
     assert found, out
     return found.group(1)
 
@@ -133,7 +133,7 @@ async def test_pin_issuance_is_capped_per_number(make_bench: Callable[..., Any])
 async def test_the_daily_budget_keeps_admin_replies_and_warns_once(make_bench: Callable[..., Any]) -> None:
     bench: WebBench = await make_bench(SMSBOT_DAILY_SMS_BUDGET="3")
     out = await bench.text(ADMIN, f"INVITE {ALICE} alice")
-    code = re.search(r"code ([A-Z0-9]{6})", out[0][1])
+    code = INVITE_CODE.search(out[0][1])
     assert code
     joined = await bench.text(ALICE, code.group(1))  # the invite and the PIN: 2 of 3 (texts to admins don't count)
     assert [to for to, _ in joined] == [ALICE, ADMIN] and "joined" in joined[1][1]

@@ -18,6 +18,7 @@ from smsbot.clock import FakeClock
 from smsbot.gateway import FakeGateway
 from smsbot.web.devphone import DevPhones, copyable, username_in
 
+from support.constants import PIN_IS
 from support.service import ADMIN, CSRF_INPUT, WebBench
 
 SESSION = "__Host-smsbot_session"
@@ -55,7 +56,7 @@ async def sign_out(bench: WebBench, cookies: dict[str, str], scope: str = "this"
 
 
 async def new_pin(bench: WebBench) -> str:
-    found = re.search(r"PIN is (\d{6})", (await bench.text(ALICE, "LOGIN"))[0][1])
+    found = PIN_IS.search((await bench.text(ALICE, "LOGIN"))[0][1])
     assert found
     return found.group(1)
 

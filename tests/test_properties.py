@@ -46,6 +46,7 @@ from smsbot.settings import Settings, load
 from smsbot.signatures import sms_signature
 from smsbot.web import create_app
 
+from support.constants import INVITE_CODE
 from support.service import ADMIN, BASE_ENV, SECRET, Wired
 
 T = TypeVar("T")
@@ -345,12 +346,12 @@ ROLE_NUMBERS = {"admin": ADMIN, "member": MEMBER, "invitee": INVITEE, "named": N
 def set_up_group(rig: SyncWired) -> None:
     """An admin, a member (alice), an invitee awaiting a code and one awaiting a username (named bob)."""
     out = rig.text(ADMIN, f"INVITE {MEMBER} alice")
-    code = re.search(r"code ([A-Z0-9]{6})", out[0][1])
+    code = INVITE_CODE.search(out[0][1])
     assert code, out
     assert "PIN" in rig.text(MEMBER, code.group(1))[0][1]
     rig.text(ADMIN, f"INVITE {INVITEE}")
     out = rig.text(ADMIN, f"INVITE {NAMED}")
-    code = re.search(r"code ([A-Z0-9]{6})", out[0][1])
+    code = INVITE_CODE.search(out[0][1])
     assert code, out
     rig.text(NAMED, code.group(1))
 
