@@ -13,18 +13,18 @@ from typing import Any
 
 import pytest
 import requests
-from test_privacy import assert_absent, database_files, forms
 
 from smsbot.signatures import sms_signature
 from smsbot.web.appkeys import PIPELINE, STORE
 
+from support.constants import INVITE_CODE, PIN_IS, YES
+from support.privacy import assert_absent, database_files, forms
 from support.procs import Serve, sent_to, serve_env, start_smsbot, wait_text
 from support.service import ADMIN, CSRF_INPUT, WebBench
 from support.vonage_emulator import VonageEmulator
 
 INVITEE = "+12025550143"
 ATTACKER = "+12025550166"
-YES = re.compile(r"YES (\d{4}) ")
 
 
 async def confirming(make_bench: Callable[..., Any], **env: str) -> WebBench:
@@ -73,7 +73,7 @@ async def test_unlocking_a_member_waits_for_yes(make_bench: Callable[..., Any]) 
     bench = await confirming(make_bench, SMSBOT_LOCKOUT_FAILURES="5")
     out = await bench.text(ADMIN, f"INVITE {INVITEE} carol")
     await bench.text(ADMIN, f"YES {YES.search(out[0][1]).group(1)}")  # type: ignore[union-attr]
-    code = re.search(r"code ([A-Z0-9]{6})", bench.gateway.sent[-2].text)
+    code = INVITE_CODE.search(bench.gateway.sent[-2].text)
     assert code
     await bench.text(INVITEE, code.group(1))
     for _ in range(5):
@@ -89,7 +89,7 @@ async def test_unlocking_a_member_waits_for_yes(make_bench: Callable[..., Any]) 
 async def test_a_code_typed_in_halves_joins(bench: WebBench) -> None:
     for number, name, spell in ((INVITEE, "carol", "{} {}"), ("+12025550144", "dave", "join {}-{}")):
         out = await bench.text(ADMIN, f"INVITE {number} {name}")
-        code = re.search(r"code ([A-Z0-9]{6})", out[0][1])
+        code = INVITE_CODE.search(out[0][1])
         assert code
         typed = spell.format(code.group(1)[:3].lower(), code.group(1)[3:])
         out = await bench.text(number, typed)
@@ -101,7 +101,7 @@ async def device_cookies(bench: WebBench, number: str, username: str, count: int
     devices = []
     for n in range(count):
         if n:
-            pin = re.search(r"PIN is (\d{6})", (await bench.text(number, "LOGIN"))[0][1]).group(1)  # type: ignore
+            pin = PIN_IS.search((await bench.text(number, "LOGIN"))[0][1]).group(1)  # type: ignore
         _, cookies = await bench.login(username, pin, **{"User-Agent": f"Mozilla/5.0 (X11; Linux) Firefox/{n}"})
         devices.append({"__Host-smsbot_session": cookies["__Host-smsbot_session"]})
     return devices

@@ -10,11 +10,12 @@ import signal
 
 import pytest
 import requests
-from test_e2e_serve import ADMIN, NUMBER, SECRET, auth, new_member, text_in
 
 from smsbot.errors import DatabaseInUse
 from smsbot.store import SqliteStore
 
+from support.client import auth, new_member, text_in
+from support.constants import ADMIN_MSISDN, NUMBER, SECRET
 from support.procs import SmsbotProcess, clean_env, free_port, serve_env, start_smsbot, wait_for
 from support.vonage_emulator import VonageEmulator
 
@@ -61,7 +62,7 @@ def test_a_second_serve_on_the_file_refuses_and_the_first_serves_on_until_killed
         assert http.get(f"{base}/healthz", timeout=10).status_code == 200
         assert auth(http, base, cookie).status_code == 200
         bob = new_member(emu, http, base, BOB, "bob")
-        text_in(http, base, "form", ADMIN, "REVOKE alice")
+        text_in(http, base, "form", ADMIN_MSISDN, "REVOKE alice")
         assert auth(http, base, cookie).status_code == 401
         assert auth(http, base, bob).headers.get("X-Auth-User") == "bob"
 

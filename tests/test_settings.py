@@ -17,6 +17,7 @@ from smsbot.gateway.vonage import vonage_key_check
 from smsbot.settings import TABLE, Settings, environment, listing, load, masked_url, redacted, url_secrets
 from smsbot.web.cli import dev_environment
 
+from support.cases import PASSWORD_URLS
 from support.service import BASE_ENV
 
 APP_ID = "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"
@@ -207,27 +208,6 @@ def test_settings_do_not_import_the_gateway() -> None:
     assert loaded.strip() == "['smsbot.errors', 'smsbot.phone', 'smsbot.settings']"
 
 
-# Every way a PostgreSQL URL can carry a password that asyncpg reads, and the text that must never be shown.
-PASSWORD_URLS = [
-    ("postgresql://smsbot:hunter2-pw@db.example.org:5432/smsbot", "hunter2-pw"),
-    ("postgres://smsbot:hunter2-pw@db.example.org/smsbot", "hunter2-pw"),
-    ("postgresql://smsbot@db.example.org/smsbot?password=hunter2-pw", "hunter2-pw"),
-    ("postgresql://smsbot@db.example.org/smsbot?sslmode=require&password=hunter2-pw&application_name=x",
-     "hunter2-pw"),
-    ("postgresql://smsbot@db.example.org/smsbot?password=first-pw&password=hunter2-pw", "hunter2-pw"),
-    ("postgresql://smsbot@db.example.org/smsbot?password=first-pw&password=hunter2-pw", "first-pw"),
-    ("postgresql://smsbot@db.example.org/smsbot?pass%77ord=hunter2-pw", "hunter2-pw"),
-    ("postgresql://smsbot@db.example.org/smsbot?PASSWORD=hunter2-pw", "hunter2-pw"),
-    ("postgresql://smsbot:hunter2%40pw%3Ax@db.example.org/smsbot", "hunter2%40pw%3Ax"),
-    ("postgresql://smsbot:hunter2%40pw%3Ax@db.example.org/smsbot", "hunter2@pw:x"),
-    ("postgresql://smsbot@db.example.org/smsbot?password=hunter2%26pw%3D", "hunter2&pw="),
-    ("postgresql://smsbot@db.example.org/smsbot?password=hunter2+pw", "hunter2 pw"),
-    ("postgresql://smsbot:hunter2:pw@db.example.org/smsbot", "hunter2:pw"),
-    ("postgresql://smsbot:hunter2-pw@db1.example.org:5432,db2.example.org:5433/smsbot", "hunter2-pw"),
-    ("postgresql://smsbot@db.example.org/smsbot?sslmode=verify-full&sslpassword=hunter2-pw", "hunter2-pw"),
-    ("postgresql://smsbot:@db.example.org/smsbot?password=hunter2-pw", "hunter2-pw"),
-    ("POSTGRESQL://smsbot:hunter2-pw@db.example.org/smsbot", "hunter2-pw"),
-]
 
 
 @pytest.mark.parametrize(("url", "password"), PASSWORD_URLS)
