@@ -36,10 +36,13 @@ from typing import Any
 import asyncpg
 import pytest
 import requests
-from test_crash import (
-    INVITE_CODE,
+
+import smsbot.store.postgres  # noqa: F401 - imported here so the forked servers need not import it
+from smsbot.store.postgres import SENDER_LOCK
+
+from support.constants import INVITE_CODE, PIN
+from support.crash import (
     MEMBERS,
-    PIN,
     DbFacts,
     ForkServer,
     Running,
@@ -47,8 +50,6 @@ from test_crash import (
     check_effects,
     check_provider_side,
     crash_env,
-    crash_seed,  # noqa: F401 - a fixture
-    forker,  # noqa: F401 - a fixture
     key_of,
     quiet_port,
     replay_hint,
@@ -56,10 +57,6 @@ from test_crash import (
     wait_until,
     web_login,
 )
-
-import smsbot.store.postgres  # noqa: F401 - imported here so the forked servers need not import it
-from smsbot.store.postgres import SENDER_LOCK
-
 from support.procs import most_in_any_second
 from support.vonage_emulator import SMS_PATH, VonageEmulator
 
@@ -262,8 +259,8 @@ class SenderKill:
 
 
 def test_sigkill_of_random_instances_loses_nothing_and_keeps_one_rate_ceiling(
-        forker: ForkServer, emu: VonageEmulator, make_pg_url: Any, tmp_path: pathlib.Path,  # noqa: F811
-        crash_seed: int) -> None:  # noqa: F811
+        forker: ForkServer, emu: VonageEmulator, make_pg_url: Any, tmp_path: pathlib.Path,
+        crash_seed: int) -> None:
     started = time.monotonic()
     seed = crash_seed
     rng = random.Random(seed)
