@@ -19,6 +19,8 @@ from support.cases import PASSWORD_URLS
 from support.procs import SMSBOT, clean_env, free_port, start_smsbot, wait_for
 from support.service import BASE_ENV
 
+pytestmark = pytest.mark.slow  # every test runs the smsbot command
+
 
 def smsbot(*args: str, env: dict[str, str], cwd: pathlib.Path) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("SMSBOT_", "VONAGE_"))}

@@ -8,6 +8,7 @@ import pathlib
 import re
 from typing import Any
 
+import pytest
 import requests
 
 from smsbot.clock import Clock
@@ -19,6 +20,8 @@ from smsbot.wiring import build
 from support.constants import INVITE_CODE, PIN
 from support.procs import clean_env, start_smsbot, wait_for, waiting_texts
 from support.service import ADMIN, BASE_ENV
+
+pytestmark = pytest.mark.slow  # every test runs smsbot dev
 
 PROD_SECRET = "production-secret-0123456789-abcdefghij"
 ALICE = "+12025550143"

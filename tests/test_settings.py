@@ -194,6 +194,7 @@ def test_dev_mode_needs_no_number_or_vonage_credentials() -> None:
                                      "VONAGE_API_SECRET is required to send texts"]
 
 
+@pytest.mark.slow  # a subprocess
 def test_settings_do_not_import_the_gateway() -> None:
     """The private-key check is the edge's to pass in: loading settings with a key loads no gateway."""
     import json
