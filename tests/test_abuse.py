@@ -8,7 +8,7 @@ from typing import Any
 
 from smsbot.web.appkeys import OUTBOX, SETTINGS
 
-from support.constants import INVITE_CODE, PIN_IS
+from support.constants import ADMIN_MSISDN, INVITE_CODE, NUMBER, PIN_IS
 from support.service import ADMIN, WebBench, login_form
 
 ALICE = "+14155550134"
@@ -186,8 +186,8 @@ async def test_log_shows_events_latest_first_and_pages(bench: WebBench) -> None:
 async def test_refused_signatures_are_audited_at_most_once_a_minute(make_bench: Callable[..., Any]) -> None:
     bench: WebBench = await make_bench(VONAGE_SIGNATURE_SECRET="s" * 32)
     for _ in range(5):
-        r = await bench.client.post("/webhooks/inbound", data={"msisdn": "14155550100", "messageId": "x",
-                                                                "text": "HELP", "to": "14155550199"})
+        r = await bench.client.post("/webhooks/inbound", data={"msisdn": ADMIN_MSISDN, "messageId": "x",
+                                                                "text": "HELP", "to": NUMBER})
         assert r.status == 401
     with sqlite3.connect(bench.app[SETTINGS].db_path) as db:
         events = db.execute("SELECT actor, action, detail FROM events").fetchall()

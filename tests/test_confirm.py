@@ -17,7 +17,7 @@ import requests
 from smsbot.signatures import sms_signature
 from smsbot.web.appkeys import PIPELINE, STORE
 
-from support.constants import INVITE_CODE, PIN_IS, YES
+from support.constants import ADMIN_MSISDN, INVITE_CODE, NUMBER, PIN_IS, YES
 from support.privacy import assert_absent, database_files, forms
 from support.procs import Serve, sent_to, serve_env, start_smsbot, wait_text
 from support.service import ADMIN, CSRF_INPUT, WebBench
@@ -158,7 +158,7 @@ SIG_SECRET = "spoof-test-signature-secret-0123456789"
 
 def signed_webhook(http: requests.Session, base: str, msisdn: str, text: str, n: int) -> None:
     """A text as Vonage delivers it, correctly signed: Vonage signs what it forwards, whoever sent the text."""
-    fields = {"msisdn": msisdn.lstrip("+"), "to": "14155550199", "messageId": f"0B{n:014d}", "text": text,
+    fields = {"msisdn": msisdn.lstrip("+"), "to": NUMBER, "messageId": f"0B{n:014d}", "text": text,
               "type": "text", "message-timestamp": "2026-12-01 10:00:00", "timestamp": str(int(time.time()))}
     fields["sig"] = sms_signature(fields, SIG_SECRET, "sha256")
     response = http.post(f"{base}/webhooks/inbound", data=fields, timeout=10)
@@ -175,12 +175,12 @@ def test_a_spoofed_admin_text_reaches_nobody(tmp_path: pathlib.Path, emu: Vonage
     db = tmp_path / "smsbot.db"
 
     def env(port: int) -> dict[str, str]:
-        return serve_env(emu, port, db, "spoof-secret-0123456789-abcdefghijklmnop", "14155550199",
+        return serve_env(emu, port, db, "spoof-secret-0123456789-abcdefghijklmnop", NUMBER,
                          SMSBOT_CONFIRM="", VONAGE_SIGNATURE_SECRET=SIG_SECRET, VONAGE_SIGNATURE_METHOD="sha256")
 
     proc, base = start_smsbot("serve", tmp_path, env, tmp_path / "serve.log")
     serve = Serve(proc, base, db)
-    admin = "14155550100"
+    admin = ADMIN_MSISDN
     try:
         signed_webhook(http, base, admin, f"INVITE {ATTACKER} eve", 1)
         asked = wait_text(emu, admin, lambda t: "YES" in t, "the confirmation request")

@@ -10,7 +10,7 @@ import pytest
 from smsbot import logs
 from smsbot.web.appkeys import STORE
 
-from support.constants import INVITE_CODE, PIN_IS
+from support.constants import INVITE_CODE, NUMBER, PIN_IS
 from support.privacy import assert_absent, database_files, forms
 from support.service import ADMIN, WebBench
 
@@ -59,7 +59,7 @@ async def test_no_number_code_or_pin_survives_the_story(bench: WebBench, caplog:
 async def test_the_scan_would_find_a_number_left_in_clear(bench: WebBench) -> None:
     """The check above can fail: before the outbox sends, the invite's number is in the database."""
     await bench.client.post("/webhooks/inbound", data={
-        "msisdn": ADMIN.lstrip("+"), "to": "14155550199", "messageId": "priv-1", "text": f"INVITE {INVITEE}"})
+        "msisdn": ADMIN.lstrip("+"), "to": NUMBER, "messageId": "priv-1", "text": f"INVITE {INVITEE}"})
     blobs = {p.name: p.read_bytes() for p in database_files(bench)}
     with pytest.raises(AssertionError):
         assert_absent(blobs, [INVITEE])

@@ -18,6 +18,7 @@ from smsbot.settings import TABLE, Settings, environment, listing, load, masked_
 from smsbot.web.cli import dev_environment
 
 from support.cases import PASSWORD_URLS
+from support.constants import ADMIN
 from support.service import BASE_ENV
 
 APP_ID = "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"
@@ -69,7 +70,7 @@ def test_dotenv_is_read_and_the_real_environment_wins(tmp_path: pathlib.Path) ->
 def test_dev_mode_needs_no_configuration(tmp_path: pathlib.Path) -> None:
     env = dev_environment({"SMSBOT_DB": str(tmp_path / "dev.db")}, 8080)
     settings: Settings = load(env, dev=True)
-    assert settings.dev and settings.admins == ("+14155550100",)
+    assert settings.dev and settings.admins == (ADMIN,)
     again = load(dev_environment({"SMSBOT_DB": str(tmp_path / "dev.db")}, 8080), dev=True)
     assert again.secret == settings.secret, "the dev secret persists, so the dev database stays usable"
 

@@ -107,7 +107,7 @@ class WebBench:
         self._ids += 1
         number = phone.normalize(sender, "US")
         response = await self.client.post("/webhooks/inbound", data={
-            "msisdn": phone.msisdn(number), "to": "14155550199", "messageId": f"0A{self._ids:014d}", "text": body,
+            "msisdn": phone.msisdn(number), "to": NUMBER, "messageId": f"0A{self._ids:014d}", "text": body,
             "type": "text"})
         assert response.status == 204, await response.text()
         await self.app[OUTBOX].drain_once()
