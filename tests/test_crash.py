@@ -23,7 +23,7 @@ ever be sent between kills.
 
 The random choices (when to kill, which texts, replays and retries) come from one seed, drawn afresh each run.
 A failure names it ("replay with SMSBOT_CRASH_SEED=..."), and so does the captured output; run again with
-`SMSBOT_CRASH_SEED=<seed> python -m pytest tests/test_crash.py` to replay the same choices (the timing of a real
+`SMSBOT_CRASH_SEED=<seed> .venv/bin/pytest tests/test_crash.py` to replay the same choices (the timing of a real
 server under load cannot be replayed, so a replay makes a failure likely again, not certain).
 """
 

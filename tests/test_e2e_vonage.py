@@ -24,6 +24,7 @@ import jwt
 import pytest
 import requests
 
+from support.client import post_webhook
 from support.constants import ADMIN_MSISDN, NUMBER
 from support.procs import (
     CODE,
@@ -118,15 +119,8 @@ def sms_signed_messages_body(sender: str, text: str, method: str) -> bytes:
 
 
 def post_sms(base: str, how: str, fields: dict[str, str], path: str = "/webhooks/inbound") -> requests.Response:
-    url = f"{base}{path}"
     with fresh_session() as http:
-        if how == "get":
-            return http.get(url, params=fields, timeout=10)
-        if how == "form":
-            return http.post(url, data=fields, timeout=10)
-        if how == "json":
-            return http.post(url, json=fields, timeout=10)
-    raise ValueError(how)
+        return post_webhook(http, base, how, fields, path)
 
 
 def post_messages(base: str, body: bytes, token: str | None) -> requests.Response:
