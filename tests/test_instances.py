@@ -304,8 +304,9 @@ def test_one_instance_sends_for_all_and_another_takes_over_when_it_is_killed(
     done_at = {ref: min(t.at for t in texts) for ref, texts in by_ref.items()}
     sent_after = max(done_at[f"smsbot-{r['id']}"] for r in waiting) - killed_at
     takeover = min(at for at in sms_arrivals(emu) if at > killed_at) - killed_at
-    for invitee in invitees:
-        assert len(sent_to(emu, invitee)) == 1, f"{invitee} got {len(sent_to(emu, invitee))} invites"
+    for invitee in invitees:  # one invite each; a text the killed sender held may go out twice (checked below)
+        refs = {t.client_ref for t in sent_to(emu, invitee)}
+        assert len(refs) == 1, f"{invitee} got {len(refs)} invites"
     resent = {ref: len(texts) for ref, texts in by_ref.items() if len(texts) > 1}
     for ref, texts in by_ref.items():
         assert len({t.text for t in texts}) == 1, f"{ref} was sent with different bodies"
