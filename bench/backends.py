@@ -49,7 +49,6 @@ import asyncpg
 import requests
 from gate import (
     ADMINS,
-    NUMBER,
     SECRET,
     SIGNATURE_SECRET,
     WRK_SCRIPT,
@@ -68,6 +67,7 @@ from gate import (
 )
 from pgcluster import Cluster, ClusterError, postgres_cluster
 
+from support.constants import NUMBER
 from support.procs import SESSION_COOKIE, serve_env, start_smsbot  # importable: gate puts tests/ on sys.path
 from support.vonage_emulator import VonageEmulator, running_emulator
 

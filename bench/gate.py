@@ -34,7 +34,6 @@ import itertools
 import os
 import pathlib
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -54,6 +53,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from smsbot.signatures import sms_signature  # noqa: E402
 
+from support.constants import ADMIN_MSISDN, NUMBER  # noqa: E402
 from support.procs import (  # noqa: E402
     CODE,
     PIN,
@@ -67,15 +67,14 @@ from support.procs import (  # noqa: E402
     wait_for,
     wait_text,
 )
+from support.service import CSRF_INPUT  # noqa: E402
 from support.vonage_emulator import VonageEmulator, running_emulator  # noqa: E402
 
 # Made-up values for a throwaway server.
 SECRET = "gate-bench-secret-0123456789-abcdefghijklmnop"  # noqa: S105
 SIGNATURE_SECRET = "gate-bench-signature-secret"  # noqa: S105
-ADMINS = ("14155550100", "14155550101")  # msisdns, as Vonage writes them
-NUMBER = "14155550199"
+ADMINS = (ADMIN_MSISDN, "14155550101")  # msisdns, as Vonage writes them
 MEMBER_PHONE, MEMBER = "14155550134", "bench"
-CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
 RESULT_MARK = "GATE-RESULT"
 METERED = "/auth, valid session, metrics on"
 # wrk calls done() once, after every thread has finished; latency is in microseconds.

@@ -15,6 +15,8 @@ from smsbot.settings import Settings, load
 from support.service import BACKENDS, BASE_ENV, WebBench, Wired
 
 CHECKOUT = pathlib.Path(__file__).resolve().parent.parent
+PG_FIXTURES = {"pg_cluster", "make_pg_url", "pg_url"}  # the test cluster: a test using one runs on PostgreSQL
+SLOW_FIXTURES = {"emu", "browser", "forker"}  # the Vonage emulator, Chromium, the crash tests' fork server
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -28,6 +30,19 @@ def pytest_configure(config: pytest.Config) -> None:
             "which puts the checkout first on sys.path).")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `pg` every test that runs on PostgreSQL (it uses the test cluster, directly or through another
+    fixture, or runs with backend=postgresql), and `slow` every test that uses the emulator, a browser or the fork
+    server, or is a Hypothesis test: `-m "not slow and not pg"` is the fast tier."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        if names & PG_FIXTURES or (callspec is not None and callspec.params.get("backend") == "postgresql"):
+            item.add_marker(pytest.mark.pg)
+        if names & SLOW_FIXTURES or getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def emu() -> Iterator[Any]:
     """The Vonage TLS emulator, on its own thread, for tests that run the real SDK or `smsbot serve`."""
@@ -35,6 +50,35 @@ def emu() -> Iterator[Any]:
 
     with running_emulator() as emulator:
         yield emulator
+
+
+@pytest.fixture
+def forker(tmp_path: pathlib.Path) -> Iterator[Any]:
+    """The crash tests' fork server (tests/support/crash.py). Requested before `emu`, so it is forked while this
+    process has no extra thread."""
+    from support.crash import ForkServer
+
+    server = ForkServer(tmp_path / "fork-server-error.txt")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def crash_seed() -> int:
+    """The seed of a crash test's random choices: SMSBOT_CRASH_SEED when set, else a fresh one."""
+    import os
+    import random
+
+    from support.crash import SEED_VARIABLE, replay_hint
+
+    given = os.environ.get(SEED_VARIABLE, "").strip()
+    if given and not given.isdigit():
+        pytest.fail(f"{SEED_VARIABLE} is a whole number, not {given!r}")
+    seed = int(given) if given else random.SystemRandom().randrange(1 << 30)
+    print(f"\ncrash test seed {seed} ({'from ' + SEED_VARIABLE if given else 'replay with ' + replay_hint(seed)})")
+    return seed
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import pytest
 
 from smsbot.web.appkeys import OUTBOX, SETTINGS
 
+from support.constants import ADMIN_MSISDN, INVITE_CODE, NUMBER, PIN_IS
 from support.service import ADMIN, WebBench, login_form
 
 ALICE = "+14155550134"
@@ -21,7 +22,7 @@ SESSION = "__Host-smsbot_session"
 
 
 def pin_in(out: list[tuple[str, str]]) -> str:
-    found = re.search(r"PIN is (\d{6})", out[0][1])
+    found = PIN_IS.search(out[0][1])
     assert found, out
     return found.group(1)
 
@@ -137,7 +138,7 @@ async def test_pin_issuance_is_capped_per_number(make_bench: Callable[..., Any])
 async def test_the_daily_budget_keeps_admin_replies_and_warns_once(make_bench: Callable[..., Any]) -> None:
     bench: WebBench = await make_bench(SMSBOT_DAILY_SMS_BUDGET="3")
     out = await bench.text(ADMIN, f"INVITE {ALICE} alice")
-    code = re.search(r"code ([A-Z0-9]{6})", out[0][1])
+    code = INVITE_CODE.search(out[0][1])
     assert code
     joined = await bench.text(ALICE, code.group(1))  # the invite and the PIN: 2 of 3 (texts to admins don't count)
     assert [to for to, _ in joined] == [ALICE, ADMIN] and "joined" in joined[1][1]
@@ -190,8 +191,8 @@ async def test_log_shows_events_latest_first_and_pages(bench: WebBench) -> None:
 async def test_refused_signatures_are_audited_at_most_once_a_minute(make_bench: Callable[..., Any]) -> None:
     bench: WebBench = await make_bench(VONAGE_SIGNATURE_SECRET="s" * 32)
     for _ in range(5):
-        r = await bench.client.post("/webhooks/inbound", data={"msisdn": "14155550100", "messageId": "x",
-                                                                "text": "HELP", "to": "14155550199"})
+        r = await bench.client.post("/webhooks/inbound", data={"msisdn": ADMIN_MSISDN, "messageId": "x",
+                                                                "text": "HELP", "to": NUMBER})
         assert r.status == 401
     with sqlite3.connect(bench.app[SETTINGS].db_path) as db:
         events = db.execute("SELECT actor, action, detail FROM events").fetchall()

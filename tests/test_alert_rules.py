@@ -14,8 +14,9 @@ RULES_DIR = pathlib.Path(__file__).resolve().parent.parent / "deploy" / "prometh
 RULES = RULES_DIR / "smsbot-rules.yml"
 RULE_TESTS = RULES_DIR / "smsbot-rules.test.yml"
 
-pytestmark = pytest.mark.skipif(shutil.which("promtool") is None,
-                                reason="promtool not installed (Debian package prometheus)")
+pytestmark = [pytest.mark.slow,  # promtool runs as a subprocess
+              pytest.mark.skipif(shutil.which("promtool") is None,
+                                 reason="promtool not installed (Debian package prometheus)")]
 
 
 def promtool(*args: str, cwd: pathlib.Path = RULES_DIR) -> subprocess.CompletedProcess[str]:

@@ -77,6 +77,7 @@ def test_the_core_never_imports_aiohttp_or_the_web_layer(name: str) -> None:
     assert not bad, f"{name} imports {bad}"
 
 
+@pytest.mark.slow  # a subprocess
 def test_importing_the_whole_core_loads_no_aiohttp() -> None:
     names = sorted(set(CORE_MODULES) - ENTRY_POINTS)
     script = f"import sys\nfor n in {names!r}: __import__(n)\nprint(sorted(m for m in sys.modules " \

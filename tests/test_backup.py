@@ -26,11 +26,12 @@ from typing import Any
 
 import pytest
 import requests
-from test_e2e_serve import ADMIN, NUMBER, SECRET, auth, login, new_member, text_in
 
 from smsbot.store import SqliteStore
 from smsbot.web import cli
 
+from support.client import auth, login, new_member, text_in
+from support.constants import ADMIN_MSISDN, NUMBER, SECRET
 from support.procs import CODE, PIN, SmsbotProcess, clean_env, only, serve_env, start_smsbot, wait_for, wait_text
 from support.vonage_emulator import VonageEmulator
 
@@ -117,7 +118,7 @@ class Traffic:
             if self.stop.wait(0.08):
                 return
             sent = time.monotonic()
-            text_in(http, self.base, "json", ADMIN, f"INVITE +{phone(400 + n)} invitee{n}")
+            text_in(http, self.base, "json", ADMIN_MSISDN, f"INVITE +{phone(400 + n)} invitee{n}")
             self.invited.append(Done(sent, time.monotonic(), f"invitee{n}"))
 
     def _check(self, http: requests.Session) -> None:
@@ -145,7 +146,7 @@ def test_a_backup_under_load_restores_every_member_invite_and_session_of_its_mom
                    for n in range(MEMBERS_BEFORE)}
         codes = {}
         for n in range(INVITES_BEFORE):
-            text_in(http, base, "form", ADMIN, f"INVITE +{phone(200 + n)} pending{n}")
+            text_in(http, base, "form", ADMIN_MSISDN, f"INVITE +{phone(200 + n)} pending{n}")
             codes[f"pending{n}"] = only(CODE, wait_text(emu, phone(200 + n), lambda t: "invited" in t,
                                                         "the invite").text)
 

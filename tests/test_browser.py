@@ -13,13 +13,12 @@ from typing import Any
 
 import pytest
 
-from support.browser import ADMIN, INVITEE, INVITEE_TYPED, WAIT_MS
+from support.browser import INVITEE, INVITEE_TYPED, WAIT_MS
+from support.constants import ADMIN, CODE, PIN, YES
 from support.procs import SmsbotProcess, clean_env, only, start_smsbot
 
 pytestmark = pytest.mark.slow
 
-CODE = re.compile(r"(?<![A-Za-z0-9])[A-HJ-NP-Z2-9]{6}(?![A-Za-z0-9])")
-PIN = re.compile(r"(?<!\d)\d{6}(?!\d)")
 
 
 @pytest.fixture
@@ -76,7 +75,7 @@ def test_the_story_on_the_dev_phone_page(dev_server: tuple[SmsbotProcess, str], 
         question = admin.locator(".thread li.out").filter(has_text="Reply YES")
         expect(question).to_have_count(1)
         expect(invitee.locator(".thread li.out")).to_have_count(0)
-        yes = re.search(r"YES (\d{4}) ", question.locator(".body").inner_text())
+        yes = YES.search(question.locator(".body").inner_text())
         assert yes, question.inner_text()
         admin.locator(".compose input[name=text]").fill(f"YES {yes.group(1)}")
         admin.locator(".compose button").click()

@@ -11,13 +11,15 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from test_settings import PASSWORD_URLS
 
 import smsbot as package
 from smsbot.settings import TABLE
 
+from support.cases import PASSWORD_URLS
 from support.procs import SMSBOT, clean_env, free_port, start_smsbot, wait_for
 from support.service import BASE_ENV
+
+pytestmark = pytest.mark.slow  # every test runs the smsbot command
 
 
 def smsbot(*args: str, env: dict[str, str], cwd: pathlib.Path) -> subprocess.CompletedProcess[str]:

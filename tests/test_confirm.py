@@ -13,18 +13,18 @@ from typing import Any
 
 import pytest
 import requests
-from test_privacy import assert_absent, database_files, forms
 
 from smsbot.signatures import sms_signature
 from smsbot.web.appkeys import PIPELINE, STORE
 
+from support.constants import ADMIN_MSISDN, INVITE_CODE, NUMBER, PIN_IS, YES
+from support.privacy import assert_absent, database_files, forms
 from support.procs import Serve, sent_to, serve_env, start_smsbot, wait_text
 from support.service import ADMIN, CSRF_INPUT, WebBench
 from support.vonage_emulator import VonageEmulator
 
 INVITEE = "+12025550143"
 ATTACKER = "+12025550166"
-YES = re.compile(r"YES (\d{4}) ")
 
 
 async def confirming(make_bench: Callable[..., Any], **env: str) -> WebBench:
@@ -73,7 +73,7 @@ async def test_unlocking_a_member_waits_for_yes(make_bench: Callable[..., Any]) 
     bench = await confirming(make_bench, SMSBOT_LOCKOUT_FAILURES="5")
     out = await bench.text(ADMIN, f"INVITE {INVITEE} carol")
     await bench.text(ADMIN, f"YES {YES.search(out[0][1]).group(1)}")  # type: ignore[union-attr]
-    code = re.search(r"code ([A-Z0-9]{6})", bench.gateway.sent[-2].text)
+    code = INVITE_CODE.search(bench.gateway.sent[-2].text)
     assert code
     await bench.text(INVITEE, code.group(1))
     for _ in range(5):
@@ -89,7 +89,7 @@ async def test_unlocking_a_member_waits_for_yes(make_bench: Callable[..., Any]) 
 async def test_a_code_typed_in_halves_joins(bench: WebBench) -> None:
     for number, name, spell in ((INVITEE, "carol", "{} {}"), ("+12025550144", "dave", "join {}-{}")):
         out = await bench.text(ADMIN, f"INVITE {number} {name}")
-        code = re.search(r"code ([A-Z0-9]{6})", out[0][1])
+        code = INVITE_CODE.search(out[0][1])
         assert code
         typed = spell.format(code.group(1)[:3].lower(), code.group(1)[3:])
         out = await bench.text(number, typed)
@@ -101,7 +101,7 @@ async def device_cookies(bench: WebBench, number: str, username: str, count: int
     devices = []
     for n in range(count):
         if n:
-            pin = re.search(r"PIN is (\d{6})", (await bench.text(number, "LOGIN"))[0][1]).group(1)  # type: ignore
+            pin = PIN_IS.search((await bench.text(number, "LOGIN"))[0][1]).group(1)  # type: ignore
         _, cookies = await bench.login(username, pin, **{"User-Agent": f"Mozilla/5.0 (X11; Linux) Firefox/{n}"})
         devices.append({"__Host-smsbot_session": cookies["__Host-smsbot_session"]})
     return devices
@@ -158,7 +158,7 @@ SIG_SECRET = "spoof-test-signature-secret-0123456789"
 
 def signed_webhook(http: requests.Session, base: str, msisdn: str, text: str, n: int) -> None:
     """A text as Vonage delivers it, correctly signed: Vonage signs what it forwards, whoever sent the text."""
-    fields = {"msisdn": msisdn.lstrip("+"), "to": "14155550199", "messageId": f"0B{n:014d}", "text": text,
+    fields = {"msisdn": msisdn.lstrip("+"), "to": NUMBER, "messageId": f"0B{n:014d}", "text": text,
               "type": "text", "message-timestamp": "2026-12-01 10:00:00", "timestamp": str(int(time.time()))}
     fields["sig"] = sms_signature(fields, SIG_SECRET, "sha256")
     response = http.post(f"{base}/webhooks/inbound", data=fields, timeout=10)
@@ -175,12 +175,12 @@ def test_a_spoofed_admin_text_reaches_nobody(tmp_path: pathlib.Path, emu: Vonage
     db = tmp_path / "smsbot.db"
 
     def env(port: int) -> dict[str, str]:
-        return serve_env(emu, port, db, "spoof-secret-0123456789-abcdefghijklmnop", "14155550199",
+        return serve_env(emu, port, db, "spoof-secret-0123456789-abcdefghijklmnop", NUMBER,
                          SMSBOT_CONFIRM="", VONAGE_SIGNATURE_SECRET=SIG_SECRET, VONAGE_SIGNATURE_METHOD="sha256")
 
     proc, base = start_smsbot("serve", tmp_path, env, tmp_path / "serve.log")
     serve = Serve(proc, base, db)
-    admin = "14155550100"
+    admin = ADMIN_MSISDN
     try:
         signed_webhook(http, base, admin, f"INVITE {ATTACKER} eve", 1)
         asked = wait_text(emu, admin, lambda t: "YES" in t, "the confirmation request")

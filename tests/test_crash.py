@@ -23,59 +23,53 @@ ever be sent between kills.
 
 The random choices (when to kill, which texts, replays and retries) come from one seed, drawn afresh each run.
 A failure names it ("replay with SMSBOT_CRASH_SEED=..."), and so does the captured output; run again with
-`SMSBOT_CRASH_SEED=<seed> python -m pytest tests/test_crash.py` to replay the same choices (the timing of a real
+`SMSBOT_CRASH_SEED=<seed> .venv/bin/pytest tests/test_crash.py` to replay the same choices (the timing of a real
 server under load cannot be replayed, so a replay makes a failure likely again, not certain).
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
-import json
-import logging
-import os
 import pathlib
 import random
-import re
-import shutil
 import signal
 import socket
-import sqlite3
-import subprocess
-import sys
 import threading
 import time
-import traceback
 import urllib.parse
-import warnings
-from collections.abc import Callable, Collection, Iterator
-from typing import Any, Protocol
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
-import vonage  # noqa: F401 - imported here so the forked servers need not import it
-import vonage_http_client  # noqa: F401
-import vonage_sms  # noqa: F401
-import vonage_verify  # noqa: F401
 
-import smsbot.web.cli
-from smsbot.keys import Keys
-
-from support.procs import SmsbotProcess, clean_env, free_port, waiting_texts
-from support.vonage_emulator import SMS_PATH, SentSms, VonageEmulator, running_emulator
+from support.constants import INVITE_CODE, PIN
+from support.crash import (
+    MEMBERS,
+    SHUTDOWN_TIMEOUT,
+    Deployment,
+    ForkServer,
+    Msg,
+    PortTaken,
+    Running,
+    Traffic,
+    check_effects,
+    check_provider_side,
+    key_of,
+    outbox_rows,
+    quiet_port,
+    read_db,
+    replay_hint,
+    sent_by_ref,
+    snapshot,
+    wait_drained,
+    wait_until,
+    web_login,
+)
+from support.vonage_emulator import SMS_PATH, VonageEmulator, running_emulator
 
 pytestmark = pytest.mark.slow
-
-SECRET = "crash-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
-# msisdn form, as Vonage posts it. INVITEs come from each admin in turn: an admin number gets at most 60 replies an
-# hour (the contract), and the storm's model expects every acknowledged INVITE to be answered.
-ADMINS = tuple(f"141555510{n:02d}" for n in range(20))  # +1 415 555 1000 to 1019
-NUMBER = "14155550199"
-MEMBERS = {f"1415555011{i}": f"member{i}" for i in range(1, 6)}
-SHUTDOWN_TIMEOUT = 5.0
-KEYS = Keys(SECRET)
-SEED_VARIABLE = "SMSBOT_CRASH_SEED"
 
 MIN_CYCLES = 100  # kills of a healthy server
 MAX_CYCLES = 140
@@ -83,666 +77,6 @@ CYCLE_DEADLINE = 70.0  # seconds for all the kill/restart cycles
 EARLY_KILL_SHARE = 0.1  # some kills land while the server is still starting
 KILL_DELAY = (0.0, 0.3)  # seconds after /healthz answered
 REAL_CYCLE = 50  # besides the first and the last server, this one is a real `python -m smsbot serve` too
-CLIENTS = 3
-PACE = 0.03  # seconds each client waits between posts
-REPLAY_SHARE = 0.1  # share of posts that repeat an earlier message, acknowledged or not
-RETRY_SHARE = 0.8  # share of failed posts whose message is posted again next
-INVITE_SHARE = 0.4
-
-PIN = re.compile(r"(?<!\d)\d{6}(?!\d)")
-INVITE_CODE = re.compile(r"\bcode ([A-Z0-9]{6})\b")
-CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-def key_of(msisdn: str) -> str:
-    return KEYS.phone_key("+" + msisdn)
-
-
-# ------------------------------------------------------------------------------------------------ the fork server
-
-
-class ForkServer:
-    """A single-threaded helper process that forks `smsbot serve` children on request and reaps them.
-
-    The test process itself has threads (the emulator, the clients); forking a server from it could copy a lock
-    some other thread holds. The helper is forked once, before any of those threads exist.
-    """
-
-    def __init__(self, error_log: pathlib.Path):
-        requests_r, requests_w = os.pipe()
-        replies_r, replies_w = os.pipe()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12+ warns about fork with threads
-            pid = os.fork()
-        if pid == 0:  # the helper: never returns into pytest
-            code = 1
-            try:
-                os.close(requests_w)
-                os.close(replies_r)
-                code = _fork_server_loop(requests_r, replies_w)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    error_log.write_text(traceback.format_exc(), encoding="utf-8")
-            finally:
-                os._exit(code)
-        os.close(requests_r)
-        os.close(replies_w)
-        self.pid = pid
-        self.error_log = error_log
-        self._to = os.fdopen(requests_w, "wb")
-        self._from = os.fdopen(replies_r, "rb")
-        self._lock = threading.Lock()
-
-    def _ask(self, **request: Any) -> dict[str, Any]:
-        with self._lock:
-            self._to.write(json.dumps(request).encode() + b"\n")
-            self._to.flush()
-            line = self._from.readline()
-        if not line:
-            error = self.error_log.read_text() if self.error_log.exists() else ""
-            raise AssertionError(f"the fork server died: {error}")
-        reply: dict[str, Any] = json.loads(line)
-        if "error" in reply:
-            raise AssertionError(f"fork server: {reply['error']}")
-        return reply
-
-    def spawn(self, env: dict[str, str], port: int, log: pathlib.Path, cwd: pathlib.Path) -> int:
-        """Fork a child that runs `smsbot serve --host 127.0.0.1 --port <port>`; its output goes to `log`."""
-        return int(self._ask(op="spawn", env=env, port=port, log=str(log), cwd=str(cwd))["pid"])
-
-    def wait(self, pid: int, timeout: float) -> int | None:
-        """The child's exit code (negative: killed by that signal), or None if it is still running."""
-        code = self._ask(op="wait", pid=pid, timeout=timeout)["code"]
-        return None if code is None else int(code)
-
-    def close(self) -> None:
-        """Stop the helper; it SIGKILLs and reaps any child still running."""
-        with contextlib.suppress(OSError, ValueError):
-            self._to.write(b'{"op": "quit"}\n')
-            self._to.flush()
-        for stream in (self._to, self._from):
-            with contextlib.suppress(OSError):
-                stream.close()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            done, _ = os.waitpid(self.pid, os.WNOHANG)
-            if done:
-                return
-            time.sleep(0.01)
-        os.kill(self.pid, signal.SIGKILL)
-        os.waitpid(self.pid, 0)
-
-
-def _fork_server_loop(requests_fd: int, replies_fd: int) -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the test process ends us (and our children) through the pipe
-    inbox = os.fdopen(requests_fd, "rb")
-    outbox = os.fdopen(replies_fd, "wb")
-    children: set[int] = set()
-    try:
-        for line in inbox:
-            request = json.loads(line)
-            reply: dict[str, Any]
-            try:
-                if request["op"] == "quit":
-                    break
-                if request["op"] == "spawn":
-                    pid = os.fork()
-                    if pid == 0:
-                        inbox.close()
-                        outbox.close()
-                        _serve(request)  # never returns
-                    children.add(pid)
-                    reply = {"pid": pid}
-                elif request["op"] == "wait":
-                    code = _reap(int(request["pid"]), float(request["timeout"]))
-                    if code is not None:
-                        children.discard(int(request["pid"]))
-                    reply = {"code": code}
-                else:
-                    reply = {"error": f"unknown op {request['op']!r}"}
-            except Exception as exc:
-                reply = {"error": f"{type(exc).__name__}: {exc}"}
-            outbox.write(json.dumps(reply).encode() + b"\n")
-            outbox.flush()
-    finally:
-        for pid in children:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(OSError):
-                os.waitpid(pid, 0)
-    return 0
-
-
-def _reap(pid: int, timeout: float) -> int | None:
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(0.002)
-
-
-def _serve(request: dict[str, Any]) -> None:
-    """In the forked child: become `smsbot serve` with the given environment, then exit with its exit code."""
-    code = 1
-    try:
-        out = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.dup2(out, 1)
-        os.dup2(out, 2)
-        os.close(out)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.close(null)
-        sys.stdout = open(1, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)  # noqa: SIM115
-        sys.stderr = open(2, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)  # noqa: SIM115
-        os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        root = logging.getLogger()  # pytest's capture handlers would swallow the server's log
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        root.setLevel(logging.WARNING)
-        smsbot.web.cli.main(["serve", "--host", "127.0.0.1", "--port", str(request["port"])])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
-
-
-# ------------------------------------------------------------------------------------------------ servers
-
-
-class Running:
-    """One running server: a fork of the fork server, or a real `python -m smsbot serve` process."""
-
-    def __init__(self, forker: ForkServer | None, pid: int, proc: SmsbotProcess | None = None):
-        self.forker = forker
-        self.pid = pid
-        self.proc = proc
-        self.code: int | None = None
-        self._released = False
-
-    @property
-    def real(self) -> bool:
-        return self.proc is not None
-
-    def poll(self) -> int | None:
-        if self.code is None:
-            if self.proc is not None:
-                assert self.proc.proc is not None
-                self.code = self.proc.proc.poll()
-            else:
-                assert self.forker is not None
-                self.code = self.forker.wait(self.pid, 0)
-        return self.code
-
-    def wait(self, timeout: float) -> int | None:
-        if self.code is None:
-            if self.proc is not None:
-                assert self.proc.proc is not None
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.code = self.proc.proc.wait(timeout)
-            else:
-                assert self.forker is not None
-                self.code = self.forker.wait(self.pid, timeout)
-        return self.code
-
-    def kill(self) -> int:
-        if self.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-        code = self.wait(10)
-        assert code is not None, f"pid {self.pid} survived SIGKILL"
-        self.release()
-        return code
-
-    def release(self) -> None:
-        if self.proc is not None and not self._released:
-            self._released = True
-            self.proc.stop()  # closes its log and prints it (the real servers log at WARNING: short)
-
-
-def quiet_port() -> int:
-    """A free port below the range the OS hands out for port 0 and for outgoing connections.
-
-    The servers here are killed and restarted on one port, and the traffic threads keep posting to it while no server
-    holds it. A port from the OS's range could meanwhile go to another test's server (another pytest-xdist worker);
-    one below that range is taken only by someone who picks it on purpose.
-    """
-    try:
-        low = int(pathlib.Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return free_port()
-    picker = random.SystemRandom()
-    for _ in range(50):
-        port = picker.randrange(max(1024, low - 16384), low)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    return free_port()
-
-
-def crash_env(emu: VonageEmulator, db: str, public_url: str, **extra: str) -> dict[str, str]:
-    """The environment of a server under the storm: caps out of the way, the emulator as Vonage."""
-    return clean_env({
-        "SMSBOT_SECRET": SECRET,
-        "SMSBOT_ADMINS": ",".join("+" + admin for admin in ADMINS),
-        "SMSBOT_NUMBER": NUMBER,
-        "SMSBOT_GROUP_NAME": "Crash",
-        "SMSBOT_DB": db,
-        "SMSBOT_PUBLIC_URL": public_url,
-        "SMSBOT_SMS_RATE": "1000",
-        "SMSBOT_CONFIRM": "none",
-        "SMSBOT_PIN_CAP_HOUR": "100000",
-        "SMSBOT_PIN_CAP_DAY": "100000",
-        "SMSBOT_DAILY_SMS_BUDGET": "1000000",
-        "SMSBOT_LOGIN_FAILURES_PER_MINUTE": "1000",
-        "SMSBOT_SHUTDOWN_TIMEOUT": f"{SHUTDOWN_TIMEOUT:g}",
-        "VONAGE_API_KEY": emu.api_key,
-        "VONAGE_API_SECRET": emu.api_secret,
-        "VONAGE_REST_HOST": emu.host,
-        "VONAGE_API_HOST": emu.host,
-        "REQUESTS_CA_BUNDLE": str(emu.ca_path),
-        **extra,
-    })
-
-
-class PortTaken(AssertionError):
-    """Another process took the port between two of our servers."""
-
-
-class Deployment:
-    """Everything a server needs (database, port, environment) and how to start one."""
-
-    def __init__(self, tmp: pathlib.Path, emu: VonageEmulator, forker: ForkServer | None):
-        self.tmp = tmp
-        self.emu = emu
-        self.forker = forker
-        self.workdir = tmp / "work"
-        self.workdir.mkdir()
-        self.db = tmp / "data" / "smsbot.db"
-        self.db.parent.mkdir()
-        self.fork_log = tmp / "forked-servers.log"
-        self.port = quiet_port()
-        self.starts = 0
-        self.health = requests.Session()
-        self.health.trust_env = False
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def env(self, **extra: str) -> dict[str, str]:
-        return crash_env(self.emu, str(self.db), self.base, **extra)
-
-    def start(self, real: bool = False) -> Running:
-        """Start a server on this deployment's port (without waiting for it to be healthy)."""
-        self.starts += 1
-        if real:
-            log = self.tmp / f"real-server-{self.starts}.log"
-            proc = SmsbotProcess(["serve", "--host", "127.0.0.1", "--port", str(self.port)], self.workdir,
-                                 self.env(SMSBOT_LOG_LEVEL="WARNING"), log)
-            proc.start()
-            return Running(None, proc.pid, proc)
-        assert self.forker is not None
-        with self.fork_log.open("a", encoding="utf-8") as out:
-            out.write(f"===== start {self.starts} =====\n")
-        return Running(self.forker, self.forker.spawn(self.env(), self.port, self.fork_log, self.workdir))
-
-    def wait_healthy(self, server: Running, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            code = server.poll()
-            if code is not None:
-                if self.port_taken(server):
-                    raise PortTaken(f"port {self.port} is taken")
-                raise AssertionError(f"smsbot serve exited with code {code} before it was healthy:\n"
-                                     f"{self.log_tail(server)}")
-            with contextlib.suppress(requests.RequestException):
-                if self.health.get(f"{self.base}/healthz", timeout=2).status_code == 200:
-                    return
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"smsbot serve not healthy after {timeout:g} s:\n{self.log_tail(server)}")
-            time.sleep(0.005)
-
-    def start_healthy(self, real: bool = False) -> Running:
-        for attempt in range(3):
-            server = self.start(real)
-            try:
-                self.wait_healthy(server)
-                return server
-            except PortTaken:
-                server.kill()
-                if attempt == 2:
-                    raise
-                self.port = quiet_port()
-            except BaseException:
-                server.kill()
-                raise
-        raise AssertionError("unreachable")
-
-    def port_taken(self, server: Running) -> bool:
-        return "address already in use" in self.log_tail(server, lines=20).lower()
-
-    def log_tail(self, server: Running | None = None, lines: int = 60) -> str:
-        if server is not None and server.proc is not None:
-            text = server.proc.output()
-        else:
-            text = self.fork_log.read_text(encoding="utf-8", errors="replace") if self.fork_log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def close(self) -> None:
-        self.health.close()
-
-
-# ------------------------------------------------------------------------------------------------ inbound traffic
-
-
-@dataclasses.dataclass
-class Msg:
-    """One inbound text (one Vonage messageId) and the outbox rows it must cause, once."""
-
-    mid: str
-    msisdn: str
-    text: str
-    effects: tuple[tuple[str, str], ...]  # (phone key, outbox kind)
-    posts: int = 0
-    acked: bool = False
-
-
-class Target(Protocol):
-    """Where webhooks go: one server's base URL."""
-
-    @property
-    def base(self) -> str: ...
-
-
-class Traffic:
-    """Posts inbound webhooks as Vonage does, from several threads, and remembers which were acknowledged."""
-
-    clients = CLIENTS
-    pace = PACE
-    replay_share = REPLAY_SHARE
-
-    def __init__(self, deployment: Target, seed: int):
-        self.deployment = deployment
-        self.seed = seed
-        self.lock = threading.Lock()
-        self.messages: dict[str, Msg] = {}
-        self.names: dict[str, str] = {**{key_of(a): a for a in ADMINS}, **{key_of(n): n for n in MEMBERS}}
-        self.inviter: dict[str, str] = {}  # invitee's msisdn: the admin who invited them last
-        self._fresh = iter(range(2000, 10000))
-        self._serial = 0
-        self.posts = 0
-        self.replays = 0
-        self.unacked_replays = 0
-        self.unexpected: list[str] = []
-        self.stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    # messages
-    def _new(self, msisdn: str, text: str, effects: list[tuple[str, str]]) -> Msg:
-        self._serial += 1
-        msg = Msg(f"0C{self.seed:08X}{self._serial:08d}", msisdn, text, tuple(effects))
-        self.messages[msg.mid] = msg
-        return msg
-
-    def invite(self, msisdn: str | None = None, username: str | None = None) -> Msg:
-        with self.lock:
-            if msisdn is None:
-                msisdn = f"1415555{next(self._fresh):04d}"
-            self.names[key_of(msisdn)] = msisdn
-            admin = self.inviter[msisdn] = ADMINS[self._serial % len(ADMINS)]
-            text = f"INVITE +{msisdn}" + (f" {username}" if username else "")
-            return self._new(admin, text, [(key_of(msisdn), "invite"), (key_of(admin), "reply")])
-
-    def login(self, msisdn: str) -> Msg:
-        with self.lock:
-            return self._new(msisdn, "LOGIN", [(key_of(msisdn), "pin")])
-
-    def code(self, msisdn: str, code: str) -> Msg:
-        """The invitee joins: their first PIN, and a note to the admin who invited them."""
-        with self.lock:
-            return self._new(msisdn, code, [(key_of(msisdn), "pin"), (key_of(self.inviter[msisdn]), "reply")])
-
-    # posting
-    @staticmethod
-    def fields(msg: Msg) -> dict[str, str]:
-        """The SMS API inbound webhook, as Vonage posts it (a form)."""
-        return {"msisdn": msg.msisdn, "to": NUMBER, "messageId": msg.mid, "text": msg.text, "type": "text",
-                "keyword": msg.text.split()[0].upper(), "message-timestamp": "2025-03-14 15:09:26"}
-
-    def target(self, rng: random.Random) -> str:
-        """The base URL a client posts its next message to."""
-        return self.deployment.base
-
-    def post(self, session: requests.Session, msg: Msg, base: str | None = None) -> bool:
-        """Post the webhook (to `base`, else the deployment's); True if it was acknowledged (2xx)."""
-        try:
-            response = session.post(f"{base or self.deployment.base}/webhooks/inbound", data=self.fields(msg),
-                                    timeout=(2, 15))
-        except requests.RequestException:
-            return self.record(msg, 0, "")
-        return self.record(msg, response.status_code, response.text)
-
-    def record(self, msg: Msg, status: int, text: str) -> bool:
-        """Note one post of `msg` and its answer (status 0: no answer); True if it was acknowledged."""
-        ok = status in (200, 204)
-        with self.lock:
-            msg.posts += 1
-            self.posts += 1
-            msg.acked = msg.acked or ok
-            if status and not ok:
-                self.unexpected.append(f"{msg.mid} {msg.text!r}: HTTP {status} {text[:200]}")
-        return ok
-
-    def _client(self, number: int) -> None:
-        rng = random.Random(self.seed * 100 + number)
-        with requests.Session() as session:
-            session.trust_env = False
-            retry: Msg | None = None  # not acknowledged: Vonage tries again (mostly)
-            while not self.stop.is_set():
-                with self.lock:
-                    earlier = list(self.messages.values()) if rng.random() < self.replay_share else []
-                if retry is not None and rng.random() < RETRY_SHARE:
-                    msg = retry
-                elif earlier:
-                    msg = rng.choice(earlier)
-                elif rng.random() < INVITE_SHARE:
-                    msg = self.invite()
-                else:
-                    msg = self.login(rng.choice(list(MEMBERS)))
-                if msg.posts:
-                    with self.lock:
-                        self.replays += 1
-                        self.unacked_replays += not msg.acked
-                ok = self.post(session, msg, self.target(rng))
-                retry = None if ok else msg
-                self.stop.wait(self.pace if ok else 0.02)
-
-    def start(self) -> None:
-        for number in range(self.clients):
-            thread = threading.Thread(target=self._client, args=(number,), name=f"client-{number}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def halt(self) -> None:
-        self.stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
-            assert not thread.is_alive(), f"{thread.name} did not stop"
-        self._threads.clear()
-
-    def acked(self) -> set[str]:
-        with self.lock:
-            return {m.mid for m in self.messages.values() if m.acked}
-
-    def name(self, key: str) -> str:
-        return self.names.get(key, key[:12])
-
-
-# ------------------------------------------------------------------------------------------------ database checks
-
-
-@dataclasses.dataclass
-class DbFacts:
-    inbound: set[str]
-    outbox: collections.Counter[tuple[str, str]]
-    sending: set[int]
-
-
-def read_db(path: pathlib.Path) -> DbFacts:
-    """Check a database nobody else has open: integrity, foreign keys; return what the checks below need."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        integrity = conn.execute("PRAGMA integrity_check").fetchall()
-        assert integrity == [("ok",)], f"PRAGMA integrity_check on {path}: {integrity}"
-        broken = conn.execute("PRAGMA foreign_key_check").fetchall()
-        assert broken == [], f"PRAGMA foreign_key_check on {path}: {broken}"
-        inbound = {str(r[0]) for r in conn.execute("SELECT message_id FROM inbound")}
-        outbox = collections.Counter({(str(k), str(kind)): int(n) for k, kind, n in conn.execute(
-            "SELECT phone_key, kind, count(*) FROM outbox GROUP BY phone_key, kind")})
-        sending = {int(r[0]) for r in conn.execute("SELECT id FROM outbox WHERE state = 'sending'")}
-    finally:
-        conn.close()
-    return DbFacts(inbound, outbox, sending)
-
-
-def snapshot(db: pathlib.Path, into: pathlib.Path) -> pathlib.Path:
-    """Copy the files a killed server left (database and WAL, as they are on disk) to check them untouched."""
-    if into.exists():
-        shutil.rmtree(into)
-    into.mkdir()
-    copy = into / db.name
-    for suffix in ("", "-wal", "-journal"):
-        source = db.with_name(db.name + suffix)
-        if source.exists():
-            shutil.copyfile(source, copy.with_name(copy.name + suffix))
-    return copy
-
-
-def check_effects(facts: DbFacts, traffic: Traffic, acked: set[str], where: str) -> None:
-    """Every acknowledged message is recorded, and the outbox holds exactly the texts of the recorded messages."""
-    with traffic.lock:
-        messages = dict(traffic.messages)
-    unknown = facts.inbound - messages.keys()
-    assert not unknown, f"{where}: inbound holds message ids nobody sent: {sorted(unknown)[:5]}"
-    lost = acked - facts.inbound
-    assert not lost, (f"{where}: {len(lost)} acknowledged message(s) missing from the inbound table: "
-                      f"{[(m, messages[m].text) for m in sorted(lost)[:5]]}")
-    expected: collections.Counter[tuple[str, str]] = collections.Counter()
-    for mid in facts.inbound:
-        expected.update(messages[mid].effects)
-    if facts.outbox != expected:
-        problems = []
-        for key in sorted(set(expected) | set(facts.outbox)):
-            if expected[key] != facts.outbox[key]:
-                number, kind = traffic.name(key[0]), key[1]
-                causes = [(m.mid, m.text, "acked" if m.mid in acked else "not acked") for m in messages.values()
-                          if key in m.effects and m.mid in facts.inbound]
-                problems.append(f"{kind} texts to {number}: {facts.outbox[key]} in the outbox, expected "
-                                f"{expected[key]} from recorded messages {causes[:4]}")
-        raise AssertionError(f"{where}: outbox does not match the recorded messages (exactly once):\n  "
-                             + "\n  ".join(problems[:10]))
-
-
-def wait_drained(db: pathlib.Path, timeout: float, claimed_by_the_dead: Collection[int] = ()) -> None:
-    """Wait until the outbox has sent everything; say which rows are stuck if it does not."""
-    deadline = time.monotonic() + timeout
-    while waiting := waiting_texts(db):
-        if time.monotonic() >= deadline:
-            described = [f"#{i} {kind} {state}, {attempts} attempt(s)"
-                         + (", claimed by a killed worker" if i in claimed_by_the_dead else "")
-                         for i, kind, state, attempts in waiting[:10]]
-            raise AssertionError(f"the outbox did not drain within {timeout:g} s: {len(waiting)} row(s) left: "
-                                 f"{described}")
-        time.sleep(0.1)
-
-
-def outbox_rows(db: pathlib.Path) -> dict[int, sqlite3.Row]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None, timeout=5)
-    conn.row_factory = sqlite3.Row
-    try:
-        return {int(r["id"]): r for r in conn.execute("SELECT id, phone_key, kind, state, attempts FROM outbox")}
-    finally:
-        conn.close()
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
-
-
-def check_provider_side(emu: VonageEmulator, rows: dict[int, Any], claimed_at_crash: Collection[int]) -> int:
-    """The provider's side, once every row is sent: each row sent with one body however often it was sent, to its
-    own number, a PIN text with one PIN, and sent again only if a killed sender had claimed it. Returns the re-sends."""
-    by_ref = sent_by_ref(emu)
-    assert "" not in by_ref, "every text carries its outbox row as client-ref"
-    resent = 0
-    for ref, texts in by_ref.items():
-        assert ref.startswith("smsbot-") and int(ref[7:]) in rows, f"a text for no outbox row: {ref}"
-        row = rows[int(ref[7:])]
-        assert {key_of(t.to) for t in texts} == {row["phone_key"]}, f"{ref} went to another number"
-        bodies = {t.text for t in texts}
-        assert len(bodies) == 1, f"outbox row {ref} ({row['kind']}) was sent with different bodies: {bodies}"
-        if row["kind"] == "pin":
-            assert len(PIN.findall(texts[0].text)) == 1, texts[0].text
-        if len(texts) > 1:
-            resent += len(texts) - 1
-            assert int(ref[7:]) in claimed_at_crash, (
-                f"{ref} was sent {len(texts)} times but was never claimed by a sender that was killed")
-            assert len(texts) <= row["attempts"], f"{ref} sent {len(texts)} times in {row['attempts']} attempts"
-    unsent = [i for i in rows if f"smsbot-{i}" not in by_ref]
-    assert not unsent, f"outbox rows marked sent that the provider never got: {unsent[:10]}"
-    return resent
-
-
-def sent_by_ref(emu: VonageEmulator) -> dict[str, list[SentSms]]:
-    groups: dict[str, list[SentSms]] = collections.defaultdict(list)
-    for sms in list(emu.sent):
-        groups[sms.client_ref or ""].append(sms)
-    return groups
-
-
-def web_login(base: str, username: str, pin: str) -> int:
-    with requests.Session() as http:
-        http.trust_env = False
-        form = http.get(f"{base}/login", timeout=10)
-        token = CSRF_INPUT.search(form.text)
-        assert form.status_code == 200 and token, form.text[:300]
-        response = http.post(f"{base}/login", data={"username": username, "pin": pin,
-                                                    "csrf_token": token.group(1)},
-                             allow_redirects=False, timeout=10)
-        return response.status_code
-
-
-# ------------------------------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture
-def forker(tmp_path: pathlib.Path) -> Iterator[ForkServer]:
-    """Requested before `emu`, so it is forked while this process has no extra thread."""
-    server = ForkServer(tmp_path / "fork-server-error.txt")
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture
@@ -751,174 +85,312 @@ def emu() -> Iterator[VonageEmulator]:
         yield emulator
 
 
-@pytest.fixture
-def crash_seed() -> int:
-    """The seed of the test's random choices: SMSBOT_CRASH_SEED when set, else a fresh one."""
-    given = os.environ.get(SEED_VARIABLE, "").strip()
-    if given and not given.isdigit():
-        pytest.fail(f"{SEED_VARIABLE} is a whole number, not {given!r}")
-    seed = int(given) if given else random.SystemRandom().randrange(1 << 30)
-    print(f"\ncrash test seed {seed} ({'from ' + SEED_VARIABLE if given else 'replay with ' + replay_hint(seed)})")
-    return seed
+# ------------------------------------------------------------------------------------------------ SIGKILL
 
 
-def replay_hint(seed: int) -> str:
-    return f"{SEED_VARIABLE}={seed}"
+@dataclasses.dataclass
+class Storm:
+    """One run of the SIGKILL test: the deployment, the traffic, the server running now, and what the kills did."""
+
+    deployment: Deployment
+    traffic: Traffic
+    emu: VonageEmulator
+    rng: random.Random
+    snapshots: pathlib.Path
+    http: requests.Session = dataclasses.field(default_factory=requests.Session)
+    server: Running | None = None
+    kills: int = 0  # of a healthy server
+    early_kills: int = 0  # during start-up
+    real_kills: int = 0  # of a real `python -m smsbot serve`
+    claimed_at_crash: set[int] = dataclasses.field(default_factory=set)  # outbox rows a killed worker held
+
+    def __post_init__(self) -> None:
+        self.http.trust_env = False
+
+    def close(self) -> None:
+        self.traffic.stop.set()
+        if self.server is not None:
+            self.server.kill()
+        for thread in self.traffic._threads:
+            thread.join(timeout=10)
+        self.http.close()
+        self.deployment.close()
 
 
-# ------------------------------------------------------------------------------------------------ tests
+def make_members(storm: Storm) -> None:
+    """Members, without kills, on a real `python -m smsbot serve`: each invited, its code sent back, a PIN out."""
+    traffic, emu = storm.traffic, storm.emu
+    storm.server = storm.deployment.start_healthy(real=True)
+    for msisdn, username in MEMBERS.items():
+        assert traffic.post(storm.http, traffic.invite(msisdn, username))
+    for msisdn in MEMBERS:
+        wait_until(lambda: any(s.to == msisdn for s in emu.sent), 15, f"the invite to {msisdn}")
+        invite = next(s for s in list(emu.sent) if s.to == msisdn)
+        invite_code = INVITE_CODE.search(invite.text)
+        assert invite_code, invite.text
+        assert traffic.post(storm.http, traffic.code(msisdn, invite_code.group(1)))
+    for msisdn in MEMBERS:
+        wait_until(lambda: any(s.to == msisdn and "PIN" in s.text for s in emu.sent), 15,
+                   f"the first PIN of {msisdn}")
+
+
+def kill_and_restart(storm: Storm) -> None:
+    """The storm: texts stream in from several threads while the server is killed and restarted, and the dead
+    server's files are checked after every kill."""
+    deployment, rng = storm.deployment, storm.rng
+    storm.traffic.start()
+    cycle_deadline = time.monotonic() + CYCLE_DEADLINE
+    cycle = 0
+    while storm.kills < MIN_CYCLES and cycle < MAX_CYCLES and time.monotonic() < cycle_deadline:
+        cycle += 1
+        real = cycle == REAL_CYCLE
+        early = cycle > 1 and not real and rng.random() < EARLY_KILL_SHARE
+        if storm.server is None:
+            storm.server = deployment.start(real=real)
+            if early:
+                time.sleep(rng.uniform(0.0, 0.06))
+            else:
+                with contextlib.suppress(PortTaken):
+                    deployment.wait_healthy(storm.server)
+        server = storm.server
+        if not early and server.poll() is None:
+            time.sleep(rng.uniform(*KILL_DELAY))
+        real = server.real
+        code = server.kill()
+        if code != -signal.SIGKILL and deployment.port_taken(server):
+            deployment.port = quiet_port()  # not a cycle: try again on another port
+            storm.server = None
+            continue
+        assert code == -signal.SIGKILL, f"cycle {cycle}: exit code {code}, not killed:\n{deployment.log_tail()}"
+        storm.server = None
+        if early:
+            storm.early_kills += 1
+        else:
+            storm.kills += 1
+            storm.real_kills += real
+        check_dead_server(storm, cycle)
+
+
+def check_dead_server(storm: Storm, cycle: int) -> None:
+    """The dead server's files, checked untouched (no server runs until the next cycle): every acknowledged message
+    recorded, with its effects once."""
+    acked = storm.traffic.acked()
+    copy = snapshot(storm.deployment.db, storm.snapshots)
+    try:
+        facts = read_db(copy)
+        check_effects(facts, storm.traffic, acked, f"after kill {cycle}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- server log (tail) ---\n{storm.deployment.log_tail(lines=40)}") from None
+    storm.claimed_at_crash |= facts.sending
+
+
+def retry_on_the_last_start(storm: Storm) -> None:
+    """The last start, a real process: Vonage retries everything never acknowledged, and some that were; then the
+    outbox drains, the texts killed workers held included."""
+    traffic = storm.traffic
+    storm.server = storm.deployment.start_healthy(real=True)
+    with traffic.lock:
+        pending = [m for m in traffic.messages.values() if not m.acked]
+        acked_msgs = [m for m in traffic.messages.values() if m.acked]
+    for msg in pending:
+        assert traffic.post(storm.http, msg), f"retry of {msg.mid} not acknowledged by a healthy server"
+    for msg in storm.rng.sample(acked_msgs, min(100, len(acked_msgs))):
+        assert traffic.post(storm.http, msg), f"replay of {msg.mid} not acknowledged by a healthy server"
+        traffic.replays += 1
+    wait_drained(storm.deployment.db, 40, storm.claimed_at_crash)
+
+
+def check_the_last_pins_sign_in(storm: Storm) -> None:
+    """The PIN each member got last is the one that signs them in."""
+    rows = outbox_rows(storm.deployment.db)
+    by_ref = sent_by_ref(storm.emu)
+    for msisdn, username in MEMBERS.items():
+        last = max(i for i, r in rows.items() if r["phone_key"] == key_of(msisdn) and r["kind"] == "pin")
+        pin = PIN.search(by_ref[f"smsbot-{last}"][0].text)
+        assert pin, by_ref[f"smsbot-{last}"][0].text
+        assert web_login(storm.deployment.base, username, pin.group(0)) == 303, f"{username} cannot sign in"
+
+
+def stop_with_sigterm(storm: Storm) -> float:
+    """SIGTERM the last server: it exits with 0, without a traceback, within the shutdown timeout (+2 s). The
+    seconds it took."""
+    server = storm.server
+    assert server is not None and server.proc is not None and server.proc.proc is not None
+    stopping = time.monotonic()
+    server.proc.proc.send_signal(signal.SIGTERM)
+    stop_code = server.wait(SHUTDOWN_TIMEOUT + 2)
+    stop_seconds = time.monotonic() - stopping
+    output = server.proc.output()
+    server.kill()  # if it is still running
+    storm.server = None
+    assert stop_code == 0, (f"exit code {stop_code} after SIGTERM "
+                            f"(None: still running after {SHUTDOWN_TIMEOUT + 2:g} s)")
+    assert "Traceback" not in output, output
+    return stop_seconds
+
+
+def check_the_final_state(storm: Storm) -> tuple[dict[int, Any], int]:
+    """Everything acknowledged, each effect once, every text sent (texts a killed worker held, after a second
+    claim), one invite text per INVITE, no error logged. The outbox rows and the count of duplicate sends."""
+    deployment, traffic, emu = storm.deployment, storm.traffic, storm.emu
+    facts = read_db(deployment.db)
+    everything = traffic.acked()
+    assert everything == set(traffic.messages), "every message is acknowledged in the end"
+    check_effects(facts, traffic, everything, "after the final shutdown")
+    rows = outbox_rows(deployment.db)
+    stuck = {i: (r["kind"], r["state"]) for i, r in rows.items() if r["state"] != "sent"}
+    assert not stuck, f"outbox rows not sent in the end: {dict(list(stuck.items())[:10])}"
+
+    duplicates = check_provider_side(emu, rows, storm.claimed_at_crash)
+    not_retried = [i for i in storm.claimed_at_crash if rows[i]["attempts"] < 2]
+    assert not not_retried, f"rows claimed by a killed worker but not claimed again after restart: {not_retried}"
+    assert storm.claimed_at_crash, "no kill fell while the worker held a claim: the recovery path went untested"
+    for msg in traffic.messages.values():
+        if msg.text.startswith("INVITE"):
+            invitee = msg.text.split()[1].lstrip("+")
+            bodies = {s.text for s in list(emu.sent) if s.to == invitee and "invited" in s.text}
+            assert len(bodies) == 1, f"{msg.text!r} ({msg.mid}): the invitee got {len(bodies)} invite texts"
+    log = deployment.fork_log.read_text(encoding="utf-8", errors="replace")
+    problems = [line for line in log.splitlines() if " ERROR " in line or "Traceback" in line]
+    assert not problems, f"the forked servers logged errors: {problems[:10]}"
+    return rows, duplicates
 
 
 def test_sigkill_at_random_moments_loses_nothing_acknowledged(forker: ForkServer, emu: VonageEmulator,
                                                               tmp_path: pathlib.Path, crash_seed: int) -> None:
     started = time.monotonic()
-    seed = crash_seed
-    rng = random.Random(seed)
     deployment = Deployment(tmp_path, emu, forker)
-    traffic = Traffic(deployment, seed)
-    setup_http = requests.Session()
-    setup_http.trust_env = False
-    server: Running | None = None
-    kills = early_kills = real_kills = 0
-    claimed_at_crash: set[int] = set()
+    storm = Storm(deployment, Traffic(deployment, crash_seed), emu, random.Random(crash_seed), tmp_path / "snapshot")
+    traffic = storm.traffic
     try:
-        # Members, without kills, on a real `python -m smsbot serve`.
-        server = deployment.start_healthy(real=True)
-        for msisdn, username in MEMBERS.items():
-            assert traffic.post(setup_http, traffic.invite(msisdn, username))
-        for msisdn in MEMBERS:
-            wait_until(lambda: any(s.to == msisdn for s in emu.sent), 15, f"the invite to {msisdn}")
-            invite = next(s for s in list(emu.sent) if s.to == msisdn)
-            invite_code = INVITE_CODE.search(invite.text)
-            assert invite_code, invite.text
-            assert traffic.post(setup_http, traffic.code(msisdn, invite_code.group(1)))
-        for msisdn in MEMBERS:
-            wait_until(lambda: any(s.to == msisdn and "PIN" in s.text for s in emu.sent), 15,
-                       f"the first PIN of {msisdn}")
-
-        # The storm: texts stream in from several threads while the server is killed and restarted.
-        traffic.start()
-        cycle_deadline = time.monotonic() + CYCLE_DEADLINE
-        cycle = 0
-        while kills < MIN_CYCLES and cycle < MAX_CYCLES and time.monotonic() < cycle_deadline:
-            cycle += 1
-            real = cycle == REAL_CYCLE
-            early = cycle > 1 and not real and rng.random() < EARLY_KILL_SHARE
-            if server is None:
-                server = deployment.start(real=real)
-                if early:
-                    time.sleep(rng.uniform(0.0, 0.06))
-                else:
-                    with contextlib.suppress(PortTaken):
-                        deployment.wait_healthy(server)
-            if not early and server.poll() is None:
-                time.sleep(rng.uniform(*KILL_DELAY))
-            real = server.real
-            code = server.kill()
-            if code != -signal.SIGKILL and deployment.port_taken(server):
-                deployment.port = quiet_port()  # not a cycle: try again on another port
-                server = None
-                continue
-            assert code == -signal.SIGKILL, f"cycle {cycle}: exit code {code}, not killed:\n{deployment.log_tail()}"
-            server = None
-            if early:
-                early_kills += 1
-            else:
-                kills += 1
-                real_kills += real
-            # The dead server's files, checked untouched: no server runs until the next cycle.
-            acked = traffic.acked()
-            copy = snapshot(deployment.db, tmp_path / "snapshot")
-            try:
-                facts = read_db(copy)
-                check_effects(facts, traffic, acked, f"after kill {cycle}")
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}\n--- server log (tail) ---\n{deployment.log_tail(lines=40)}") from None
-            claimed_at_crash |= facts.sending
+        make_members(storm)
+        kill_and_restart(storm)
         cycles_done = time.monotonic()
         traffic.halt()
-        assert kills >= MIN_CYCLES, f"only {kills} kill/restart cycles in {CYCLE_DEADLINE:g} s"
+        assert storm.kills >= MIN_CYCLES, f"only {storm.kills} kill/restart cycles in {CYCLE_DEADLINE:g} s"
         assert not traffic.unexpected, f"webhooks answered other than 2xx: {traffic.unexpected[:5]}"
         acked_before = traffic.acked()
-        committed_unacked = read_db(snapshot(deployment.db, tmp_path / "snapshot")).inbound - acked_before
+        committed_unacked = read_db(snapshot(deployment.db, storm.snapshots)).inbound - acked_before
 
-        # The last start, a real process: Vonage retries everything never acknowledged, and some that were.
-        server = deployment.start_healthy(real=True)
-        with traffic.lock:
-            pending = [m for m in traffic.messages.values() if not m.acked]
-            acked_msgs = [m for m in traffic.messages.values() if m.acked]
-        for msg in pending:
-            assert traffic.post(setup_http, msg), f"retry of {msg.mid} not acknowledged by a healthy server"
-        for msg in rng.sample(acked_msgs, min(100, len(acked_msgs))):
-            assert traffic.post(setup_http, msg), f"replay of {msg.mid} not acknowledged by a healthy server"
-            traffic.replays += 1
-        wait_drained(deployment.db, 40, claimed_at_crash)
+        retry_on_the_last_start(storm)
         drained = time.monotonic()
-
-        # The PIN each member got last is the one that signs them in.
-        rows = outbox_rows(deployment.db)
-        by_ref = sent_by_ref(emu)
-        for msisdn, username in MEMBERS.items():
-            last = max(i for i, r in rows.items() if r["phone_key"] == key_of(msisdn) and r["kind"] == "pin")
-            pin = PIN.search(by_ref[f"smsbot-{last}"][0].text)
-            assert pin, by_ref[f"smsbot-{last}"][0].text
-            assert web_login(deployment.base, username, pin.group(0)) == 303, f"{username} cannot sign in"
-
-        stopping = time.monotonic()
-        assert server.proc is not None and server.proc.proc is not None
-        server.proc.proc.send_signal(signal.SIGTERM)
-        stop_code = server.wait(SHUTDOWN_TIMEOUT + 2)
-        stop_seconds = time.monotonic() - stopping
-        output = server.proc.output()
-        server.kill()  # if it is still running
-        server = None
-        assert stop_code == 0, (f"exit code {stop_code} after SIGTERM "
-                                f"(None: still running after {SHUTDOWN_TIMEOUT + 2:g} s)")
-        assert "Traceback" not in output, output
-
-        # Final state: everything acknowledged, each effect once, every text sent.
-        facts = read_db(deployment.db)
-        everything = traffic.acked()
-        assert everything == set(traffic.messages), "every message is acknowledged in the end"
-        check_effects(facts, traffic, everything, "after the final shutdown")
-        rows = outbox_rows(deployment.db)
-        stuck = {i: (r["kind"], r["state"]) for i, r in rows.items() if r["state"] != "sent"}
-        assert not stuck, f"outbox rows not sent in the end: {dict(list(stuck.items())[:10])}"
-
-        duplicates = check_provider_side(emu, rows, claimed_at_crash)
-        not_retried = [i for i in claimed_at_crash if rows[i]["attempts"] < 2]
-        assert not not_retried, f"rows claimed by a killed worker but not claimed again after restart: {not_retried}"
-        assert claimed_at_crash, "no kill fell while the worker held a claim: the recovery path went untested"
-        for msg in traffic.messages.values():
-            if msg.text.startswith("INVITE"):
-                invitee = msg.text.split()[1].lstrip("+")
-                bodies = {s.text for s in list(emu.sent) if s.to == invitee and "invited" in s.text}
-                assert len(bodies) == 1, f"{msg.text!r} ({msg.mid}): the invitee got {len(bodies)} invite texts"
-        log = deployment.fork_log.read_text(encoding="utf-8", errors="replace")
-        problems = [line for line in log.splitlines() if " ERROR " in line or "Traceback" in line]
-        assert not problems, f"the forked servers logged errors: {problems[:10]}"
+        check_the_last_pins_sign_in(storm)
+        stop_seconds = stop_with_sigterm(storm)
+        rows, duplicates = check_the_final_state(storm)
 
         elapsed = time.monotonic() - started
-        print(f"crash summary: {kills} SIGKILL cycles of a healthy server ({real_kills} of a real "
-              f"`python -m smsbot serve`) + {early_kills} during start-up, in {cycles_done - started:.1f} s; "
+        print(f"crash summary: {storm.kills} SIGKILL cycles of a healthy server ({storm.real_kills} of a real "
+              f"`python -m smsbot serve`) + {storm.early_kills} during start-up, in {cycles_done - started:.1f} s; "
               f"{len(traffic.messages)} messages, {traffic.posts} webhook posts, {len(acked_before)} acked during "
               f"the kills, {len(committed_unacked)} committed but not acked (kill between COMMIT and response), "
               f"{traffic.replays} re-posts of an earlier messageId ({traffic.unacked_replays} of unacked ones); "
-              f"{len(rows)} texts, {len(claimed_at_crash)} claimed by a killed worker and sent after restart, "
+              f"{len(rows)} texts, {len(storm.claimed_at_crash)} claimed by a killed worker and sent after restart, "
               f"{duplicates} duplicate(s) of accepted texts (kill between provider acceptance and mark-sent); "
               f"drain {drained - cycles_done:.1f} s, SIGTERM exit in {stop_seconds:.2f} s; "
               f"elapsed {elapsed:.1f} s")
     except BaseException as exc:
-        exc.add_note(f"replay with {replay_hint(seed)}")
+        exc.add_note(f"replay with {replay_hint(crash_seed)}")
         raise
     finally:
-        traffic.stop.set()
-        if server is not None:
-            server.kill()
-        for thread in traffic._threads:
-            thread.join(timeout=10)
-        setup_http.close()
-        deployment.close()
+        storm.close()
+
+
+# ------------------------------------------------------------------------------------------------ SIGTERM
+
+
+@dataclasses.dataclass
+class Burst:
+    """30 webhooks on connections opened beforehand, sent at once; three send only part of their body, and never
+    the rest. Each connection's answer is read on its own thread."""
+
+    traffic: Traffic
+    port: int
+    messages: list[Msg] = dataclasses.field(default_factory=list)
+    sockets: dict[str, socket.socket] = dataclasses.field(default_factory=dict)
+    threads: list[threading.Thread] = dataclasses.field(default_factory=list)
+    answered: dict[str, float] = dataclasses.field(default_factory=dict)  # message id: when its answer began
+    first_answer: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+    def send(self) -> None:
+        self.messages = [self.traffic.invite() for _ in range(30)]
+        partial = {m.mid for m in self.messages[:3]}
+        for msg in self.messages:
+            self.sockets[msg.mid] = socket.create_connection(("127.0.0.1", self.port), timeout=20)
+        self.threads = [threading.Thread(target=self.read_answer, args=(m,), daemon=True) for m in self.messages]
+        for thread in self.threads:
+            thread.start()
+        for msg in self.messages:
+            body = urllib.parse.urlencode(self.traffic.fields(msg)).encode()
+            head = (f"POST /webhooks/inbound HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+                    "Content-Type: application/x-www-form-urlencoded\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+            self.sockets[msg.mid].sendall(head + (body[:20] if msg.mid in partial else body))
+
+    def read_answer(self, msg: Msg) -> None:
+        data, first_at = b"", 0.0
+        with contextlib.suppress(OSError):
+            while chunk := self.sockets[msg.mid].recv(4096):
+                first_at, data = first_at or time.monotonic(), data + chunk
+        status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else 0
+        if self.traffic.record(msg, status, data.decode("utf-8", "replace")):
+            self.answered[msg.mid] = first_at
+            self.first_answer.set()
+
+    def join(self) -> None:
+        for thread in self.threads:
+            thread.join(timeout=20)
+
+    def close(self) -> None:
+        for sock in self.sockets.values():
+            sock.close()
+
+
+@dataclasses.dataclass
+class Exit:
+    """How a SIGTERMed server ended: its exit code (None: still running), when, and its output."""
+
+    code: int | None
+    after: float  # seconds after SIGTERM
+    db_closed_after: float | None  # seconds after SIGTERM that the app had closed its database (its WAL was gone)
+    output: str
+
+
+def wait_for_the_exit(server: Running, deployment: Deployment, sigterm_at: float, limit: float) -> Exit:
+    """Wait for the exit (a while past the limit, to measure it), noting when the app closed its database; then
+    make sure the server is gone."""
+    assert server.proc is not None
+    wal = deployment.db.with_name(deployment.db.name + "-wal")
+    db_closed_after: float | None = None
+    while server.poll() is None and time.monotonic() - sigterm_at < limit + 12:
+        if db_closed_after is None and not wal.exists():
+            db_closed_after = time.monotonic() - sigterm_at
+        time.sleep(0.01)
+    code = server.poll()
+    exit_after = time.monotonic() - sigterm_at
+    output = server.proc.output()
+    server.kill()  # if it is still running
+    return Exit(code, exit_after, db_closed_after, output)
+
+
+def check_sent_after_a_restart(deployment: Deployment, emu: VonageEmulator, burst: Burst, acked: set[str],
+                               hung_ref: str) -> None:
+    """After a restart the texts go out, the one the stopped worker held included."""
+    emu.clear_faults()
+    server = deployment.start_healthy()
+    try:
+        wait_drained(deployment.db, 20)
+        rows = outbox_rows(deployment.db)
+        by_ref = sent_by_ref(emu)
+        unsent = [i for i, r in rows.items() if r["state"] != "sent" or f"smsbot-{i}" not in by_ref]
+        assert not unsent, f"outbox rows not sent after the restart: {unsent}"
+        assert hung_ref.startswith("smsbot-") and rows[int(hung_ref[7:])]["attempts"] >= 2, (
+            f"the text whose send hung ({hung_ref}) was not claimed again after the restart")
+        for msg in burst.messages:
+            invitee = msg.text.split()[1].lstrip("+")
+            if msg.mid in acked:
+                assert any(s.to == invitee for s in list(emu.sent)), f"acknowledged {msg.text!r}: no invite sent"
+    finally:
+        server.kill()
 
 
 def test_sigterm_finishes_in_flight_webhooks_and_exits_within_the_shutdown_timeout(
@@ -928,9 +400,8 @@ def test_sigterm_finishes_in_flight_webhooks_and_exits_within_the_shutdown_timeo
     deployment = Deployment(tmp_path, emu, forker)
     traffic = Traffic(deployment, crash_seed)
     emu.hang_seconds = 60.0  # longer than the test: the hanging request never answers
+    burst = Burst(traffic, deployment.port)
     server: Running | None = None
-    threads: list[threading.Thread] = []
-    sockets: dict[str, socket.socket] = {}
     try:
         server = deployment.start_healthy(real=True)
         assert server.proc is not None and server.proc.proc is not None
@@ -941,91 +412,37 @@ def test_sigterm_finishes_in_flight_webhooks_and_exits_within_the_shutdown_timeo
         wait_until(lambda: any(r.fault == "hang" for r in list(emu.requests)), 10, "the outbox's hanging send")
         hung_ref = next(r for r in list(emu.requests) if r.fault == "hang").params.get("client-ref", "")
 
-        # 30 webhooks on connections opened beforehand, sent at once; SIGTERM as soon as the first is answered,
-        # so the others are being handled. Three send only part of their body, and never the rest.
-        burst = [traffic.invite() for _ in range(30)]
-        partial = {m.mid for m in burst[:3]}
-        for msg in burst:
-            sockets[msg.mid] = socket.create_connection(("127.0.0.1", deployment.port), timeout=20)
-        answered: dict[str, float] = {}
-        first_answer = threading.Event()
-
-        def read_answer(msg: Msg) -> None:
-            data, first_at = b"", 0.0
-            with contextlib.suppress(OSError):
-                while chunk := sockets[msg.mid].recv(4096):
-                    first_at, data = first_at or time.monotonic(), data + chunk
-            status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else 0
-            if traffic.record(msg, status, data.decode("utf-8", "replace")):
-                answered[msg.mid] = first_at
-                first_answer.set()
-
-        threads = [threading.Thread(target=read_answer, args=(m,), daemon=True) for m in burst]
-        for thread in threads:
-            thread.start()
-        for msg in burst:
-            body = urllib.parse.urlencode(traffic.fields(msg)).encode()
-            head = (f"POST /webhooks/inbound HTTP/1.1\r\nHost: 127.0.0.1:{deployment.port}\r\n"
-                    "Content-Type: application/x-www-form-urlencoded\r\n"
-                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
-            sockets[msg.mid].sendall(head + (body[:20] if msg.mid in partial else body))
-        assert first_answer.wait(10), "no webhook of the burst was acknowledged"
+        # SIGTERM as soon as the first webhook of the burst is answered, so the others are being handled.
+        burst.port = deployment.port
+        burst.send()
+        assert burst.first_answer.wait(10), "no webhook of the burst was acknowledged"
         sigterm_at = time.monotonic()
         server.proc.proc.send_signal(signal.SIGTERM)
-
-        # Wait for the exit (a while past the limit, to measure it); note when the app closed its database.
-        wal = deployment.db.with_name(deployment.db.name + "-wal")
         limit = SHUTDOWN_TIMEOUT + 2
-        db_closed_after: float | None = None
-        while server.poll() is None and time.monotonic() - sigterm_at < limit + 12:
-            if db_closed_after is None and not wal.exists():
-                db_closed_after = time.monotonic() - sigterm_at
-            time.sleep(0.01)
-        code = server.poll()
-        exit_after = time.monotonic() - sigterm_at
-        output = server.proc.output()
-        server.kill()  # if it is still running
+        ended = wait_for_the_exit(server, deployment, sigterm_at, limit)
         server = None
-        for thread in threads:
-            thread.join(timeout=20)
+        burst.join()
 
         # Nothing acknowledged is lost: every 2xx has its effects, exactly once.
         acked = traffic.acked()
-        facts = read_db(deployment.db)
-        check_effects(facts, traffic, acked, "after SIGTERM")
-        after_sigterm = [mid for mid, at in answered.items() if at > sigterm_at]
+        check_effects(read_db(deployment.db), traffic, acked, "after SIGTERM")
+        after_sigterm = [mid for mid, at in burst.answered.items() if at > sigterm_at]
+        check_sent_after_a_restart(deployment, emu, burst, acked, hung_ref)
 
-        # After a restart the texts go out, the one the stopped worker held included.
-        emu.clear_faults()
-        server = deployment.start_healthy()
-        wait_drained(deployment.db, 20)
-        rows = outbox_rows(deployment.db)
-        by_ref = sent_by_ref(emu)
-        unsent = [i for i, r in rows.items() if r["state"] != "sent" or f"smsbot-{i}" not in by_ref]
-        assert not unsent, f"outbox rows not sent after the restart: {unsent}"
-        assert hung_ref.startswith("smsbot-") and rows[int(hung_ref[7:])]["attempts"] >= 2, (
-            f"the text whose send hung ({hung_ref}) was not claimed again after the restart")
-        for msg in burst:
-            invitee = msg.text.split()[1].lstrip("+")
-            if msg.mid in acked:
-                assert any(s.to == invitee for s in list(emu.sent)), f"acknowledged {msg.text!r}: no invite sent"
-        server.kill()
-        server = None
-
-        print(f"\nsigterm summary: {len(acked & {m.mid for m in burst})}/{len(burst)} webhooks of the burst "
-              f"acknowledged, {len(after_sigterm)} of them answered after SIGTERM; database closed "
-              f"{db_closed_after if db_closed_after is None else round(db_closed_after, 2)} s and process exited "
-              f"{exit_after:.2f} s after SIGTERM (exit code {code})")
+        closed = ended.db_closed_after
+        print(f"\nsigterm summary: {len(acked & {m.mid for m in burst.messages})}/{len(burst.messages)} webhooks "
+              f"of the burst acknowledged, {len(after_sigterm)} of them answered after SIGTERM; database closed "
+              f"{closed if closed is None else round(closed, 2)} s and process exited "
+              f"{ended.after:.2f} s after SIGTERM (exit code {ended.code})")
         assert after_sigterm, "no webhook in flight at SIGTERM was finished (all were answered before it)"
-        assert "Traceback" not in output, output
-        assert code == 0 and exit_after <= limit, (
+        assert "Traceback" not in ended.output, ended.output
+        assert ended.code == 0 and ended.after <= limit, (
             f"`smsbot serve` did not exit within SMSBOT_SHUTDOWN_TIMEOUT={SHUTDOWN_TIMEOUT:g} s + 2 s of SIGTERM: "
-            f"exit code {code} ({'still running, killed' if code is None else 'exited'}) after {exit_after:.2f} s; "
-            f"the app had closed its database {db_closed_after} s after SIGTERM, while the outbox's Vonage "
-            f"request ({hung_ref}) was hanging")
+            f"exit code {ended.code} ({'still running, killed' if ended.code is None else 'exited'}) after "
+            f"{ended.after:.2f} s; the app had closed its database {closed} s after SIGTERM, while the outbox's "
+            f"Vonage request ({hung_ref}) was hanging")
     finally:
         if server is not None:
             server.kill()
-        for sock in sockets.values():
-            sock.close()
+        burst.close()
         deployment.close()

@@ -36,10 +36,13 @@ from typing import Any
 import asyncpg
 import pytest
 import requests
-from test_crash import (
-    INVITE_CODE,
+
+import smsbot.store.postgres  # noqa: F401 - imported here so the forked servers need not import it
+from smsbot.store.postgres import SENDER_LOCK
+
+from support.constants import INVITE_CODE, PIN
+from support.crash import (
     MEMBERS,
-    PIN,
     DbFacts,
     ForkServer,
     Running,
@@ -47,8 +50,6 @@ from test_crash import (
     check_effects,
     check_provider_side,
     crash_env,
-    crash_seed,  # noqa: F401 - a fixture
-    forker,  # noqa: F401 - a fixture
     key_of,
     quiet_port,
     replay_hint,
@@ -56,10 +57,6 @@ from test_crash import (
     wait_until,
     web_login,
 )
-
-import smsbot.store.postgres  # noqa: F401 - imported here so the forked servers need not import it
-from smsbot.store.postgres import SENDER_LOCK
-
 from support.procs import most_in_any_second
 from support.vonage_emulator import SMS_PATH, VonageEmulator
 
@@ -261,145 +258,201 @@ class SenderKill:
     alone: bool  # the others lived on
 
 
-def test_sigkill_of_random_instances_loses_nothing_and_keeps_one_rate_ceiling(
-        forker: ForkServer, emu: VonageEmulator, make_pg_url: Any, tmp_path: pathlib.Path,  # noqa: F811
-        crash_seed: int) -> None:  # noqa: F811
-    started = time.monotonic()
-    seed = crash_seed
-    rng = random.Random(seed)
-    url = make_pg_url()
-    instances = Instances(tmp_path, emu, forker, url)
-    slots = instances.slots
-    db = Db(url)
-    traffic = SpreadTraffic(instances, seed)
-    setup_http = requests.Session()
-    setup_http.trust_env = False
-    kills = whole_kills = down_before_kill = 0
-    sender_kills: list[SenderKill] = []
-    claimed_at_crash: set[int] = set()
-    try:
-        # Three instances starting together set the schema up; members join without kills.
-        for slot in slots:
-            instances.start(slot)
-        for slot in slots:
-            instances.wait_healthy(slot)
-        for msisdn, username in MEMBERS.items():
-            assert traffic.post(setup_http, traffic.invite(msisdn, username), rng.choice(slots).base)
-        for msisdn in MEMBERS:
-            wait_until(lambda: any(s.to == msisdn for s in emu.sent), 20, f"the invite to {msisdn}")
-            invite = next(s for s in list(emu.sent) if s.to == msisdn)
-            invite_code = INVITE_CODE.search(invite.text)
-            assert invite_code, invite.text
-            assert traffic.post(setup_http, traffic.code(msisdn, invite_code.group(1)), rng.choice(slots).base)
-        for msisdn in MEMBERS:
-            wait_until(lambda: any(s.to == msisdn and "PIN" in s.text for s in emu.sent), 20,
-                       f"the first PIN of {msisdn}")
+@dataclasses.dataclass
+class Run:
+    """One run of the test: the instances, their database, the traffic, and what the kills did."""
 
-        # The storm.
-        traffic.start()
-        storm_started = time.monotonic()
-        holder, held_since = None, 0.0
-        whole_at = set(rng.sample(range(10, MIN_CYCLES), WHOLE_KILLS))
-        while ((kills < MIN_CYCLES or sum(k.alone for k in sender_kills) < MIN_SENDER_KILLS or not claimed_at_crash)
-               and time.monotonic() - storm_started < CYCLE_DEADLINE):
-            now_holder = db.sender()
-            if now_holder != holder:
-                holder, held_since = now_holder, time.monotonic()
-            sender = next((s for s in slots if s.server is not None and s.app == holder), None)
-            early = rng.random() < EARLY_SHARE  # any instance, answering /healthz or still starting
-            if kills + 1 in whole_at:
-                victims = list(slots)
-            else:
-                candidates = slots if early else instances.some_up()
-                if sender in candidates and time.monotonic() - held_since < SENDER_HOLD:
-                    candidates = [s for s in candidates if s is not sender]
-                    if not candidates:
-                        time.sleep(0.01)
-                        continue
-                victims = [rng.choice(candidates)]
-            time.sleep(rng.uniform(*KILL_DELAY))
-            starting = sum(not instances.is_up(v) for v in victims)
-            codes = [instances.kill(victim) for victim in victims]
-            killed_at = time.time()
-            if -signal.SIGKILL not in codes:
-                for victim in victims:
-                    instances.start(victim)
-                continue  # each had exited already (its port was taken): not a cycle
-            kills += 1
-            down_before_kill += starting
-            whole_kills += len(victims) > 1
-            # The shared database, as the dead left it and the living go on: a snapshot is consistent.
-            acked = traffic.acked()
-            try:
-                facts = db.facts()
-                check_effects(facts, traffic, acked, f"after kill {kills} ({', '.join(v.app for v in victims)})")
-            except AssertionError as exc:
-                logs = "\n".join(f"--- {v.name} (tail) ---\n{instances.tail(v, 30)}" for v in slots)
-                raise AssertionError(f"{exc}\n{logs}") from None
-            if sender is not None and sender in victims:
-                # Its claims stay marked until the next sender's hand-over wait is over.
-                sender_kills.append(SenderKill(killed_at, set(facts.sending), len(db.waiting()), len(victims) == 1))
-                claimed_at_crash |= facts.sending
+    instances: Instances
+    db: Db
+    traffic: SpreadTraffic
+    emu: VonageEmulator
+    rng: random.Random
+    http: requests.Session = dataclasses.field(default_factory=requests.Session)
+    kills: int = 0  # cycles: of one instance, or of all at once
+    whole_kills: int = 0  # of every instance at once
+    down_before_kill: int = 0  # kills of an instance still starting
+    sender_kills: list[SenderKill] = dataclasses.field(default_factory=list)
+    claimed_at_crash: set[int] = dataclasses.field(default_factory=set)  # outbox rows a killed sender held
+
+    def __post_init__(self) -> None:
+        self.http.trust_env = False
+
+    def base(self) -> str:
+        """A random instance's address, as a load balancer would pick."""
+        return self.rng.choice(self.instances.slots).base
+
+    def close(self) -> None:
+        self.traffic.stop.set()
+        for thread in self.traffic._threads:
+            thread.join(timeout=10)
+        self.instances.close()
+        self.http.close()
+        self.db.close()
+
+
+def start_and_make_members(run: Run) -> None:
+    """Three instances starting together set the schema up; members join without kills."""
+    instances, traffic, emu = run.instances, run.traffic, run.emu
+    for slot in instances.slots:
+        instances.start(slot)
+    for slot in instances.slots:
+        instances.wait_healthy(slot)
+    for msisdn, username in MEMBERS.items():
+        assert traffic.post(run.http, traffic.invite(msisdn, username), run.base())
+    for msisdn in MEMBERS:
+        wait_until(lambda: any(s.to == msisdn for s in emu.sent), 20, f"the invite to {msisdn}")
+        invite = next(s for s in list(emu.sent) if s.to == msisdn)
+        invite_code = INVITE_CODE.search(invite.text)
+        assert invite_code, invite.text
+        assert traffic.post(run.http, traffic.code(msisdn, invite_code.group(1)), run.base())
+    for msisdn in MEMBERS:
+        wait_until(lambda: any(s.to == msisdn and "PIN" in s.text for s in emu.sent), 20,
+                   f"the first PIN of {msisdn}")
+
+
+def kill_and_restart(run: Run) -> float:
+    """The storm: texts stream in to random instances while one instance, or now and then all of them, is killed
+    and restarted, until there were enough kills of the sender holding claims. When it started."""
+    instances, db, rng, slots = run.instances, run.db, run.rng, run.instances.slots
+    run.traffic.start()
+    storm_started = time.monotonic()
+    holder, held_since = None, 0.0
+    whole_at = set(rng.sample(range(10, MIN_CYCLES), WHOLE_KILLS))
+    while ((run.kills < MIN_CYCLES or sum(k.alone for k in run.sender_kills) < MIN_SENDER_KILLS
+            or not run.claimed_at_crash)
+           and time.monotonic() - storm_started < CYCLE_DEADLINE):
+        now_holder = db.sender()
+        if now_holder != holder:
+            holder, held_since = now_holder, time.monotonic()
+        sender = next((s for s in slots if s.server is not None and s.app == holder), None)
+        early = rng.random() < EARLY_SHARE  # any instance, answering /healthz or still starting
+        if run.kills + 1 in whole_at:
+            victims = list(slots)
+        else:
+            candidates = slots if early else instances.some_up()
+            if sender in candidates and time.monotonic() - held_since < SENDER_HOLD:
+                candidates = [s for s in candidates if s is not sender]
+                if not candidates:
+                    time.sleep(0.01)
+                    continue
+            victims = [rng.choice(candidates)]
+        time.sleep(rng.uniform(*KILL_DELAY))
+        starting = sum(not instances.is_up(v) for v in victims)
+        codes = [instances.kill(victim) for victim in victims]
+        killed_at = time.time()
+        if -signal.SIGKILL not in codes:
             for victim in victims:
                 instances.start(victim)
+            continue  # each had exited already (its port was taken): not a cycle
+        run.kills += 1
+        run.down_before_kill += starting
+        run.whole_kills += len(victims) > 1
+        check_after_a_kill(run, victims, sender, killed_at)
+        for victim in victims:
+            instances.start(victim)
+    return storm_started
+
+
+def check_after_a_kill(run: Run, victims: list[Slot], sender: Slot | None, killed_at: float) -> None:
+    """The shared database, as the dead left it and the living go on: a snapshot is consistent. A killed sender's
+    claims are noted."""
+    acked = run.traffic.acked()
+    try:
+        facts = run.db.facts()
+        check_effects(facts, run.traffic, acked, f"after kill {run.kills} ({', '.join(v.app for v in victims)})")
+    except AssertionError as exc:
+        logs = "\n".join(f"--- {v.name} (tail) ---\n{run.instances.tail(v, 30)}" for v in run.instances.slots)
+        raise AssertionError(f"{exc}\n{logs}") from None
+    if sender is not None and sender in victims:
+        # Its claims stay marked until the next sender's hand-over wait is over.
+        run.sender_kills.append(SenderKill(killed_at, set(facts.sending), len(run.db.waiting()), len(victims) == 1))
+        run.claimed_at_crash |= facts.sending
+
+
+def retry_and_drain(run: Run) -> None:
+    """Vonage retries everything never acknowledged, and some that were, at random instances; the outbox drains."""
+    traffic = run.traffic
+    for slot in run.instances.slots:
+        run.instances.wait_healthy(slot)
+    with traffic.lock:
+        pending = [m for m in traffic.messages.values() if not m.acked]
+        acked_msgs = [m for m in traffic.messages.values() if m.acked]
+    for msg in pending:
+        assert traffic.post(run.http, msg, run.base()), f"retry of {msg.mid} not acknowledged"
+    for msg in run.rng.sample(acked_msgs, min(100, len(acked_msgs))):
+        assert traffic.post(run.http, msg, run.base()), f"replay of {msg.mid} not acknowledged"
+        traffic.replays += 1
+    deadline = time.monotonic() + DRAIN_TIMEOUT
+    while waiting := run.db.waiting():
+        assert time.monotonic() < deadline, (
+            f"the outbox did not drain within {DRAIN_TIMEOUT:g} s: {len(waiting)} row(s) left, "
+            f"{[tuple(r) for r in waiting[:10]]}; sender {run.db.sender()}")
+        time.sleep(0.1)
+
+
+def check_the_last_pins_sign_in(run: Run) -> None:
+    """The PIN each member got last signs them in, through any instance."""
+    rows = run.db.outbox()
+    by_ref = sent_by_ref(run.emu)
+    for msisdn, username in MEMBERS.items():
+        last = max(i for i, r in rows.items() if r["phone_key"] == key_of(msisdn) and r["kind"] == "pin")
+        pin = PIN.search(by_ref[f"smsbot-{last}"][0].text)
+        assert pin, by_ref[f"smsbot-{last}"][0].text
+        assert web_login(run.base(), username, pin.group(0)) == 303, f"{username} cannot sign in"
+
+
+def check_the_final_state(run: Run) -> tuple[dict[int, Any], int]:
+    """Everything acknowledged, each effect once, every text sent, one invite text per INVITE. The outbox rows and
+    the count of texts sent again."""
+    traffic, emu = run.traffic, run.emu
+    facts = run.db.facts()
+    everything = traffic.acked()
+    assert everything == set(traffic.messages), "every message is acknowledged in the end"
+    check_effects(facts, traffic, everything, "in the end")
+    rows = run.db.outbox()
+    stuck = {i: (r["kind"], r["state"]) for i, r in rows.items() if r["state"] != "sent"}
+    assert not stuck, f"outbox rows not sent in the end: {dict(list(stuck.items())[:10])}"
+
+    resent = check_provider_side(emu, rows, run.claimed_at_crash)
+    for msg in traffic.messages.values():
+        if msg.text.startswith("INVITE"):
+            invitee = msg.text.split()[1].lstrip("+")
+            bodies = {s.text for s in list(emu.sent) if s.to == invitee and "invited" in s.text}
+            assert len(bodies) == 1, f"{msg.text!r} ({msg.mid}): the invitee got {len(bodies)} invite texts"
+    return rows, resent
+
+
+def test_sigkill_of_random_instances_loses_nothing_and_keeps_one_rate_ceiling(
+        forker: ForkServer, emu: VonageEmulator, make_pg_url: Any, tmp_path: pathlib.Path,
+        crash_seed: int) -> None:
+    started = time.monotonic()
+    url = make_pg_url()
+    instances = Instances(tmp_path, emu, forker, url)
+    run = Run(instances, Db(url), SpreadTraffic(instances, crash_seed), emu, random.Random(crash_seed))
+    traffic, sender_kills = run.traffic, run.sender_kills
+    try:
+        start_and_make_members(run)
+        storm_started = kill_and_restart(run)
         cycles_done = time.monotonic()
         traffic.halt()
-        assert kills >= MIN_CYCLES, f"only {kills} kill/restart cycles in {CYCLE_DEADLINE:g} s"
-        assert sum(k.alone for k in sender_kills) >= MIN_SENDER_KILLS and claimed_at_crash, (
+        assert run.kills >= MIN_CYCLES, f"only {run.kills} kill/restart cycles in {CYCLE_DEADLINE:g} s"
+        assert sum(k.alone for k in sender_kills) >= MIN_SENDER_KILLS and run.claimed_at_crash, (
             f"in {CYCLE_DEADLINE:g} s the sender was killed {len(sender_kills)} times (with the others "
             f"{len(sender_kills) - sum(k.alone for k in sender_kills)} times), holding "
-            f"{len(claimed_at_crash)} claimed texts: fail-over went untested")
+            f"{len(run.claimed_at_crash)} claimed texts: fail-over went untested")
         assert not traffic.unexpected, f"webhooks answered other than 2xx: {traffic.unexpected[:5]}"
         acked_before = traffic.acked()
-        committed_unacked = db.facts().inbound - acked_before
+        committed_unacked = run.db.facts().inbound - acked_before
 
-        # Vonage retries everything never acknowledged, and some that were, at random instances.
-        for slot in slots:
-            instances.wait_healthy(slot)
-        with traffic.lock:
-            pending = [m for m in traffic.messages.values() if not m.acked]
-            acked_msgs = [m for m in traffic.messages.values() if m.acked]
-        for msg in pending:
-            assert traffic.post(setup_http, msg, rng.choice(slots).base), f"retry of {msg.mid} not acknowledged"
-        for msg in rng.sample(acked_msgs, min(100, len(acked_msgs))):
-            assert traffic.post(setup_http, msg, rng.choice(slots).base), f"replay of {msg.mid} not acknowledged"
-            traffic.replays += 1
-        deadline = time.monotonic() + DRAIN_TIMEOUT
-        while waiting := db.waiting():
-            assert time.monotonic() < deadline, (
-                f"the outbox did not drain within {DRAIN_TIMEOUT:g} s: {len(waiting)} row(s) left, "
-                f"{[tuple(r) for r in waiting[:10]]}; sender {db.sender()}")
-            time.sleep(0.1)
+        retry_and_drain(run)
         drained = time.monotonic()
-
-        # The PIN each member got last signs them in, through any instance.
-        rows = db.outbox()
-        by_ref = sent_by_ref(emu)
-        for msisdn, username in MEMBERS.items():
-            last = max(i for i, r in rows.items() if r["phone_key"] == key_of(msisdn) and r["kind"] == "pin")
-            pin = PIN.search(by_ref[f"smsbot-{last}"][0].text)
-            assert pin, by_ref[f"smsbot-{last}"][0].text
-            assert web_login(rng.choice(slots).base, username, pin.group(0)) == 303, f"{username} cannot sign in"
-        for slot in slots:
+        check_the_last_pins_sign_in(run)
+        for slot in instances.slots:
             instances.kill(slot)
-
-        # Final state: everything acknowledged, each effect once, every text sent.
-        facts = db.facts()
-        everything = traffic.acked()
-        assert everything == set(traffic.messages), "every message is acknowledged in the end"
-        check_effects(facts, traffic, everything, "in the end")
-        rows = db.outbox()
-        stuck = {i: (r["kind"], r["state"]) for i, r in rows.items() if r["state"] != "sent"}
-        assert not stuck, f"outbox rows not sent in the end: {dict(list(stuck.items())[:10])}"
-
-        resent = check_provider_side(emu, rows, claimed_at_crash)
-        for msg in traffic.messages.values():
-            if msg.text.startswith("INVITE"):
-                invitee = msg.text.split()[1].lstrip("+")
-                bodies = {s.text for s in list(emu.sent) if s.to == invitee and "invited" in s.text}
-                assert len(bodies) == 1, f"{msg.text!r} ({msg.mid}): the invitee got {len(bodies)} invite texts"
+        rows, resent = check_the_final_state(run)
 
         # Fail-overs: how soon a new sender sent, and when the texts the dead one had claimed went out.
+        by_ref = sent_by_ref(emu)
         arrivals = sorted(r.at for r in list(emu.requests) if r.path == SMS_PATH)
         last_send = {ref: max(t.at for t in texts) for ref, texts in by_ref.items()}
         takeovers = [next(at for at in arrivals if at > k.at) - k.at for k in sender_kills if k.waiting]
@@ -408,14 +461,14 @@ def test_sigkill_of_random_instances_loses_nothing_and_keeps_one_rate_ceiling(
         problems = instances.problems()
         elapsed = time.monotonic() - started
 
-        print(f"\nmulti-instance crash summary: {len(slots)} instances on one PostgreSQL database, {kills} SIGKILL "
-              f"cycles ({whole_kills} of every instance at once; {down_before_kill} kills of an instance still "
-              f"starting) in {cycles_done - storm_started:.1f} s, {len(sender_kills)} of them of the sender "
-              f"({sum(k.alone for k in sender_kills)} of it alone); "
+        print(f"\nmulti-instance crash summary: {len(instances.slots)} instances on one PostgreSQL database, "
+              f"{run.kills} SIGKILL cycles ({run.whole_kills} of every instance at once; {run.down_before_kill} "
+              f"kills of an instance still starting) in {cycles_done - storm_started:.1f} s, {len(sender_kills)} of "
+              f"them of the sender ({sum(k.alone for k in sender_kills)} of it alone); "
               f"{len(traffic.messages)} messages, {traffic.posts} webhook posts to random instances, "
               f"{len(acked_before)} acked during the kills, {len(committed_unacked)} committed but not acked, "
               f"{traffic.replays} re-posts of an earlier messageId ({traffic.unacked_replays} of unacked ones); "
-              f"{len(rows)} texts, {len(claimed_at_crash)} claimed by a killed sender, {resent} re-sent; "
+              f"{len(rows)} texts, {len(run.claimed_at_crash)} claimed by a killed sender, {resent} re-sent; "
               f"{len(arrivals)} SMS requests, at most {most} in any 1 s window (ceiling {RATE}); take-over (kill to "
               f"the next SMS request) {_spread(takeovers)}; a killed sender's claimed texts sent "
               f"{_spread(claimed_sent)} after the kill; drain {drained - cycles_done:.1f} s; elapsed {elapsed:.1f} s")
@@ -423,15 +476,10 @@ def test_sigkill_of_random_instances_loses_nothing_and_keeps_one_rate_ceiling(
         assert max(claimed_sent) < 60, f"a killed sender's texts were sent {max(claimed_sent):.1f} s after the kill"
         assert not problems, f"the instances logged errors: {problems[:10]}"
     except BaseException as exc:
-        exc.add_note(f"replay with {replay_hint(seed)}")
+        exc.add_note(f"replay with {replay_hint(crash_seed)}")
         raise
     finally:
-        traffic.stop.set()
-        for thread in traffic._threads:
-            thread.join(timeout=10)
-        instances.close()
-        setup_http.close()
-        db.close()
+        run.close()
 
 
 def _spread(seconds: list[float]) -> str:

@@ -45,6 +45,7 @@ def rate(service: str, text: str, tmp_path: pathlib.Path) -> tuple[float, int]:
     return exposure(rated.stdout, service), rated.returncode
 
 
+@pytest.mark.slow  # systemd-analyze
 @needs_systemd_analyze
 def test_systemd_verify_accepts_the_units(tmp_path: pathlib.Path) -> None:
     assert set(UNITS) == {"smsbot.service", "smsbot-backup.service", "smsbot-backup.timer"}
@@ -56,6 +57,7 @@ def test_systemd_verify_accepts_the_units(tmp_path: pathlib.Path) -> None:
     assert (verified.returncode, verified.stdout + verified.stderr) == (0, "")
 
 
+@pytest.mark.slow  # systemd-analyze
 @needs_systemd_analyze
 @pytest.mark.parametrize("service", SERVICES)
 def test_security_exposure_is_at_most_two(service: str, tmp_path: pathlib.Path) -> None:
@@ -63,6 +65,7 @@ def test_security_exposure_is_at_most_two(service: str, tmp_path: pathlib.Path) 
     assert score <= MAX_EXPOSURE and status == 0
 
 
+@pytest.mark.slow  # systemd-analyze
 @needs_systemd_analyze
 def test_the_exposure_check_fails_a_weaker_unit(tmp_path: pathlib.Path) -> None:
     """Without its sandboxing lines (Protect*, Private*, the system call filter) smsbot.service rates above 2.0."""

@@ -8,6 +8,7 @@ import pathlib
 import re
 from typing import Any
 
+import pytest
 import requests
 
 from smsbot.clock import Clock
@@ -16,8 +17,11 @@ from smsbot.messages import InboundText
 from smsbot.settings import load
 from smsbot.wiring import build
 
+from support.constants import INVITE_CODE, PIN
 from support.procs import clean_env, start_smsbot, wait_for, waiting_texts
 from support.service import ADMIN, BASE_ENV
+
+pytestmark = pytest.mark.slow  # every test runs smsbot dev
 
 PROD_SECRET = "production-secret-0123456789-abcdefghij"
 ALICE = "+12025550143"
@@ -32,7 +36,7 @@ async def production_database(db: pathlib.Path) -> None:
     try:
         await graph.pipeline.receive(InboundText("m1", ADMIN, f"INVITE {ALICE} alice"))
         await graph.outbox.drain_once()
-        code = re.search(r"code ([A-Z0-9]{6})", " ".join(m.text for m in gateway.sent if m.to == ALICE))
+        code = INVITE_CODE.search(" ".join(m.text for m in gateway.sent if m.to == ALICE))
         assert code
         await graph.pipeline.receive(InboundText("m2", ALICE, code.group(1)))
         await graph.outbox.drain_once()
@@ -107,10 +111,10 @@ def test_dev_never_talks_to_a_real_provider(tmp_path: pathlib.Path, emu: Any) ->
     try:
         requests.post(f"{base}/dev/phone/send", json={"from": ADMIN, "text": f"INVITE {ALICE} alice"}, timeout=5)
         invite = wait_for(lambda: [t for t in dev_texts(base) if t["number"] == ALICE], 10, "alice's invite")
-        code = re.search(r"code ([A-Z0-9]{6})", invite[0]["text"])
+        code = INVITE_CODE.search(invite[0]["text"])
         assert code, invite
         requests.post(f"{base}/dev/phone/send", json={"from": ALICE, "text": code.group(1)}, timeout=5)
-        wait_for(lambda: [t for t in dev_texts(base) if t["number"] == ALICE and re.search(r"\b\d{6}\b", t["text"])
+        wait_for(lambda: [t for t in dev_texts(base) if t["number"] == ALICE and PIN.search(t["text"])
                           and t["direction"] == "out"], 10, "alice's PIN, from the fake Verify")
     finally:
         proc.stop()

@@ -65,6 +65,22 @@ def test_readme_has_the_two_commands() -> None:
         assert after.startswith("    python3 -m venv .venv && ")
 
 
+def test_the_readme_chooses_xdist_and_the_fast_tier_by_declared_markers() -> None:
+    """pyproject forces no xdist (the README's test line asks for it), and the fast tier's -m names only markers
+    pyproject declares, `slow` and `pg` among them."""
+    pytest_options = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["pytest"]
+    options = pytest_options["ini_options"]
+    assert "-n" not in options.get("addopts", [])
+    assert README.split("<!-- test command -->", 1)[1].lstrip("\n").splitlines()[0].endswith(
+        ".venv/bin/pytest -n auto --dist worksteal")
+    fast = README.split("<!-- fast test command -->", 1)[1].lstrip("\n").splitlines()[0]
+    expression = re.search(r'^    \.venv/bin/pytest .*-m "([^"]+)"$', fast)
+    assert expression, fast
+    named = set(re.findall(r"\w+", expression.group(1))) - {"and", "or", "not"}
+    declared = {marker.split(":")[0] for marker in options["markers"]}
+    assert {"slow", "pg"} <= named <= declared, (named, declared)
+
+
 def test_readme_shows_the_tested_deploy_files_as_they_are() -> None:
     """The README's nginx, Caddy, Apache and Traefik configurations are the files in deploy/ (nginx's, Caddy's and
     Apache's are the files tests/test_proxies.py, tests/test_rolling_restart.py and tests/test_oidc_apache.py run),

@@ -7,7 +7,6 @@ POST JSON); what the service sends is read from the emulator's record of the SDK
 from __future__ import annotations
 
 import concurrent.futures
-import itertools
 import pathlib
 import re
 import subprocess
@@ -17,6 +16,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from support.client import auth, login, post_webhook, text_in, webhook_fields
+from support.constants import ADMIN_MSISDN, INVITEE, NUMBER, SECRET
 from support.procs import (
     CODE,
     PIN,
@@ -30,21 +31,13 @@ from support.procs import (
     wait_for,
     wait_text,
 )
-from support.service import CSRF_INPUT
 from support.vonage_emulator import SMS_PATH, VonageEmulator
 
 pytestmark = pytest.mark.slow
 
-SECRET = "e2e-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
-ADMIN = "14155550100"  # as Vonage writes a msisdn: digits, no +
-INVITEE = "14155550134"
-NUMBER = "14155550199"  # the group's virtual number
 GROUP = "Friends"
 
 TEXT_TIMEOUT = 10.0
-
-_ids = itertools.count(1)
-
 
 @pytest.fixture
 def serve(tmp_path: pathlib.Path, emu: VonageEmulator) -> Iterator[Serve]:
@@ -66,86 +59,17 @@ def serve(tmp_path: pathlib.Path, emu: VonageEmulator) -> Iterator[Serve]:
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def webhook_fields(msisdn: str, text: str, message_id: str | None = None) -> dict[str, str]:
-    """The fields of an SMS API inbound webhook, as Vonage sends them."""
-    words = text.split()
-    return {
-        "msisdn": msisdn,
-        "to": NUMBER,
-        "messageId": message_id or f"0A00000{next(_ids):09d}",
-        "text": text,
-        "type": "text",
-        "keyword": words[0].upper() if words else "",
-        "message-timestamp": "2025-03-14 15:09:26",
-        "api-key": "test-key",
-    }
-
-
-def post_webhook(http: requests.Session, base: str, how: str, fields: dict[str, str]) -> requests.Response:
-    url = f"{base}/webhooks/inbound"
-    if how == "get":
-        return http.get(url, params=fields, timeout=10)
-    if how == "form":
-        return http.post(url, data=fields, timeout=10)
-    if how == "json":
-        return http.post(url, json=fields, timeout=10)
-    raise ValueError(how)
-
-
-def text_in(http: requests.Session, base: str, how: str, msisdn: str, text: str,
-            message_id: str | None = None) -> requests.Response:
-    """One inbound text; the service must acknowledge it with 200 or 204."""
-    response = post_webhook(http, base, how, webhook_fields(msisdn, text, message_id))
-    assert response.status_code in (200, 204), (how, text, response.status_code, response.text)
-    return response
-
-
 def fence(emu: VonageEmulator, http: requests.Session, base: str) -> None:
     """Wait until everything caused so far has been sent: texts go out in the order they were queued, so once the
     reply to a fresh HELP from the admin is out, so is every text queued before it."""
-    before = len(sent_to(emu, ADMIN))
-    text_in(http, base, "form", ADMIN, "HELP")
-    wait_for(lambda: any(is_help(m.text) for m in sent_to(emu, ADMIN)[before:]), TEXT_TIMEOUT,
+    before = len(sent_to(emu, ADMIN_MSISDN))
+    text_in(http, base, "form", ADMIN_MSISDN, "HELP")
+    wait_for(lambda: any(is_help(m.text) for m in sent_to(emu, ADMIN_MSISDN)[before:]), TEXT_TIMEOUT,
              "the admin's HELP reply (fence)")
 
 
 def is_help(text: str) -> bool:
     return "commands" in text.lower()
-
-
-def login(http: requests.Session, base: str, username: str, pin: str) -> requests.Response:
-    """Sign in as a browser does: GET the form (CSRF cookie + hidden token), POST it back."""
-    form = http.get(f"{base}/login", timeout=10)
-    assert form.status_code == 200
-    token = CSRF_INPUT.search(form.text)
-    assert token, "the login form carries a hidden csrf_token"
-    assert 'name="username"' in form.text and 'name="pin"' in form.text
-    csrf_cookies = {c.name: c.value or "" for c in form.cookies}
-    assert csrf_cookies, "the login form sets its CSRF cookie"
-    assert SESSION_COOKIE not in csrf_cookies, "no session cookie before login"
-    return http.post(f"{base}/login", data={"username": username, "pin": pin, "csrf_token": token.group(1)},
-                     cookies=csrf_cookies, allow_redirects=False, timeout=10)
-
-
-def auth(http: requests.Session, base: str, session_cookie: str | None) -> requests.Response:
-    cookies = {SESSION_COOKIE: session_cookie} if session_cookie else {}
-    return http.get(f"{base}/auth", cookies=cookies, allow_redirects=False, timeout=10)
-
-
-def new_member(emu: VonageEmulator, http: requests.Session, base: str, msisdn: str, username: str) -> str:
-    """The admin invites `msisdn` (SMSBOT_CONFIRM=none), it replies with the code and signs in with its PIN: the
-    session cookie."""
-    before = len(sent_to(emu, msisdn))
-    text_in(http, base, "form", ADMIN, f"INVITE +{msisdn} {username}")
-    code = only(CODE, wait_text(emu, msisdn, lambda t: "invited" in t, "the invite", after=before).text)
-    text_in(http, base, "form", msisdn, code)
-    pin = only(PIN, wait_text(emu, msisdn, lambda t: "PIN is" in t, "the PIN", after=before).text)
-    signed_in = login(http, base, username, pin)
-    assert signed_in.status_code == 303, signed_in.text
-    cookie = signed_in.cookies.get(SESSION_COOKIE)
-    assert cookie, "signed in: a session cookie"
-    http.cookies.clear()
-    return cookie
 
 
 # ---------------------------------------------------------------------------------------------- tests
@@ -155,11 +79,11 @@ def test_the_whole_story_over_real_http(serve: Serve, emu: VonageEmulator, http:
     base = serve.base
 
     # The admin invites by a GET webhook (query string).
-    invite_fields = webhook_fields(ADMIN, "INVITE +1 415 555 0134 alice")
+    invite_fields = webhook_fields(ADMIN_MSISDN, "INVITE +1 415 555 0134 alice")
     response = post_webhook(http, base, "get", invite_fields)
     assert response.status_code in (200, 204), response.text
     invite = wait_text(emu, INVITEE, lambda t: "invited" in t, "the invite")
-    wait_text(emu, ADMIN, lambda t: t.startswith("Invited alice"), "the admin's INVITE reply")
+    wait_text(emu, ADMIN_MSISDN, lambda t: t.startswith("Invited alice"), "the admin's INVITE reply")
     assert invite.from_ == NUMBER
     code = only(CODE, invite.text)
 
@@ -167,7 +91,7 @@ def test_the_whole_story_over_real_http(serve: Serve, emu: VonageEmulator, http:
     response = post_webhook(http, base, "get", invite_fields)
     assert response.status_code in (200, 204), response.text
     # The same LIST four times at once: exactly one reply.
-    list_fields = webhook_fields(ADMIN, "LIST")
+    list_fields = webhook_fields(ADMIN_MSISDN, "LIST")
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         def post_list(_: int) -> requests.Response:
             with requests.Session() as own:  # requests.Session is not thread-safe: one each
@@ -177,7 +101,7 @@ def test_the_whole_story_over_real_http(serve: Serve, emu: VonageEmulator, http:
         answers = list(pool.map(post_list, range(4)))
     assert all(r.status_code in (200, 204) for r in answers), [(r.status_code, r.text) for r in answers]
     fence(emu, http, base)
-    admin_texts = [m.text for m in sent_to(emu, ADMIN)]
+    admin_texts = [m.text for m in sent_to(emu, ADMIN_MSISDN)]
     assert len(sent_to(emu, INVITEE)) == 1, [m.text for m in sent_to(emu, INVITEE)]
     assert len(admin_texts) == 3, f"INVITE reply, one LIST reply, HELP reply; got {admin_texts}"
     assert "alice" in admin_texts[1], f"LIST names the pending invite: {admin_texts[1]!r}"
@@ -206,11 +130,11 @@ def test_the_whole_story_over_real_http(serve: Serve, emu: VonageEmulator, http:
     assert auth(http, base, session_cookie + "x").status_code == 401
 
     # The admin revokes alice (a POST JSON webhook): at once, the session no longer authenticates.
-    text_in(http, base, "json", ADMIN, "REVOKE alice")
+    text_in(http, base, "json", ADMIN_MSISDN, "REVOKE alice")
     revoked = auth(http, base, session_cookie)
     assert revoked.status_code == 401, "REVOKE takes effect as soon as the webhook is acknowledged"
     assert "X-Auth-User" not in revoked.headers
-    wait_text(emu, ADMIN, lambda t: t.startswith("Revoked alice"), "the admin's REVOKE reply")
+    wait_text(emu, ADMIN_MSISDN, lambda t: t.startswith("Revoked alice"), "the admin's REVOKE reply")
     home = http.get(f"{base}/", cookies={SESSION_COOKIE: session_cookie}, allow_redirects=False, timeout=10)
     assert home.status_code in (302, 303) and home.headers["Location"].endswith("/login")
 
@@ -222,7 +146,7 @@ def test_the_whole_story_over_real_http(serve: Serve, emu: VonageEmulator, http:
 @pytest.mark.parametrize("how", ["get", "form", "json"])
 def test_a_malformed_webhook_gets_400_and_changes_nothing(serve: Serve, emu: VonageEmulator,
                                                          http: requests.Session, how: str) -> None:
-    fields = webhook_fields(ADMIN, "INVITE +1 415 555 0134 alice")
+    fields = webhook_fields(ADMIN_MSISDN, "INVITE +1 415 555 0134 alice")
     del fields["msisdn"]
     response = post_webhook(http, serve.base, how, fields)
     assert response.status_code == 400, (response.status_code, response.text)
@@ -242,16 +166,16 @@ def test_serve_stops_cleanly_on_sigterm(serve: Serve, http: requests.Session) ->
 
 def test_texts_survive_provider_errors(serve: Serve, emu: VonageEmulator, http: requests.Session) -> None:
     emu.inject("http500", "throttle")
-    text_in(http, serve.base, "get", ADMIN, "INVITE +14155550134 alice")
+    text_in(http, serve.base, "get", ADMIN_MSISDN, "INVITE +14155550134 alice")
     invite = wait_text(emu, INVITEE, lambda t: "invited" in t, "the invite, after the provider recovers", 15)
-    wait_text(emu, ADMIN, lambda t: t.startswith("Invited alice"), "the INVITE reply, after the provider recovers",
-              15)
+    wait_text(emu, ADMIN_MSISDN, lambda t: t.startswith("Invited alice"),
+              "the INVITE reply, after the provider recovers", 15)
     only(CODE, invite.text)
     faults = [r.fault for r in emu.requests if r.path == SMS_PATH]
     assert faults[:2] == ["http500", "throttle"], faults
     fence(emu, http, serve.base)
     assert len(sent_to(emu, INVITEE)) == 1, "sent once each, not once per attempt"
-    assert len([m for m in sent_to(emu, ADMIN) if m.text.startswith("Invited")]) == 1
+    assert len([m for m in sent_to(emu, ADMIN_MSISDN) if m.text.startswith("Invited")]) == 1
 
 
 def test_serve_refuses_bad_settings_and_names_every_problem(tmp_path: pathlib.Path) -> None:

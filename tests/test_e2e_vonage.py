@@ -24,6 +24,8 @@ import jwt
 import pytest
 import requests
 
+from support.client import post_webhook
+from support.constants import ADMIN_MSISDN, NUMBER
 from support.procs import (
     CODE,
     PIN,
@@ -44,9 +46,7 @@ pytestmark = pytest.mark.slow
 
 SECRET = "e2e-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 SIG_SECRET = "vonage-signature-secret-0123456789abcdef"  # >= 32 bytes: PyJWT warns on shorter HS256 keys
-ADMIN = "14155550100"  # as Vonage writes a msisdn: digits, no +
 INVITEE = "14155550134"
-NUMBER = "14155550199"  # the group's virtual number
 GROUP = "Old Mill Friends Club"  # longer than a Verify brand may be (16)
 APPLICATION_ID = "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"
 
@@ -119,15 +119,8 @@ def sms_signed_messages_body(sender: str, text: str, method: str) -> bytes:
 
 
 def post_sms(base: str, how: str, fields: dict[str, str], path: str = "/webhooks/inbound") -> requests.Response:
-    url = f"{base}{path}"
     with fresh_session() as http:
-        if how == "get":
-            return http.get(url, params=fields, timeout=10)
-        if how == "form":
-            return http.post(url, data=fields, timeout=10)
-        if how == "json":
-            return http.post(url, json=fields, timeout=10)
-    raise ValueError(how)
+        return post_webhook(http, base, how, fields, path)
 
 
 def post_messages(base: str, body: bytes, token: str | None) -> requests.Response:
@@ -213,15 +206,15 @@ def is_help(text: str) -> bool:
 def fence(emu: VonageEmulator, texter: Texter, timeout: float = TEXT_TIMEOUT) -> None:
     """Wait until everything caused so far has been sent: once the reply to a fresh HELP from the admin is out, so
     is every text queued before it (texts go out in the order they were queued, unless a fault delays one)."""
-    before = len(sent_to(emu, ADMIN))
-    texter.send(ADMIN, "HELP")
-    wait_text(emu, ADMIN, is_help, "the admin's HELP reply (fence)", timeout, after=before)
+    before = len(sent_to(emu, ADMIN_MSISDN))
+    texter.send(ADMIN_MSISDN, "HELP")
+    wait_text(emu, ADMIN_MSISDN, is_help, "the admin's HELP reply (fence)", timeout, after=before)
 
 
 def list_reply(emu: VonageEmulator, texter: Texter) -> str:
-    before = len(sent_to(emu, ADMIN))
-    texter.send(ADMIN, "LIST")
-    return wait_text(emu, ADMIN, lambda t: t.startswith(("Page ", "No members")), "the LIST reply",
+    before = len(sent_to(emu, ADMIN_MSISDN))
+    texter.send(ADMIN_MSISDN, "LIST")
+    return wait_text(emu, ADMIN_MSISDN, lambda t: t.startswith(("Page ", "No members")), "the LIST reply",
                      after=before).text
 
 
@@ -310,9 +303,9 @@ def test_the_whole_story_with_pins_through_verify(start_serve: Callable[..., Ser
     base = serve.base
     texter = Texter(base, "form")
 
-    texter.send(ADMIN, "INVITE +1 415 555 0134 alice")
+    texter.send(ADMIN_MSISDN, "INVITE +1 415 555 0134 alice")
     code = only(CODE, wait_text(emu, INVITEE, lambda t: "invited" in t, "the invite").text)
-    wait_text(emu, ADMIN, lambda t: t.startswith("Invited alice"), "the INVITE reply")
+    wait_text(emu, ADMIN_MSISDN, lambda t: t.startswith("Invited alice"), "the INVITE reply")
 
     # The code brings our own text announcing the PIN, then a Verify v2 request that sends it.
     texter.send(INVITEE, f"JOIN {code}")
@@ -371,10 +364,10 @@ def test_the_whole_story_with_pins_through_verify(start_serve: Callable[..., Ser
     assert auth(base, cookie2).status_code == 200
 
     # REVOKE: every session ends at once, and a LOGIN from that phone starts no verification.
-    texter.send(ADMIN, "REVOKE alice")
+    texter.send(ADMIN_MSISDN, "REVOKE alice")
     assert auth(base, cookie).status_code == 401
     assert auth(base, cookie2).status_code == 401
-    wait_text(emu, ADMIN, lambda t: t.startswith("Revoked alice"), "the REVOKE reply")
+    wait_text(emu, ADMIN_MSISDN, lambda t: t.startswith("Revoked alice"), "the REVOKE reply")
     texter.send(INVITEE, "LOGIN")
     fence(emu, texter)
     assert len(emu.verify_codes) == 4
@@ -418,9 +411,9 @@ def test_the_story_with_signed_webhooks(start_serve: Callable[..., Serve], emu: 
     base = serve.base
     texter = Texter(base, how, method, upper)
 
-    texter.send(ADMIN, "INVITE +1 415 555 0134 alice")
+    texter.send(ADMIN_MSISDN, "INVITE +1 415 555 0134 alice")
     invite = wait_text(emu, INVITEE, lambda t: "invited" in t, "the invite")
-    wait_text(emu, ADMIN, lambda t: t.startswith("Invited alice"), "the INVITE reply")
+    wait_text(emu, ADMIN_MSISDN, lambda t: t.startswith("Invited alice"), "the INVITE reply")
 
     # A signed delivery receipt (the SMS API's, signed with the configured method) is accepted.
     dlr = signed(dlr_fields(invite, "delivered", "0"), method, upper=upper)
@@ -432,9 +425,9 @@ def test_the_story_with_signed_webhooks(start_serve: Callable[..., Serve], emu: 
     assert auth(base, cookie).headers.get("X-Auth-User") == "alice"
     assert "alice" in list_reply(emu, texter)
 
-    texter.send(ADMIN, "REVOKE alice")
+    texter.send(ADMIN_MSISDN, "REVOKE alice")
     assert auth(base, cookie).status_code == 401
-    wait_text(emu, ADMIN, lambda t: t.startswith("Revoked alice"), "the REVOKE reply")
+    wait_text(emu, ADMIN_MSISDN, lambda t: t.startswith("Revoked alice"), "the REVOKE reply")
     assert "VONAGE_SIGNATURE_SECRET is not set" not in serve.proc.stderr()
 
 
@@ -446,13 +439,13 @@ def test_every_bad_signature_gets_401_and_changes_nothing(start_serve: Callable[
     good = Texter(base, "form", method)
 
     # A known state: one pending invite.
-    good.send(ADMIN, "INVITE +1 415 555 0134 alice")
+    good.send(ADMIN_MSISDN, "INVITE +1 415 555 0134 alice")
     invite = wait_text(emu, INVITEE, lambda t: "invited" in t, "the invite")
     before = list_reply(emu, good)
     assert "alice" in before and "invited" in before
     sent_before = len(emu.sent)
 
-    def sms(text: str, msisdn: str = ADMIN) -> dict[str, str]:
+    def sms(text: str, msisdn: str = ADMIN_MSISDN) -> dict[str, str]:
         return sms_fields(msisdn, text)
 
     now = time.time()
@@ -488,7 +481,7 @@ def test_every_bad_signature_gets_401_and_changes_nothing(start_serve: Callable[
         response = post_sms(base, how, fields, path)
         assert response.status_code == 401, (case, response.status_code, response.text)
 
-    body = messages_body(ADMIN, "INVITE +14155550140 erin")
+    body = messages_body(ADMIN_MSISDN, "INVITE +14155550140 erin")
     tampered_body = body.replace(b"erin", b"eve")
     messages_cases: list[tuple[str, bytes, str | None]] = [
         ("missing JWT", body, None),
@@ -497,7 +490,8 @@ def test_every_bad_signature_gets_401_and_changes_nothing(start_serve: Callable[
         ("tampered body", tampered_body, messages_jwt(body)),
         ("JWT signed with another secret", body, messages_jwt(body, secret="not-the-" + SIG_SECRET)),
         ("JWT without payload_hash match", body, messages_jwt(body, payload_hash="0" * 64)),
-        ("SMS-style sig instead of a JWT", sms_signed_messages_body(ADMIN, "INVITE +14155550140 erin", method), None),
+        ("SMS-style sig instead of a JWT", sms_signed_messages_body(ADMIN_MSISDN, "INVITE +14155550140 erin", method),
+         None),
     ]
     for case, payload, token in messages_cases:
         response = post_messages(base, payload, token)
@@ -538,9 +532,9 @@ def test_texts_get_through_provider_faults_in_verify_mode(start_serve: Callable[
 
     # INVITE: the connection is dropped, then a 500 (one fault on each of the two texts, or both on one).
     emu.inject("drop", "http500")
-    texter.send(ADMIN, "INVITE +1 415 555 0134 alice")
+    texter.send(ADMIN_MSISDN, "INVITE +1 415 555 0134 alice")
     invite = wait_text(emu, INVITEE, lambda t: "invited" in t, "the invite", FAULT_TIMEOUT)
-    wait_text(emu, ADMIN, lambda t: t.startswith("Invited alice"), "the INVITE reply", FAULT_TIMEOUT)
+    wait_text(emu, ADMIN_MSISDN, lambda t: t.startswith("Invited alice"), "the INVITE reply", FAULT_TIMEOUT)
 
     # The code: the announcement is throttled (SMS API status 1), Verify answers 429 once.
     emu.inject("throttle")
@@ -565,9 +559,10 @@ def test_texts_get_through_provider_faults_in_verify_mode(start_serve: Callable[
     # REVOKE: the reply's send hangs past the SDK timeout and is sent again; the revocation itself is immediate.
     emu.inject("hang")
     started = time.monotonic()
-    texter.send(ADMIN, "REVOKE alice")
+    texter.send(ADMIN_MSISDN, "REVOKE alice")
     assert auth(base, cookie).status_code == 401
-    wait_text(emu, ADMIN, lambda t: t.startswith("Revoked alice"), "the REVOKE reply after a hang", FAULT_TIMEOUT)
+    wait_text(emu, ADMIN_MSISDN, lambda t: t.startswith("Revoked alice"), "the REVOKE reply after a hang",
+              FAULT_TIMEOUT)
     assert time.monotonic() - started < FAULT_TIMEOUT, "the hung request was given up in time"
 
     fence(emu, texter)
@@ -577,7 +572,7 @@ def test_texts_get_through_provider_faults_in_verify_mode(start_serve: Callable[
     assert sorted(verify_faults) == ["http429", "http500"], verify_faults
     # Every text arrived, once each; one verification per PIN issued, never two live at once.
     assert texts_to(emu, INVITEE) == [invite.text, announcement(base), announcement(base)]
-    admin = [t for t in texts_to(emu, ADMIN) if not is_help(t)]
+    admin = [t for t in texts_to(emu, ADMIN_MSISDN) if not is_help(t)]
     assert [t.split()[0] for t in admin] == ["Invited", "alice", "Revoked"], admin  # alice joined, between
     assert list(emu.verify_codes) == [first, second]
     assert_one_live_verification_at_a_time(emu)
@@ -590,7 +585,7 @@ def test_pin_texts_get_through_provider_faults_once_each(start_serve: Callable[.
     base = serve.base
     texter = Texter(base, "get")
 
-    texter.send(ADMIN, "INVITE +1 415 555 0134 alice")
+    texter.send(ADMIN_MSISDN, "INVITE +1 415 555 0134 alice")
     invite = wait_text(emu, INVITEE, lambda t: "invited" in t, "the invite")
     emu.inject("throttle", "drop")  # both on the PIN text, one after the other
     texter.send(INVITEE, only(CODE, invite.text))
@@ -625,9 +620,9 @@ def test_a_failed_invite_shows_in_list(start_serve: Callable[..., Serve], emu: V
     base = serve.base
     texter = Texter(base, "json", "sha256")
 
-    texter.send(ADMIN, "INVITE +1 415 555 0134 alice")
+    texter.send(ADMIN_MSISDN, "INVITE +1 415 555 0134 alice")
     invite = wait_text(emu, INVITEE, lambda t: "invited" in t, "the invite")
-    reply = wait_text(emu, ADMIN, lambda t: t.startswith("Invited alice"), "the INVITE reply")
+    reply = wait_text(emu, ADMIN_MSISDN, lambda t: t.startswith("Invited alice"), "the INVITE reply")
     assert invite.client_ref and re.fullmatch(r"smsbot-\d+", invite.client_ref), invite.client_ref
     assert "(invited)" in list_reply(emu, texter)
 
@@ -658,7 +653,7 @@ def test_a_multipart_invite_is_reassembled(start_serve: Callable[..., Serve], em
     ids = [f"0C0000000000000{i}" for i in range(1, 4)]
 
     def part(index: int, message_id: str | None = None) -> requests.Response:
-        fields = sms_fields(ADMIN, pieces[index - 1], message_id or ids[index - 1], concat="true",
+        fields = sms_fields(ADMIN_MSISDN, pieces[index - 1], message_id or ids[index - 1], concat="true",
                             **{"concat-ref": "7f", "concat-total": "3", "concat-part": str(index)})
         response = post_sms(base, "form" if index != 2 else "json", fields)
         assert response.status_code in (200, 204), (index, response.status_code, response.text)
@@ -670,15 +665,15 @@ def test_a_multipart_invite_is_reassembled(start_serve: Callable[..., Serve], em
     part(3, "0C000000000000FF")  # the carrier repeats a part (new messageId)
     fence(emu, texter)
     assert not sent_to(emu, INVITEE), "nothing happens before the last part"
-    assert [t for t in texts_to(emu, ADMIN) if not is_help(t)] == [], "no reply to a part"
+    assert [t for t in texts_to(emu, ADMIN_MSISDN) if not is_help(t)] == [], "no reply to a part"
     part(2)
     invite = wait_text(emu, INVITEE, lambda t: "invited" in t and "alice" in t, "the invite from the whole text")
     only(CODE, invite.text)
-    wait_text(emu, ADMIN, lambda t: t.startswith("Invited alice"), "one INVITE reply")
+    wait_text(emu, ADMIN_MSISDN, lambda t: t.startswith("Invited alice"), "one INVITE reply")
     part(2)  # a retry of the last part after the whole text was handled
     fence(emu, texter)
     assert len(sent_to(emu, INVITEE)) == 1
-    assert len([t for t in texts_to(emu, ADMIN) if t.startswith("Invited")]) == 1
+    assert len([t for t in texts_to(emu, ADMIN_MSISDN) if t.startswith("Invited")]) == 1
 
 
 # ---------------------------------------------------------------------------------------------- start-up

@@ -18,6 +18,7 @@ from smsbot.clock import FakeClock
 from smsbot.gateway import FakeGateway
 from smsbot.web.devphone import DevPhones, copyable, username_in
 
+from support.constants import NUMBER, PIN_IS
 from support.service import ADMIN, CSRF_INPUT, WebBench
 
 SESSION = "__Host-smsbot_session"
@@ -55,7 +56,7 @@ async def sign_out(bench: WebBench, cookies: dict[str, str], scope: str = "this"
 
 
 async def new_pin(bench: WebBench) -> str:
-    found = re.search(r"PIN is (\d{6})", (await bench.text(ALICE, "LOGIN"))[0][1])
+    found = PIN_IS.search((await bench.text(ALICE, "LOGIN"))[0][1])
     assert found
     return found.group(1)
 
@@ -231,7 +232,7 @@ async def test_a_crash_is_a_500_page_for_a_browser_and_logged(make_settings: Cal
                                                               caplog: pytest.LogCaptureFixture) -> None:
     from smsbot.web import create_app
 
-    app = create_app(make_settings(dev=False), gateway=FakeGateway("14155550199"), clock=FakeClock(),
+    app = create_app(make_settings(dev=False), gateway=FakeGateway(NUMBER), clock=FakeClock(),
                      run_worker=False)
 
     async def broken(request: web.Request) -> web.Response:
@@ -290,14 +291,14 @@ def test_the_dev_phone_reads_names_and_codes_from_the_real_texts() -> None:
 
 def test_dev_phones_keep_their_order_and_learn_names() -> None:
     phones = DevPhones()
-    phones.add("+14155550100", admin=True)
+    phones.add(ADMIN, admin=True)
     assert phones.add("+14155550177") == (phones.phones["+14155550177"], True)
     phones.record("+14155550134", "out", texts.INVITE_AS.format(group="G", username="alice", code="4YWVNK",
                                                                   hours=72))
-    phones.record("+14155550100", "in", "INVITE +1 415 555 0134 alice")
+    phones.record(ADMIN, "in", "INVITE +1 415 555 0134 alice")
     assert phones.add("+14155550177")[1] is False
     assert [(p["number"], p["label"], p["shown"]) for p in phones.listed()] == [
-        ("+14155550100", "Admin", "+1 415-555-0100"), ("+14155550177", "Phone", "+1 415-555-0177"),
+        (ADMIN, "Admin", "+1 415-555-0100"), ("+14155550177", "Phone", "+1 415-555-0177"),
         ("+14155550134", "alice", "+1 415-555-0134")]
     assert [t["copy"] for t in phones.since(0)] == [[{"what": "code", "value": "4YWVNK"}], []], \
         "only texts to the phone get copy buttons"
@@ -308,7 +309,7 @@ async def test_the_dev_phone_adds_phones_and_lists_them(make_settings: Callable[
     from smsbot.web import create_app
     from smsbot.web.appkeys import OUTBOX
 
-    app = create_app(make_settings(dev=True), gateway=FakeGateway("14155550199"), clock=FakeClock(),
+    app = create_app(make_settings(dev=True), gateway=FakeGateway(NUMBER), clock=FakeClock(),
                      run_worker=False)
     client = await aiohttp_client(app)
     added = await client.post("/dev/phone/phones", json={"number": "(415) 555-0177"})

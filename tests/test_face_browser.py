@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from support.browser import (
-    ADMIN,
     DESKTOP,
     INVITEE,
     IPHONE,
@@ -33,6 +32,7 @@ from support.browser import (
     have_chromium,
     sign_in,
 )
+from support.constants import ADMIN
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page

@@ -11,8 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from test_e2e_serve import ADMIN, NUMBER, SECRET, auth, login, text_in
 
+from support.client import auth, login, text_in
+from support.constants import ADMIN_MSISDN, NUMBER, SECRET
 from support.procs import (
     CODE,
     PIN,
@@ -57,7 +58,7 @@ def test_an_outage_delays_texts_but_never_drops_or_doubles_them(serve: Serve, em
                                                                 http: requests.Session) -> None:
     base = serve.base
     alice = "14155550134"
-    text_in(http, base, "form", ADMIN, f"INVITE +{alice} alice")
+    text_in(http, base, "form", ADMIN_MSISDN, f"INVITE +{alice} alice")
     code = only(CODE, wait_text(emu, alice, lambda t: "code" in t, "invite").text)
     text_in(http, base, "form", alice, code)
     pin = only(PIN, wait_text(emu, alice, lambda t: "PIN is" in t, "PIN").text)
@@ -74,7 +75,7 @@ def test_an_outage_delays_texts_but_never_drops_or_doubles_them(serve: Serve, em
     emu.inject("throttle", "throttle", "internal", "hang", "drop", "drop", "http503", "http429")
     started = time.monotonic()
     for number in INVITEES:
-        text_in(http, base, "json", ADMIN, f"INVITE +{number}")
+        text_in(http, base, "json", ADMIN_MSISDN, f"INVITE +{number}")
 
     # Web sign-in keeps working while texts are failing.
     assert auth(http, base, cookie).status_code == 200
@@ -99,9 +100,9 @@ def test_an_outage_delays_texts_but_never_drops_or_doubles_them(serve: Serve, em
 def test_a_text_that_keeps_failing_is_shown_to_the_admins(serve: Serve, emu: VonageEmulator,
                                                          http: requests.Session) -> None:
     emu.inject("invalid")  # a permanent error (status 3) on the next send: the invite
-    text_in(http, serve.base, "form", ADMIN, "INVITE +14155550177 zed")
-    wait_text(emu, ADMIN, lambda t: t.startswith("Invited zed"), "the admin's reply")
-    text_in(http, serve.base, "form", ADMIN, "LIST")
-    wait_text(emu, ADMIN, lambda t: "zed **77 (invite not sent)" in t, "LIST showing the failed invite")
-    text_in(http, serve.base, "form", ADMIN, "LOG")
-    wait_text(emu, ADMIN, lambda t: "not sent: invite to **77" in t, "LOG showing the failure")
+    text_in(http, serve.base, "form", ADMIN_MSISDN, "INVITE +14155550177 zed")
+    wait_text(emu, ADMIN_MSISDN, lambda t: t.startswith("Invited zed"), "the admin's reply")
+    text_in(http, serve.base, "form", ADMIN_MSISDN, "LIST")
+    wait_text(emu, ADMIN_MSISDN, lambda t: "zed **77 (invite not sent)" in t, "LIST showing the failed invite")
+    text_in(http, serve.base, "form", ADMIN_MSISDN, "LOG")
+    wait_text(emu, ADMIN_MSISDN, lambda t: "not sent: invite to **77" in t, "LOG showing the failure")

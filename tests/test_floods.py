@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from support.constants import PIN_IS, YES
 from support.service import ADMIN, WebBench
 
 pytestmark = pytest.mark.backends
@@ -19,7 +20,6 @@ ADMIN2 = "+14155550101"
 ALICE = "+14155550134"
 BOB = "+14155550135"
 INVITEE = "+12025550143"
-YES = re.compile(r"YES (\d{4}) ")
 PAUSED = re.compile(r"^Too many texts from your number: replies pause until (\d\d:\d\d) UTC\. ")
 
 
@@ -29,7 +29,7 @@ async def two_admins(make_bench: Callable[..., Any], **env: str) -> WebBench:
 
 
 def pin_of(out: list[tuple[str, str]], to: str) -> str:
-    found = [re.search(r"PIN is (\d{6})", body) for who, body in out if who == to]
+    found = [PIN_IS.search(body) for who, body in out if who == to]
     assert found and found[0], out
     return found[0].group(1)
 

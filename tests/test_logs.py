@@ -11,9 +11,11 @@ from collections.abc import Callable
 
 import pytest
 import requests
-from test_e2e_serve import ADMIN, INVITEE, NUMBER, SECRET, auth, login, text_in
-from test_privacy import forms
 
+from support.client import auth, login, text_in
+from support.constants import ADMIN_MSISDN as ADMIN
+from support.constants import INVITEE, NUMBER, SECRET
+from support.privacy import forms
 from support.procs import CODE, PIN, SESSION_COOKIE, only, serve_env, start_smsbot, wait_text
 from support.vonage_emulator import VonageEmulator
 

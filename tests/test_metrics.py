@@ -63,6 +63,7 @@ async def test_the_metrics_listener_serves_metrics_and_nothing_else(
             assert response.status == 405
 
 
+@pytest.mark.slow  # promtool runs as a subprocess
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)")
 async def test_promtool_accepts_the_exposition(make_bench: Callable[..., Awaitable[WebBench]]) -> None:
     bench, port = await metered(make_bench)

@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 import requests
-from test_e2e_serve import ADMIN, NUMBER, SECRET, text_in
 
+from support.client import text_in
+from support.constants import ADMIN_MSISDN as ADMIN
+from support.constants import NUMBER, SECRET
 from support.procs import CODE, PIN, free_port, only, serve_env, start_smsbot, wait_text
 from support.vonage_emulator import VonageEmulator
 

@@ -14,8 +14,10 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import jwt
 import pytest
 import requests
-from test_e2e_serve import ADMIN, NUMBER, SECRET, login, text_in
 
+from support.client import login, text_in
+from support.constants import ADMIN_MSISDN as ADMIN
+from support.constants import NUMBER, SECRET
 from support.procs import CODE, PIN, SESSION_COOKIE, SmsbotProcess, only, serve_env, start_smsbot, wait_text
 from support.vonage_emulator import VonageEmulator
 

@@ -10,11 +10,12 @@ import signal
 
 import pytest
 import requests
-from test_e2e_serve import ADMIN, NUMBER, SECRET, auth, new_member, text_in
 
 from smsbot.errors import DatabaseInUse
 from smsbot.store import SqliteStore
 
+from support.client import auth, new_member, text_in
+from support.constants import ADMIN, ADMIN_MSISDN, NUMBER, SECRET
 from support.procs import SmsbotProcess, clean_env, free_port, serve_env, start_smsbot, wait_for
 from support.vonage_emulator import VonageEmulator
 
@@ -61,7 +62,7 @@ def test_a_second_serve_on_the_file_refuses_and_the_first_serves_on_until_killed
         assert http.get(f"{base}/healthz", timeout=10).status_code == 200
         assert auth(http, base, cookie).status_code == 200
         bob = new_member(emu, http, base, BOB, "bob")
-        text_in(http, base, "form", ADMIN, "REVOKE alice")
+        text_in(http, base, "form", ADMIN_MSISDN, "REVOKE alice")
         assert auth(http, base, cookie).status_code == 401
         assert auth(http, base, bob).headers.get("X-Auth-User") == "bob"
 
@@ -98,7 +99,7 @@ def test_dev_holds_its_file_against_dev_and_serve_however_the_path_is_spelled(
         assert http.get(f"{base}/healthz", timeout=10).status_code == 200
         assert first.proc is not None and first.proc.poll() is None
         # And it still takes texts and answers them.
-        sent = http.post(f"{base}/dev/phone/send", json={"from": "+14155550100", "text": "LIST"}, timeout=10)
+        sent = http.post(f"{base}/dev/phone/send", json={"from": ADMIN, "text": "LIST"}, timeout=10)
         assert sent.status_code == 200, sent.text
         wait_for(lambda: any(t["direction"] == "out" for t in http.get(f"{base}/dev/phone/texts", timeout=10)
                              .json()["texts"]), 10, "the reply to LIST on the dev phone page")

@@ -20,6 +20,8 @@ import pytest
 
 import smsbot
 
+pytestmark = pytest.mark.slow  # every test asks git for the tree's files
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Where each folder of the tree lands in the installed package.
 PACKAGE_DIRS = {"smsbot": "smsbot", "web": "smsbot/web"}
@@ -77,7 +79,6 @@ def test_the_tests_run_the_installed_package() -> None:
     assert not stale, f"the installed copy is not this tree (reinstall with pip install '.[test]'): {stale}"
 
 
-@pytest.mark.slow
 def test_the_wheel_and_the_sdist_hold_every_file(tmp_path: pathlib.Path) -> None:
     """`python -m build` makes the sdist from the tree, then the wheel from the sdist, as a packager would."""
     subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)],

@@ -5,14 +5,12 @@ sender; schema set-up by instances starting together; nothing of a number left i
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
 import pytest
-from test_privacy import forms
 
 from smsbot import texts
 from smsbot.clock import FakeClock
@@ -23,7 +21,9 @@ from smsbot.store import sqlite
 from smsbot.store.postgres import MIGRATIONS, SENDER_LOCK, PostgresStore
 from smsbot.wiring import Graph, build
 
+from support.constants import INVITE_CODE, PIN_IS, YES
 from support.pgcluster import pg_dump
+from support.privacy import forms
 from support.service import ADMIN, BASE_ENV, fast
 
 ALICE = "+12025550143"
@@ -55,11 +55,11 @@ async def two(pg_url: str) -> AsyncIterator[tuple[Instance, Instance]]:
 async def sent_code_and_pin(sender: Instance, admin_side: Instance) -> tuple[str, str]:
     await admin_side.text(ADMIN, f"INVITE {ALICE} alice")
     await sender.graph.outbox.drain_once()
-    code = re.search(r"code ([A-Z0-9]{6})", sender.gateway.sent[0].text)
+    code = INVITE_CODE.search(sender.gateway.sent[0].text)
     assert code
     await admin_side.text(ALICE, code.group(1))
     await sender.graph.outbox.drain_once()
-    pin = re.search(r"PIN is (\d{6})", sender.gateway.sent[-2].text)
+    pin = PIN_IS.search(sender.gateway.sent[-2].text)
     assert pin, [m.text for m in sender.gateway.sent]
     return code.group(1), pin.group(1)
 
@@ -130,7 +130,7 @@ async def test_codes_and_logins_texted_to_both_instances_at_once_count_each_try_
         return [m.text for m in a.gateway.sent if m.to == ALICE]
 
     await a.text(ADMIN, f"INVITE {ALICE} alice")
-    code = re.search(r"code ([A-Z0-9]{6})", (await sent())[0])
+    code = INVITE_CODE.search((await sent())[0])
     assert code
     wrong = [c for c in ("AAAAAA", "BBBBBB", "CCCCCC", "DDDDDD", "EEEEEE", "FFFFFF", "GGGGGG") if c != code.group(1)]
     await asyncio.gather(*((a, b)[n % 2].text(ALICE, guess) for n, guess in enumerate(wrong)))
@@ -140,7 +140,7 @@ async def test_codes_and_logins_texted_to_both_instances_at_once_count_each_try_
     assert not any("PIN is" in t for t in await sent()), "the invite was cancelled after five wrong codes"
 
     await a.text(ADMIN, f"INVITE {ALICE} alice")
-    code = re.search(r"code ([A-Z0-9]{6})", (await sent())[-1])
+    code = INVITE_CODE.search((await sent())[-1])
     assert code
     await b.text(ALICE, code.group(1))  # joins: the first PIN of the hour
     await asyncio.gather(*((a, b)[n % 2].text(ALICE, "LOGIN") for n in range(10)))
@@ -283,7 +283,7 @@ async def test_no_number_is_left_in_a_dump_once_texts_are_sent(pg_url: str) -> N
         dump = pg_dump(pg_url)
         assert "(202) 555-0177" in dump, "the scan can fail: a waiting command holds the number as typed"
         await a.graph.outbox.drain_once()
-        yes = re.search(r"YES (\d{4}) ", a.gateway.sent[-1].text)
+        yes = YES.search(a.gateway.sent[-1].text)
         assert yes
         await a.text(ADMIN, f"YES {yes.group(1)}")
         await a.graph.outbox.drain_once()

@@ -3,44 +3,25 @@
 from __future__ import annotations
 
 import logging
-import pathlib
 import re
 
 import pytest
 
 from smsbot import logs
-from smsbot.web.appkeys import SETTINGS, STORE
+from smsbot.web.appkeys import STORE
 
+from support.constants import INVITE_CODE, NUMBER, PIN_IS
+from support.privacy import assert_absent, database_files, forms
 from support.service import ADMIN, WebBench
 
 INVITEE = "+12025550143"
 SECOND = "+14155550177"
 
 
-def forms(e164: str) -> list[str]:
-    digits = e164.lstrip("+")
-    national = digits[1:]
-    return [e164, digits, national, f"({national[:3]}) {national[3:6]}-{national[6:]}",
-            f"{national[:3]}-{national[3:6]}-{national[6:]}", f"{national[:3]} {national[3:6]} {national[6:]}"]
-
-
-def database_files(bench: WebBench) -> list[pathlib.Path]:
-    db = pathlib.Path(bench.app[SETTINGS].db_path)
-    return [p for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"),
-                        db.with_name(db.name + "-journal")) if p.exists()]
-
-
-def captured(pattern: str, text: str) -> str:
-    found = re.search(pattern, text)
+def captured(pattern: re.Pattern[str], text: str) -> str:
+    found = pattern.search(text)
     assert found, f"{pattern!r} not in {text!r}"
     return found.group(1)
-
-
-def assert_absent(blobs: dict[str, bytes], secrets: list[str]) -> None:
-    for name, blob in blobs.items():
-        for secret in secrets:
-            assert secret.encode() not in blob, f"{secret!r} found in {name}"
-            assert secret.encode("utf-16-le") not in blob, f"{secret!r} (UTF-16) found in {name}"
 
 
 async def test_no_number_code_or_pin_survives_the_story(bench: WebBench, caplog: pytest.LogCaptureFixture) -> None:
@@ -48,15 +29,15 @@ async def test_no_number_code_or_pin_survives_the_story(bench: WebBench, caplog:
     logs.quiet_leaky_loggers()  # as `smsbot serve` does at start
     seen: list[str] = []
     out = await bench.text(ADMIN, "INVITE (202) 555-0143")
-    code = captured(r"code ([A-Z0-9]{6})", out[0][1])
+    code = captured(INVITE_CODE, out[0][1])
     await bench.text(INVITEE, "WRONG1")
     await bench.text(INVITEE, f"join {code.lower()}")
     out = await bench.text(INVITEE, "carol")
-    pin = captured(r"PIN is (\d{6})", out[0][1])
+    pin = captured(PIN_IS, out[0][1])
     response, cookies = await bench.login("carol", pin)
     assert response.status == 303
     out = await bench.text(INVITEE, "LOGIN")
-    seen.append(captured(r"PIN is (\d{6})", out[0][1]))
+    seen.append(captured(PIN_IS, out[0][1]))
     second_pin = await bench.member_with_pin(SECOND, "dave")
     await bench.text(ADMIN, "LIST")
     await bench.text(SECOND, "STOP")
@@ -78,7 +59,7 @@ async def test_no_number_code_or_pin_survives_the_story(bench: WebBench, caplog:
 async def test_the_scan_would_find_a_number_left_in_clear(bench: WebBench) -> None:
     """The check above can fail: before the outbox sends, the invite's number is in the database."""
     await bench.client.post("/webhooks/inbound", data={
-        "msisdn": ADMIN.lstrip("+"), "to": "14155550199", "messageId": "priv-1", "text": f"INVITE {INVITEE}"})
+        "msisdn": ADMIN.lstrip("+"), "to": NUMBER, "messageId": "priv-1", "text": f"INVITE {INVITEE}"})
     blobs = {p.name: p.read_bytes() for p in database_files(bench)}
     with pytest.raises(AssertionError):
         assert_absent(blobs, [INVITEE])

@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 import requests
 from test_alert_rules import RULES
-from test_e2e_serve import ADMIN, INVITEE, NUMBER, SECRET, auth, login, text_in
 
+from support.client import auth, login, text_in
+from support.constants import ADMIN_MSISDN as ADMIN
+from support.constants import INVITEE, NUMBER, SECRET
 from support.procs import (
     CODE,
     PIN,

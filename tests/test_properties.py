@@ -46,6 +46,7 @@ from smsbot.settings import Settings, load
 from smsbot.signatures import sms_signature
 from smsbot.web import create_app
 
+from support.constants import INVITE_CODE
 from support.service import ADMIN, BASE_ENV, SECRET, Wired
 
 T = TypeVar("T")
@@ -345,12 +346,12 @@ ROLE_NUMBERS = {"admin": ADMIN, "member": MEMBER, "invitee": INVITEE, "named": N
 def set_up_group(rig: SyncWired) -> None:
     """An admin, a member (alice), an invitee awaiting a code and one awaiting a username (named bob)."""
     out = rig.text(ADMIN, f"INVITE {MEMBER} alice")
-    code = re.search(r"code ([A-Z0-9]{6})", out[0][1])
+    code = INVITE_CODE.search(out[0][1])
     assert code, out
     assert "PIN" in rig.text(MEMBER, code.group(1))[0][1]
     rig.text(ADMIN, f"INVITE {INVITEE}")
     out = rig.text(ADMIN, f"INVITE {NAMED}")
-    code = re.search(r"code ([A-Z0-9]{6})", out[0][1])
+    code = INVITE_CODE.search(out[0][1])
     assert code, out
     rig.text(NAMED, code.group(1))
 
@@ -408,6 +409,7 @@ def test_the_engine_never_raises_on_lone_surrogates(group_db: pathlib.Path, plan
 STRANGER_MAY_GET_REPLIES_TO = {"HELP", "STOP", "START"}
 
 
+@pytest.mark.slow  # Hypothesis, run inside
 def test_strangers_get_nothing_but_help_stop_and_start_replies() -> None:
     """Checklist item 6: a stranger (not admin, not invited, not a member) gets a text back only for HELP/INFO and
     the STOP and START families, only to their own phone, and at most STRANGER_REPLIES_PER_DAY of them. One database
@@ -880,10 +882,12 @@ def fuzz_every_route(signed: bool, body_routes: int, other_routes: int, only: st
     assert not found, f"5xx answers ({sum(map(len, found.values()))} requests, {len(found)} causes):\n{report}"
 
 
+@pytest.mark.slow  # Hypothesis, run inside
 def test_no_request_to_any_route_gets_a_5xx() -> None:
     fuzz_every_route(signed=False, body_routes=40, other_routes=12)
 
 
+@pytest.mark.slow  # Hypothesis, run inside
 def test_no_request_to_a_webhook_gets_a_5xx_with_signing_on() -> None:
     """Signing changes only the webhooks: with VONAGE_SIGNATURE_SECRET set they are fuzzed again, a third of the
     requests signed correctly (SMS API `sig` or Messages API JWT) so that they get past the signature check."""

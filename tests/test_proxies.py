@@ -28,8 +28,9 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 import requests
-from test_gate import HOSTILE_RD
 
+from support.cases import HOSTILE_RD
+from support.constants import ADMIN_MSISDN, NUMBER
 from support.procs import (
     CODE,
     PIN,
@@ -55,9 +56,7 @@ SMSBOT_AT = "127.0.0.1:8080"
 TOOL_AT = "127.0.0.1:3000"
 
 SECRET = "proxies-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
-ADMIN = "14155550100"  # one of serve_env's SMSBOT_ADMINS, as Vonage writes a msisdn
 MEMBER = "14155550134"
-NUMBER = "14155550199"
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 SCRIPT = {"Accept": "*/*"}
 IDENTITY = ("Remote-User", "Remote-Groups", "X-Auth-User")
@@ -331,7 +330,7 @@ def text_in(stack: Stack, msisdn: str, text: str) -> None:
 
 def invite(stack: Stack, username: str = "alice") -> str:
     """The admin invites MEMBER as `username`, who replies with the code: returns the PIN they get."""
-    text_in(stack, ADMIN, f"INVITE +{MEMBER} {username}")
+    text_in(stack, ADMIN_MSISDN, f"INVITE +{MEMBER} {username}")
     code = only(CODE, wait_text(stack.emu, MEMBER, lambda t: "invited" in t, "the invite").text)
     before = len(sent_to(stack.emu, MEMBER))
     text_in(stack, MEMBER, code)
@@ -410,7 +409,7 @@ def test_a_browser_signs_in_through_the_proxy_and_comes_back(stack: Stack) -> No
 
     # The admin revokes alice: her next request is refused (a browser is sent to sign in again).
     seen = len(tool.seen)
-    text_in(stack, ADMIN, "REVOKE alice")
+    text_in(stack, ADMIN_MSISDN, "REVOKE alice")
     revoked = browser.get(page, allow_redirects=False, timeout=10)
     assert revoked.status_code == 302 and revoked.headers["Location"] == refused.headers["Location"]
     as_script = browser.get(page, headers=SCRIPT, allow_redirects=False, timeout=10)

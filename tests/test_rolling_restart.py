@@ -22,11 +22,13 @@ from collections.abc import Iterator, Mapping
 
 import pytest
 import requests
-from test_e2e_serve import ADMIN, NUMBER, SECRET, login, webhook_fields
 from test_e2e_vonage import SIG_SECRET, signed
 from test_instances import sent_by_ref, sms_arrivals
 from test_proxies import BINARIES, ProxyProcess, deploy_file, nginx_serving
 
+from support.client import login, webhook_fields
+from support.constants import ADMIN_MSISDN as ADMIN
+from support.constants import NUMBER, SECRET
 from support.procs import (
     CODE,
     PIN,

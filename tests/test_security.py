@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import asyncio
 import pathlib
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -15,6 +14,7 @@ from smsbot.gateway import SendError
 from smsbot.messages import InboundText
 from smsbot.store.postgres import PostgresStore
 
+from support.constants import INVITE_CODE, PIN_IS
 from support.service import ADMIN, WebBench, Wired, login_form
 
 pytestmark = pytest.mark.backends
@@ -103,9 +103,9 @@ async def test_revoke_withdraws_texts_still_waiting(bench: WebBench) -> None:
     down = SendError("down", transient=True)
     bench.gateway.failures = [down, down]
     await bench.text(ALICE, "LOGIN")  # the PIN text fails once and waits for a retry
-    await bench.text("+14155550100", "INVITE +14155550177")  # the invite waits too (the provider is "down")
-    await bench.text("+14155550100", "REVOKE alice")
-    await bench.text("+14155550100", "REVOKE +14155550177")
+    await bench.text(ADMIN, "INVITE +14155550177")  # the invite waits too (the provider is "down")
+    await bench.text(ADMIN, "REVOKE alice")
+    await bench.text(ADMIN, "REVOKE +14155550177")
     bench.clock.advance(600)
     await bench.app[OUTBOX].drain_once()
     assert sum("PIN is" in m.text for m in bench.gateway.sent if m.to == ALICE) == 1, "no PIN after REVOKE"
@@ -128,9 +128,9 @@ async def test_a_lookup_racing_the_end_of_a_session_caches_nothing(wired: Wired,
     admin's REVOKE or LOGOUT, the member's LOGOUT; a lockout ends no session): none of them leaves the session
     cached once the command has returned (and so before any 2xx)."""
     await wired.text(ADMIN, f"INVITE {ALICE} alice")
-    code = re.search(r"code ([A-Z0-9]{6})", " ".join(m.text for m in wired.gateway.sent if m.to == ALICE))
+    code = INVITE_CODE.search(" ".join(m.text for m in wired.gateway.sent if m.to == ALICE))
     assert code
-    pin = re.search(r"PIN is (\d{6})", " ".join(text for to, text in await wired.text(ALICE, code.group(1))
+    pin = PIN_IS.search(" ".join(text for to, text in await wired.text(ALICE, code.group(1))
                                                  if to == ALICE))
     assert pin
     token = await wired.signin.login("alice", pin.group(1), "phone")

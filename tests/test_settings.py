@@ -17,6 +17,8 @@ from smsbot.gateway.vonage import vonage_key_check
 from smsbot.settings import TABLE, Settings, environment, listing, load, masked_url, redacted, url_secrets
 from smsbot.web.cli import dev_environment
 
+from support.cases import PASSWORD_URLS
+from support.constants import ADMIN
 from support.service import BASE_ENV
 
 APP_ID = "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"
@@ -68,7 +70,7 @@ def test_dotenv_is_read_and_the_real_environment_wins(tmp_path: pathlib.Path) ->
 def test_dev_mode_needs_no_configuration(tmp_path: pathlib.Path) -> None:
     env = dev_environment({"SMSBOT_DB": str(tmp_path / "dev.db")}, 8080)
     settings: Settings = load(env, dev=True)
-    assert settings.dev and settings.admins == ("+14155550100",)
+    assert settings.dev and settings.admins == (ADMIN,)
     again = load(dev_environment({"SMSBOT_DB": str(tmp_path / "dev.db")}, 8080), dev=True)
     assert again.secret == settings.secret, "the dev secret persists, so the dev database stays usable"
 
@@ -193,6 +195,7 @@ def test_dev_mode_needs_no_number_or_vonage_credentials() -> None:
                                      "VONAGE_API_SECRET is required to send texts"]
 
 
+@pytest.mark.slow  # a subprocess
 def test_settings_do_not_import_the_gateway() -> None:
     """The private-key check is the edge's to pass in: loading settings with a key loads no gateway."""
     import json
@@ -207,27 +210,6 @@ def test_settings_do_not_import_the_gateway() -> None:
     assert loaded.strip() == "['smsbot.commands', 'smsbot.errors', 'smsbot.phone', 'smsbot.settings']"
 
 
-# Every way a PostgreSQL URL can carry a password that asyncpg reads, and the text that must never be shown.
-PASSWORD_URLS = [
-    ("postgresql://smsbot:hunter2-pw@db.example.org:5432/smsbot", "hunter2-pw"),
-    ("postgres://smsbot:hunter2-pw@db.example.org/smsbot", "hunter2-pw"),
-    ("postgresql://smsbot@db.example.org/smsbot?password=hunter2-pw", "hunter2-pw"),
-    ("postgresql://smsbot@db.example.org/smsbot?sslmode=require&password=hunter2-pw&application_name=x",
-     "hunter2-pw"),
-    ("postgresql://smsbot@db.example.org/smsbot?password=first-pw&password=hunter2-pw", "hunter2-pw"),
-    ("postgresql://smsbot@db.example.org/smsbot?password=first-pw&password=hunter2-pw", "first-pw"),
-    ("postgresql://smsbot@db.example.org/smsbot?pass%77ord=hunter2-pw", "hunter2-pw"),
-    ("postgresql://smsbot@db.example.org/smsbot?PASSWORD=hunter2-pw", "hunter2-pw"),
-    ("postgresql://smsbot:hunter2%40pw%3Ax@db.example.org/smsbot", "hunter2%40pw%3Ax"),
-    ("postgresql://smsbot:hunter2%40pw%3Ax@db.example.org/smsbot", "hunter2@pw:x"),
-    ("postgresql://smsbot@db.example.org/smsbot?password=hunter2%26pw%3D", "hunter2&pw="),
-    ("postgresql://smsbot@db.example.org/smsbot?password=hunter2+pw", "hunter2 pw"),
-    ("postgresql://smsbot:hunter2:pw@db.example.org/smsbot", "hunter2:pw"),
-    ("postgresql://smsbot:hunter2-pw@db1.example.org:5432,db2.example.org:5433/smsbot", "hunter2-pw"),
-    ("postgresql://smsbot@db.example.org/smsbot?sslmode=verify-full&sslpassword=hunter2-pw", "hunter2-pw"),
-    ("postgresql://smsbot:@db.example.org/smsbot?password=hunter2-pw", "hunter2-pw"),
-    ("POSTGRESQL://smsbot:hunter2-pw@db.example.org/smsbot", "hunter2-pw"),
-]
 
 
 @pytest.mark.parametrize(("url", "password"), PASSWORD_URLS)

@@ -11,6 +11,7 @@ from smsbot.gateway import Check, SendError
 from smsbot.settings import Settings
 from smsbot.store import Tx
 
+from support.constants import INVITE_CODE
 from support.service import ADMIN, Wired
 
 ALICE = "+14155550134"
@@ -26,7 +27,7 @@ async def verify(make_settings: Callable[..., Settings]) -> AsyncIterator[Wired]
 
 async def join(w: Wired) -> str:
     out = await w.text(ADMIN, f"INVITE {ALICE} alice")
-    code = re.search(r"code ([A-Z0-9]{6})", out[0][1])
+    code = INVITE_CODE.search(out[0][1])
     assert code
     everything = await w.text(ALICE, code.group(1))
     assert (ADMIN, "alice (**34) joined Friends with your invite.") in everything
@@ -105,7 +106,7 @@ async def test_when_vonage_will_not_cancel_the_verification_in_flight_is_reused(
 
 async def test_a_failing_verify_start_is_retried(verify: Wired) -> None:
     out = await verify.text(ADMIN, f"INVITE {ALICE} alice")
-    code = re.search(r"code ([A-Z0-9]{6})", out[0][1])
+    code = INVITE_CODE.search(out[0][1])
     assert code
     verify.gateway.verify_failures = [SendError("HTTP 429", transient=True)]  # the Verify start fails once
     out = [text for text in await verify.text(ALICE, code.group(1)) if text[0] == ALICE]

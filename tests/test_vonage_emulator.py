@@ -17,6 +17,8 @@ from vonage_verify import SmsChannel, VerifyRequest
 
 from support.vonage_emulator import SentSms, VonageEmulator, running_emulator
 
+pytestmark = pytest.mark.slow  # every test starts the emulator
+
 PHONE = "447700900001"
 OTHER_PHONE = "447700900002"
 

@@ -15,13 +15,14 @@ import pytest
 from smsbot.signatures import sms_signature
 from smsbot.web.appkeys import OUTBOX, PIPELINE, SETTINGS
 
+from support.constants import ADMIN_MSISDN, NUMBER
 from support.service import ADMIN, WebBench
 
 SECRET = "signature-secret-of-the-account-0123"
 
 
-def inbound(message_id: str, text: str, msisdn: str = "14155550100", **extra: str) -> dict[str, str]:
-    return {"msisdn": msisdn, "to": "14155550199", "messageId": message_id, "text": text, "type": "text",
+def inbound(message_id: str, text: str, msisdn: str = ADMIN_MSISDN, **extra: str) -> dict[str, str]:
+    return {"msisdn": msisdn, "to": NUMBER, "messageId": message_id, "text": text, "type": "text",
             "keyword": text.split()[0].upper() if text.split() else "", "message-timestamp": "2027-01-15 08:00:00",
             **extra}
 
@@ -75,7 +76,7 @@ async def test_bad_signatures_get_401_and_store_nothing(make_bench: Callable[...
 
 
 def messages_body(uuid: str, text: str) -> bytes:
-    return json.dumps({"channel": "sms", "message_uuid": uuid, "to": "14155550199", "from": "14155550100",
+    return json.dumps({"channel": "sms", "message_uuid": uuid, "to": NUMBER, "from": ADMIN_MSISDN,
                        "timestamp": "2027-01-15T08:00:00Z", "message_type": "text", "text": text,
                        "sms": {"num_messages": "1", "keyword": text.split()[0].upper()}}).encode()
 
@@ -157,7 +158,7 @@ async def test_an_undelivered_invite_shows_in_list_and_the_log(bench: WebBench,
                                                              caplog: pytest.LogCaptureFixture) -> None:
     await bench.text(ADMIN, "INVITE +14155550134 alice")
     invite = bench.gateway.sent[0]
-    dlr = {"msisdn": "14155550134", "to": "14155550199", "network-code": "310090", "messageId": invite.message_id,
+    dlr = {"msisdn": "14155550134", "to": NUMBER, "network-code": "310090", "messageId": invite.message_id,
            "price": "0.0075", "status": "failed", "scts": "2701150800", "err-code": "3",
            "client-ref": "smsbot-1", "message-timestamp": "2027-01-15 08:00:05"}
     assert (await bench.client.post("/webhooks/status", json=dlr)).status == 204
@@ -173,7 +174,7 @@ async def test_an_undelivered_invite_shows_in_list_and_the_log(bench: WebBench,
 
 async def test_messages_api_status_callbacks_are_recorded(bench: WebBench) -> None:
     await bench.text(ADMIN, "HELP")
-    status = {"message_uuid": "aaaaaaaa-bbbb-cccc-dddd-0123456789ab", "to": "14155550100", "from": "14155550199",
+    status = {"message_uuid": "aaaaaaaa-bbbb-cccc-dddd-0123456789ab", "to": ADMIN_MSISDN, "from": NUMBER,
               "timestamp": "2027-01-15T08:00:00Z", "status": "rejected", "channel": "sms", "client_ref": "smsbot-1",
               "error": {"type": "https://developer.vonage.com/api-errors/messages#1340", "title": "1340",
                         "detail": "Throttled"}}

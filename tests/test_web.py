@@ -12,7 +12,7 @@ from smsbot.web.app import create_app
 from smsbot.web.appkeys import ROUTES, SETTINGS
 from smsbot.web.routes import Audience
 
-from support.service import CSRF_INPUT, WebBench
+from support.service import ADMIN, CSRF_INPUT, WebBench
 
 SESSION = "__Host-smsbot_session"
 CSRF = "__Host-smsbot_csrf"
@@ -171,8 +171,8 @@ async def test_revoke_signs_out_every_device_at_once(bench: WebBench) -> None:
     out = await bench.text(ALICE, "LOGIN")
     _, alice2 = await bench.login("alice", out[0][1].split("PIN is ")[1][:6])
     _, bob = await bench.login("bob", bob_pin)
-    out = await bench.text("+14155550100", "REVOKE Alice")
-    assert out == [("+14155550100", "Revoked alice. Every device they signed in on is signed out.")]
+    out = await bench.text(ADMIN, "REVOKE Alice")
+    assert out == [(ADMIN, "Revoked alice. Every device they signed in on is signed out.")]
     assert (await bench.auth({SESSION: alice1[SESSION]})).status == 401
     assert (await bench.auth({SESSION: alice2[SESSION]})).status == 401
     assert (await bench.auth({SESSION: bob[SESSION]})).status == 200

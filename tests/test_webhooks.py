@@ -8,9 +8,10 @@ import sqlite3
 
 from smsbot.web.appkeys import OUTBOX, SETTINGS
 
+from support.constants import ADMIN_MSISDN, NUMBER
 from support.service import ADMIN, WebBench
 
-HELP_FORM = {"msisdn": "14155550100", "to": "14155550199", "messageId": "0A0000000123ABCD1", "text": "HELP",
+HELP_FORM = {"msisdn": ADMIN_MSISDN, "to": NUMBER, "messageId": "0A0000000123ABCD1", "text": "HELP",
              "type": "text", "keyword": "HELP", "message-timestamp": "2026-11-26 10:00:00"}
 
 
@@ -44,8 +45,8 @@ async def test_post_json(bench: WebBench) -> None:
 
 
 async def test_messages_api_json(bench: WebBench) -> None:
-    body = {"channel": "sms", "message_uuid": "aaaaaaaa-bbbb-cccc-dddd-0123456789ab", "to": "14155550199",
-            "from": "14155550100", "timestamp": "2026-11-26T10:00:00Z", "message_type": "text", "text": "LIST",
+    body = {"channel": "sms", "message_uuid": "aaaaaaaa-bbbb-cccc-dddd-0123456789ab", "to": NUMBER,
+            "from": ADMIN_MSISDN, "timestamp": "2026-11-26T10:00:00Z", "message_type": "text", "text": "LIST",
             "sms": {"num_messages": "1", "keyword": "LIST"}}
     response = await bench.client.post("/webhooks/inbound", json=body)
     assert response.status == 204
@@ -99,7 +100,7 @@ async def test_texts_we_do_not_act_on_are_acknowledged(bench: WebBench) -> None:
 
 
 async def test_status_webhook_answers(bench: WebBench) -> None:
-    dlr = {"msisdn": "14155550134", "to": "14155550199", "messageId": "0A1", "status": "delivered", "err-code": "0"}
+    dlr = {"msisdn": "14155550134", "to": NUMBER, "messageId": "0A1", "status": "delivered", "err-code": "0"}
     assert (await bench.client.post("/webhooks/status", data=dlr)).status == 204
     assert (await bench.client.get("/webhooks/status", params=dlr)).status == 204
 

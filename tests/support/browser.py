@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from .constants import ADMIN
 from .procs import SmsbotProcess, clean_env, start_smsbot
 
 if TYPE_CHECKING:
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-ADMIN = "+14155550100"  # the dev admin
 INVITEE_TYPED = "+1 415 555 0134"
 INVITEE = "+14155550134"
 WAIT_MS = 10_000

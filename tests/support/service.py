@@ -15,13 +15,14 @@ from smsbot.gateway import FakeGateway
 from smsbot.settings import Settings
 from smsbot.wiring import build
 
-ADMIN = "+14155550100"
-SECRET = "test-secret-0123456789-abcdefghijklmnop"
+from .constants import ADMIN as ADMIN  # re-exported: the tests import it from here too
+from .constants import INVITE_CODE, NUMBER, PIN_IS
+from .constants import SECRET as SECRET
 
 BASE_ENV = {
     "SMSBOT_SECRET": SECRET,
     "SMSBOT_ADMINS": ADMIN,
-    "SMSBOT_NUMBER": "14155550199",
+    "SMSBOT_NUMBER": NUMBER,
     "SMSBOT_GROUP_NAME": "Friends",
     "SMSBOT_PUBLIC_URL": "https://group.example.org",
     "VONAGE_API_KEY": "test-key",
@@ -112,7 +113,7 @@ class WebBench:
         self._ids += 1
         number = phone.normalize(sender, "US")
         response = await self.client.post("/webhooks/inbound", data={
-            "msisdn": phone.msisdn(number), "to": "14155550199", "messageId": f"0A{self._ids:014d}", "text": body,
+            "msisdn": phone.msisdn(number), "to": NUMBER, "messageId": f"0A{self._ids:014d}", "text": body,
             "type": "text"})
         assert response.status == 204, await response.text()
         await self.app[OUTBOX].drain_once()
@@ -123,10 +124,10 @@ class WebBench:
     async def member_with_pin(self, number: str, username: str) -> str:
         """Invite `number` as `username`, redeem the code, return the PIN texted to it."""
         out = await self.text(ADMIN, f"INVITE {number} {username}")
-        code = re.search(r"code ([A-Z0-9]{6})", out[0][1])
+        code = INVITE_CODE.search(out[0][1])
         assert code
         out = await self.text(number, code.group(1))
-        pin = re.search(r"PIN is (\d{6})", out[0][1])
+        pin = PIN_IS.search(out[0][1])
         assert pin, out
         return pin.group(1)
 
