@@ -217,6 +217,7 @@ async def serve(app: web.Application, host: str, port: int, drain: float) -> Non
                                   backlog=128) as listener:
             site = web.SockSite(runner, listener)
             await site.start()
+            log.info("smsbot serving on http://%s:%d", host, port)  # started up and bound: not before
             await stopping.wait()
             log.info("stopping: no new connections; requests in flight finish")
             app[OUTBOX].stop()
@@ -294,8 +295,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not settings.vonage_signature_secret:
             log.warning("VONAGE_SIGNATURE_SECRET is not set: anyone who can reach /webhooks/inbound can post texts "
                         "as any number. Enable signed webhooks in Vonage and set it.")
-        log.info("smsbot serving on http://%s:%d (public URL %s, %d admin(s), PIN via %s)", args.host, args.port,
-                 settings.public_url, len(settings.admins), settings.pin_via)
+        log.info("smsbot starting (public URL %s, %d admin(s), PIN via %s)", settings.public_url,
+                 len(settings.admins), settings.pin_via)
         run(settings, args.host, args.port)
     else:
         ignored = dev_ignored(dotenv(), os.environ)
