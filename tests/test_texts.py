@@ -9,12 +9,12 @@ import string
 
 import pytest
 
-from smsbot import commands, texts
-from smsbot.admin import paginate, render_page
-from smsbot.confirm import CONFIRM_TRIES
-from smsbot.invites import LONGEST, SHORTEST
 from smsbot.keys import CODE_LENGTH
-from smsbot.keywords import help_text
+from smsbot.sms import commands, texts
+from smsbot.sms.admin import paginate, render_page
+from smsbot.sms.confirm import CONFIRM_TRIES
+from smsbot.sms.invites import LONGEST, SHORTEST
+from smsbot.sms.keywords import help_text
 
 SAMPLE = {
     "group": texts.cut_group("The Riverside Allotment Society"),  # cut to 24 characters

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from smsbot import phone
-from smsbot.commands import is_number
 from smsbot.errors import BadWebhook, SignatureError
 from smsbot.limiter import SlidingWindow
 from smsbot.messages import InboundPart, InboundText
+from smsbot.phone import is_number
 from smsbot.signatures import check_jwt, check_sms
 from smsbot.store import Action
 

@@ -16,9 +16,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .. import phone, texts
+from .. import phone
 from ..errors import SendError, VerifyConflict
 from ..settings import Settings
+from ..sms import texts
 from .base import Check
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ import math
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..commands import is_number
 from ..messages import Kind
+from ..phone import is_number
 from .base import (
     UNDELIVERED,
     Action,

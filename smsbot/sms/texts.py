@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 
-from .keys import CODE_LENGTH, CONFIRM_LENGTH
+from ..keys import CODE_LENGTH, CONFIRM_LENGTH
 
 # The GSM 03.38 basic character set, and the extension characters that cost two septets.
 GSM7_BASIC = (

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from ..clock import Clock
+from ..messages import Kind
+from ..store import Action, Tx
 from . import commands, texts
-from .clock import Clock
 from .commands import JOIN, Command, Role
 from .engine import State, Turn
 from .invites import LENGTHS
-from .messages import Kind
-from .store import Action, Tx
 
 log = logging.getLogger(__name__)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..clock import Clock
+from ..store import Action, Tx
 from . import texts
-from .clock import Clock
 from .commands import LOGOUT, Role
 from .engine import Turn
-from .store import Action, Tx
 
 BROWSERS = (("Edg/", "Edge"), ("OPR/", "Opera"), ("Firefox/", "Firefox"), ("Chrome/", "Chrome"),
             ("Safari/", "Safari"))
