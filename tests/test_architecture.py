@@ -1,6 +1,6 @@
 """The package's shape holds: the core never imports the web layer or aiohttp, the SMS conversation (smsbot.sms)
-never imports the machinery that carries it and the store never imports the conversation, modules import each other
-without a circle, every error derives from SmsbotError, and one install name holds everything."""
+never imports the machinery that carries it, the store and gateway never import the conversation, modules import
+each other without a circle, every error derives from SmsbotError, and one install name holds everything."""
 
 from __future__ import annotations
 
@@ -92,8 +92,8 @@ def test_the_conversation_never_imports_the_machinery_that_carries_it(name: str)
     assert not imported_core(name) & CARRIERS, f"{name} imports {sorted(imported_core(name) & CARRIERS)}"
 
 
-@pytest.mark.parametrize("name", sorted(n for n in CORE_MODULES if n.startswith("smsbot.store")))
-def test_the_store_never_imports_the_conversation_or_its_carriers(name: str) -> None:
+@pytest.mark.parametrize("name", sorted(n for n in CORE_MODULES if n.startswith(("smsbot.store", "smsbot.gateway"))))
+def test_the_store_and_gateway_never_import_the_conversation_or_its_carriers(name: str) -> None:
     bad = sorted(m for m in imported_core(name) if m.startswith("smsbot.sms") or m in CARRIERS)
     assert not bad, f"{name} imports {bad}"
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from .. import phone
 from ..errors import SendError, VerifyConflict
+from ..messages import is_gsm7
 from ..settings import Settings
-from ..sms import texts
 from .base import Check
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class VonageGateway:
         from vonage_sms import SmsMessage
 
         message = SmsMessage(to=phone.msisdn(to), from_=self._settings.number, text=text,
-                             type="text" if texts.is_gsm7(text) else "unicode", client_ref=client_ref)
+                             type="text" if is_gsm7(text) else "unicode", client_ref=client_ref)
         return _message_id(self._client("sms").sms.send(message))
 
     async def send_sms(self, to: str, text: str, client_ref: str) -> str:

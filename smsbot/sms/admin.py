@@ -12,7 +12,7 @@ from .. import phone
 from ..budget import Budget
 from ..clock import Clock
 from ..keys import Keys, SecretSource
-from ..messages import Kind
+from ..messages import SEGMENT, Kind, septets
 from ..settings import Settings
 from ..store import Action, Event, Invite, Member, Tx
 from . import commands, texts
@@ -297,7 +297,7 @@ def paginate(items: Sequence[T], command: str = "LIST", separator: str = ", ",
     for item in items:
         text = cut(show(item, previous))
         trial = current + [text]
-        if current and texts.septets(render_items(trial, most, most, True, command, separator)) > texts.SEGMENT:
+        if current and septets(render_items(trial, most, most, True, command, separator)) > SEGMENT:
             pages.append(current)
             current = [cut(show(item, None))]
         else:
