@@ -1,12 +1,12 @@
 """The backends benchmark (issue 11): /auth and inbound webhooks on PostgreSQL against SQLite, measured with wrk in
 one run.
 
-It starts a throwaway PostgreSQL cluster (bench/pgcluster.py; fsync and synchronous_commit on, so that a commit
-waits for the disk as SQLite's synchronous=FULL does; pg_stat_statements loaded, to count statements), two Vonage TLS
-emulators (tests/support/vonage_emulator.py, on threads here) and two `smsbot serve` processes with the same settings as
-bench/gate.py's but for SMSBOT_DB: one on a SQLite file, one on a PostgreSQL database. It signs a member in on each,
-as a person would (an admin's INVITE by webhook, the code texted back, the PIN, the login form), then measures, in
-rounds that alternate the backends:
+It starts a throwaway PostgreSQL cluster (tests/support/pgcluster.py, durable: fsync and synchronous_commit on, so
+that a commit waits for the disk as SQLite's synchronous=FULL does; pg_stat_statements loaded, to count statements),
+two Vonage TLS emulators (tests/support/vonage_emulator.py, on threads here) and two `smsbot serve` processes with the
+same settings as bench/gate.py's but for SMSBOT_DB: one on a SQLite file, one on a PostgreSQL database. It signs a
+member in on each, as a person would (an admin's INVITE by webhook, the code texted back, the PIN, the login form),
+then measures, in rounds that alternate the backends:
 
     /auth with the session cookie (wrk, --connections);
     signed inbound webhooks of distinct messageIds from strangers saying "hello" (no reply: the engine's silence),
@@ -24,7 +24,7 @@ median of the rounds' ratios: /auth (target: at least 0.9x) and webhooks (target
 not asserted: the exit status is non-zero only when the harness itself fails.
 
 Usage: .venv/bin/python bench/backends.py [--duration 5] [--rounds 5] [--connections 32] [--webhook-connections 16]
-Needs wrk (Debian's package `wrk`), PostgreSQL's binaries (bench/pgcluster.py says where it looks) and the test
+Needs wrk (Debian's package `wrk`), PostgreSQL's binaries (tests/support/pgcluster.py says where it looks) and the test
 extras (the emulator uses trustme).
 """
 
@@ -65,9 +65,9 @@ from gate import (
     webhook,
     wrk,
 )
-from pgcluster import Cluster, ClusterError, postgres_cluster
 
 from support.constants import NUMBER
+from support.pgcluster import PgCluster, running
 from support.procs import SESSION_COOKIE, serve_env, start_smsbot  # importable: gate puts tests/ on sys.path
 from support.vonage_emulator import VonageEmulator, running_emulator
 
@@ -134,7 +134,7 @@ class PgStats:
     """What PostgreSQL did during each measured webhook run, summed per measure: transactions begun and statements
     run in smsbot's database (pg_stat_statements), serialization failures and deadlocks (the server's log)."""
 
-    cluster: Cluster
+    cluster: PgCluster
     url: str
     sums: dict[str, list[int]] = dataclasses.field(default_factory=dict)  # label: webhooks, begun, statements, failed
     _log_at: int = 0
@@ -268,7 +268,7 @@ def row(result: Result) -> str:
             f"| {result.unexpected} | {result.socket_errors} |")
 
 
-async def bench(args: argparse.Namespace, tmp: pathlib.Path, cluster: Cluster) -> list[str]:
+async def bench(args: argparse.Namespace, tmp: pathlib.Path, cluster: PgCluster) -> list[str]:
     header = machine()
     auth_params = WrkParams(args.threads, args.connections, args.duration, args.warmup)
     hook_params = WrkParams(args.threads, args.webhook_connections, args.duration, args.warmup)
@@ -367,9 +367,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("need connections >= threads, duration > 0, warmup >= 0, rounds >= 1, bodies-per-second >= 1")
     with tempfile.TemporaryDirectory(prefix="smsbot-backends-") as tmp:
         try:
-            with postgres_cluster(["shared_preload_libraries=pg_stat_statements"]) as cluster:
+            with running(durable=True, settings=["shared_preload_libraries=pg_stat_statements"]) as cluster:
                 lines = asyncio.run(bench(args, pathlib.Path(tmp), cluster))
-        except (HarnessError, ClusterError, AssertionError, OSError, requests.RequestException,
+        except (HarnessError, AssertionError, OSError, RuntimeError, requests.RequestException,
                 asyncpg.PostgresError) as exc:
             print(f"backends: harness failure: {exc}", file=sys.stderr)
             return 1

@@ -1,8 +1,8 @@
 """The measurement behind the PostgreSQL driver (issue 11): asyncpg beside psycopg 3 (async), on this machine.
 
-It starts a throwaway cluster (bench/pgcluster.py: fsync on, as SQLite's synchronous=FULL), creates tables shaped like
-smsbot's (members with a unique phone key, the inbound message ids) and, for each driver, runs these workloads `--n`
-times, sequentially (one task) and with `--tasks` concurrent tasks over a pool of `--pool` connections:
+It starts a throwaway cluster (tests/support/pgcluster.py, durable: fsync on, as SQLite's synchronous=FULL), creates
+tables shaped like smsbot's (members with a unique phone key, the inbound message ids) and, for each driver, runs these
+workloads `--n` times, sequentially (one task) and with `--tasks` concurrent tasks over a pool of `--pool` connections:
 
     unit of work:  BEGIN ISOLATION LEVEL SERIALIZABLE; SELECT a member by key; INSERT a new message id ... ON CONFLICT
                    DO NOTHING; UPDATE the member; COMMIT -- again from the start on a serialization failure;
@@ -32,6 +32,7 @@ import contextlib
 import dataclasses
 import itertools
 import os
+import pathlib
 import platform
 import statistics
 import sys
@@ -40,7 +41,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import asyncpg
-from pgcluster import ClusterError, postgres_cluster
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))  # the tests' cluster (tests/support)
+
+from support.pgcluster import running  # noqa: E402
 
 MEMBERS = 1000
 SCHEMA = """
@@ -374,11 +378,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     load_before = load_average()
     try:
-        with postgres_cluster() as cluster:
+        with running(durable=True) as cluster:
             urls = {name: cluster.create_database(name) for name in ("drivers", "nowait")}
             versions, runs = asyncio.run(bench(args, urls))
             settings = cluster.settings()
-    except (ClusterError, OSError, asyncpg.PostgresError, RuntimeError) as exc:
+    except (OSError, asyncpg.PostgresError, RuntimeError) as exc:
         print(f"drivers: harness failure: {exc}", file=sys.stderr)
         return 1
     print("\n".join(report(args, settings, versions, load_before, runs)))

@@ -11,10 +11,10 @@ import logging
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from . import texts
 from .clock import Clock
 from .messages import Kind, Outgoing
 from .settings import Settings
+from .sms import texts
 from .store import Action, Tx
 
 log = logging.getLogger(__name__)

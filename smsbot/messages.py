@@ -1,10 +1,18 @@
-"""The messages that cross the engine's edges: texts in (whole or a part of a multipart text), texts out, and the
-kinds of text the outbox knows."""
+"""The messages that cross the engine's edges: texts in (whole or a part of a multipart text), texts out, the
+kinds of text the outbox knows, and what a text costs in GSM-7 (the encoding of one 160-character segment)."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+
+# The GSM 03.38 basic character set, and the extension characters that cost two septets.
+GSM7_BASIC = (
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENDED = "^{}\\[~]|€"
+SEGMENT = 160
 
 
 class Kind(enum.Enum):
@@ -41,3 +49,16 @@ class Outgoing:
     to: str  # E.164
     body: str
     kind: Kind = Kind.REPLY
+
+
+def is_gsm7(text: str) -> bool:
+    return all(ch in GSM7_BASIC or ch in GSM7_EXTENDED for ch in text)
+
+
+def septets(text: str) -> int:
+    """Length in GSM-7 septets (extension characters count twice)."""
+    return sum(2 if ch in GSM7_EXTENDED else 1 for ch in text)
+
+
+def fits_one_segment(text: str) -> bool:
+    return septets(text) <= SEGMENT if is_gsm7(text) else len(text) <= 70

@@ -44,11 +44,13 @@ Verifier = Callable[[str, str], Awaitable[str]]  # (number, hint for logs) -> th
 
 
 class Outbox:
-    """Sends what the engine queued. `verifier` starts a Verify v2 verification for a body-less VERIFY text."""
+    """Sends what the engine queued. `verifier` starts a Verify v2 verification for a body-less VERIFY text; PINs
+    and verifications not sent within `pin_ttl` seconds (the PINs' own lifetime, Pins.ttl) are given up."""
 
-    def __init__(self, store: Store, gateway: Gateway, clock: Clock, rate: float, verifier: Verifier | None = None,
-                 rng: random.Random | None = None, give_up_after: float = GIVE_UP_AFTER, pin_ttl: float = 600.0,
-                 handover: float = 0.0, instance: str | None = None, metrics: Metrics | None = None):
+    def __init__(self, store: Store, gateway: Gateway, clock: Clock, rate: float, pin_ttl: float,
+                 verifier: Verifier | None = None, rng: random.Random | None = None,
+                 give_up_after: float = GIVE_UP_AFTER, handover: float = 0.0, instance: str | None = None,
+                 metrics: Metrics | None = None):
         self.metrics = metrics or Metrics(enabled=False)
         self.handover = handover  # seconds a sender taking over from one that died waits (see _take_over)
         self.instance = instance or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"

@@ -19,6 +19,11 @@ MAX_INPUT = 40
 ALLOWED = set("0123456789 +-().\u00a0/")
 
 
+def is_number(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts '²' and other digits that int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def normalize(text: str, region: str) -> str:
     """Return the E.164 form (+14155550134) of a typed or msisdn-style number, or raise PhoneError."""
     raw = text.strip()

@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from . import commands, phone, texts
+from . import phone
 from .budget import ESSENTIAL, Budget, Spent, once_per
 from .clock import Clock
-from .engine import Engine
 from .gateway import DLR_ERRORS
 from .keys import Keys
 from .messages import InboundPart, InboundText, Kind, Outgoing
 from .settings import Settings
+from .sms import commands, texts
+from .sms.engine import Engine
 from .store import UNDELIVERED, Action, Store, Tx
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,9 @@ from urllib.parse import SplitResult, parse_qsl, unquote, unquote_plus, urlsplit
 import phonenumbers
 from dotenv import dotenv_values
 
-from . import commands, phone
+from . import phone
 from .errors import SettingsError, SmsbotError
+from .sms import commands
 
 PIN_MODES = ("sms", "verify")
 CONFIRMABLE = tuple(c.name for c in commands.COMMANDS if c.confirmable)  # SMSBOT_CONFIRM may list these

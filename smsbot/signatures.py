@@ -13,8 +13,8 @@ from collections.abc import Mapping
 
 import jwt
 
-from .commands import is_number
 from .errors import SignatureError
+from .phone import is_number
 
 HMAC_METHODS = {"md5": hashlib.md5, "sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha512": hashlib.sha512}
 MAX_AGE = 25 * 3600  # Vonage retries an inbound text for 24 hours, keeping its original timestamp

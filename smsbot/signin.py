@@ -9,18 +9,18 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from . import texts
 from .clock import Clock
-from .devices import counted
 from .gateway import Check
-from .invites import USERNAME
 from .keys import Keys, SecretSource, token_hash
 from .messages import Outgoing
 from .metrics import Metrics
-from .pins import MAX_PIN_TRIES, Pins
 from .pipeline import Pipeline
 from .sessions import SessionCache
 from .settings import Settings
+from .sms import texts
+from .sms.devices import counted
+from .sms.invites import USERNAME
+from .sms.pins import MAX_PIN_TRIES, Pins
 from .store import Action, Member, Pin, Session, Store, Tx
 
 log = logging.getLogger(__name__)

@@ -7,24 +7,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import texts
-from .admin import Admin
 from .budget import Budget
 from .clock import Clock
-from .confirm import Confirmations
-from .devices import Devices
-from .engine import Engine
-from .features import Features
 from .gateway import FakeGateway, Gateway
-from .invites import Invites
 from .keys import Keys, SecretSource
-from .keywords import Keywords
 from .metrics import Metrics
 from .outbox import Outbox
-from .pins import Pins
 from .pipeline import Pipeline
 from .settings import Settings
 from .signin import SignIn
+from .sms import texts
+from .sms.admin import Admin
+from .sms.confirm import Confirmations
+from .sms.devices import Devices
+from .sms.engine import Engine
+from .sms.features import Features
+from .sms.invites import Invites
+from .sms.keywords import Keywords
+from .sms.pins import Pins
 from .store import SqliteStore, Store
 
 

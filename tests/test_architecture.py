@@ -1,5 +1,6 @@
-"""The package's shape holds: the core never imports the web layer or aiohttp, modules import each other without
-a circle, every error derives from SmsbotError, and one install name holds everything."""
+"""The package's shape holds: the core never imports the web layer or aiohttp, the SMS conversation (smsbot.sms)
+never imports the machinery that carries it, the store and gateway never import the conversation, modules import
+each other without a circle, every error derives from SmsbotError, and one install name holds everything."""
 
 from __future__ import annotations
 
@@ -63,8 +64,17 @@ def imports_of(name: str, path: pathlib.Path, *, top_level_only: bool = False, a
     return found
 
 
+# The machinery that carries the conversation: it may use smsbot.sms, never the other way round.
+CARRIERS = {"smsbot.pipeline", "smsbot.outbox", "smsbot.signin", "smsbot.sessions", "smsbot.wiring", "smsbot.oidc",
+            "smsbot.limiter"}
+
+
+def imported_core(name: str) -> set[str]:
+    return {m for m in imports_of(name, CORE_MODULES[name]) if m in CORE_MODULES}
+
+
 def test_the_walk_sees_the_whole_package() -> None:
-    assert {"smsbot.engine", "smsbot.store.sqlite", "smsbot.gateway.vonage", "smsbot.wiring"} <= set(CORE_MODULES)
+    assert {"smsbot.sms.engine", "smsbot.store.sqlite", "smsbot.gateway.vonage", "smsbot.wiring"} <= set(CORE_MODULES)
     assert {"smsbot.web.app", "smsbot.web.cli", "smsbot.web.views"} <= set(WEB_MODULES)
     assert "aiohttp" in imports_of("smsbot.web.app", WEB_MODULES["smsbot.web.app"]), "the walk finds imports"
 
@@ -75,6 +85,23 @@ def test_the_core_never_imports_aiohttp_or_the_web_layer(name: str) -> None:
     bad = sorted(m for m in imported if m.split(".")[0] in ("aiohttp", "aiohttp_jinja2", "jinja2", "web")
                  or m == "smsbot.web" or m.startswith("smsbot.web."))
     assert not bad, f"{name} imports {bad}"
+
+
+@pytest.mark.parametrize("name", sorted(n for n in CORE_MODULES if n.startswith("smsbot.sms.")))
+def test_the_conversation_never_imports_the_machinery_that_carries_it(name: str) -> None:
+    assert not imported_core(name) & CARRIERS, f"{name} imports {sorted(imported_core(name) & CARRIERS)}"
+
+
+@pytest.mark.parametrize("name", sorted(n for n in CORE_MODULES if n.startswith(("smsbot.store", "smsbot.gateway"))))
+def test_the_store_and_gateway_never_import_the_conversation_or_its_carriers(name: str) -> None:
+    bad = sorted(m for m in imported_core(name) if m.startswith("smsbot.sms") or m in CARRIERS)
+    assert not bad, f"{name} imports {bad}"
+
+
+def test_the_layer_rules_see_real_imports() -> None:
+    assert "smsbot.sms.engine" in imported_core("smsbot.pipeline"), "the pipeline carries the engine"
+    assert "smsbot.store" in imported_core("smsbot.sms.engine")
+    assert {n for n in CORE_MODULES if n.startswith("smsbot.sms.")} >= {"smsbot.sms.engine", "smsbot.sms.texts"}
 
 
 @pytest.mark.slow  # a subprocess

@@ -11,12 +11,12 @@ from collections.abc import Callable
 
 import pytest
 
-from smsbot import commands, engine
-from smsbot.admin import SENTENCES
-from smsbot.commands import Command
-from smsbot.features import Features
-from smsbot.keywords import STRANGER_OPT
 from smsbot.settings import CONFIRMABLE, Settings
+from smsbot.sms import commands, engine
+from smsbot.sms.admin import SENTENCES
+from smsbot.sms.commands import Command
+from smsbot.sms.features import Features
+from smsbot.sms.keywords import STRANGER_OPT
 from smsbot.store import Action
 from smsbot.wiring import build
 
@@ -99,7 +99,7 @@ def test_every_event_action_has_a_sentence_in_log() -> None:
 
 
 def test_usage_replies_come_from_the_declarations_only() -> None:
-    from smsbot import texts
+    from smsbot.sms import texts
 
     copies = [name for name, value in vars(texts).items() if isinstance(value, str) and name.isupper()
               and any(c.usage in value for c in commands.COMMANDS if c.args is not commands.Args.NONE)]

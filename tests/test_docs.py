@@ -7,7 +7,8 @@ import pathlib
 import re
 import tomllib
 
-from smsbot import commands, engine, settings
+from smsbot import settings
+from smsbot.sms import commands, engine
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -107,3 +108,44 @@ def test_the_traefik_example_strips_what_the_caddy_file_strips() -> None:
     removed = {name for m in middlewares for name, value in m.get("headers", {}).get("customRequestHeaders", {})
                .items() if value == ""}  # an empty value removes the header
     assert removed == set(stripped), "the wiki's router drops every look-alike the Caddy file drops"
+
+
+def layout_tree() -> list[str]:
+    """The paths the README's Layout tree names, each from its indentation (two spaces a level) and its parents."""
+    block = readme_between("<!-- layout -->\n```\n", "```\n<!-- end layout -->")
+    paths: list[str] = []
+    parents: list[str] = []
+    for line in block.splitlines():
+        depth = (len(line) - len(line.lstrip(" "))) // 2
+        name = line.split()[0]
+        del parents[depth:]
+        paths.append("".join(parents) + name)
+        if name.endswith("/"):
+            parents.append(name)
+    return paths
+
+
+
+def layout_mismatch(named: list[str]) -> tuple[list[str], list[str]]:
+    """The modules and packages of smsbot/ and web/ that `named` leaves out, and what it names that is not there."""
+    on_disk = set()
+    for top in ("smsbot", "web"):
+        for path in (ROOT / top).rglob("*.py"):
+            rel = path.relative_to(ROOT)
+            on_disk.add(f"{rel.parent}/" if path.name == "__init__.py" else str(rel))  # a package, by its folder
+    missing = sorted(on_disk - set(named))
+    gone = [p for p in named if not (ROOT / p).exists() or (p.endswith(".py") and not (ROOT / p).is_file())]
+    return missing, gone
+
+
+def test_the_readme_layout_names_every_module_and_nothing_else() -> None:
+    named = layout_tree()
+    assert len(named) == len(set(named)), "each named once"
+    assert layout_mismatch(named) == ([], [])
+
+
+def test_the_layout_check_can_fail() -> None:
+    named = layout_tree()
+    assert "smsbot/sms/engine.py" in named and "web/templates/" in named, "paths are built from the indentation"
+    wrong = [p for p in named if p != "smsbot/sms/engine.py"] + ["smsbot/engine.py"]
+    assert layout_mismatch(wrong) == (["smsbot/sms/engine.py"], ["smsbot/engine.py"])

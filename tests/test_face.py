@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from smsbot import texts
 from smsbot.clock import FakeClock
 from smsbot.gateway import FakeGateway
+from smsbot.sms import texts
 from smsbot.web.devphone import DevPhones, copyable, username_in
 
 from support.constants import NUMBER, PIN_IS

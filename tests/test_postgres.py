@@ -12,11 +12,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from smsbot import texts
 from smsbot.clock import FakeClock
 from smsbot.gateway import FakeGateway
 from smsbot.messages import InboundText
 from smsbot.settings import load
+from smsbot.sms import texts
 from smsbot.store import sqlite
 from smsbot.store.postgres import MIGRATIONS, SENDER_LOCK, PostgresStore
 from smsbot.wiring import Graph, build

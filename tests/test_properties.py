@@ -36,14 +36,15 @@ from hypothesis import HealthCheck, Phase, assume, given, note, settings, target
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from smsbot import commands, keywords, phone
+from smsbot import phone
 from smsbot.clock import FakeClock
-from smsbot.commands import Args
 from smsbot.gateway import FakeGateway
 from smsbot.keys import CODE_ALPHABET, Keys
 from smsbot.messages import InboundPart, InboundText
 from smsbot.settings import Settings, load
 from smsbot.signatures import sms_signature
+from smsbot.sms import commands, keywords
+from smsbot.sms.commands import Args
 from smsbot.web import create_app
 
 from support.constants import INVITE_CODE

@@ -9,12 +9,13 @@ import string
 
 import pytest
 
-from smsbot import commands, texts
-from smsbot.admin import paginate, render_page
-from smsbot.confirm import CONFIRM_TRIES
-from smsbot.invites import LONGEST, SHORTEST
+from smsbot import messages
 from smsbot.keys import CODE_LENGTH
-from smsbot.keywords import help_text
+from smsbot.sms import commands, texts
+from smsbot.sms.admin import paginate, render_page
+from smsbot.sms.confirm import CONFIRM_TRIES
+from smsbot.sms.invites import LONGEST, SHORTEST
+from smsbot.sms.keywords import help_text
 
 SAMPLE = {
     "group": texts.cut_group("The Riverside Allotment Society"),  # cut to 24 characters
@@ -54,7 +55,7 @@ SAMPLE = {
     "tries": CONFIRM_TRIES,
 }
 TEMPLATES = {name: value for name, value in vars(texts).items()
-             if name.isupper() and isinstance(value, str) and name not in ("GSM7_BASIC", "GSM7_EXTENDED")}
+             if name.isupper() and isinstance(value, str)}
 
 
 def fill(template: str, **extra: object) -> str:
@@ -65,19 +66,19 @@ def fill(template: str, **extra: object) -> str:
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
 def test_template_fits_one_gsm7_segment(name: str) -> None:
     text = fill(TEMPLATES[name])
-    assert texts.is_gsm7(text), f"{name} has characters outside GSM-7: {text!r}"
-    assert texts.septets(text) <= texts.SEGMENT, f"{name} is {texts.septets(text)} septets: {text!r}"
+    assert messages.is_gsm7(text), f"{name} has characters outside GSM-7: {text!r}"
+    assert messages.septets(text) <= messages.SEGMENT, f"{name} is {messages.septets(text)} septets: {text!r}"
 
 
 def test_help_for_every_role_fits() -> None:
     for roles in ({commands.Role.ADMIN, commands.Role.MEMBER}, {commands.Role.ADMIN, commands.Role.INVITEE},
                   {commands.Role.MEMBER}, {commands.Role.ADMIN}):
         text = help_text(commands.usable_by(roles))
-        assert texts.fits_one_segment(text), text
+        assert messages.fits_one_segment(text), text
         assert all(c.name in text for c in commands.usable_by(roles) if c is not commands.JOIN)
     for command in commands.COMMANDS:
-        assert texts.fits_one_segment(texts.HELP_COMMAND.format(usage=command.usage, help=command.help))
-        assert texts.fits_one_segment(command.usage_reply), command.usage_reply
+        assert messages.fits_one_segment(texts.HELP_COMMAND.format(usage=command.usage, help=command.help))
+        assert messages.fits_one_segment(command.usage_reply), command.usage_reply
 
 
 def test_list_pages_fit_and_keep_every_item() -> None:
@@ -86,13 +87,13 @@ def test_list_pages_fit_and_keep_every_item() -> None:
     assert len(pages) > 3
     assert [item for page in pages for item in page] == items
     for number in range(1, len(pages) + 1):
-        assert texts.fits_one_segment(render_page(pages, number))
+        assert messages.fits_one_segment(render_page(pages, number))
 
 
 def test_the_segment_check_can_fail() -> None:
-    assert not texts.fits_one_segment("x" * 161)
-    assert not texts.is_gsm7("emoji \N{GRINNING FACE}")
-    assert texts.septets("{}") == 4
+    assert not messages.fits_one_segment("x" * 161)
+    assert not messages.is_gsm7("emoji \N{GRINNING FACE}")
+    assert messages.septets("{}") == 4
     assert texts.cut_group("A" * 40) == "A" * 23 + "."
 
 

@@ -236,7 +236,7 @@ async def test_a_same_origin_browser_post_is_accepted_and_a_null_origin_alone_is
 
 
 def test_devices_get_readable_names() -> None:
-    from smsbot.devices import device_name
+    from smsbot.sms.devices import device_name
 
     iphone = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
               "Version/17.0 Mobile/15E148 Safari/604.1")

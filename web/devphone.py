@@ -12,8 +12,9 @@ import re
 import time
 from dataclasses import dataclass
 
-from smsbot import phone, texts
+from smsbot import phone
 from smsbot.gateway import FakeText
+from smsbot.sms import texts
 
 USERNAME = r"[A-Za-z0-9_-]{1,32}"
 INVITE_CODE = r"[A-Z0-9]{6}"
@@ -22,7 +23,7 @@ YES_CODE = r"[0-9]{4}"
 
 
 def reading(template: str, **captures: str) -> re.Pattern[str]:
-    """A pattern that matches the texts made from one of smsbot.texts' templates, capturing the named fields
+    """A pattern that matches the texts made from one of smsbot.sms.texts' templates, capturing the named fields
     (the others match anything), so that the dev phone reads the texts as they are written, not a copy of them."""
     parts = re.split(r"\{(\w+)\}", template)
     pattern = "".join(re.escape(part) if i % 2 == 0 else f"(?P<{part}>{captures[part]})" if part in captures

@@ -12,7 +12,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from smsbot import phone
-from smsbot.devices import ago, device_name
+from smsbot.sms.devices import ago, device_name
 from smsbot.store import Session
 
 from .appkeys import CLOCK, KEYS, METRICS, OIDC, ROUTES, SETTINGS, SIGNIN, STORE

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from smsbot import phone
-from smsbot.commands import is_number
 from smsbot.errors import BadWebhook, SignatureError
+from smsbot.limiter import SlidingWindow
 from smsbot.messages import InboundPart, InboundText
+from smsbot.phone import is_number
 from smsbot.signatures import check_jwt, check_sms
 from smsbot.store import Action
 
@@ -32,15 +33,12 @@ MAX_PARTS = 20
 
 
 AUDIT_SIGNATURE_EVERY = 60.0  # at most one audit event a minute for refused signatures, however many arrive
-LAST_SIGNATURE_EVENT = web.AppKey("last_signature_event", list)
+SIGNATURE_AUDITS = web.AppKey("signature_audits", SlidingWindow)
 
 
 async def refused(request: web.Request, reason: str) -> web.Response:
     """401, and an audit event (rate-limited, so a flood of forgeries can't flood the log table)."""
-    last = request.app[LAST_SIGNATURE_EVENT]
-    now = request.app[CLOCK].now()
-    if not last or now - last[0] >= AUDIT_SIGNATURE_EVERY:
-        last[:] = [now]
+    if request.app[SIGNATURE_AUDITS].take():
         await request.app[PIPELINE].record_security_event(Action.SIGNATURE_REFUSED, f"{request.path}: {reason}")
     return web.Response(status=401, text="Bad or missing webhook signature.")
 
@@ -232,7 +230,7 @@ def counted(kind: str, handler: Handler) -> Handler:
 
 
 def setup_webhooks(app: web.Application) -> None:
-    app[LAST_SIGNATURE_EVENT] = []
+    app[SIGNATURE_AUDITS] = SlidingWindow(1, AUDIT_SIGNATURE_EVERY, app[CLOCK])
     routes = app[ROUTES]
     for path, kind, handler in (("/webhooks/inbound", "inbound", inbound), ("/webhooks/status", "status", status)):
         routes.get(app, path, counted(kind, handler), Audience.WEBHOOK, allow_head=False)

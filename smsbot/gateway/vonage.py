@@ -16,8 +16,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .. import phone, texts
+from .. import phone
 from ..errors import SendError, VerifyConflict
+from ..messages import is_gsm7
 from ..settings import Settings
 from .base import Check
 
@@ -108,7 +109,7 @@ class VonageGateway:
         from vonage_sms import SmsMessage
 
         message = SmsMessage(to=phone.msisdn(to), from_=self._settings.number, text=text,
-                             type="text" if texts.is_gsm7(text) else "unicode", client_ref=client_ref)
+                             type="text" if is_gsm7(text) else "unicode", client_ref=client_ref)
         return _message_id(self._client("sms").sms.send(message))
 
     async def send_sms(self, to: str, text: str, client_ref: str) -> str:

@@ -75,7 +75,6 @@ class PostgresTx(SqlTx):
         self._conn = conn
         self._changed = sessions_changed
         self.changed_members: set[int] = set()
-        self.queued = False
 
     async def _one(self, sql: str, *args: Any) -> Row | None:
         row: Row | None = await self._conn.fetchrow(numbered(sql), *args)
@@ -93,9 +92,6 @@ class PostgresTx(SqlTx):
     def _sessions_changed(self, member_id: int) -> None:
         self.changed_members.add(member_id)
         self._changed(member_id)  # this instance: at once, inside the unit of work
-
-    def _queued(self) -> None:
-        self.queued = True
 
 
 class PostgresStore(Watchers):

@@ -12,8 +12,8 @@ import math
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..commands import is_number
 from ..messages import Kind
+from ..phone import is_number
 from .base import (
     UNDELIVERED,
     Action,
@@ -75,9 +75,11 @@ class SqlTx(OidcSql, abc.ABC):
             f"UPDATE {table} SET {column} = {column} + 1 WHERE {key} = ? RETURNING {column}", value)  # noqa: S608
         return int(row[0]) if row else 0
 
-    @abc.abstractmethod
+    queued = False  # whether this unit of work queued a text: the store tells the outbox once it commits
+
     def _queued(self) -> None:
         """A text was queued in this unit of work."""
+        self.queued = True
 
     # inbound dedupe
     async def record_inbound(self, message_id: str, now: float) -> bool:

@@ -30,10 +30,9 @@ MIGRATIONS = migrations.render(migrations.SQLITE)
 class SqliteTx(SqlTx):
     """One open SQLite transaction."""
 
-    def __init__(self, db: aiosqlite.Connection, sessions_changed: SessionsChanged, queued: Callable[[], None]):
+    def __init__(self, db: aiosqlite.Connection, sessions_changed: SessionsChanged):
         self._db = db
         self._changed = sessions_changed
-        self._on_queue = queued
 
     async def _one(self, sql: str, *args: Any) -> Row | None:
         async with self._db.execute(sql, args) as cur:
@@ -53,9 +52,6 @@ class SqliteTx(SqlTx):
 
     def _sessions_changed(self, member_id: int) -> None:
         self._changed(member_id)
-
-    def _queued(self) -> None:
-        self._on_queue()
 
 
 class ProcessLock:
@@ -169,16 +165,16 @@ class SqliteStore(Watchers):
     async def _run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
         db = self._require()
         async with self._lock:
-            queued: list[bool] = []
+            tx = SqliteTx(db, self._sessions_changed)
             await db.execute("BEGIN IMMEDIATE")
             try:
-                result = await work(SqliteTx(db, self._sessions_changed, lambda: queued.append(True)))
+                result = await work(tx)
                 await db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
                     await db.execute("ROLLBACK")
                 raise
-        if queued:
+        if tx.queued:
             self._texts_queued()
         return result
 

@@ -17,7 +17,7 @@ INVITEE = "14155550134"  # a number to invite, as Vonage writes a msisdn
 # A code or a PIN standing alone in a text or a page.
 CODE = re.compile(rf"(?<![A-Za-z0-9])[{CODE_ALPHABET}]{{{CODE_LENGTH}}}(?![A-Za-z0-9])")
 PIN = re.compile(rf"(?<!\d)\d{{{PIN_LENGTH}}}(?!\d)")
-# The same in the sentences of smsbot.texts that carry them: group 1 is the code, the PIN, the YES code.
+# The same in the sentences of smsbot.sms.texts that carry them: group 1 is the code, the PIN, the YES code.
 INVITE_CODE = re.compile(rf"\bcode ({CODE.pattern})")
 PIN_IS = re.compile(rf"PIN is ({PIN.pattern})")
 YES = re.compile(rf"YES (\d{{{CONFIRM_LENGTH}}}) ")

@@ -1,16 +1,23 @@
-"""A throwaway PostgreSQL cluster for the tests: initdb into a temporary directory, start on a free loopback port.
+"""A throwaway PostgreSQL cluster for the tests and the benchmarks: initdb into a temporary directory, start on a
+free loopback port.
 
-PostgreSQL refuses to run as root. When the tests run as root, the server's programs run as the `postgres` user
+PostgreSQL refuses to run as root. When this runs as root, the server's programs run as the `postgres` user
 (`subprocess`'s `user=`/`group=`, no preexec_fn) in a temporary directory handed over to that user; otherwise they
 run as the current user. Clients connect over TCP to 127.0.0.1 with trust authentication, as the `postgres` role.
 
-The cluster trades durability for speed (fsync, synchronous_commit and full_page_writes off): what the tests check
-is smsbot's behaviour, and the crash tests kill smsbot, never this PostgreSQL.
+The binaries are looked for in $SMSBOT_PG_BIN, then /usr/lib/postgresql/15/bin (Debian's `postgresql-15`), then
+wherever `pg_config --bindir` says.
+
+For the tests the cluster trades durability for speed (fsync, synchronous_commit and full_page_writes off): what
+they check is smsbot's behaviour, and the crash tests kill smsbot, never this PostgreSQL. The benchmarks ask for a
+durable one (`PgCluster(durable=True)`): a commit waits for its WAL to reach the disk, as SQLite's synchronous=FULL
+waits for its own, so the two backends are compared on the same promise.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pathlib
 import pwd
@@ -20,14 +27,14 @@ import stat
 import subprocess
 import tempfile
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 from .procs import free_port
 
 T = TypeVar("T")
 
-PG_BIN = pathlib.Path("/usr/lib/postgresql/15/bin")
+DEBIAN_BIN = pathlib.Path("/usr/lib/postgresql/15/bin")
 SUPERUSER = "postgres"
 OS_USER = "postgres"  # who runs initdb and postgres when the tests run as root
 
@@ -35,20 +42,35 @@ SETTINGS = {
     "listen_addresses": "'127.0.0.1'",
     "max_connections": "200",  # several `smsbot serve` instances, each with a pool, plus the tests' own
     "shared_buffers": "32MB",  # one cluster per xdist worker: keep each small
-    "fsync": "off",
-    "synchronous_commit": "off",
-    "full_page_writes": "off",
     "logging_collector": "off",  # pg_ctl -l sends the server's log to a file
     "log_min_messages": "warning",
     "log_line_prefix": "'%m [%p] %q%u@%d '",
 }
+FAST = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}  # not durable: for the tests
+BENCH_SETTINGS = ("server_version", "fsync", "synchronous_commit", "full_page_writes", "wal_sync_method",
+                  "shared_buffers", "max_connections")
 PG_HBA = "local all all trust\nhost all all 127.0.0.1/32 trust\n"
 
 
+def bin_dir() -> pathlib.Path | None:
+    """Where PostgreSQL's programs are: $SMSBOT_PG_BIN, Debian's directory, or `pg_config --bindir`; None if nowhere."""
+    candidates = [os.environ.get("SMSBOT_PG_BIN", ""), str(DEBIAN_BIN)]
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+        candidates.append(out.stdout.strip())
+    for candidate in filter(None, candidates):
+        path = pathlib.Path(candidate)
+        if (path / "initdb").is_file() and (path / "pg_ctl").is_file():
+            return path
+    return None
+
+
 def unavailable() -> str | None:
-    """Why a test cluster can't run here, or None when it can."""
-    if not (PG_BIN / "initdb").is_file():
-        return f"PostgreSQL 15 is not installed ({PG_BIN / 'initdb'} is missing; .ci/run installs it)"
+    """Why a cluster can't run here, or None when it can."""
+    if bin_dir() is None:
+        return ("PostgreSQL is not installed (no initdb and pg_ctl in $SMSBOT_PG_BIN, "
+                f"{DEBIAN_BIN} or pg_config --bindir; .ci/run installs postgresql-15)")
     if os.geteuid() == 0:
         try:
             pwd.getpwnam(OS_USER)
@@ -72,9 +94,17 @@ class PgCluster:
 
     `start()` runs initdb and starts the server; `stop()` stops it at once (immediate mode) and removes the directory.
     `create_database()` / `drop_database()` make and remove empty databases; `url(name)` is a database's URL.
+    `durable` keeps PostgreSQL's fsync, synchronous_commit and full_page_writes on; `settings` are more server
+    settings, `name=value` each.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False, settings: Sequence[str] = ()) -> None:
+        problem = unavailable()
+        if problem:
+            raise RuntimeError(problem)
+        self.bin = bin_dir() or DEBIAN_BIN
+        self._settings = {**SETTINGS, **({} if durable else FAST),
+                          **dict(setting.split("=", 1) for setting in settings)}
         self._as_root = os.geteuid() == 0
         self._account = pwd.getpwnam(OS_USER) if self._as_root else pwd.getpwuid(os.geteuid())
         self.root = self._make_root()
@@ -99,7 +129,7 @@ class PgCluster:
             kwargs = {"user": self._account.pw_uid, "group": self._account.pw_gid, "extra_groups": []}
         env = {**_scrubbed_env(), "HOME": str(self.root), "USER": self._account.pw_name,
                "LOGNAME": self._account.pw_name, "LC_ALL": "C"}
-        return subprocess.run([str(PG_BIN / args[0]), *args[1:]], cwd=self.root, env=env, capture_output=True,
+        return subprocess.run([str(self.bin / args[0]), *args[1:]], cwd=self.root, env=env, capture_output=True,
                               text=True, timeout=120, **kwargs)
 
     def _check(self, args: Sequence[str]) -> None:
@@ -117,7 +147,7 @@ class PgCluster:
     def start(self) -> None:
         self._check(["initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "--encoding=UTF8",
                      "--no-locale", "--no-sync", "--no-instructions"])
-        settings = "".join(f"{key} = {value}\n" for key, value in SETTINGS.items())
+        settings = "".join(f"{key} = {value}\n" for key, value in self._settings.items())
         settings += f"unix_socket_directories = '{self.root}'\n"
         with (self.data / "postgresql.conf").open("a", encoding="utf-8") as conf:
             conf.write("\n# tests/support/pgcluster.py\n" + settings)
@@ -144,12 +174,13 @@ class PgCluster:
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
 
-    def create_database(self, template: str = "template0") -> str:
-        """A new, empty database (a copy of `template`); returns its URL."""
-        with self._lock:
-            self._names += 1
-            name = f"test_{self._names}_{secrets.token_hex(4)}"
-        _run_async(self._execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    def create_database(self, name: str = "") -> str:
+        """A new, empty database (named `name`, or a fresh name); returns its URL."""
+        if not name:
+            with self._lock:
+                self._names += 1
+                name = f"test_{self._names}_{secrets.token_hex(4)}"
+        _run_async(self._execute(f'CREATE DATABASE "{name}" TEMPLATE template0'))
         return self.url(name)
 
     def drop_database(self, url: str) -> None:
@@ -157,14 +188,32 @@ class PgCluster:
         name = url.rsplit("/", 1)[1]
         _run_async(self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
-    async def _execute(self, sql: str) -> None:
+    def settings(self) -> str:
+        """`name=value` of the settings that matter to a benchmark, as the running server reports them."""
+        names = ", ".join(f"'{name}'" for name in BENCH_SETTINGS)
+        return str(_run_async(self._execute(
+            "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings"
+            f" WHERE name IN ({names})")))
+
+    async def _execute(self, sql: str) -> Any:
         import asyncpg
 
         connection = await asyncpg.connect(self.url(), timeout=30)
         try:
-            await connection.execute(sql)
+            return await connection.fetchval(sql)
         finally:
             await connection.close()
+
+
+@contextlib.contextmanager
+def running(durable: bool = False, settings: Sequence[str] = ()) -> Iterator[PgCluster]:
+    """A started cluster (see PgCluster), stopped and removed on exit."""
+    cluster = PgCluster(durable, settings)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def _run_async(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -192,7 +241,8 @@ def _run_async(coroutine: Coroutine[Any, Any, T]) -> T:
 
 def pg_dump(url: str) -> str:
     """The database at `url` as plain SQL (schema and every row), as pg_dump writes it."""
-    done = subprocess.run([str(PG_BIN / "pg_dump"), "--no-owner", "--no-privileges", "--encoding=UTF8", "-d", url],
+    done = subprocess.run([str((bin_dir() or DEBIAN_BIN) / "pg_dump"), "--no-owner", "--no-privileges",
+                           "--encoding=UTF8", "-d", url],
                           env=_scrubbed_env(), capture_output=True, text=True, timeout=120, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"pg_dump failed ({done.returncode}): {done.stderr}")

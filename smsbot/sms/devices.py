@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..clock import Clock
+from ..messages import fits_one_segment
+from ..store import Action, Tx
 from . import texts
-from .clock import Clock
 from .commands import LOGOUT, Role
 from .engine import Turn
-from .store import Action, Tx
 
 BROWSERS = (("Edg/", "Edge"), ("OPR/", "Opera"), ("Firefox/", "Firefox"), ("Chrome/", "Chrome"),
             ("Safari/", "Safari"))
@@ -54,7 +55,7 @@ class Devices:
         now = self.clock.now()
         items = [f"{device_name(s.user_agent)} (used {ago(now - s.last_seen_at)})" for s in sessions]
         shown = len(items)
-        while shown > 1 and not texts.fits_one_segment(self._list_text(items, shown)):
+        while shown > 1 and not fits_one_segment(self._list_text(items, shown)):
             shown -= 1
         turn.reply(self._list_text(items, shown))
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the features import these declarations: the types only, for mypy
+    from ..store import Tx
     from .engine import Turn
     from .features import Features
-    from .store import Tx
 
 MAX_TEXT = 1000  # longer texts are not commands; multipart texts are capped by Vonage at 3200
 
@@ -125,11 +125,6 @@ def parse(text: str) -> Parsed | None:
     if command.args is Args.ONE_WORD and len(rest) != 1:
         return None
     return Parsed(command, " ".join(rest))
-
-
-def is_number(text: str) -> bool:
-    """ASCII digits only: str.isdigit() also accepts '²' and other digits that int() refuses."""
-    return text.isascii() and text.isdigit()
 
 
 def first_word(text: str) -> str:

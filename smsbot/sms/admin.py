@@ -8,18 +8,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from . import commands, phone, texts
-from .budget import Budget
-from .clock import Clock
+from .. import phone
+from ..budget import Budget
+from ..clock import Clock
+from ..keys import Keys, SecretSource
+from ..messages import SEGMENT, Kind, septets
+from ..settings import Settings
+from ..store import Action, Event, Invite, Member, Tx
+from . import commands, texts
 from .commands import INVITE, LIST, LOG, REVOKE
 from .confirm import LOCK_SECONDS, WRONG_PER_DAY, Confirmations
 from .engine import Turn
 from .invites import LENGTHS, MAX_CODE_TRIES, valid_username
-from .keys import Keys, SecretSource
 from .keywords import STRANGER_OPT
-from .messages import Kind
-from .settings import Settings
-from .store import Action, Event, Invite, Member, Tx
 
 
 @dataclass(eq=False)
@@ -164,7 +165,7 @@ class Admin:
             turn.reply(texts.NOT_FOUND.format(what=texts.shorten(argument)))
 
     async def list(self, tx: Tx, turn: Turn, argument: str) -> None:
-        if argument and not commands.is_number(argument):
+        if argument and not phone.is_number(argument):
             turn.reply(LIST.usage_reply)
             return
         now = self.clock.now()
@@ -183,7 +184,7 @@ class Admin:
         turn.reply(page_of(items, int(argument) if argument else 1, LIST.name))
 
     async def log(self, tx: Tx, turn: Turn, argument: str) -> None:
-        if argument and not commands.is_number(argument):
+        if argument and not phone.is_number(argument):
             turn.reply(LOG.usage_reply)
             return
         events = await tx.events(limit=200)
@@ -264,7 +265,7 @@ def log_items(events: list[Event]) -> list[LogEntry]:
         if event.action in STRANGER_OPT_VALUES:
             j, count = i, 0
             while j < len(events) and events[j].action in STRANGER_OPT_VALUES:
-                count += int(events[j].detail) if commands.is_number(events[j].detail) else 1
+                count += int(events[j].detail) if phone.is_number(events[j].detail) else 1
                 j += 1
             said = f"{count} stranger{'s' if count != 1 else ''} texted STOP or START"
             i = j
@@ -296,7 +297,7 @@ def paginate(items: Sequence[T], command: str = "LIST", separator: str = ", ",
     for item in items:
         text = cut(show(item, previous))
         trial = current + [text]
-        if current and texts.septets(render_items(trial, most, most, True, command, separator)) > texts.SEGMENT:
+        if current and septets(render_items(trial, most, most, True, command, separator)) > SEGMENT:
             pages.append(current)
             current = [cut(show(item, None))]
         else:

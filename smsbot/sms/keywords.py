@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from ..clock import Clock
+from ..messages import Kind, fits_one_segment
+from ..store import Action, Tx
 from . import commands, texts
-from .clock import Clock
 from .commands import JOIN, Command, Role
 from .engine import State, Turn
 from .invites import LENGTHS
-from .messages import Kind
-from .store import Action, Tx
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def help_text(usable: list[Command]) -> str:
     """The commands with their arguments when that fits one text, else their names (HELP <command> tells more)."""
     shown = [c for c in usable if c is not JOIN]  # the code alone works too
     full = texts.HELP_ROLE.format(usages=", ".join(c.usage for c in shown))
-    return full if texts.fits_one_segment(full) else texts.HELP_ROLE.format(usages=", ".join(c.name for c in shown))
+    return full if fits_one_segment(full) else texts.HELP_ROLE.format(usages=", ".join(c.name for c in shown))
 
 
 @dataclass(eq=False)

@@ -9,15 +9,8 @@ from __future__ import annotations
 import math
 import time
 
-from .keys import CODE_LENGTH, CONFIRM_LENGTH
+from ..keys import CODE_LENGTH, CONFIRM_LENGTH
 
-# The GSM 03.38 basic character set, and the extension characters that cost two septets.
-GSM7_BASIC = (
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-GSM7_EXTENDED = "^{}\\[~]|€"
-SEGMENT = 160
 GROUP_NAME_MAX = 24
 
 # Invitations and joining
@@ -108,16 +101,3 @@ def shorten(value: str, limit: int = 20) -> str:
 def utc(at: float, *, day: bool = False) -> str:
     """A time as texts give it: UTC, rounded up to the minute ("14:06", or with the day "Jan 16 14:06")."""
     return time.strftime("%b %d %H:%M" if day else "%H:%M", time.gmtime(math.ceil(at / 60) * 60))
-
-
-def is_gsm7(text: str) -> bool:
-    return all(ch in GSM7_BASIC or ch in GSM7_EXTENDED for ch in text)
-
-
-def septets(text: str) -> int:
-    """Length in GSM-7 septets (extension characters count twice)."""
-    return sum(2 if ch in GSM7_EXTENDED else 1 for ch in text)
-
-
-def fits_one_segment(text: str) -> bool:
-    return septets(text) <= SEGMENT if is_gsm7(text) else len(text) <= 70

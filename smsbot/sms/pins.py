@@ -10,16 +10,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from ..budget import Budget, once_per
+from ..clock import Clock
+from ..gateway import Check, Gateway, SendError, VerifyConflict
+from ..keys import PIN_LENGTH, Keys, SecretSource, same
+from ..messages import Kind
+from ..phone import is_number
+from ..settings import Settings
+from ..store import Action, Member, Pin, Tx
 from . import texts
-from .budget import Budget, once_per
-from .clock import Clock
-from .commands import is_number
 from .engine import Turn
-from .gateway import Check, Gateway, SendError, VerifyConflict
-from .keys import PIN_LENGTH, Keys, SecretSource, same
-from .messages import Kind
-from .settings import Settings
-from .store import Action, Member, Pin, Tx
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import commands, phone
-from .clock import Clock
+from .. import phone
+from ..clock import Clock
+from ..keys import Keys
+from ..messages import InboundText, Kind, Outgoing
+from ..store import Invite, Member, Stage, Tx
+from . import commands
 from .commands import ADMIN_COMMANDS, DEVICES, HELP, JOIN, LOGIN, START, STOP, Command, CommandHandler, Parsed, Role
-from .keys import Keys
-from .messages import InboundText, Kind, Outgoing
-from .store import Invite, Member, Stage, Tx
 
 if TYPE_CHECKING:  # the features import Turn from here: the type only, for mypy
     from .features import Features

@@ -7,12 +7,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ..clock import Clock
+from ..keys import CODE_ALPHABET, CODE_LENGTH, Keys, same
+from ..store import Action, Invite, Stage, Tx
 from . import commands, texts
-from .clock import Clock
 from .engine import Turn
-from .keys import CODE_ALPHABET, CODE_LENGTH, Keys, same
 from .pins import Pins
-from .store import Action, Invite, Stage, Tx
 
 # At least one letter, so a username can never be mistaken for a phone number (REVOKE <username|phone>).
 SHORTEST, LONGEST = 3, 32  # a username's length

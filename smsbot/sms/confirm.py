@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import commands, phone, texts
-from .budget import once_per
-from .clock import Clock
+from .. import phone
+from ..budget import once_per
+from ..clock import Clock
+from ..keys import CONFIRM_LENGTH, Keys, SecretSource, same
+from ..metrics import Metrics
+from ..settings import Settings
+from ..store import Action, Tx
+from . import commands, texts
 from .commands import Command, Parsed
 from .engine import Turn
-from .keys import CONFIRM_LENGTH, Keys, SecretSource, same
-from .metrics import Metrics
-from .settings import Settings
-from .store import Action, Tx
 
 CONFIRM_MINUTES = 10
 CONFIRM_TRIES = 3
@@ -73,7 +74,7 @@ class Confirmations:
             self.metrics.confirmations.inc("expired")
             turn.reply(texts.CONFIRM_EXPIRED.format(command=pending.command, minutes=CONFIRM_MINUTES))
             return
-        right = commands.is_number(argument) and len(argument) == CONFIRM_LENGTH
+        right = phone.is_number(argument) and len(argument) == CONFIRM_LENGTH
         if not (right and same(self.keys.confirm_hash(turn.key, argument), pending.code_hash)):
             await tx.note(turn.key, "confirm-wrong", now)
             self.metrics.confirmations.inc("wrong")
