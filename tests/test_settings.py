@@ -207,7 +207,7 @@ def test_settings_do_not_import_the_gateway() -> None:
             "print(sorted(m for m in sys.modules if m.startswith(('smsbot.', 'vonage'))))")
     loaded = subprocess.run([sys.executable, "-c", code, json.dumps(env)], capture_output=True, text=True,
                             check=True).stdout
-    assert loaded.strip() == "['smsbot.sms.commands', 'smsbot.errors', 'smsbot.phone', 'smsbot.settings']"
+    assert loaded.strip() == "['smsbot.errors', 'smsbot.phone', 'smsbot.settings', 'smsbot.sms', 'smsbot.sms.commands']"
 
 
 
