@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
-RULES_DIR = pathlib.Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
-RULES = RULES_DIR / "smsbot-rules.yml"
+from support.constants import RULES, RULES_DIR
+
 RULE_TESTS = RULES_DIR / "smsbot-rules.test.yml"
 
 pytestmark = [pytest.mark.slow,  # promtool runs as a subprocess

@@ -1,6 +1,7 @@
 """The package's shape holds: the core never imports the web layer or aiohttp, the SMS conversation (smsbot.sms)
 never imports the machinery that carries it, the store and gateway never import the conversation, modules import
-each other without a circle, every error derives from SmsbotError, and one install name holds everything."""
+each other without a circle, every error derives from SmsbotError, one install name holds everything, and no test
+module or benchmark imports a test module (what they share lives in tests/support/)."""
 
 from __future__ import annotations
 
@@ -154,3 +155,34 @@ def test_every_error_derives_from_smsbot_error() -> None:
     assert len(classes) >= 7
     strays = [f"{c.__module__}.{c.__qualname__}" for c in classes if not issubclass(c, SmsbotError)]
     assert not strays, f"errors outside the hierarchy: {strays}"
+
+
+def imported_test_modules(source: str) -> set[str]:
+    """The `test_*` modules a source imports, at module level or inside a function (tests/ is no package: a test
+    module is imported by its bare name, so `aiohttp.test_utils` is none)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        else:
+            continue
+        found.update(name for name in names if name.startswith("test_"))
+    return found
+
+
+def test_no_test_module_or_benchmark_imports_a_test_module() -> None:
+    sources = sorted([*(ROOT / "tests").glob("*.py"), *(ROOT / "bench").glob("*.py")])
+    assert len(sources) > 20 and ROOT / "tests" / "test_instances.py" in sources, "the walk sees the tests"
+    importing = {path.relative_to(ROOT).as_posix(): found for path in sources
+                 if (found := imported_test_modules(path.read_text(encoding="utf-8")))}
+    assert not importing, f"move what they share into tests/support/: {importing}"
+
+
+def test_the_test_import_check_can_fail() -> None:
+    fake = "\n".join(["from test_instances import Group", "import test_proxies as proxies",
+                       "from support.instances import RATE", "", "", "def helper() -> None:",
+                       "    from test_settings import APP_ID", ""])
+    assert imported_test_modules(fake) == {"test_instances", "test_proxies", "test_settings"}
+    assert imported_test_modules("from support.procs import wait_for\nimport aiohttp.test_utils\n") == set()

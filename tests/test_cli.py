@@ -16,8 +16,9 @@ import smsbot as package
 from smsbot.settings import TABLE
 
 from support.cases import PASSWORD_URLS
+from support.constants import APP_ID
 from support.procs import SMSBOT, clean_env, free_port, start_smsbot, wait_for
-from support.service import BASE_ENV
+from support.service import BASE_ENV, rsa_pem
 
 pytestmark = pytest.mark.slow  # every test runs the smsbot command
 
@@ -54,8 +55,6 @@ def test_check_reads_a_dotenv_file(tmp_path: pathlib.Path) -> None:
 
 
 def test_check_lists_every_setting_and_no_secret(tmp_path: pathlib.Path) -> None:
-    from test_settings import APP_ID, rsa_pem
-
     pem = rsa_pem()
     secrets = {"SMSBOT_SECRET": "m" * 40, "VONAGE_API_SECRET": "api-secret-value-123", "VONAGE_PRIVATE_KEY": pem,
                "VONAGE_SIGNATURE_SECRET": "signature-secret-value-456"}
@@ -73,8 +72,6 @@ def test_check_lists_every_setting_and_no_secret(tmp_path: pathlib.Path) -> None
 
 
 def test_check_refuses_a_bad_private_key(tmp_path: pathlib.Path) -> None:
-    from test_settings import APP_ID
-
     bad_key = "-----BEGIN PRIVATE KEY-----\\nnot a key\\n-----END PRIVATE KEY-----"
     result = smsbot("check", env={**BASE_ENV, "VONAGE_APPLICATION_ID": APP_ID, "VONAGE_PRIVATE_KEY": bad_key},
                     cwd=tmp_path)

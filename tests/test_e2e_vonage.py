@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import hmac
 import itertools
 import json
 import pathlib
@@ -24,8 +23,9 @@ import jwt
 import pytest
 import requests
 
-from support.client import post_webhook
-from support.constants import ADMIN_MSISDN, NUMBER
+from support.client import post_webhook, signed, vonage_sig
+from support.constants import ADMIN_MSISDN, NUMBER, SIG_SECRET
+from support.constants import APP_ID as APPLICATION_ID
 from support.procs import (
     CODE,
     PIN,
@@ -45,10 +45,8 @@ from support.vonage_emulator import SMS_PATH, VERIFY_PATH, RecordedRequest, Sent
 pytestmark = pytest.mark.slow
 
 SECRET = "e2e-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
-SIG_SECRET = "vonage-signature-secret-0123456789abcdef"  # >= 32 bytes: PyJWT warns on shorter HS256 keys
 INVITEE = "14155550134"
 GROUP = "Old Mill Friends Club"  # longer than a Verify brand may be (16)
-APPLICATION_ID = "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"
 
 TEXT_TIMEOUT = 10.0
 FAULT_TIMEOUT = 20.0  # a hung request costs the SDK timeout (SMSBOT_VONAGE_TIMEOUT, 10 s by default) plus a backoff
@@ -57,28 +55,6 @@ _ids = itertools.count(1)
 
 
 # ---------------------------------------------------------------------------------------------- signing (Vonage's way)
-
-
-def signing_string(params: dict[str, str]) -> str:
-    """Vonage: drop `sig`, sort by key, replace `&` and `=` in values by `_`, concatenate `&key=value`."""
-    return "".join(f"&{key}={params[key].replace('&', '_').replace('=', '_')}" for key in sorted(params)
-                   if key != "sig")
-
-
-def vonage_sig(params: dict[str, str], secret: str, method: str) -> str:
-    text = signing_string(params).encode()
-    if method == "md5hash":  # md5(string + secret), the secret appended directly
-        return hashlib.md5(text + secret.encode()).hexdigest()
-    return hmac.new(secret.encode(), text, getattr(hashlib, method)).hexdigest()
-
-
-def signed(params: dict[str, str], method: str, *, secret: str = SIG_SECRET, timestamp: float | None = None,
-           upper: bool = False) -> dict[str, str]:
-    """`params` as Vonage signs them: with its `timestamp` and `nonce`, then `sig`."""
-    stamped = {**params, "timestamp": str(int(time.time() if timestamp is None else timestamp)),
-               "nonce": str(uuid.uuid4())}
-    sig = vonage_sig(stamped, secret, method)
-    return {**stamped, "sig": sig.upper() if upper else sig}
 
 
 def messages_jwt(body: bytes, *, secret: str = SIG_SECRET, iat: float | None = None,

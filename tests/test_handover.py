@@ -16,10 +16,10 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from test_instances import RATE, Group, Instance, sms_arrivals
 
 from support.client import text_in
 from support.constants import ADMIN_MSISDN as ADMIN
+from support.instances import RATE, Group, Instance, sms_arrivals
 from support.procs import most_in_any_second, sent_to, wait_for, wait_text
 from support.vonage_emulator import VonageEmulator
 

@@ -15,11 +15,10 @@ from typing import Any
 
 import pytest
 import requests
-from test_alert_rules import RULES
 
 from support.client import auth, login, text_in
 from support.constants import ADMIN_MSISDN as ADMIN
-from support.constants import INVITEE, NUMBER, SECRET
+from support.constants import INVITEE, NUMBER, RULES, SECRET
 from support.procs import (
     CODE,
     PIN,

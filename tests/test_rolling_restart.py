@@ -22,13 +22,11 @@ from collections.abc import Iterator, Mapping
 
 import pytest
 import requests
-from test_e2e_vonage import SIG_SECRET, signed
-from test_instances import sent_by_ref, sms_arrivals
-from test_proxies import BINARIES, ProxyProcess, deploy_file, nginx_serving
 
-from support.client import login, webhook_fields
+from support.client import login, signed, webhook_fields
 from support.constants import ADMIN_MSISDN as ADMIN
-from support.constants import NUMBER, SECRET
+from support.constants import NUMBER, SECRET, SIG_SECRET
+from support.instances import sent_by_ref, sms_arrivals
 from support.procs import (
     CODE,
     PIN,
@@ -42,6 +40,7 @@ from support.procs import (
     wait_for,
     wait_text,
 )
+from support.proxies import BINARIES, ProxyProcess, deploy_file, nginx_serving
 from support.vonage_emulator import VonageEmulator
 
 pytestmark = pytest.mark.slow

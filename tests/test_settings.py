@@ -18,18 +18,8 @@ from smsbot.settings import TABLE, Settings, environment, listing, load, masked_
 from smsbot.web.cli import dev_environment
 
 from support.cases import PASSWORD_URLS
-from support.constants import ADMIN
-from support.service import BASE_ENV
-
-APP_ID = "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"
-
-
-def rsa_pem() -> str:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+from support.constants import ADMIN, APP_ID
+from support.service import BASE_ENV, rsa_pem
 
 
 def test_a_good_configuration_loads_into_a_frozen_object() -> None:

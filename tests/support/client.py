@@ -1,18 +1,45 @@
-"""What a client does to a running `smsbot serve`: texts in by Vonage's inbound webhook, a browser's sign-in, a
-proxy's /auth check, and a member made from scratch."""
+"""What a client does to a running `smsbot serve`: texts in by Vonage's inbound webhook (signed as Vonage signs
+them, when asked), a browser's sign-in, a proxy's /auth check, and a member made from scratch."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
+import time
+import uuid
 
 import requests
 
-from .constants import ADMIN_MSISDN, CODE, NUMBER, PIN
+from .constants import ADMIN_MSISDN, CODE, NUMBER, PIN, SIG_SECRET
 from .procs import SESSION_COOKIE, only, sent_to, wait_text
 from .service import CSRF_INPUT
 from .vonage_emulator import VonageEmulator
 
 _ids = itertools.count(1)
+
+
+def signing_string(params: dict[str, str]) -> str:
+    """Vonage: drop `sig`, sort by key, replace `&` and `=` in values by `_`, concatenate `&key=value`."""
+    return "".join(f"&{key}={params[key].replace('&', '_').replace('=', '_')}" for key in sorted(params)
+                   if key != "sig")
+
+
+def vonage_sig(params: dict[str, str], secret: str, method: str) -> str:
+    text = signing_string(params).encode()
+    if method == "md5hash":  # md5(string + secret), the secret appended directly
+        return hashlib.md5(text + secret.encode()).hexdigest()
+    return hmac.new(secret.encode(), text, getattr(hashlib, method)).hexdigest()
+
+
+def signed(params: dict[str, str], method: str, *, secret: str = SIG_SECRET, timestamp: float | None = None,
+           upper: bool = False) -> dict[str, str]:
+    """`params` as Vonage signs them: with its `timestamp` and `nonce`, then `sig`."""
+    stamped = {**params, "timestamp": str(int(time.time() if timestamp is None else timestamp)),
+               "nonce": str(uuid.uuid4())}
+    sig = vonage_sig(stamped, secret, method)
+    return {**stamped, "sig": sig.upper() if upper else sig}
+
 
 def webhook_fields(msisdn: str, text: str, message_id: str | None = None) -> dict[str, str]:
     """The fields of an SMS API inbound webhook, as Vonage sends them."""

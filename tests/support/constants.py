@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import re
 
 from smsbot.keys import CODE_ALPHABET, CODE_LENGTH, CONFIRM_LENGTH, PIN_LENGTH
@@ -13,6 +14,9 @@ ADMIN_MSISDN = ADMIN.lstrip("+")  # as Vonage writes a msisdn in its webhooks: d
 NUMBER = "14155550199"  # the group's virtual number (a msisdn, as SMSBOT_NUMBER is written)
 SECRET = "test-secret-0123456789-abcdefghijklmnop"  # SMSBOT_SECRET
 INVITEE = "14155550134"  # a number to invite, as Vonage writes a msisdn
+# VONAGE_SIGNATURE_SECRET; >= 32 bytes: PyJWT warns on shorter HS256 keys
+SIG_SECRET = "vonage-signature-secret-0123456789abcdef"
+APP_ID = "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"  # VONAGE_APPLICATION_ID
 
 # A code or a PIN standing alone in a text or a page.
 CODE = re.compile(rf"(?<![A-Za-z0-9])[{CODE_ALPHABET}]{{{CODE_LENGTH}}}(?![A-Za-z0-9])")
@@ -21,3 +25,7 @@ PIN = re.compile(rf"(?<!\d)\d{{{PIN_LENGTH}}}(?!\d)")
 INVITE_CODE = re.compile(rf"\bcode ({CODE.pattern})")
 PIN_IS = re.compile(rf"PIN is ({PIN.pattern})")
 YES = re.compile(rf"YES (\d{{{CONFIRM_LENGTH}}}) ")
+
+# The Prometheus alert rules the README points to.
+RULES_DIR = pathlib.Path(__file__).resolve().parent.parent.parent / "deploy" / "prometheus"
+RULES = RULES_DIR / "smsbot-rules.yml"

@@ -70,6 +70,15 @@ class Wired:
         return [(m.to, m.text) for m in new]
 
 
+def rsa_pem() -> str:
+    """A fresh RSA private key in PEM (PKCS#8), as VONAGE_PRIVATE_KEY may hold it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+
+
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
 WebClient: TypeAlias = TestClient[web.Request, web.Application]
 
