@@ -12,17 +12,15 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
-
-from . import __version__
 from .clock import Clock
 from .store import Store
 from .store.base import Figures
+
+if TYPE_CHECKING:
+    from .prometheus import Exposition
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +57,6 @@ class Tally:
     def inc(self, *values: str) -> None:
         self.counts[values] += 1  # KeyError for an undeclared value: the series are fixed
 
-    def family(self) -> CounterMetricFamily:
-        family = CounterMetricFamily(self.name, self.doc, labels=self.label_names)
-        for values, count in self.counts.items():
-            family.add_metric(list(values), count)
-        return family
-
 
 class Off(Tally):
     """A tally that counts nothing: metrics are off (SMSBOT_METRICS_ADDRESS unset)."""
@@ -97,13 +89,6 @@ class Metrics:
                                  {"code": SEND_ERROR_CODES})
         self.confirmations = tally("smsbot_confirmations", "Admin confirmation questions and YES answers.",
                                    {"result": CONFIRM_RESULTS})
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.webhook_seconds = Histogram("smsbot_webhook_seconds", "Time to answer a Vonage webhook.", ["kind"],
-                                         registry=self.registry)
-        self.send_seconds = Histogram("smsbot_send_seconds", "Time the provider took to take one text.",
-                                      registry=self.registry)
-        for kind in WEBHOOK_KINDS:
-            self.webhook_seconds.labels(kind)
         self.sender_role: Callable[[], bool] = lambda: False
         self.figures: Figures | None = None  # the database's gauges, as the last scrape read them
         self.read_seconds = 0.0
@@ -111,8 +96,10 @@ class Metrics:
         self._store: Store | None = None
         self.clock = Clock()
         self.budget = 0
-        self.registry.register(_Collector(self))
-        ProcessCollector(registry=self.registry)
+        self._exposition: Exposition | None = None
+        if enabled:  # prometheus_client is imported only when metrics are on
+            from .prometheus import Exposition
+            self._exposition = Exposition(self, WEBHOOK_KINDS)
 
     def tallies(self) -> list[Tally]:
         return [t for t in vars(self).values() if isinstance(t, Tally)]
@@ -122,12 +109,12 @@ class Metrics:
         self._store, self.clock, self.budget, self.sender_role = store, clock, budget, sender_role
 
     def observe_webhook(self, kind: str, seconds: float) -> None:
-        if self.enabled:
-            self.webhook_seconds.labels(kind).observe(seconds)
+        if self._exposition is not None:
+            self._exposition.webhook_seconds.labels(kind).observe(seconds)
 
     def observe_send(self, seconds: float) -> None:
-        if self.enabled:
-            self.send_seconds.observe(seconds)
+        if self._exposition is not None:
+            self._exposition.send_seconds.observe(seconds)
 
     async def refresh(self, timeout: float = READ_TIMEOUT) -> None:
         """Read the database's gauges, waiting at most `timeout`. Scrapes that come while a read is under way share
@@ -149,41 +136,7 @@ class Metrics:
         self.read_seconds = time.monotonic() - started
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
-
-
-class _Collector(Collector):
-    """The tallies, and the gauges of the last database read (none when it failed: no stale figures)."""
-
-    def __init__(self, metrics: Metrics):
-        self.metrics = metrics
-
-    def collect(self) -> Iterator[Metric]:
-        m = self.metrics
-        yield from (t.family() for t in m.tallies())
-        yield _info()
-        yield GaugeMetricFamily("smsbot_sender_role_held", "1 when this instance holds the sender's role.",
-                                value=1 if m.sender_role() else 0)
-        yield GaugeMetricFamily("smsbot_database_up", "1 when the last scrape's database read answered in time.",
-                                value=1 if m.figures else 0)
-        figures = m.figures
-        if figures is None:
-            return
-        yield GaugeMetricFamily("smsbot_database_read_seconds", "Time the scrape's database read took.",
-                                value=m.read_seconds)
-        yield GaugeMetricFamily("smsbot_outbox_waiting", "Texts queued and not yet sent (or being sent).",
-                                value=figures.waiting)
-        oldest = 0.0 if figures.oldest_waiting_at is None else max(0.0, m.clock.now() - figures.oldest_waiting_at)
-        yield GaugeMetricFamily("smsbot_outbox_oldest_seconds", "Age of the oldest text waiting (0: none waits).",
-                                value=oldest)
-        yield GaugeMetricFamily("smsbot_members", "Members of the group.", value=figures.members)
-        yield GaugeMetricFamily("smsbot_daily_budget_used", "Texts queued since midnight UTC.",
-                                value=figures.queued_today)
-        yield GaugeMetricFamily("smsbot_daily_budget", "SMSBOT_DAILY_SMS_BUDGET: texts allowed per UTC day.",
-                                value=m.budget)
-
-
-def _info() -> GaugeMetricFamily:
-    info = GaugeMetricFamily("smsbot_build_info", "This instance's smsbot version (always 1).", labels=["version"])
-    info.add_metric([__version__], 1)
-    return info
+        """The metrics in Prometheus's text format (metrics must be on)."""
+        if self._exposition is None:
+            raise RuntimeError("metrics are off")
+        return self._exposition.text()

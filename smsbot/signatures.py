@@ -11,8 +11,6 @@ import hmac
 import warnings
 from collections.abc import Mapping
 
-import jwt
-
 from .errors import SignatureError
 from .phone import is_number
 
@@ -56,6 +54,8 @@ def check_jwt(authorization: str, body: bytes, secret: str, now: float) -> dict[
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise SignatureError("no bearer token")
+    import jwt  # here, not at start-up: only Messages API webhooks are signed so
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PyJWT warns on short secrets; the secret is Vonage's to choose

@@ -186,3 +186,30 @@ def test_the_test_import_check_can_fail() -> None:
                        "    from test_settings import APP_ID", ""])
     assert imported_test_modules(fake) == {"test_instances", "test_proxies", "test_settings"}
     assert imported_test_modules("from support.procs import wait_for\nimport aiohttp.test_utils\n") == set()
+
+
+HEAVY = ("jinja2", "prometheus_client", "jwt", "cryptography", "asyncpg", "vonage")  # each loaded only when needed
+APP_SCRIPT = """
+import sys
+from smsbot.settings import load
+from smsbot.web.app import create_app
+import smsbot.web.cli
+create_app(load({env!r}, dev={dev!r}))
+print(sorted(m for m in {heavy!r} if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(("dev", "extra"), [(False, {}), (True, {}),
+                                            (False, {"SMSBOT_METRICS_ADDRESS": "127.0.0.1:9999"})])
+def test_an_app_loads_only_the_libraries_its_settings_need(tmp_path: pathlib.Path, dev: bool,
+                                                           extra: dict[str, str]) -> None:
+    """Start-up pays for no module the mode doesn't use: no Jinja2 before a page, no Vonage SDK before a send, no
+    PostgreSQL driver on SQLite, no prometheus_client with metrics off, no JOSE without an OIDC provider."""
+    env = {"SMSBOT_SECRET": "s" * 40, "SMSBOT_ADMINS": "+14155550100", "SMSBOT_NUMBER": "14155550199",
+           "SMSBOT_PUBLIC_URL": "https://group.example.org", "SMSBOT_DB": str(tmp_path / "smsbot.db"),
+           "VONAGE_API_KEY": "test-key", "VONAGE_API_SECRET": "test-secret-value", **extra}
+    script = APP_SCRIPT.format(env=env, dev=dev, heavy=HEAVY)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True,
+                         cwd=tmp_path)  # the installed package, not the checkout's folders
+    wanted = ["prometheus_client"] if extra else []
+    assert out.stdout.strip() == str(wanted), out.stdout + out.stderr

@@ -8,8 +8,6 @@ import logging
 import pathlib
 from collections.abc import AsyncIterator
 
-import aiohttp_jinja2
-import jinja2
 from aiohttp import web
 
 from smsbot.clock import Clock
@@ -24,9 +22,9 @@ from .dev import setup_dev
 from .devphone import DevPhones
 from .errorpages import setup_error_pages
 from .metrics import setup_metrics
-from .oidc import setup_oidc
 from .routes import Routes
 from .security import Cookies, Csrf, setup_security
+from .templates import TEMPLATES, Templates
 from .views import setup_views
 from .webhooks import setup_webhooks
 
@@ -54,13 +52,15 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, clock: Clo
     app[ROUTES] = Routes()  # filled as the routes are registered, each with who it answers
     keys = graph.keys
 
-    aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
+    app[TEMPLATES] = Templates()
     setup_error_pages(app)  # first: it dresses the security middleware's refusals too
     setup_security(app, settings)
     cookies = Cookies(settings)
     setup_views(app, cookies, Csrf(keys, cookies))
     setup_webhooks(app)
-    if settings.oidc_clients:
+    if settings.oidc_clients:  # PyJWT and cryptography's keys are imported only for an OIDC provider
+        from .oidc import setup_oidc
+
         setup_oidc(app)
     app.router.add_static("/static", HERE / "static")
     if settings.dev:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from smsbot.clock import Clock
 from smsbot.gateway import Gateway
 from smsbot.keys import Keys
 from smsbot.metrics import Metrics
-from smsbot.oidc import Provider
 from smsbot.outbox import Outbox
 from smsbot.pipeline import Pipeline
 from smsbot.settings import Settings
@@ -17,6 +18,9 @@ from smsbot.store import Store
 
 from .devphone import DevPhones
 from .routes import Routes
+
+if TYPE_CHECKING:
+    from smsbot.oidc import Provider
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
@@ -29,4 +33,4 @@ KEYS = web.AppKey("keys", Keys)
 METRICS = web.AppKey("metrics", Metrics)
 DEV_PHONES = web.AppKey("dev_phones", DevPhones)
 ROUTES = web.AppKey("routes", Routes)
-OIDC = web.AppKey("oidc", Provider)  # only with SMSBOT_OIDC_CLIENTS
+OIDC: web.AppKey[Provider] = web.AppKey("oidc")  # only with SMSBOT_OIDC_CLIENTS

@@ -22,7 +22,6 @@ from aiohttp.web import BaseRequest, StreamResponse
 from smsbot import __version__, logs, phone
 from smsbot.errors import BackupError, DatabaseInUse, DatabaseUnavailable, SettingsError
 from smsbot.gateway.vonage import vonage_key_check
-from smsbot.oidc import KEY_OVERLAP
 from smsbot.settings import Check, Settings, dotenv, dotenv_file, environment, listing, load, load_database
 from smsbot.store.backup import backup
 
@@ -284,6 +283,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             print("SMSBOT_OIDC_CLIENTS is not set: there is no OpenID Connect provider to rotate keys for.",
                   file=sys.stderr)
             raise SystemExit(1)
+        from smsbot.oidc import KEY_OVERLAP
+
         from .oidc import rotate_key
 
         print(f"signing with new key {asyncio.run(rotate_key(settings))}; the old one stays published for "

@@ -6,7 +6,6 @@ import json
 import uuid
 from typing import Any
 
-import aiohttp_jinja2
 from aiohttp import web
 
 from smsbot import phone
@@ -14,12 +13,13 @@ from smsbot.messages import InboundText
 
 from .appkeys import DEV_PHONES, PIPELINE, ROUTES, SETTINGS
 from .routes import Audience
+from .templates import render
 from .views import group_number, read_form
 
 
 async def page(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    return aiohttp_jinja2.render_template("dev_phone.html", request, {
+    return render("dev_phone.html", request, {
         "admins": settings.admins, "group": settings.group_name, "number": group_number(settings.number),
     })
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-import aiohttp_jinja2
 from aiohttp import web
 
 from .appkeys import ROUTES, SETTINGS
+from .templates import render
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -55,7 +55,7 @@ def error_page(request: web.Request, status: int, own_text: str, headers: dict[s
     settings = request.app[SETTINGS]
     context = {"status": status, "title": title, "message": message, "back_href": back_href, "back_text": back_text,
                "group": settings.group_name}
-    response = aiohttp_jinja2.render_template("error.html", request, context, status=status)
+    response = render("error.html", request, context, status=status)
     for name in KEPT_HEADERS:
         if name in headers:
             response.headers[name] = headers[name]

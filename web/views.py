@@ -8,7 +8,6 @@ import math
 import pathlib
 from urllib.parse import urlsplit
 
-import aiohttp_jinja2
 from aiohttp import web
 
 from smsbot import phone
@@ -20,6 +19,7 @@ from .ratelimit import SignInLimit, client_ip
 from .redirects import login_url, original_url, safe_redirect
 from .routes import Audience
 from .security import Cookies, Csrf
+from .templates import render
 
 log = logging.getLogger(__name__)
 STATIC = pathlib.Path(__file__).parent / "static"
@@ -91,7 +91,7 @@ def _render(request: web.Request, template: str, context: dict[str, object], sta
     tool = provider.tool_for(str(context.get("rd") or "")) if provider is not None else None
     context = {**context, "csrf_token": csrf.token(value), "group": settings.group_name, "tool": tool,
                "number": group_number(settings.number)}
-    response = aiohttp_jinja2.render_template(template, request, context, status=status)
+    response = render(template, request, context, status=status)
     if fresh:
         request.app[COOKIES].set_csrf(response, value)
     return response
