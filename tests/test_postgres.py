@@ -18,7 +18,7 @@ from smsbot.messages import InboundText
 from smsbot.settings import load
 from smsbot.sms import texts
 from smsbot.store import sqlite
-from smsbot.store.postgres import MIGRATIONS, SENDER_LOCK, PostgresStore
+from smsbot.store.postgres import MIGRATIONS, SENDER_LOCK, PostgresStore, numbered
 from smsbot.wiring import Graph, build
 
 from support.constants import INVITE_CODE, PIN_IS, YES
@@ -62,6 +62,11 @@ async def sent_code_and_pin(sender: Instance, admin_side: Instance) -> tuple[str
     pin = PIN_IS.search(sender.gateway.sent[-2].text)
     assert pin, [m.text for m in sender.gateway.sent]
     return code.group(1), pin.group(1)
+
+
+def test_a_statement_may_hold_more_than_a_thousand_placeholders() -> None:
+    """The budget's count leaves out every admin's number, one placeholder each: a group may have over 999 admins."""
+    assert numbered(", ".join("?" * 1500)).endswith("$1499, $1500")
 
 
 def test_migrations_are_numbered_and_described_alike() -> None:

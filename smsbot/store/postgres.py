@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import itertools
 import logging
 import random
 import re
@@ -52,9 +54,11 @@ async def _leave_as_is(conn: asyncpg.Connection) -> None:
     return None
 
 
+@functools.lru_cache(maxsize=1024)
 def numbered(sql: str) -> str:
-    """`?` placeholders as PostgreSQL's `$1, $2, ...` (the shared statements hold no literal question marks)."""
-    count = iter(range(1, 1000))
+    """`?` placeholders as PostgreSQL's `$1, $2, ...` (the shared statements hold no literal question marks); each
+    statement's text is numbered once, then taken from the cache."""
+    count = itertools.count(1)
     return PLACEHOLDER.sub(lambda _: f"${next(count)}", sql)
 
 
