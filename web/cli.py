@@ -136,11 +136,13 @@ def describe(settings: Settings) -> str:
     return "\n".join(lines)
 
 
-def start_logging(settings: Settings, instance: str = "") -> None:
+def start_logging(settings: Settings, port: int | None = None) -> None:
+    """Logging as the settings ask; a server's JSON lines name it by host and port."""
+    instance = f"{socket.gethostname()}:{port}" if port is not None else ""
     logs.configure(settings.log_level, settings.log_format, instance, settings.secrets())
     logging.getLogger("aiohttp.server").addFilter(UnquotedParseErrors())
-    dotenv = pathlib.Path.cwd() / ".env"
-    log.debug("settings read from the environment%s", f" over {dotenv}" if dotenv.is_file() else " (no .env file)")
+    read = dotenv_file()
+    log.debug("settings read from the environment%s", f" over {read}" if read.is_file() else " (no .env file)")
 
 
 def run(settings: Settings, host: str, port: int) -> None:
@@ -292,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(0)
     if args.command == "serve":
         settings = _settings_or_exit(env, dev=False, checks=SERVE_CHECKS)
-        start_logging(settings, f"{socket.gethostname()}:{args.port}")
+        start_logging(settings, args.port)
         if not settings.vonage_signature_secret:
             log.warning("VONAGE_SIGNATURE_SECRET is not set: anyone who can reach /webhooks/inbound can post texts "
                         "as any number. Enable signed webhooks in Vonage and set it.")
@@ -305,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.db:
             env["SMSBOT_DB"] = args.db
         settings = _settings_or_exit(dev_environment(env, args.port), dev=True)
-        start_logging(settings, f"{socket.gethostname()}:{args.port}")
+        start_logging(settings, args.port)
         if ignored:
             log.warning("smsbot dev: ignoring %s from %s: dev mode keeps its own database and secret and sends "
                         "through its fake provider only (set them in the environment, or use --db)",
