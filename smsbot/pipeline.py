@@ -83,7 +83,7 @@ class Pipeline:
         if key in self.engine.admin_keys:
             out = await self._from_admin(tx, msg, key, now)
         else:
-            out = await self._daily_replies(tx, msg, key, await self.engine.handle(tx, msg), now)
+            out = await self._daily_replies(tx, msg, key, await self.engine.handle(tx, msg, key), now)
         return await self.enqueue(tx, out, now)
 
     async def _daily_replies(self, tx: Tx, msg: InboundText, key: str, out: list[Outgoing],
@@ -105,14 +105,14 @@ class Pipeline:
         (but STOP is honoured, silently: an opt-out is never lost)."""
         hour_ago = now - 3600
         if await tx.count_since(key, "admin-reply", hour_ago) < ADMIN_REPLIES_PER_HOUR:
-            out = await self.engine.handle(tx, msg)
+            out = await self.engine.handle(tx, msg, key)
             for text in out:
                 if text.to == msg.sender and text.kind is not Kind.VERIFY:  # Verify texts the code, not us
                     await tx.note(key, "admin-reply", now)
             return out
         parsed = commands.parse(msg.text)
         if parsed is not None and parsed.command is commands.STOP:
-            await self.engine.handle(tx, msg)
+            await self.engine.handle(tx, msg, key)
         if not await once_per(tx, self.clock, key, "admin-capped", 3600):
             return []
         first = await tx.first_since(key, "admin-reply", hour_ago) or now

@@ -162,15 +162,14 @@ class Engine:
     """Handles inbound texts according to the declared state table, with the features that implement it."""
 
     def __init__(self, keys: Keys, clock: Clock, admins: tuple[str, ...], features: Features):
-        self.keys = keys
         self.clock = clock
         self.admin_keys = frozenset(keys.phone_key(a) for a in admins)
         self.commands: dict[Command, CommandHandler] = {c: c.handler(features) for c in commands.COMMANDS}
         self.fallbacks: dict[State, tuple[Fallback, ...]] = {
             state: tuple(pick(features) for pick in step.fallbacks) for state, step in STATE_TABLE.items()}
 
-    async def handle(self, tx: Tx, msg: InboundText) -> list[Outgoing]:
-        key = self.keys.phone_key(msg.sender)
+    async def handle(self, tx: Tx, msg: InboundText, key: str) -> list[Outgoing]:
+        """The texts one inbound text causes; `key` is its sender's phone key, which the caller has made already."""
         turn = Turn(msg, key, key in self.admin_keys, await tx.member_by_phone(key), await tx.invite_by_phone(key))
         turn.state = await self._state_of(tx, turn)
         turn.parsed = commands.parse(msg.text)
