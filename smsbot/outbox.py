@@ -64,7 +64,8 @@ class Outbox:
         self.pin_ttl = pin_ttl
         self._wake = asyncio.Event()
         self._stopping = False
-        self._role: bool | None = None  # whether run() holds the sender's role (None: drain_once runs by itself)
+        self._role = False  # whether this instance holds the sender's role
+        self._taking = asyncio.Lock()  # run() and a caller of drain_once may ask for the role at once
 
     def wake(self) -> None:
         self._wake.set()
@@ -73,9 +74,20 @@ class Outbox:
         """At start-up: texts a dead worker had claimed go back in the queue at once."""
         return await self.store.run(lambda tx: tx.release_claims())
 
+    async def take_role(self) -> bool:
+        """Become the sender unless another instance is (see _take_over); return whether this instance is."""
+        async with self._taking:
+            if not self._role and await self.store.claim_sender():
+                await self._take_over()
+                self._role = True
+            return self._role
+
     async def drain_once(self) -> int:
-        """Send every text that is due now; return how many were finished (sent, failed or suppressed)."""
+        """As the sender, send every text that is due now; return how many were finished (sent, failed or
+        suppressed). An instance that can't take the sender's role sends nothing."""
         finished = 0
+        if self._stopping or not await self.take_role():
+            return 0
         while not self._stopping and await self._still_sender():
             rows = await self.store.run(self._claim)
             if not rows:
@@ -89,10 +101,8 @@ class Outbox:
         return finished
 
     async def _still_sender(self) -> bool:
-        """Whether run() still holds the sender's role: on a shared database the lock can go with its connection
-        while this instance lives on, and another instance may take it. (True when drain_once runs by itself.)"""
-        if self._role is None:
-            return True
+        """Whether this instance still holds the sender's role: on a shared database the lock can go with its
+        connection while this instance lives on, and another instance may take it."""
         if self._role and not await self.store.claim_sender():
             log.warning("this instance lost the sender's role; it stops sending until it holds the role again")
             self._role = False
@@ -167,20 +177,16 @@ class Outbox:
             self.metrics.texts_failed.inc()
 
     def holds_sender_role(self) -> bool:
-        return self._role is True
+        return self._role
 
     async def run(self) -> None:
         """The worker loop, run as a background task for the life of the app. Only the instance that holds the
         sender's role sends (one, for a database several instances share); the others wait to take it over."""
-        self._role = False
         try:
             while not self._stopping:
                 self._wake.clear()
                 try:
-                    if not self._role and await self.store.claim_sender():
-                        await self._take_over()
-                        self._role = True
-                    if self._role:
+                    if await self.take_role():
                         await self.drain_once()
                     timeout = await self._seconds_to_next() if self._role else SENDER_POLL
                 except asyncio.CancelledError:
@@ -193,7 +199,7 @@ class Outbox:
             if self._role:  # stopped between sends, not cut off in one: nothing of this sender is in flight
                 await self._step_down()
         finally:
-            self._role = None  # drain_once by itself again
+            self._role = False
 
     async def _take_over(self) -> None:
         """Become the sender. A sender that died without stopping may have had requests on their way to the
