@@ -10,11 +10,9 @@ from collections.abc import Sequence
 
 from .settings import redacted
 
-# aiosqlite logs every statement with its parameters at DEBUG (numbers waiting in the outbox, PIN hashes); the
-# Vonage SDK logs request bodies (numbers, PINs) and headers (credentials) at DEBUG and response bodies at WARNING;
+# The Vonage SDK logs request bodies (numbers, PINs) and headers (credentials) at DEBUG and response bodies at WARNING;
 # urllib3 logs URLs. Our own lines say what happened, masked.
-LEAKY_LOGGERS = {"aiosqlite": logging.WARNING, "vonage": logging.ERROR, "vonage_http_client": logging.ERROR,
-                 "urllib3": logging.ERROR}
+LEAKY_LOGGERS = {"vonage": logging.ERROR, "vonage_http_client": logging.ERROR, "urllib3": logging.ERROR}
 
 
 def quiet_leaky_loggers() -> None:

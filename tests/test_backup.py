@@ -35,12 +35,15 @@ from support.constants import ADMIN_MSISDN, NUMBER, SECRET
 from support.procs import CODE, PIN, SmsbotProcess, clean_env, only, serve_env, start_smsbot, wait_for, wait_text
 from support.vonage_emulator import VonageEmulator
 
-# Every admin command below gets a reply: stay under the 60 replies an admin number gets in an hour.
+# Every admin command below gets a reply: stay under the 60 replies an admin number gets in an hour. The joins'
+# INVITEs come from ADMIN; the traffic's other INVITEs, which go on until the backup is over, from INVITERS in turn.
 MEMBERS_BEFORE = 5
 INVITES_BEFORE = 3
-JOINERS_MAX = 10
-INVITES_MAX = 25
-LOAD_ENV = {"SMSBOT_SMS_RATE": "1000", "SMSBOT_DAILY_SMS_BUDGET": "100000"}
+JOINERS_MAX = 40
+INVITES_MAX = 250
+INVITERS = tuple(f"1415555{n:04d}" for n in range(900, 905))
+LOAD_ENV = {"SMSBOT_SMS_RATE": "1000", "SMSBOT_DAILY_SMS_BUDGET": "100000",
+            "SMSBOT_ADMINS": ",".join(f"+{a}" for a in (ADMIN_MSISDN, *INVITERS))}
 
 
 def phone(n: int) -> str:
@@ -118,7 +121,7 @@ class Traffic:
             if self.stop.wait(0.08):
                 return
             sent = time.monotonic()
-            text_in(http, self.base, "json", ADMIN_MSISDN, f"INVITE +{phone(400 + n)} invitee{n}")
+            text_in(http, self.base, "json", INVITERS[n % len(INVITERS)], f"INVITE +{phone(400 + n)} invitee{n}")
             self.invited.append(Done(sent, time.monotonic(), f"invitee{n}"))
 
     def _check(self, http: requests.Session) -> None:

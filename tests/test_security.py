@@ -118,7 +118,7 @@ def test_leaky_loggers_are_quiet(caplog: Any) -> None:
     from smsbot import logs
 
     logs.quiet_leaky_loggers()
-    for name in ("aiosqlite", "vonage", "vonage_http_client", "urllib3"):
+    for name in ("vonage", "vonage_http_client", "urllib3"):
         assert not logging.getLogger(name).isEnabledFor(logging.INFO)
 
 
