@@ -8,7 +8,7 @@ import pathlib
 import sqlite3
 
 from smsbot.messages import Kind
-from smsbot.store import SqliteStore, Tx, migrations
+from smsbot.store import Counted, SqliteStore, Tx, migrations
 from smsbot.store.sqlite import MIGRATIONS
 
 NOW = 1_800_000_000.0
@@ -65,8 +65,8 @@ async def test_a_version_1_database_upgrades_and_keeps_its_data(tmp_path: pathli
         async def use_what_later_migrations_added(tx: Tx) -> None:
             await tx.add_part(phone_key="key-alice", ref="r1", total=2, part=1, text="hello ", now=NOW)
             assert await tx.parts("key-alice", "r1") == [(1, 2, "hello ")]
-            await tx.note("key-alice", "pin", NOW)
-            assert await tx.count_since("key-alice", "pin", NOW - 1) == 1
+            await tx.note("key-alice", Counted.PIN, NOW)
+            assert await tx.count_since("key-alice", Counted.PIN, NOW - 1) == 1
             await tx.bump_stat("failed-logins-without-live-pin")
             found = await tx.record_delivery(client_ref="", provider_id="none", status="failed", error="", now=NOW)
             assert found is None
@@ -110,3 +110,4 @@ def test_released_migrations_render_unchanged() -> None:
     for backend, types in (("sqlite", migrations.SQLITE), ("postgres", migrations.POSTGRES)):
         rendered = [hashlib.sha256(sql.encode()).hexdigest()[:16] for _, sql in migrations.render(types)]
         assert rendered[:len(RELEASED[backend])] == RELEASED[backend], backend
+
