@@ -111,3 +111,46 @@ def test_released_migrations_render_unchanged() -> None:
         rendered = [hashlib.sha256(sql.encode()).hexdigest()[:16] for _, sql in migrations.render(types)]
         assert rendered[:len(RELEASED[backend])] == RELEASED[backend], backend
 
+
+# The counters' actions as released databases hold them. A Counted value never changes (the rows keep it), so what
+# an older release noted is still counted; a new counter is a new member, and once released it is pinned here too.
+RELEASED_COUNTERS = {
+    "reply": Counted.REPLY,
+    "admin-reply": Counted.ADMIN_REPLY,
+    "admin-capped": Counted.ADMIN_CAPPED,
+    "confirm-asked": Counted.CONFIRM_ASKED,
+    "confirm-wrong": Counted.CONFIRM_WRONG,
+    "confirm-locked": Counted.CONFIRM_LOCKED,
+    "confirm-capped": Counted.CONFIRM_CAPPED,
+    "pin": Counted.PIN,
+    "pin-cap-day": Counted.PIN_CAP_DAY,
+    "pin-cap-hour": Counted.PIN_CAP_HOUR,
+    "locked-reply": Counted.LOCKED_REPLY,
+    "stranger-help": Counted.STRANGER_HELP,
+    "stranger-opt-reply": Counted.STRANGER_OPT_REPLY,
+    "signin": Counted.SIGNIN,
+}
+
+
+async def test_counters_a_released_version_noted_are_still_counted(tmp_path: pathlib.Path) -> None:
+    assert set(RELEASED_COUNTERS.values()) == set(Counted), "a new counter's value is released with it: pin it here"
+    path = tmp_path / "counted.db"
+    store = SqliteStore(path)
+    await store.open()
+    await store.close()
+    db = sqlite3.connect(path)
+    db.executemany("INSERT INTO counters (phone_key, action, at) VALUES ('key-alice', ?, ?)",
+                   [(value, NOW + n) for n, value in enumerate(RELEASED_COUNTERS)])
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        async def count(tx: Tx) -> None:
+            for n, (value, counted) in enumerate(RELEASED_COUNTERS.items()):
+                assert await tx.count_since("key-alice", counted, NOW) == 1, value
+                assert await tx.first_since("key-alice", counted, NOW) == NOW + n, value
+
+        await store.run(count)
+    finally:
+        await store.close()
