@@ -15,14 +15,14 @@ from .clock import Clock
 from .messages import Kind, Outgoing
 from .settings import Settings
 from .sms import texts
-from .store import Action, Tx
+from .store import Action, Counted, Tx
 
 log = logging.getLogger(__name__)
 
 ESSENTIAL = (Kind.INVITE, Kind.PIN, Kind.VERIFY)  # what members need; everything else is a reply
 
 
-async def once_per(tx: Tx, clock: Clock, key: str, action: str, seconds: float) -> bool:
+async def once_per(tx: Tx, clock: Clock, key: str, action: Counted, seconds: float) -> bool:
     """True (and noted) if this reply was not sent to this number in the last `seconds`."""
     now = clock.now()
     if await tx.count_since(key, action, now - seconds):

@@ -19,7 +19,7 @@ from .messages import InboundPart, InboundText, Kind, Outgoing
 from .settings import Settings
 from .sms import commands, texts
 from .sms.engine import Engine
-from .store import UNDELIVERED, Action, Store, Tx
+from .store import UNDELIVERED, Action, Counted, Store, Tx
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +93,9 @@ class Pipeline:
         kept = []
         for text in out:
             if text.to == msg.sender and text.kind not in ESSENTIAL:
-                if await tx.count_since(key, "reply", now - 86400) >= REPLIES_PER_DAY:
+                if await tx.count_since(key, Counted.REPLY, now - 86400) >= REPLIES_PER_DAY:
                     continue
-                await tx.note(key, "reply", now)
+                await tx.note(key, Counted.REPLY, now)
             kept.append(text)
         return kept
 
@@ -104,18 +104,18 @@ class Pipeline:
         passed. Past the cap its texts are not acted on, so a spoofed flood can't make the real admin's commands run
         (but STOP is honoured, silently: an opt-out is never lost)."""
         hour_ago = now - 3600
-        if await tx.count_since(key, "admin-reply", hour_ago) < ADMIN_REPLIES_PER_HOUR:
+        if await tx.count_since(key, Counted.ADMIN_REPLY, hour_ago) < ADMIN_REPLIES_PER_HOUR:
             out = await self.engine.handle(tx, msg, key)
             for text in out:
                 if text.to == msg.sender and text.kind is not Kind.VERIFY:  # Verify texts the code, not us
-                    await tx.note(key, "admin-reply", now)
+                    await tx.note(key, Counted.ADMIN_REPLY, now)
             return out
         parsed = commands.parse(msg.text)
         if parsed is not None and parsed.command is commands.STOP:
             await self.engine.handle(tx, msg, key)
-        if not await once_per(tx, self.clock, key, "admin-capped", 3600):
+        if not await once_per(tx, self.clock, key, Counted.ADMIN_CAPPED, 3600):
             return []
-        first = await tx.first_since(key, "admin-reply", hour_ago) or now
+        first = await tx.first_since(key, Counted.ADMIN_REPLY, hour_ago) or now
         until = texts.utc(first + 3600)
         await tx.record_event(now, phone.mask(msg.sender), Action.ADMIN_CAPPED, f"{ADMIN_REPLIES_PER_HOUR} replies")
         log.warning("texts from admin number %s got %d replies within an hour: no more until %s UTC",

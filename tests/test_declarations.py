@@ -17,12 +17,13 @@ from smsbot.sms.admin import SENTENCES
 from smsbot.sms.commands import Command
 from smsbot.sms.features import Features
 from smsbot.sms.keywords import STRANGER_OPT
-from smsbot.store import Action
+from smsbot.store import Action, Counted
 from smsbot.wiring import build
 
 from support.conversation import all_transcripts
 
-README = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
 SENT_WORDS = {step.body.split()[0].upper() for t in all_transcripts() for step in t.steps
               if step.kind == "text" and step.body.split()}
 
@@ -104,3 +105,61 @@ def test_usage_replies_come_from_the_declarations_only() -> None:
     copies = [name for name, value in vars(texts).items() if isinstance(value, str) and name.isupper()
               and any(c.usage in value for c in commands.COMMANDS if c.args is not commands.Args.NONE)]
     assert copies == [], f"texts.py copies a usage line: {copies}"
+
+
+def test_every_counter_has_its_own_value() -> None:
+    values = [member.value for member in Counted.__members__.values()]  # aliases too: a repeated value makes one
+    assert len(set(values)) == len(values), "two counters would count each other's notes"
+    assert all(value and value == value.strip() for value in values)
+
+
+# The counters' calls and where each takes its action: a method of Tx, budget.once_per, or the keywords' helper.
+COUNTER_CALLS = {"note": 1, "count_since": 1, "first_since": 1, "once_per": 3, "_may_answer": 2}
+
+
+def counter_calls(source: str) -> tuple[int, list[str]]:
+    """How many counter calls `source` makes, and the ones whose action holds a string literal (line: code)."""
+    calls = 0
+    literal = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        if name not in COUNTER_CALLS:
+            continue
+        at = COUNTER_CALLS[name]
+        action = node.args[at] if len(node.args) > at else next(
+            (k.value for k in node.keywords if k.arg == "action"), None)
+        if action is None:
+            continue  # not a counter: hypothesis's note(text), say
+        calls += 1
+        if any(isinstance(n, ast.Constant) and isinstance(n.value, str) for n in ast.walk(action)):
+            literal.append(f"{node.lineno}: {ast.unparse(node)}")
+    return calls, literal
+
+
+def test_counters_are_named_by_counted_only() -> None:
+    """A counter's action is a Counted member, never a string: a typo would count into a counter nobody reads."""
+    calls = 0
+    found = []
+    for folder in ("smsbot", "web", "bench", "tests"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            made, literal = counter_calls(path.read_text(encoding="utf-8"))
+            calls += made
+            found += [f"{path.relative_to(ROOT)}:{line}" for line in literal]
+    assert found == [], "pass a Counted member"
+    assert calls > 20, "the walk sees the counters' calls"
+
+
+def test_the_counter_check_can_fail() -> None:
+    source = """
+async def f(tx, clock, key, now, daily):
+    await tx.note(key, "pin", now)
+    await tx.count_since(key, action="reply", since=now)
+    await once_per(tx, clock, key, "pin-cap-day" if daily else Counted.PIN_CAP_HOUR, 3600)
+    await tx.first_since(key, Counted.ADMIN_REPLY, now)
+    note(f"a hypothesis note")
+"""
+    calls, literal = counter_calls(source)
+    assert calls == 4
+    assert [line.split(":")[0] for line in literal] == ["3", "4", "5"]

@@ -8,7 +8,7 @@ import pathlib
 import sqlite3
 
 from smsbot.messages import Kind
-from smsbot.store import SqliteStore, Tx, migrations
+from smsbot.store import Counted, SqliteStore, Tx, migrations
 from smsbot.store.sqlite import MIGRATIONS
 
 NOW = 1_800_000_000.0
@@ -65,8 +65,8 @@ async def test_a_version_1_database_upgrades_and_keeps_its_data(tmp_path: pathli
         async def use_what_later_migrations_added(tx: Tx) -> None:
             await tx.add_part(phone_key="key-alice", ref="r1", total=2, part=1, text="hello ", now=NOW)
             assert await tx.parts("key-alice", "r1") == [(1, 2, "hello ")]
-            await tx.note("key-alice", "pin", NOW)
-            assert await tx.count_since("key-alice", "pin", NOW - 1) == 1
+            await tx.note("key-alice", Counted.PIN, NOW)
+            assert await tx.count_since("key-alice", Counted.PIN, NOW - 1) == 1
             await tx.bump_stat("failed-logins-without-live-pin")
             found = await tx.record_delivery(client_ref="", provider_id="none", status="failed", error="", now=NOW)
             assert found is None
@@ -110,3 +110,47 @@ def test_released_migrations_render_unchanged() -> None:
     for backend, types in (("sqlite", migrations.SQLITE), ("postgres", migrations.POSTGRES)):
         rendered = [hashlib.sha256(sql.encode()).hexdigest()[:16] for _, sql in migrations.render(types)]
         assert rendered[:len(RELEASED[backend])] == RELEASED[backend], backend
+
+
+# The counters' actions as released databases hold them. A Counted value never changes (the rows keep it), so what
+# an older release noted is still counted; a new counter is a new member, and once released it is pinned here too.
+RELEASED_COUNTERS = {
+    "reply": Counted.REPLY,
+    "admin-reply": Counted.ADMIN_REPLY,
+    "admin-capped": Counted.ADMIN_CAPPED,
+    "confirm-asked": Counted.CONFIRM_ASKED,
+    "confirm-wrong": Counted.CONFIRM_WRONG,
+    "confirm-locked": Counted.CONFIRM_LOCKED,
+    "confirm-capped": Counted.CONFIRM_CAPPED,
+    "pin": Counted.PIN,
+    "pin-cap-day": Counted.PIN_CAP_DAY,
+    "pin-cap-hour": Counted.PIN_CAP_HOUR,
+    "locked-reply": Counted.LOCKED_REPLY,
+    "stranger-help": Counted.STRANGER_HELP,
+    "stranger-opt-reply": Counted.STRANGER_OPT_REPLY,
+    "signin": Counted.SIGNIN,
+}
+
+
+async def test_counters_a_released_version_noted_are_still_counted(tmp_path: pathlib.Path) -> None:
+    assert set(RELEASED_COUNTERS.values()) == set(Counted), "a new counter's value is released with it: pin it here"
+    path = tmp_path / "counted.db"
+    store = SqliteStore(path)
+    await store.open()
+    await store.close()
+    db = sqlite3.connect(path)
+    db.executemany("INSERT INTO counters (phone_key, action, at) VALUES ('key-alice', ?, ?)",
+                   [(value, NOW + n) for n, value in enumerate(RELEASED_COUNTERS)])
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        async def count(tx: Tx) -> None:
+            for n, (value, counted) in enumerate(RELEASED_COUNTERS.items()):
+                assert await tx.count_since("key-alice", counted, NOW) == 1, value
+                assert await tx.first_since("key-alice", counted, NOW) == NOW + n, value
+
+        await store.run(count)
+    finally:
+        await store.close()

@@ -10,9 +10,7 @@ from aiohttp import web
 
 from smsbot.clock import Clock
 from smsbot.keys import Keys
-from smsbot.store import Store, Tx
-
-ACTION = "signin"  # the counters' action for a failed sign-in (or one being weighed)
+from smsbot.store import Counted, Store, Tx
 
 
 def client_ip(request: web.Request, trusted: tuple[str, ...]) -> str:
@@ -83,10 +81,10 @@ class SignInLimit:
         since = now - self.window
 
         async def work(tx: Tx) -> Slot:
-            if await tx.count_since(key, ACTION, since) >= self.limit:
-                first = await tx.first_since(key, ACTION, since)
+            if await tx.count_since(key, Counted.SIGNIN, since) >= self.limit:
+                first = await tx.first_since(key, Counted.SIGNIN, since)
                 return Slot(None, max(1.0, self.window - (now - (first if first is not None else now))))
-            return Slot(await tx.note(key, ACTION, now))
+            return Slot(await tx.note(key, Counted.SIGNIN, now))
 
         return await self.store.run(work)
 

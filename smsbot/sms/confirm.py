@@ -16,7 +16,7 @@ from ..clock import Clock
 from ..keys import CONFIRM_LENGTH, Keys, SecretSource, same
 from ..metrics import Metrics
 from ..settings import Settings
-from ..store import Action, Tx
+from ..store import Action, Counted, Tx
 from . import commands, texts
 from .commands import Command, Parsed
 from .engine import Turn
@@ -45,15 +45,15 @@ class Confirmations:
         """Keep the command until YES; reply with `what` it will do and the code. A few an hour per admin: a spoofer
         who sends command after command, each with three YES guesses, gets no more codes to guess."""
         now = self.clock.now()
-        if await tx.count_since(turn.key, "confirm-locked", now - LOCK_SECONDS):
+        if await tx.count_since(turn.key, Counted.CONFIRM_LOCKED, now - LOCK_SECONDS):
             return  # refused after too many wrong codes: the number was told once, when it happened
-        if await tx.count_since(turn.key, "confirm-asked", now - 3600) >= ASKED_PER_HOUR:
+        if await tx.count_since(turn.key, Counted.CONFIRM_ASKED, now - 3600) >= ASKED_PER_HOUR:
             self.metrics.confirmations.inc("capped")
-            if await once_per(tx, self.clock, turn.key, "confirm-capped", 3600):  # said and logged once an hour
+            if await once_per(tx, self.clock, turn.key, Counted.CONFIRM_CAPPED, 3600):  # said and logged once an hour
                 await tx.record_event(now, turn.actor, Action.CONFIRM_CAPPED, command.name)
                 turn.reply(texts.CONFIRM_CAPPED)
             return
-        await tx.note(turn.key, "confirm-asked", now)
+        await tx.note(turn.key, Counted.CONFIRM_ASKED, now)
         code = self.source.confirm_code()
         await tx.put_confirmation(admin_key=turn.key, command=command.name, argument=argument,
                                   code_hash=self.keys.confirm_hash(turn.key, code), now=now,
@@ -76,9 +76,9 @@ class Confirmations:
             return
         right = phone.is_number(argument) and len(argument) == CONFIRM_LENGTH
         if not (right and same(self.keys.confirm_hash(turn.key, argument), pending.code_hash)):
-            await tx.note(turn.key, "confirm-wrong", now)
+            await tx.note(turn.key, Counted.CONFIRM_WRONG, now)
             self.metrics.confirmations.inc("wrong")
-            if await tx.count_since(turn.key, "confirm-wrong", now - 86400) >= WRONG_PER_DAY:
+            if await tx.count_since(turn.key, Counted.CONFIRM_WRONG, now - 86400) >= WRONG_PER_DAY:
                 await self._lock(tx, turn, pending.command)
             elif await tx.count_confirmation_try(turn.key) >= CONFIRM_TRIES:
                 await tx.remove_confirmation(turn.key)
@@ -98,7 +98,7 @@ class Confirmations:
         for the next 24 hours; it hears so once, and so does every other admin."""
         now = self.clock.now()
         await tx.remove_confirmation(turn.key)
-        await tx.note(turn.key, "confirm-locked", now)
+        await tx.note(turn.key, Counted.CONFIRM_LOCKED, now)
         await tx.record_event(now, turn.actor, Action.CONFIRM_LOCKED, command)
         until = texts.utc(now + LOCK_SECONDS, day=True)
         turn.reply(texts.CONFIRM_LOCKED.format(wrong=WRONG_PER_DAY, until=until))

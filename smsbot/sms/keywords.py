@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..clock import Clock
 from ..messages import Kind, fits_one_segment
-from ..store import Action, Tx
+from ..store import Action, Counted, Tx
 from . import commands, texts
 from .commands import JOIN, Command, Role
 from .engine import State, Turn
@@ -37,7 +37,7 @@ class Keywords:
     group: str
     clock: Clock
 
-    async def _may_answer(self, tx: Tx, turn: Turn, action: str, per_day: int) -> bool:
+    async def _may_answer(self, tx: Tx, turn: Turn, action: Counted, per_day: int) -> bool:
         """Strangers get a few replies a day; everyone else always gets one."""
         if turn.roles != {Role.ANYONE}:
             return True
@@ -59,19 +59,19 @@ class Keywords:
             if turn.member is not None:
                 await tx.remove_pin(turn.member.id)
             await self._opt_event(tx, turn, Action.OPT_OUT, Action.STRANGER_OPT_OUT)
-            if await self._may_answer(tx, turn, "stranger-opt-reply", STRANGER_OPT_REPLIES_PER_DAY):
+            if await self._may_answer(tx, turn, Counted.STRANGER_OPT_REPLY, STRANGER_OPT_REPLIES_PER_DAY):
                 turn.reply(texts.STOPPED.format(group=self.group), kind=Kind.STOP)
 
     async def start(self, tx: Tx, turn: Turn, argument: str) -> None:
         if await tx.opt_in(turn.key):
             await self._opt_event(tx, turn, Action.OPT_IN, Action.STRANGER_OPT_IN)
-            if await self._may_answer(tx, turn, "stranger-opt-reply", STRANGER_OPT_REPLIES_PER_DAY):
+            if await self._may_answer(tx, turn, Counted.STRANGER_OPT_REPLY, STRANGER_OPT_REPLIES_PER_DAY):
                 turn.reply(texts.STARTED.format(group=self.group))
 
     async def help(self, tx: Tx, turn: Turn, argument: str) -> None:
         roles = turn.roles
         if roles == {Role.ANYONE}:
-            if await self._may_answer(tx, turn, "stranger-help", STRANGER_HELP_PER_DAY):
+            if await self._may_answer(tx, turn, Counted.STRANGER_HELP, STRANGER_HELP_PER_DAY):
                 turn.reply(texts.HELP_STRANGER.format(group=self.group))
             return
         if roles == {Role.ANYONE, Role.INVITEE}:

@@ -17,7 +17,7 @@ from ..keys import PIN_LENGTH, Keys, SecretSource, same
 from ..messages import Kind
 from ..phone import is_number
 from ..settings import Settings
-from ..store import Action, Member, Pin, Tx
+from ..store import Action, Counted, Member, Pin, Tx
 from . import texts
 from .engine import Turn
 
@@ -51,7 +51,7 @@ class Pins:
         """LOGIN: a new PIN for a new device, unless the member is locked out."""
         assert turn.member is not None
         if turn.member.locked_at is not None:
-            if await once_per(tx, self.clock, turn.key, "locked-reply", 3600):
+            if await once_per(tx, self.clock, turn.key, Counted.LOCKED_REPLY, 3600):
                 turn.reply(texts.LOCKED)
             return
         await self.issue(tx, turn, turn.member)
@@ -64,11 +64,11 @@ class Pins:
         """A new PIN replaces any live one, within the per-number caps. A PIN the daily budget can't send is not
         made at all: the live PIN stays, and the caps are not spent."""
         now = self.clock.now()
-        hour = await tx.count_since(turn.key, "pin", now - 3600)
-        day = await tx.count_since(turn.key, "pin", now - 86400)
+        hour = await tx.count_since(turn.key, Counted.PIN, now - 3600)
+        day = await tx.count_since(turn.key, Counted.PIN, now - 86400)
         if hour >= self.settings.pin_cap_hour or day >= self.settings.pin_cap_day:
             daily = day >= self.settings.pin_cap_day
-            if await once_per(tx, self.clock, turn.key, "pin-cap-day" if daily else "pin-cap-hour",
+            if await once_per(tx, self.clock, turn.key, Counted.PIN_CAP_DAY if daily else Counted.PIN_CAP_HOUR,
                               86400 if daily else 3600):  # said and logged once, however many LOGINs come
                 await tx.record_event(now, turn.actor, Action.PIN_CAPPED, member.username)
                 turn.reply(texts.PIN_CAP_DAY if daily else texts.PIN_CAP)
@@ -78,7 +78,7 @@ class Pins:
             if not self.budget.takes(spent, (Kind.PIN, Kind.VERIFY) if self.verify else (Kind.PIN,)):
                 turn.out += await self.budget.warnings(tx, now, spent)
                 return
-        await tx.note(turn.key, "pin", now)
+        await tx.note(turn.key, Counted.PIN, now)
         expires_at = now + self.ttl
         details = {"group": self.group, "username": member.username, "url": self.settings.public_url,
                    "minutes": PIN_TTL_MINUTES}

@@ -7,6 +7,7 @@ from .base import (
     UNDELIVERED,
     Action,
     Confirmation,
+    Counted,
     Event,
     Invite,
     Member,
@@ -20,5 +21,5 @@ from .base import (
 )
 from .sqlite import SqliteStore
 
-__all__ = ["UNDELIVERED", "Action", "Confirmation", "Event", "Invite", "Member", "OutboxRow", "Pin", "Session",
-           "SqliteStore", "Stage", "Store", "Tx", "username_key"]
+__all__ = ["UNDELIVERED", "Action", "Confirmation", "Counted", "Event", "Invite", "Member", "OutboxRow", "Pin",
+           "Session", "SqliteStore", "Stage", "Store", "Tx", "username_key"]

@@ -68,6 +68,27 @@ class Action(enum.Enum):
     SIGNATURE_REFUSED = "signature-refused"
 
 
+class Counted(enum.Enum):
+    """What the counters count per number (or, for SIGNIN, per web client): the only actions `Tx.note`,
+    `Tx.count_since`, `Tx.first_since` and `budget.once_per` take. The values are what the counters table keeps in its
+    action column; existing databases hold them, so a value never changes."""
+
+    REPLY = "reply"  # a reply to a non-admin number, against its daily cap (pipeline)
+    ADMIN_REPLY = "admin-reply"  # a reply to an admin number, against its hourly cap (pipeline)
+    ADMIN_CAPPED = "admin-capped"  # the notice that an admin number reached its hourly cap, sent once an hour
+    CONFIRM_ASKED = "confirm-asked"  # a confirmation code sent to an admin, a few an hour
+    CONFIRM_WRONG = "confirm-wrong"  # a wrong YES code from an admin number, a few a day before the lock
+    CONFIRM_LOCKED = "confirm-locked"  # the lock of an admin number's confirmable commands after too many wrong codes
+    CONFIRM_CAPPED = "confirm-capped"  # the notice that an admin asked for too many codes, sent once an hour
+    PIN = "pin"  # a PIN issued to a member's number, against the hourly and daily PIN caps
+    PIN_CAP_DAY = "pin-cap-day"  # the notice that the daily PIN cap was reached, sent once a day
+    PIN_CAP_HOUR = "pin-cap-hour"  # the notice that the hourly PIN cap was reached, sent once an hour
+    LOCKED_REPLY = "locked-reply"  # the reply to a locked-out member's LOGIN, sent once an hour
+    STRANGER_HELP = "stranger-help"  # a reply to a stranger's HELP, a few a day
+    STRANGER_OPT_REPLY = "stranger-opt-reply"  # a reply to a stranger's STOP or START, a few more a day
+    SIGNIN = "signin"  # a failed web sign-in (or one being weighed), per client address, not per number
+
+
 @dataclass(frozen=True)
 class Member:
     id: int
@@ -407,15 +428,15 @@ verification is the last one attached, and it wins (an earlier one was cancelled
         """Why the latest text of these kinds to this number did not arrive, if it did not."""
         ...
 
-    async def count_since(self, phone_key: str, action: str, since: float) -> int:
+    async def count_since(self, phone_key: str, action: Counted, since: float) -> int:
         """How many of `action` this number's counter has noted since `since`."""
         ...
 
-    async def note(self, phone_key: str, action: str, now: float) -> int:
+    async def note(self, phone_key: str, action: Counted, now: float) -> int:
         """Count one event for the key; return its id (for `unnote`)."""
         ...
 
-    async def first_since(self, phone_key: str, action: str, since: float) -> float | None:
+    async def first_since(self, phone_key: str, action: Counted, since: float) -> float | None:
         """When the earliest event counted for the key since `since` happened, if any did."""
         ...
 

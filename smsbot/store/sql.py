@@ -18,6 +18,7 @@ from .base import (
     UNDELIVERED,
     Action,
     Confirmation,
+    Counted,
     Event,
     Figures,
     Invite,
@@ -407,20 +408,20 @@ class SqlTx(OidcSql, abc.ABC):
         return None
 
     # rate counters and limits
-    async def count_since(self, phone_key: str, action: str, since: float) -> int:
+    async def count_since(self, phone_key: str, action: Counted, since: float) -> int:
         row = await self._one("SELECT count(*) FROM counters WHERE phone_key = ? AND action = ? AND at >= ?",
-                              phone_key, action, since)
+                              phone_key, action.value, since)
         return int(row[0]) if row else 0
 
-    async def note(self, phone_key: str, action: str, now: float) -> int:
+    async def note(self, phone_key: str, action: Counted, now: float) -> int:
         row = await self._one("INSERT INTO counters (phone_key, action, at) VALUES (?, ?, ?) RETURNING id",
-                              phone_key, action, now)
+                              phone_key, action.value, now)
         assert row is not None
         return int(row[0])
 
-    async def first_since(self, phone_key: str, action: str, since: float) -> float | None:
+    async def first_since(self, phone_key: str, action: Counted, since: float) -> float | None:
         row = await self._one("SELECT min(at) FROM counters WHERE phone_key = ? AND action = ? AND at >= ?",
-                              phone_key, action, since)
+                              phone_key, action.value, since)
         return None if row is None or row[0] is None else float(row[0])
 
     async def unnote(self, counter_id: int) -> None:
