@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from smsbot.store import Tx
+from smsbot.store import Counted, Tx
 from smsbot.store.sqlite import BATCH, SqliteStore
 
 
@@ -39,7 +39,7 @@ def on_disk(path: pathlib.Path, sql: str) -> list[tuple[object, ...]]:
 
 async def note(tx: Tx, n: int) -> int:
     """A unit's write: one row in the per-number counters."""
-    return await tx.note(f"key-{n}", "reply", float(n))
+    return await tx.note(f"key-{n}", Counted.REPLY, float(n))
 
 
 def noting(n: int) -> Callable[[Tx], Awaitable[int]]:
@@ -113,7 +113,7 @@ async def test_a_read_only_batch_commits_on_the_loop(store: SqliteStore) -> None
     """Nothing written, nothing to sync: the COMMIT runs on the loop's own thread."""
     await store.run(lambda tx: note(tx, 1))
     seen = commits(store)
-    assert await store.run(lambda tx: tx.count_since("key-1", "reply", 0)) == 1
+    assert await store.run(lambda tx: tx.count_since("key-1", Counted.REPLY, 0)) == 1
     assert seen == [threading.current_thread().name]
 
 
