@@ -13,6 +13,7 @@ GSM7_BASIC = (
 )
 GSM7_EXTENDED = "^{}\\[~]|€"
 SEGMENT = 160
+_DROP_GSM7 = str.maketrans("", "", GSM7_BASIC + GSM7_EXTENDED)  # what survives str.translate is not GSM-7
 
 
 class Kind(enum.Enum):
@@ -52,12 +53,12 @@ class Outgoing:
 
 
 def is_gsm7(text: str) -> bool:
-    return all(ch in GSM7_BASIC or ch in GSM7_EXTENDED for ch in text)
+    return not text.translate(_DROP_GSM7)
 
 
 def septets(text: str) -> int:
     """Length in GSM-7 septets (extension characters count twice)."""
-    return sum(2 if ch in GSM7_EXTENDED else 1 for ch in text)
+    return len(text) + sum(text.count(ch) for ch in GSM7_EXTENDED)
 
 
 def fits_one_segment(text: str) -> bool:

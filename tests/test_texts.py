@@ -109,3 +109,13 @@ def test_no_text_writes_down_a_number_a_constant_decides() -> None:
             written[node.targets[0].id] = [n for n in re.findall(r"\d+", prose) if n != "24"]
     assert written and {name: n for name, n in written.items() if n} == {}
     assert str(SHORTEST) in fill(texts.ASK_USERNAME) and str(CODE_LENGTH) in texts.WRONG_CODE
+
+
+def test_the_gsm7_counts_agree_with_the_character_tables_for_every_character() -> None:
+    """is_gsm7 and septets work a whole text at a time (in C); each character alone must still get its due."""
+    for code in range(0x3000):
+        ch = chr(code)
+        basic, extended = ch in messages.GSM7_BASIC, ch in messages.GSM7_EXTENDED
+        assert messages.is_gsm7(f"a{ch}b") is (basic or extended), repr(ch)
+        assert messages.septets(f"a{ch}b") == 2 + (2 if extended else 1), repr(ch)
+    assert messages.is_gsm7("") and messages.septets("") == 0
