@@ -53,7 +53,7 @@ import sys
 import tempfile
 import urllib.parse
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import requests
@@ -238,9 +238,18 @@ class Bodies:
         return script
 
 
+class Watch(Protocol):
+    """What watches a flood's measured run (not its warm-up): PgStats, bench/scaling.py's Cpu."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self, label: str, webhooks: int) -> None: ...
+
+
 async def flood(base: str, label: str, kind: Flood, params: WrkParams, bodies: Bodies, per_second: int,
-                stats: PgStats | None = None) -> Result:
-    """Warm up (uncounted), then measure: each wrk run with bodies of its own, so no messageId repeats."""
+                stats: Watch | None = None) -> Result:
+    """Warm up (uncounted), then measure: each wrk run with bodies of its own, so no messageId repeats. `stats` is
+    told when the measured run starts and stops."""
     target = Target(label, f"{base}/webhooks/inbound", {}, 204)
     for seconds, measured in ((params.warmup, False), (params.duration, True)):
         if seconds <= 0:
