@@ -1,29 +1,39 @@
-"""The backends benchmark (issue 11): /auth and inbound webhooks on PostgreSQL against SQLite, measured with wrk in
-one run.
+"""The backends benchmark (issues 11 and "Speed, round two"): /auth and inbound webhooks on PostgreSQL against
+SQLite and against a bare aiohttp handler, measured with wrk in one run.
 
 It starts a throwaway PostgreSQL cluster (tests/support/pgcluster.py, durable: fsync and synchronous_commit on, so
 that a commit waits for the disk as SQLite's synchronous=FULL does; pg_stat_statements loaded, to count statements),
-two Vonage TLS emulators (tests/support/vonage_emulator.py, on threads here) and two `smsbot serve` processes with the
-same settings as bench/gate.py's but for SMSBOT_DB: one on a SQLite file, one on a PostgreSQL database. It signs a
-member in on each, as a person would (an admin's INVITE by webhook, the code texted back, the PIN, the login form),
-then measures, in rounds that alternate the backends:
+two Vonage TLS emulators (tests/support/vonage_emulator.py, on threads here), bench/gate.py's bare aiohttp handler (one
+GET answering 200 "OK") and two `smsbot serve` processes with bench/gate.py's settings but for SMSBOT_DB: one on a
+SQLite file, one on a PostgreSQL database. It signs a member in on each, as a person would (an admin's INVITE by
+webhook, the code texted back, the PIN, the login form), then measures, in rounds that alternate the backends:
 
+    the bare handler (wrk, --connections), once a round;
     /auth with the session cookie (wrk, --connections);
     signed inbound webhooks of distinct messageIds from strangers saying "hello" (no reply: the engine's silence),
     at full speed over --webhook-connections;
-    the same with admins' LIST (each queues a reply, which the outbox then sends to the emulator at SMSBOT_SMS_RATE:
+    the same with admins' HELP (each queues a reply, which the outbox then sends to the emulator at SMSBOT_SMS_RATE:
     the replies pile up, round after round, on both backends alike).
+
+smsbot answers one admin number at most 60 times an hour (then one "Too many texts" notice, then silence), so the
+admins' HELP comes from a pool of admin numbers (gate.admin_pool) large enough for the most HELP webhooks the run can
+send (--bodies-per-second times the seconds of wrk), taken in turn from one wrk run to the next: no number gets near
+the cap. After the rounds it counts, on each backend, the replies queued to admins and the texts the emulator was
+asked to send, and fails if any admin number was capped (the figure would be the cap's, not a reply's).
 
 wrk sends the webhooks from bodies signed here just before each run (a Lua script hands each request the next body),
 so every request is a new messageId with a valid sha256 signature. After the rounds it checks that every webhook
 answered 204 left its messageId in the database. For PostgreSQL it also tells, per webhook, the transactions begun,
 the serialization failures (from the server's log) and the statements run (pg_stat_statements).
 
-It prints a table (requests/s, p50, p99 of each backend's median round) and the ratios PostgreSQL/SQLite, each the
-median of the rounds' ratios: /auth (target: at least 0.9x) and webhooks (target: at least 0.5x). Targets are reported,
-not asserted: the exit status is non-zero only when the harness itself fails.
+It prints a table (requests/s, p50, p99 of each backend's median round, and the ratio to the bare handler: the median
+of the rounds' ratios), each measure's ratio to the bare handler against the issue's targets (/auth with a session at
+least 0.7x, a stranger's webhook 0.5x, an admin's HELP 0.15x), and the ratios PostgreSQL/SQLite, again medians of the
+rounds' ratios: /auth (target: at least 0.9x) and webhooks (target: at least 0.5x). Targets are reported, not asserted:
+the exit status is non-zero only when the harness itself fails.
 
-Usage: .venv/bin/python bench/backends.py [--duration 5] [--rounds 5] [--connections 32] [--webhook-connections 16]
+Usage: .venv/bin/python bench/backends.py [--duration 5] [--rounds 5] [--connections 32] [--webhook-connections 32]
+       [--bodies-per-second 4000]
 Needs wrk (Debian's package `wrk`), PostgreSQL's binaries (tests/support/pgcluster.py says where it looks) and the test
 extras (the emulator uses trustme).
 """
@@ -34,44 +44,56 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import io
 import itertools
+import math
 import pathlib
 import shutil
-import sqlite3
 import statistics
 import sys
 import tempfile
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 import asyncpg
 import requests
 from gate import (
-    ADMINS,
-    SECRET,
-    SIGNATURE_SECRET,
     WRK_SCRIPT,
+    AdminReplies,
     HarnessError,
     Result,
+    Served,
     Target,
     WrkParams,
+    admin_pool,
+    admin_replies,
+    bare_server,
+    local_http,
     machine,
     measure,
     median_result,
     probe,
+    scalar,
     sign_in,
+    smsbot_serve,
     text_in,
     webhook,
     wrk,
+    wrk_arguments,
 )
 
-from support.constants import NUMBER
 from support.pgcluster import PgCluster, running
-from support.procs import SESSION_COOKIE, serve_env, start_smsbot  # importable: gate puts tests/ on sys.path
+from support.procs import SESSION_COOKIE  # importable: gate puts tests/ on sys.path
 from support.vonage_emulator import VonageEmulator, running_emulator
 
 SQLITE, POSTGRES = "SQLite", "PostgreSQL"
+BARE = "bare aiohttp handler"
+AUTH = "/auth, valid session"
+STRANGERS_HELLO = "webhooks, strangers' texts (no reply)"
+ADMINS_HELP = "webhooks, admins' HELP (one reply queued)"
+# The issue's targets, as ratios of requests/s: to the bare handler's, and PostgreSQL's to SQLite's.
+TO_BARE = {AUTH: 0.7, STRANGERS_HELLO: 0.5, ADMINS_HELP: 0.15}
+PG_TO_SQLITE = {AUTH: 0.9, STRANGERS_HELLO: 0.5, ADMINS_HELP: 0.5}
 STRANGERS = [f"1415555{n:04d}" for n in range(2000, 3000)]  # numbers nobody invited: the engine stays silent
 # wrk: each thread reads its own file of signed bodies (one urlencoded form a line) and sends the next one with each
 # request. Requests beyond the file's lines would repeat messageIds; the harness writes more lines than a run needs
@@ -99,28 +121,13 @@ end
 @dataclasses.dataclass(frozen=True)
 class Backend:
     name: str
-    base: str
+    served: Served
     emu: VonageEmulator
-    sqlite: pathlib.Path | None = None  # the database file, for SQLite
-    url: str = ""  # the database URL, for PostgreSQL
+    floods: tuple[Flood, ...]  # each backend's own: its database counts the replies to each admin number
 
-    def inbound_rows(self) -> int:
+    async def inbound_rows(self) -> int:
         """How many messageIds the server has recorded (read beside the running server)."""
-        if self.sqlite is not None:
-            conn = sqlite3.connect(f"file:{self.sqlite}?mode=ro", uri=True, timeout=10)
-            try:
-                return int(conn.execute("SELECT count(*) FROM inbound").fetchone()[0])
-            finally:
-                conn.close()
-        return asyncio.run(_pg_count(self.url))
-
-
-async def _pg_count(url: str) -> int:
-    conn = await asyncpg.connect(url)
-    try:
-        return int(await conn.fetchval("SELECT count(*) FROM inbound"))
-    finally:
-        await conn.close()
+        return await scalar(self.served.db, "SELECT count(*) FROM inbound")
 
 
 STATEMENTS = """
@@ -172,49 +179,40 @@ class PgStats:
                 "pool's reset query counts as 4)" for label, (n, begun, statements, failed) in self.sums.items() if n]
 
 
-@contextlib.contextmanager
-def smsbot_serve(name: str, emu: VonageEmulator, tmp: pathlib.Path, db: str) -> Iterator[str]:
-    """Yield the base URL of a running `smsbot serve` on database `db` (a file or a URL); its log is printed (to
-    stderr) only when something fails."""
-    home = tmp / name
-    (home / "serve").mkdir(parents=True)
-
-    def env(port: int) -> dict[str, str]:
-        return serve_env(emu, port, home / "unused.db", SECRET, NUMBER, SMSBOT_DB=db,
-                         SMSBOT_ADMINS=",".join(f"+{a}" for a in ADMINS), SMSBOT_GROUP_NAME="Bench",
-                         SMSBOT_LOG_LEVEL="WARNING", VONAGE_SIGNATURE_SECRET=SIGNATURE_SECRET,
-                         VONAGE_SIGNATURE_METHOD="sha256", SMSBOT_DAILY_SMS_BUDGET="1000000",
-                         SMSBOT_CONFIRM="none")  # INVITE at once, where confirmation is a setting
-
-    proc, base = start_smsbot("serve", home / "serve", env, home / "serve.log", extra_args=["--host", "127.0.0.1"])
-    failed = False
-    try:
-        yield base
-    except BaseException:
-        failed = True
-        raise
-    finally:
-        captured = io.StringIO()
-        with contextlib.redirect_stdout(captured):  # stop() prints the log
-            proc.stop()
-        if failed:
-            print(captured.getvalue(), file=sys.stderr)
-
 
 # ---------------------------------------------------------------------------------------------- webhooks by wrk
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Flood:
-    """Webhooks at full speed: who texts what."""
+    """Webhooks at full speed: who texts what. The senders take turns across wrk's runs: wrk sends only some of the
+    bodies written for a run, so the next run begins with the sender after the last one it counted."""
 
     label: str
     senders: Sequence[str]
     text: str
+    turn: int = 0  # the index in `senders` of the next run's first sender
+
+    def sender(self, body: int) -> str:
+        """The sender of the `body`-th body of the coming run."""
+        return self.senders[(self.turn + body) % len(self.senders)]
+
+    def sent(self, count: int) -> None:
+        self.turn = (self.turn + count) % len(self.senders)
 
 
-FLOODS = (Flood("webhooks, strangers' texts (no reply)", STRANGERS, "hello"),
-          Flood("webhooks, admins' LIST (one reply queued)", ADMINS, "LIST"))
+def make_floods(admins: Sequence[str]) -> tuple[Flood, ...]:
+    return Flood(STRANGERS_HELLO, STRANGERS, "hello"), Flood(ADMINS_HELP, admins, "HELP")
+
+
+def help_bodies(args: argparse.Namespace, floods_per_round: int = 1) -> int:
+    """The most admin HELP webhooks one database can get in a run of `floods_per_round` HELP floods a round: bodies
+    are written for each wrk run's seconds at --bodies-per-second (`Bodies.script`), and a run that sent more than it
+    had fails (`flood`)."""
+    threads, per_second, rounds = int(args.threads), int(args.bodies_per_second), int(args.rounds)
+    per_run = sum(math.ceil(per_second * seconds / threads) * threads
+                  for seconds in (int(args.warmup), int(args.duration)) if seconds > 0)
+    return per_run * rounds * floods_per_round + 10  # + the harness's own texts
 
 
 @dataclasses.dataclass
@@ -226,12 +224,13 @@ class Bodies:
     written: int = 0
 
     def script(self, flood: Flood, threads: int, count: int) -> pathlib.Path:
-        """A wrk script for one run, with `count` fresh bodies split among `threads` files."""
+        """A wrk script for one run, with `count` fresh bodies split among `threads` files: the n-th body of thread
+        t is the flood's (n * threads + t)-th, so the senders the threads use together stay in turn."""
         prefix = self.directory / f"bodies-{next(self.runs)}"
-        senders = itertools.cycle(flood.senders)
         per_thread = -(-count // threads)
         for thread in range(threads):
-            lines = (urllib.parse.urlencode(webhook(next(senders), flood.text)) for _ in range(per_thread))
+            lines = (urllib.parse.urlencode(webhook(flood.sender(n * threads + thread), flood.text))
+                     for n in range(per_thread))
             pathlib.Path(f"{prefix}.{thread}").write_text("\n".join(lines) + "\n", encoding="utf-8")
         self.written = per_thread * threads
         script = prefix.with_suffix(".lua")
@@ -239,10 +238,19 @@ class Bodies:
         return script
 
 
-async def flood(backend: Backend, kind: Flood, params: WrkParams, bodies: Bodies, per_second: int,
-                stats: PgStats | None = None) -> Result:
-    """Warm up (uncounted), then measure: each wrk run with bodies of its own, so no messageId repeats."""
-    target = Target(f"{kind.label}, {backend.name}", f"{backend.base}/webhooks/inbound", {}, 204)
+class Watch(Protocol):
+    """What watches a flood's measured run (not its warm-up): PgStats, bench/scaling.py's Cpu."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self, label: str, webhooks: int) -> None: ...
+
+
+async def flood(base: str, label: str, kind: Flood, params: WrkParams, bodies: Bodies, per_second: int,
+                stats: Watch | None = None) -> Result:
+    """Warm up (uncounted), then measure: each wrk run with bodies of its own, so no messageId repeats. `stats` is
+    told when the measured run starts and stops."""
+    target = Target(label, f"{base}/webhooks/inbound", {}, 204)
     for seconds, measured in ((params.warmup, False), (params.duration, True)):
         if seconds <= 0:
             continue
@@ -250,6 +258,7 @@ async def flood(backend: Backend, kind: Flood, params: WrkParams, bodies: Bodies
         if measured and stats:
             await stats.start()
         numbers = await wrk(script, target, params, seconds)
+        kind.sent(numbers[0])
         if measured and stats:
             await stats.stop(kind.label, numbers[0])
         if numbers[0] > bodies.written:
@@ -260,12 +269,31 @@ async def flood(backend: Backend, kind: Flood, params: WrkParams, bodies: Bodies
                   connect + read + write + timeouts)
 
 
+def first_texts(base: str, floods: Sequence[Flood]) -> None:
+    """One webhook of each flood, from its first sender, answered 204 as wrk's will be (their first requests find
+    the server warm); the admin's INVITE of `sign_in` comes from the same number."""
+    with local_http() as http:
+        for f in floods:
+            text_in(http, base, f.senders[0], f.text)
+
+
 # ---------------------------------------------------------------------------------------------- report
 
 
-def row(result: Result) -> str:
+def to_bare(runs: Sequence[Result], bare: Sequence[Result]) -> list[float]:
+    """Each round's requests/s over the bare handler's in the same round."""
+    return [r.rps / b.rps for r, b in zip(runs, bare, strict=True)]
+
+
+def row(result: Result, x_bare: float | None) -> str:
     return (f"| {result.label} | {result.rps:,.0f} | {result.p50_ms:.2f} | {result.p99_ms:.2f} | {result.max_ms:.1f} "
-            f"| {result.unexpected} | {result.socket_errors} |")
+            f"| {'-' if x_bare is None else f'{x_bare:.2f}'} | {result.unexpected} | {result.socket_errors} |")
+
+
+def target_line(label: str, ratios: Sequence[float], what: str, target: float) -> str:
+    ratio = statistics.median(ratios)
+    return (f"{label}: {what} {ratio:.2f}x (rounds: {', '.join(f'{x:.2f}' for x in ratios)}); target at least "
+            f"{target}x: {'met' if ratio >= target else 'NOT met'}")
 
 
 async def bench(args: argparse.Namespace, tmp: pathlib.Path, cluster: PgCluster) -> list[str]:
@@ -275,89 +303,124 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path, cluster: PgCluster)
     auth_script = tmp / "report.lua"
     auth_script.write_text(WRK_SCRIPT, encoding="utf-8")
     bodies = Bodies(tmp)
-    sqlite_file = tmp / "sqlite-data" / "smsbot.db"
+    admins = admin_pool(help_bodies(args))
     pg_url = cluster.create_database("smsbot")
     stats = PgStats(cluster, pg_url)
     await stats.install()
     with contextlib.ExitStack() as stack:
+        bare_base = stack.enter_context(bare_server(tmp / "bare.log"))
         backends = []
-        for name, db in ((SQLITE, str(sqlite_file)), (POSTGRES, pg_url)):
+        for name, db in ((SQLITE, ""), (POSTGRES, pg_url)):
             emu = stack.enter_context(running_emulator())
-            base = stack.enter_context(smsbot_serve(name, emu, tmp, db))
-            backends.append(Backend(name, base, emu, sqlite_file if name == SQLITE else None,
-                                    pg_url if name == POSTGRES else ""))
-        cookies = {b.name: await asyncio.to_thread(sign_in, b.emu, b.base) for b in backends}
-        auth = {b.name: Target(f"/auth, valid session, {b.name}", f"{b.base}/auth",
+            served = stack.enter_context(smsbot_serve(emu, tmp, name=name, admins=admins, db=db))
+            backends.append(Backend(name, served, emu, make_floods(admins)))
+        cookies = {b.name: await asyncio.to_thread(sign_in, b.emu, b.served.base) for b in backends}
+        bare = Target(BARE, f"{bare_base}/", {}, 200)
+        auth = {b.name: Target(f"{AUTH}, {b.name}", f"{b.served.base}/auth",
                                {"Cookie": f"{SESSION_COOKIE}={cookies[b.name]}"}, 200) for b in backends}
-        for b in backends:
-            status = await asyncio.to_thread(probe, auth[b.name])
+        for target in (bare, *auth.values()):
+            status = await asyncio.to_thread(probe, target)
             if status != 200:
-                raise HarnessError(f"{auth[b.name].label}: the probe got {status}, not 200")
-            with requests.Session() as http:  # one webhook of each kind answered 204, as wrk's will be
-                http.trust_env = False
-                for f in FLOODS:
-                    await asyncio.to_thread(text_in, http, b.base, f.senders[0], f.text)
+                raise HarnessError(f"{target.label}: the probe got {status}, not 200")
+        for b in backends:
+            await asyncio.to_thread(first_texts, b.served.base, b.floods)
 
-        measures = ["/auth, valid session", *(f.label for f in FLOODS)]
+        measures = [AUTH, STRANGERS_HELLO, ADMINS_HELP]
+        bare_rounds: list[Result] = []
         rounds: dict[tuple[str, str], list[Result]] = {(m, b.name): [] for m in measures for b in backends}
         for round_ in range(args.rounds):
             order = backends if round_ % 2 == 0 else backends[::-1]  # neither backend always goes first
+            bare_rounds.append(await measure(auth_script, bare, auth_params, 200))
             for b in order:
                 status = await asyncio.to_thread(probe, auth[b.name])
-                rounds[measures[0], b.name].append(await measure(auth_script, auth[b.name], auth_params, status))
-            for f in FLOODS:
+                rounds[AUTH, b.name].append(await measure(auth_script, auth[b.name], auth_params, status))
+            for i, label in enumerate(measures[1:]):
                 for b in order:
-                    rounds[f.label, b.name].append(await flood(b, f, hook_params, bodies, args.bodies_per_second,
-                                                               stats if b.name == POSTGRES else None))
+                    rounds[label, b.name].append(await flood(
+                        b.served.base, f"{label}, {b.name}", b.floods[i], hook_params, bodies, args.bodies_per_second,
+                        stats if b.name == POSTGRES else None))
         await asyncio.sleep(1)  # let the last requests wrk cut off finish, whatever they do
-        recorded = {b.name: await asyncio.to_thread(b.inbound_rows) for b in backends}
+        recorded = {b.name: await b.inbound_rows() for b in backends}
+        replies = {b.name: await admin_replies(b.served.db, b.emu, admins) for b in backends}
         settings = cluster.settings()
 
-    answered = {b.name: sum(r.requests - r.unexpected for f in FLOODS for r in rounds[f.label, b.name])
-                for b in backends}
     lines = [*header, f"PostgreSQL (throwaway cluster on this machine, TCP loopback): {settings}",
              "SQLite: WAL, synchronous=FULL (smsbot's settings)",
-             f"wrk: {args.threads} thread(s); /auth over {args.connections} connections, webhooks over "
-             f"{args.webhook_connections}; {args.duration} s per measure after a {args.warmup} s warm-up (not "
-             f"counted); {args.rounds} rounds alternating the backends (the table shows each one's median round)",
-             "", "| measure, backend | req/s | p50 ms | p99 ms | max ms | unexpected | socket errors |",
-             "|---|---|---|---|---|---|---|"]
-    ratios: dict[str, list[float]] = {}
+             f"wrk: {args.threads} thread(s); the bare handler and /auth over {args.connections} connections, "
+             f"webhooks over {args.webhook_connections}; {args.duration} s per measure after a {args.warmup} s "
+             f"warm-up (not counted); {args.rounds} rounds, each the bare handler then the backends in turn, which "
+             "alternate going first (the table shows each one's median round, and the median of the rounds' ratios "
+             "to the bare handler)",
+             f"admins' HELP comes from {len(admins):,} admin numbers in turn (at most {help_bodies(args):,} HELP "
+             "webhooks per backend in this run)",
+             "", "| measure, backend | req/s | p50 ms | p99 ms | max ms | x bare | unexpected | socket errors |",
+             "|---|---|---|---|---|---|---|---|", row(median_result(bare_rounds), None)]
     for m in measures:
         for b in backends:
-            lines.append(row(median_result(rounds[m, b.name])))
-        ratios[m] = [p.rps / s.rps for s, p in zip(rounds[m, SQLITE], rounds[m, POSTGRES], strict=True)]
-    targets = {measures[0]: 0.9, FLOODS[0].label: 0.5, FLOODS[1].label: 0.5}
+            lines.append(row(median_result(rounds[m, b.name]), statistics.median(to_bare(rounds[m, b.name],
+                                                                                           bare_rounds))))
     lines.append("")
     for m in measures:
-        ratio = statistics.median(ratios[m])
-        lines.append(f"{m}: PostgreSQL/SQLite {ratio:.2f}x (rounds: {', '.join(f'{x:.2f}' for x in ratios[m])}); "
-                     f"target at least {targets[m]}x: {'met' if ratio >= targets[m] else 'NOT met'}")
+        for b in backends:
+            lines.append(target_line(f"{m}, {b.name}", to_bare(rounds[m, b.name], bare_rounds), "to the bare handler",
+                                     TO_BARE[m]))
+    for m in measures:
+        ratios = [p.rps / s.rps for s, p in zip(rounds[m, SQLITE], rounds[m, POSTGRES], strict=True)]
+        lines.append(target_line(m, ratios, "PostgreSQL/SQLite", PG_TO_SQLITE[m]))
     lines += stats.lines()
     for b in backends:
-        # Each webhook answered 2xx was committed; those wrk cut off at the end of a run may have been too.
-        lines.append(f"{b.name}: {recorded[b.name]} messageIds recorded, for {answered[b.name]} webhooks answered 2xx "
-                     f"in the measured runs (plus warm-ups and sign-in)")
-        if recorded[b.name] < answered[b.name]:
-            raise HarnessError(f"{b.name} answered {answered[b.name]} webhooks 2xx but recorded only "
-                               f"{recorded[b.name]} messageIds")
-    if any(r.unexpected or r.socket_errors for runs in rounds.values() for r in runs):
+        answered = {m: sum(r.requests - r.unexpected for r in rounds[m, b.name]) for m in measures[1:]}
+        lines += webhook_checks(b.name, recorded[b.name], answered, replies[b.name])
+    if any(r.unexpected or r.socket_errors for runs in (*rounds.values(), bare_rounds) for r in runs):
         lines.append("WARNING: some answers were not 2xx, or connections failed; see the unexpected and socket errors "
                      "columns")
     return lines
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--duration", type=int, default=5, help="seconds of wrk per measure (default 5)")
-    parser.add_argument("--warmup", type=int, default=1, help="uncounted wrk seconds before each (default 1)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds alternating the backends (default 5)")
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections for /auth (default 32)")
-    parser.add_argument("--webhook-connections", type=int, default=16,
-                        help="wrk connections for the webhooks (default 16)")
-    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+def bodies_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bodies-per-second", type=int, default=4000,
                         help="signed webhook bodies written per second of a run: more than it can send (default 4000)")
+
+
+def on_cluster(name: str, work: Callable[[pathlib.Path, PgCluster], Coroutine[Any, Any, list[str]]],
+               settings: Sequence[str] = ()) -> int:
+    """Run `work` with a temporary directory and a durable throwaway PostgreSQL cluster (with `settings`), print the
+    lines it returns; the exit status: 1 when the harness failed (said on stderr), else 0."""
+    with tempfile.TemporaryDirectory(prefix=f"smsbot-{name}-") as tmp:
+        try:
+            with running(durable=True, settings=settings) as cluster:
+                lines = asyncio.run(work(pathlib.Path(tmp), cluster))
+        except (HarnessError, AssertionError, OSError, RuntimeError, requests.RequestException,
+                asyncpg.PostgresError) as exc:
+            print(f"{name}: harness failure: {exc}", file=sys.stderr)
+            return 1
+    print("\n".join(lines))
+    return 0
+
+
+def webhook_checks(who: str, recorded: int, answered: Mapping[str, int], replies: AdminReplies) -> list[str]:
+    """The report's lines on what the webhooks left in the database, `answered` (2xx, by measure) in the measured
+    runs; a HarnessError when a webhook answered 2xx left no messageId, when an admin's HELP was not answered by a
+    reply queued, or when an admin number was capped."""
+    hooks = sum(answered.values())
+    # Each webhook answered 2xx was committed; those wrk cut off at the end of a run may have been too.
+    if recorded < hooks:
+        raise HarnessError(f"{who}: {hooks} webhooks answered 2xx but only {recorded} messageIds recorded")
+    replies.check(who)
+    if replies.queued < answered[ADMINS_HELP]:
+        raise HarnessError(f"{who}: {answered[ADMINS_HELP]} admin HELP webhooks answered 2xx but only "
+                           f"{replies.queued} replies queued to admins")
+    return [f"{who}: {recorded:,} messageIds recorded, for {hooks:,} webhooks answered 2xx in the measured runs (plus "
+            "warm-ups and sign-in)",
+            replies.line(f"{who}, admins' HELP ({answered[ADMINS_HELP]:,} answered 2xx in the measured runs)")]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    wrk_arguments(parser, duration=5, rounds=5, rounds_of="the measures, alternating the backends")
+    parser.add_argument("--webhook-connections", type=int, default=32,
+                        help="wrk connections for the webhooks (default 32, as the issue measures them)")
+    bodies_argument(parser)
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("backends: wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
@@ -365,16 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (min(args.connections, args.webhook_connections) < args.threads or args.duration <= 0 or args.warmup < 0
             or args.rounds < 1 or args.bodies_per_second < 1):
         parser.error("need connections >= threads, duration > 0, warmup >= 0, rounds >= 1, bodies-per-second >= 1")
-    with tempfile.TemporaryDirectory(prefix="smsbot-backends-") as tmp:
-        try:
-            with running(durable=True, settings=["shared_preload_libraries=pg_stat_statements"]) as cluster:
-                lines = asyncio.run(bench(args, pathlib.Path(tmp), cluster))
-        except (HarnessError, AssertionError, OSError, RuntimeError, requests.RequestException,
-                asyncpg.PostgresError) as exc:
-            print(f"backends: harness failure: {exc}", file=sys.stderr)
-            return 1
-    print("\n".join(lines))
-    return 0
+    return on_cluster("backends", lambda tmp, cluster: bench(args, tmp, cluster),
+                      ["shared_preload_libraries=pg_stat_statements"])
 
 
 if __name__ == "__main__":

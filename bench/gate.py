@@ -10,6 +10,12 @@ CSRF token), then runs wrk against each path, one after another:
     /auth with the cookie again while signed webhooks arrive (admins' LIST and HELP, some INVITEs) and the
     outbox sends their texts through the Vonage SDK to the emulator.
 
+smsbot answers one admin number at most 60 times an hour (then one "Too many texts" notice, then silence), so the
+admins' texts come from a pool of admin numbers (`admin_pool`: +1 202 555 0000 on, numbers the `phonenumbers`
+library takes as valid US ones) large enough that none gets near the cap in a run, each number in turn. After the
+run it counts the replies to admins, in the database (every one queued) and at the emulator (those sent so far), and
+fails if any admin number was capped: the load would not have been what it says.
+
 A second `smsbot serve` with metrics on (SMSBOT_METRICS_ADDRESS) runs beside the first (metrics off), scraped every
 second as Prometheus would. Then /auth with a session is measured on each in back-to-back pairs (off then on, on then
 off, in turn): the cost of counting is the median over the pairs of the on/off ratio of the server's CPU time per
@@ -31,19 +37,22 @@ import contextlib
 import dataclasses
 import io
 import itertools
+import math
 import os
 import pathlib
 import platform
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 
 import aiohttp
+import asyncpg
 import requests
 from aiohttp import web
 
@@ -51,7 +60,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 # The harness reuses the tests' helpers (tests/support); smsbot itself is the installed package, as in the tests.
 sys.path.insert(0, str(ROOT / "tests"))
 
+from smsbot.pipeline import ADMIN_REPLIES_PER_HOUR  # noqa: E402
 from smsbot.signatures import sms_signature  # noqa: E402
+from smsbot.sms import texts  # noqa: E402
+from smsbot.store import Action  # noqa: E402
 
 from support.constants import ADMIN_MSISDN, NUMBER  # noqa: E402
 from support.procs import (  # noqa: E402
@@ -68,12 +80,12 @@ from support.procs import (  # noqa: E402
     wait_text,
 )
 from support.service import CSRF_INPUT  # noqa: E402
-from support.vonage_emulator import VonageEmulator, running_emulator  # noqa: E402
+from support.vonage_emulator import SentSms, VonageEmulator, running_emulator  # noqa: E402
 
 # Made-up values for a throwaway server.
 SECRET = "gate-bench-secret-0123456789-abcdefghijklmnop"  # noqa: S105
 SIGNATURE_SECRET = "gate-bench-signature-secret"  # noqa: S105
-ADMINS = (ADMIN_MSISDN, "14155550101")  # msisdns, as Vonage writes them
+ADMIN = ADMIN_MSISDN  # invites the member who signs in; the first number of every admin pool
 MEMBER_PHONE, MEMBER = "14155550134", "bench"
 RESULT_MARK = "GATE-RESULT"
 METERED = "/auth, valid session, metrics on"
@@ -88,6 +100,14 @@ end
 """
 WRK_TIMEOUT = "10s"  # long enough that slow answers count in the latencies instead of as timeouts
 TEXT_TIMEOUT = 15.0
+# Texts a pool of admin numbers takes per number (in turn) in one run: a quarter under the cap on replies, which
+# leaves room for the few texts the harness sends itself (sign-in, probes) and for wrk's requests still in flight
+# when a run ends (the next run begins with the numbers after those it counted).
+PER_ADMIN = ADMIN_REPLIES_PER_HOUR * 3 // 4
+POOL_PREFIX = "1202555"  # +1 202 555 xxxx: 10,000 numbers, all valid for phonenumbers (SMSBOT_ADMINS must parse)
+ADMIN_REPLY = "admin-reply"  # smsbot.pipeline's counter: one row per reply queued to an admin's number
+CAP_NOTICE = texts.ADMIN_CAPPED.split("{", 1)[0]  # how the notice to a capped admin number begins
+HELP_REPLY = texts.HELP_ROLE.split("{", 1)[0]  # how the answer to an admin's HELP begins
 
 
 class HarnessError(Exception):
@@ -154,6 +174,21 @@ def bare_server(log_path: pathlib.Path) -> Iterator[str]:
 # ---------------------------------------------------------------------------------------------- smsbot serve
 
 
+def admin_pool(admin_texts: int) -> tuple[str, ...]:
+    """Admin numbers (msisdns) for `admin_texts` texts from admins in one run, sent from each number in turn: enough
+    that none gets more than PER_ADMIN replies, so never the cap's notice; ADMIN first, at least two."""
+    size = max(2, math.ceil(admin_texts / PER_ADMIN))
+    if size - 1 > 10_000:
+        raise HarnessError(f"{admin_texts} admin texts in a run need {size} admin numbers, more than the pool has "
+                           "(ask for fewer seconds, rounds or bodies per second)")
+    return (ADMIN, *(f"{POOL_PREFIX}{n:04d}" for n in range(size - 1)))
+
+
+def admins_setting(admins: Collection[str]) -> str:
+    """SMSBOT_ADMINS for these msisdns."""
+    return ",".join(f"+{admin}" for admin in admins)
+
+
 _ids = itertools.count(1)
 
 
@@ -172,29 +207,41 @@ def text_in(http: requests.Session, base: str, msisdn: str, text: str) -> None:
         raise HarnessError(f"webhook {text!r} from {msisdn}: {response.status_code} {response.text}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Served:
+    """A running `smsbot serve`."""
+
+    base: str
+    pid: int
+    db: str  # SMSBOT_DB: a SQLite file or a postgresql:// URL
+
+
 @contextlib.contextmanager
-def smsbot_serve(emu: VonageEmulator, tmp: pathlib.Path, metrics: str = "",
-                 **extra: str) -> Iterator[tuple[str, int]]:
-    """Yield the base URL and pid of a running `smsbot serve` (with metrics at `metrics`, host:port, if given); its
-    log is printed (to stderr) only when something fails."""
-    name = "serve-metrics" if metrics else "serve"
+def smsbot_serve(emu: VonageEmulator, tmp: pathlib.Path, metrics: str = "", *, name: str = "",
+                 admins: Collection[str] = (ADMIN,), db: str = "", **extra: str) -> Iterator[Served]:
+    """A running `smsbot serve` (with metrics at `metrics`, host:port, if given) named `name` in `tmp`, on database
+    `db` (a SQLite file of its own if not given); its log is printed (to stderr) only when something fails. `extra`
+    settings come last: they may replace any of these."""
+    name = name or ("serve-metrics" if metrics else "serve")
     workdir = tmp / name
     workdir.mkdir()
-    db = tmp / f"data-{name}" / "smsbot.db"
-    db.parent.mkdir()
+    if not db:
+        sqlite_file = tmp / f"data-{name}" / "smsbot.db"
+        sqlite_file.parent.mkdir()
+        db = str(sqlite_file)
 
     def env(port: int) -> dict[str, str]:
-        return serve_env(emu, port, db, SECRET, NUMBER, SMSBOT_ADMINS=",".join(f"+{a}" for a in ADMINS),
-                         SMSBOT_GROUP_NAME="Bench", SMSBOT_LOG_LEVEL="WARNING",
-                         VONAGE_SIGNATURE_SECRET=SIGNATURE_SECRET, VONAGE_SIGNATURE_METHOD="sha256",
-                         SMSBOT_DAILY_SMS_BUDGET="1000000",
-                         SMSBOT_CONFIRM="none",  # INVITE at once, where confirmation is a setting
-                         SMSBOT_METRICS_ADDRESS=metrics, **extra)
+        return serve_env(emu, port, workdir / "unused.db", SECRET, NUMBER, **{
+            "SMSBOT_DB": db, "SMSBOT_ADMINS": admins_setting(admins), "SMSBOT_GROUP_NAME": "Bench",
+            "SMSBOT_LOG_LEVEL": "WARNING", "VONAGE_SIGNATURE_SECRET": SIGNATURE_SECRET,
+            "VONAGE_SIGNATURE_METHOD": "sha256", "SMSBOT_DAILY_SMS_BUDGET": "1000000",
+            "SMSBOT_CONFIRM": "none",  # INVITE at once, where confirmation is a setting
+            "SMSBOT_METRICS_ADDRESS": metrics, **extra})
 
     proc, base = start_smsbot("serve", workdir, env, tmp / f"{name}.log", extra_args=["--host", "127.0.0.1"])
     failed = False
     try:
-        yield base, proc.pid
+        yield Served(base, proc.pid, db)
     except BaseException:
         failed = True
         raise
@@ -210,7 +257,7 @@ def sign_in(emu: VonageEmulator, base: str) -> str:
     """Invite a member by webhook, redeem the code, sign in with the texted PIN; return the session cookie."""
     seen = len(sent_to(emu, MEMBER_PHONE))  # texts an earlier server sent the member
     with local_http() as http:
-        text_in(http, base, ADMINS[0], f"INVITE +{MEMBER_PHONE} {MEMBER}")
+        text_in(http, base, ADMIN, f"INVITE +{MEMBER_PHONE} {MEMBER}")
         invite = wait_text(emu, MEMBER_PHONE, lambda t: "invited" in t, "the invite", TEXT_TIMEOUT, seen)
         text_in(http, base, MEMBER_PHONE, only(CODE, invite.text))
         pin_text = wait_text(emu, MEMBER_PHONE, lambda t: "PIN" in t and "invited" not in t, "the PIN",
@@ -225,6 +272,66 @@ def sign_in(emu: VonageEmulator, base: str) -> str:
         if answer.status_code != 303 or not cookie:
             raise HarnessError(f"POST /login: {answer.status_code}, no session cookie: {answer.text[:200]}")
         return str(cookie)
+
+
+# ---------------------------------------------------------------------------------------------- the database
+
+
+async def scalar(db: str, sql: str) -> int:
+    """One whole number from a running server's database (a SQLite file, read-only beside the server, or a
+    postgresql:// URL); 0 for NULL."""
+    if "://" in db:  # as smsbot's settings tell a URL from a file
+        conn = await asyncpg.connect(db)
+        try:
+            return int(await conn.fetchval(sql) or 0)
+        finally:
+            await conn.close()
+    lite = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        row = lite.execute(sql).fetchone()
+        return int(row[0] or 0) if row else 0
+    finally:
+        lite.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class AdminReplies:
+    """What smsbot answered the admin numbers: from the database, every reply queued (so also those the outbox has
+    not sent yet: it sends SMSBOT_SMS_RATE a second); from the emulator, the texts to admins it was asked to send."""
+
+    queued: int  # replies queued to admin numbers
+    most: int  # the most queued to one admin number
+    capped: int  # admin numbers that reached the cap (each got the notice once)
+    help_sent: int  # answers to HELP sent
+    notices_sent: int  # cap notices sent
+    other_sent: int  # any other text to an admin sent
+
+    def line(self, who: str) -> str:
+        return (f"{who}: {self.queued:,} replies queued to admin numbers, at most {self.most} to one number (the cap "
+                f"is {ADMIN_REPLIES_PER_HOUR} an hour), {self.capped} number(s) capped; sent so far: "
+                f"{self.help_sent:,} answers to HELP, {self.notices_sent} cap notices, {self.other_sent:,} other texts "
+                "to admins")
+
+    def check(self, who: str) -> None:
+        """Fail when an admin number was capped: its texts were answered by the cap, not by what they asked."""
+        if self.capped or self.notices_sent or self.most > ADMIN_REPLIES_PER_HOUR:
+            raise HarnessError(f"an admin number reached the cap on replies, so admin texts measured the cap: "
+                               f"{self.line(who)}")
+
+
+async def admin_replies(db: str, emu: VonageEmulator, admins: Collection[str]) -> AdminReplies:
+    """Count the replies to `admins` in the database `db` and among the texts `emu` was asked to send."""
+    # The values put in the statements are the product's constants, not input.
+    replies = f"SELECT count(*) FROM counters WHERE action = '{ADMIN_REPLY}'"  # noqa: S608
+    most = (f"SELECT max(n) FROM (SELECT count(*) AS n FROM counters WHERE action = '{ADMIN_REPLY}' "  # noqa: S608
+            "GROUP BY phone_key) AS per_number")
+    capped = f"SELECT count(*) FROM events WHERE action = '{Action.ADMIN_CAPPED.value}'"  # noqa: S608
+    numbers = set(admins)
+    sent: list[SentSms] = [m for m in list(emu.sent) if m.to in numbers]
+    help_sent = sum(1 for m in sent if m.text.startswith(HELP_REPLY))
+    notices = sum(1 for m in sent if m.text.startswith(CAP_NOTICE))
+    return AdminReplies(await scalar(db, replies), await scalar(db, most), await scalar(db, capped), help_sent,
+                        notices, len(sent) - help_sent - notices)
 
 
 # ---------------------------------------------------------------------------------------------- wrk
@@ -355,10 +462,12 @@ async def measure(script: pathlib.Path, target: Target, params: WrkParams, statu
 
 @dataclasses.dataclass
 class Load:
-    """Signed inbound webhooks at a steady rate: admins' LIST and HELP, and every fifth an INVITE."""
+    """Signed inbound webhooks at a steady rate: admins' LIST and HELP, and every fifth an INVITE, from the admin
+    numbers in turn."""
 
     base: str
     rate: float
+    admins: Sequence[str]
     posted: int = 0
     failed: int = 0
     latencies: list[float] = dataclasses.field(default_factory=list)
@@ -366,14 +475,13 @@ class Load:
     stopped: float = 0.0
 
     def texts(self) -> Iterator[tuple[str, str]]:
+        senders = itertools.cycle(self.admins)
         invitees = itertools.count(1)
         while True:
-            yield ADMINS[0], "LIST"
-            yield ADMINS[1], "HELP"
-            yield ADMINS[1], "LIST"
-            yield ADMINS[0], "HELP"
+            for command in ("LIST", "HELP", "LIST", "HELP"):
+                yield next(senders), command
             n = next(invitees)
-            yield ADMINS[0], f"INVITE +1415556{n % 10000:04d} load{n}"
+            yield next(senders), f"INVITE +1415556{n % 10000:04d} load{n}"
 
     async def _post(self, http: aiohttp.ClientSession, sender: str, text: str) -> None:
         start = time.perf_counter()
@@ -418,11 +526,19 @@ class Loaded:
     sent_in_window: int  # texts the emulator accepted while wrk ran
     sent_in_all: int  # texts the load caused, from its start until the outbox had drained
     drain_seconds: float | None  # from the load's end until its last text was out; None: not within the timeout
+    replies: AdminReplies
 
 
-async def under_load(script: pathlib.Path, target: Target, params: WrkParams, emu: VonageEmulator, base: str,
-                     rate: float) -> Loaded:
-    load, stop = Load(base, rate), asyncio.Event()
+def load_texts(args: argparse.Namespace) -> int:
+    """At most how many texts the load sends: it runs through the warm-ups and wrk's run, plus slack for the probe
+    and for starting wrk."""
+    seconds = max(1, int(args.warmup)) + int(args.warmup) + int(args.duration) + 30
+    return math.ceil(float(args.load_rate) * seconds)
+
+
+async def under_load(script: pathlib.Path, target: Target, params: WrkParams, emu: VonageEmulator, served: Served,
+                     rate: float, admins: Sequence[str]) -> Loaded:
+    load, stop = Load(served.base, rate, admins), asyncio.Event()
     sent_before = len(emu.sent)
     runner = asyncio.create_task(load.run(stop))
     await asyncio.sleep(max(1.0, params.warmup))  # let the outbox get busy first
@@ -437,29 +553,21 @@ async def under_load(script: pathlib.Path, target: Target, params: WrkParams, em
     if load.posted == 0 or in_window == 0:
         raise HarnessError(f"the load did nothing: {load.posted} webhooks accepted, {load.failed} refused, "
                            f"{in_window} texts sent while wrk ran")
-    drain = await asyncio.to_thread(drained, emu, base)
-    in_all = len(emu.sent) - sent_before - len(ADMINS)  # less the replies that showed the outbox drained
-    return Loaded(result, load, in_window, in_all, drain)
+    drain = await drained(served.db)
+    in_all = len(emu.sent) - sent_before
+    replies = await admin_replies(served.db, emu, admins)
+    replies.check("the load")
+    return Loaded(result, load, in_window, in_all, drain, replies)
 
 
-def drained(emu: VonageEmulator, base: str, timeout: float = 120.0) -> float | None:
-    """Seconds until everything queued is sent, or None after `timeout`.
-
-    Texts to one number go out in the order they were queued, and no text is claimed before an older one that is
-    due: so once each load admin has the reply to a fresh command, every text queued before it is out too.
-    """
+async def drained(db: str, timeout: float = 120.0) -> float | None:
+    """Seconds until no text waits in the outbox of database `db` (every one sent, or failed for good), or None
+    after `timeout`."""
     start = time.monotonic()
-    with local_http() as http:
-        for admin in ADMINS:
-            text_in(http, base, admin, "REVOKE drained")  # "No member or invite matches drained"
-
-    def answered() -> bool:
-        return all(any("drained" in m.text for m in sent_to(emu, admin)) for admin in ADMINS)
-
-    try:
-        wait_for(answered, timeout, "the outbox to drain", interval=0.1)
-    except AssertionError:
-        return None
+    while await scalar(db, "SELECT count(*) FROM outbox WHERE state IN ('pending', 'sending')"):
+        if time.monotonic() - start > timeout:
+            return None
+        await asyncio.sleep(0.1)
     return time.monotonic() - start
 
 
@@ -503,9 +611,11 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
     script = tmp / "report.lua"
     script.write_text(WRK_SCRIPT, encoding="utf-8")
     metrics_address = f"127.0.0.1:{free_port()}"
+    admins = admin_pool(load_texts(args))
     with running_emulator() as emu, bare_server(tmp / "bare.log") as bare_base, \
-            smsbot_serve(emu, tmp) as (base, pid), \
-            smsbot_serve(emu, tmp, metrics_address) as (metered_base, metered_pid), scraped(metrics_address) as scrapes:
+            smsbot_serve(emu, tmp, admins=admins) as served, \
+            smsbot_serve(emu, tmp, metrics_address) as metered_served, scraped(metrics_address) as scrapes:
+        base, pid, metered_base, metered_pid = served.base, served.pid, metered_served.base, metered_served.pid
         cookie = await asyncio.to_thread(sign_in, emu, base)
         metered_cookie = await asyncio.to_thread(sign_in, emu, metered_base)
         host = base.removeprefix("http://")
@@ -543,7 +653,7 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
         idle = results["/auth, valid session"]
         metered = Target(METERED, f"{metered_base}/auth", {"Cookie": f"{SESSION_COOKIE}={metered_cookie}"}, 200)
         cost = await metrics_cost(script, (targets[1], pid), (metered, metered_pid), params, args.metric_pairs)
-        under = await under_load(script, targets[1], params, emu, base, args.load_rate)
+        under = await under_load(script, targets[1], params, emu, served, args.load_rate, admins)
         rows.append(under.result)
 
     bare, loaded, load = results["bare aiohttp handler"], under.result, under.load
@@ -571,6 +681,8 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
              f"outbox: {under.sent_in_window} texts went through the SDK to the emulator while wrk ran "
              f"({under.sent_in_window / loaded.seconds:.1f}/s); all {under.sent_in_all} texts of the load were out "
              f"{drain}",
+             f"admins: the load's texts came from {len(admins)} admin numbers in turn; "
+             + under.replies.line("replies").removeprefix("replies: "),
              f"load average after the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"]
     if any(r.unexpected or r.socket_errors for r in results.values()) or loaded.unexpected or loaded.socket_errors:
         lines.append("WARNING: some answers were not what the path should give, or connections failed; "
@@ -578,13 +690,20 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
     return lines
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--duration", type=int, default=6, help="seconds of wrk per path (default 6)")
+def wrk_arguments(parser: argparse.ArgumentParser, *, duration: int, rounds: int, rounds_of: str) -> None:
+    """The options of wrk's runs that the benchmarks share, with their defaults for this one."""
+    parser.add_argument("--duration", type=int, default=duration,
+                        help=f"seconds of wrk per measure (default {duration})")
+    parser.add_argument("--warmup", type=int, default=1, help="uncounted wrk seconds before each (default 1)")
+    parser.add_argument("--rounds", type=int, default=rounds,
+                        help=f"interleaved rounds of {rounds_of} (default {rounds})")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
-    parser.add_argument("--warmup", type=int, default=1, help="uncounted wrk seconds before each path (default 1)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the idle paths (default 3)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    wrk_arguments(parser, duration=6, rounds=3, rounds_of="the idle paths")
     parser.add_argument("--metric-pairs", type=int, default=8,
                         help="back-to-back pairs of /auth with metrics off and on (default 8)")
     parser.add_argument("--load-rate", type=float, default=20.0,

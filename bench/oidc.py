@@ -115,9 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         clients = tmp / "clients.toml"
         clients.write_text(f'[[client]]\nid = "tool"\nsecret = "{CLIENT_SECRET}"\nredirect_uris = ["{BACK}"]\n')
         try:
-            with smsbot_serve(emu, tmp, SMSBOT_OIDC_CLIENTS=str(clients)) as (base, _pid):
-                cookie = sign_in(emu, base)
-                lines = asyncio.run(run(base, cookie, args.connections, args.duration))
+            with smsbot_serve(emu, tmp, SMSBOT_OIDC_CLIENTS=str(clients)) as served:
+                cookie = sign_in(emu, served.base)
+                lines = asyncio.run(run(served.base, cookie, args.connections, args.duration))
         except HarnessError as error:
             print(f"bench/oidc.py: {error}", file=sys.stderr)
             return 1

@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 
 import requests
-from gate import ADMINS, SECRET, SIGNATURE_SECRET, HarnessError, local_http, machine
+from gate import ADMIN, SECRET, SIGNATURE_SECRET, HarnessError, local_http, machine
 
 from support.constants import NUMBER
 from support.procs import SmsbotProcess, clean_env, free_port, serve_env  # importable: gate puts tests/ on sys.path
@@ -50,7 +50,7 @@ def launch(mode: str, emu: VonageEmulator, home: pathlib.Path) -> tuple[float, f
     home.mkdir(parents=True)
     port = free_port()
     if mode == "serve":
-        env = serve_env(emu, port, home / "smsbot.db", SECRET, NUMBER, SMSBOT_ADMINS=",".join(f"+{a}" for a in ADMINS),
+        env = serve_env(emu, port, home / "smsbot.db", SECRET, NUMBER, SMSBOT_ADMINS=f"+{ADMIN}",
                         SMSBOT_LOG_LEVEL="WARNING", VONAGE_SIGNATURE_SECRET=SIGNATURE_SECRET,
                         VONAGE_SIGNATURE_METHOD="sha256")
         args = ["serve", "--port", str(port), "--host", "127.0.0.1"]
