@@ -43,3 +43,24 @@ def test_unusable_numbers_say_why(typed: str, reason: str) -> None:
 def test_mask_keeps_only_two_digits() -> None:
     assert phone.mask("+14155550134") == "**34"
     assert "4155" not in phone.mask("+14155550134")
+
+
+def test_a_number_has_a_type_exactly_when_it_is_valid() -> None:
+    """normalize asks phonenumbers for the number's type only, and takes UNKNOWN for "not valid": that must hold for
+    every region's example numbers of every type, and for digits that are not numbers at all."""
+    import random
+
+    import phonenumbers
+    from phonenumbers import PhoneNumberType
+
+    rng = random.Random(19)
+    checked = 0
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        candidates = [phonenumbers.example_number_for_type(region, kind) for kind in PhoneNumberType.values()]
+        code = phonenumbers.country_code_for_region(region)
+        candidates += [phonenumbers.parse(f"+{code}{rng.randrange(10 ** 9, 10 ** 10)}", None) for _ in range(5)]
+        for number in filter(None, candidates):
+            valid = phonenumbers.is_valid_number(number)
+            assert valid == (phonenumbers.number_type(number) != PhoneNumberType.UNKNOWN), (region, number)
+            checked += 1
+    assert checked > 2000

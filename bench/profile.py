@@ -1,0 +1,120 @@
+"""Where a webhook's time goes (issue 19): py-spy samples `smsbot serve` while wrk floods it with one kind of webhook.
+
+It starts `smsbot serve` (on a SQLite file, or with --postgresql on a throwaway cluster) against the Vonage emulator,
+as bench/backends.py does, floods it for --duration seconds with signed webhooks of one kind (strangers' "hello", no
+reply; or admins' HELP, one reply queued), and has py-spy (`pip install py-spy`, given by --py-spy) sample the server
+process the whole time, every thread, when it is on the CPU. It prints the rate wrk saw and, from py-spy's collapsed
+stacks, the share of the samples each part of the server took: the functions that hold the most samples themselves
+(self) and those under which the most samples fall (total).
+
+Usage: .venv/bin/python bench/profile.py --py-spy /path/to/py-spy [--kind strangers|help] [--postgresql]
+       [--duration 10] [--connections 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+
+from backends import STRANGERS, Bodies, Flood, first_texts, flood, on_cluster
+from gate import WrkParams, admin_pool, cpu_seconds, smsbot_serve
+
+from support.pgcluster import PgCluster  # importable: gate puts tests/ on sys.path
+from support.vonage_emulator import running_emulator
+
+TOP = 25
+
+
+def short(frame: str) -> str:
+    """`function (/path/to/file.py:12)` as `function (file.py)`: a function's samples, whatever its line."""
+    name, _, where = frame.partition(" (")
+    return f"{name} ({where.rpartition('/')[2].rpartition(':')[0] or where})"
+
+
+def shares(collapsed: pathlib.Path) -> tuple[int, collections.Counter[str], collections.Counter[str]]:
+    """Samples in all, and per function (`name (file:line)`) the samples it held itself and those under it."""
+    own: collections.Counter[str] = collections.Counter()
+    under: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.read_text(encoding="utf-8").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [short(f) for f in stack.split(";")[1:]]  # less the thread's name
+        total += int(count)
+        if frames:
+            own[frames[-1]] += int(count)
+        for frame in set(frames):
+            under[frame] += int(count)
+    return total, own, under
+
+
+def report(collapsed: pathlib.Path) -> list[str]:
+    total, own, under = shares(collapsed)
+    if not total:
+        return ["py-spy recorded no samples"]
+    lines = [f"{total} samples of threads on the CPU (every thread; idle ones are not sampled)", "",
+             "| self | function |", "|---|---|"]
+    lines += [f"| {n / total:5.1%} | {name} |" for name, n in own.most_common(TOP)]
+    lines += ["", "| total | function |", "|---|---|"]
+    lines += [f"| {n / total:5.1%} | {name} |" for name, n in under.most_common(TOP)]
+    return lines
+
+
+async def profile(args: argparse.Namespace, tmp: pathlib.Path, cluster: PgCluster | None) -> list[str]:
+    params = WrkParams(1, args.connections, args.duration, 1)
+    admins = admin_pool(2000 * (args.duration + 1) + 10)
+    kind = Flood("webhooks, strangers", STRANGERS, "hello") if args.kind == "strangers" else \
+        Flood("webhooks, admins' HELP", admins, "HELP")
+    db = cluster.create_database("smsbot") if cluster else ""
+    with contextlib.ExitStack() as stack:
+        emu = stack.enter_context(running_emulator())
+        served = stack.enter_context(smsbot_serve(emu, tmp, name="serve", admins=admins, db=db))
+        await asyncio.to_thread(first_texts, served.base, [kind])
+        out = tmp / "stacks.txt"
+        command = [args.py_spy, "record", "--pid", str(served.pid), "--rate", "200", "--threads", "--format", "raw",
+                   "--nonblocking", "--output", str(out), "--duration", str(args.duration + 2)]
+        spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,  # noqa: S603 (as given)
+                               text=True)
+        cpu = cpu_seconds(served.pid)
+        result = await flood(served.base, kind.label, kind, params, Bodies(tmp), 2000)
+        cpu = cpu_seconds(served.pid) - cpu  # the warm-up second too: a bound on the CPU per webhook
+        _, err = await asyncio.to_thread(spy.communicate, timeout=60)
+        if spy.returncode:
+            raise RuntimeError(f"py-spy failed: {err}")
+    backend = "PostgreSQL" if cluster else "SQLite"
+    return [f"{kind.label} on {backend}: {result.rps:,.0f}/s over {result.seconds:.1f} s "
+            f"({args.connections} connections), p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms",
+            f"the server's CPU: {cpu:.1f} s in {params.warmup + result.seconds:.0f} s of flood, so at most "
+            f"{cpu / result.requests * 1000:.2f} ms a webhook", "",
+            *report(out)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--py-spy", required=True, help="the py-spy executable")
+    parser.add_argument("--kind", choices=("strangers", "help"), default="help")
+    parser.add_argument("--postgresql", action="store_true", help="on a throwaway PostgreSQL cluster, not SQLite")
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("profile: wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
+        return 2
+    if args.postgresql:
+        return on_cluster("profile", lambda tmp, cluster: profile(args, tmp, cluster), [])
+    with tempfile.TemporaryDirectory(prefix="smsbot-profile-") as tmp:
+        print("\n".join(asyncio.run(profile(args, pathlib.Path(tmp), None))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
