@@ -2,13 +2,13 @@
 
 It starts `smsbot serve` (on a SQLite file, or with --postgresql on a throwaway cluster) against the Vonage emulator,
 as bench/backends.py does, floods it for --duration seconds with signed webhooks of one kind (strangers' "hello", no
-reply; or admins' HELP, one reply queued), and has py-spy (`pip install py-spy`, given by --py-spy) sample the server
+reply; or admins' HELP, one reply queued), and has py-spy (`.venv/bin/pip install py-spy`) sample the server
 process the whole time, every thread, when it is on the CPU. It prints the rate wrk saw and, from py-spy's collapsed
 stacks, the share of the samples each part of the server took: the functions that hold the most samples themselves
 (self) and those under which the most samples fall (total).
 
-Usage: .venv/bin/python bench/profile.py --py-spy /path/to/py-spy [--kind strangers|help] [--postgresql]
-       [--duration 10] [--connections 32]
+Usage: .venv/bin/python bench/profile.py [--py-spy PATH] [--kind strangers|help] [--postgresql] [--duration 10]
+       [--connections 32]
 """
 
 from __future__ import annotations
@@ -100,12 +100,17 @@ async def profile(args: argparse.Namespace, tmp: pathlib.Path, cluster: PgCluste
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--py-spy", required=True, help="the py-spy executable")
+    beside = pathlib.Path(sys.executable).with_name("py-spy")
+    parser.add_argument("--py-spy", default=str(beside) if beside.exists() else shutil.which("py-spy"),
+                        help="the py-spy executable (default: the one beside this Python, else on PATH)")
     parser.add_argument("--kind", choices=("strangers", "help"), default="help")
     parser.add_argument("--postgresql", action="store_true", help="on a throwaway PostgreSQL cluster, not SQLite")
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args(argv)
+    if not args.py_spy:
+        print("profile: py-spy is not installed (.venv/bin/pip install py-spy)", file=sys.stderr)
+        return 2
     if shutil.which("wrk") is None:
         print("profile: wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
         return 2
