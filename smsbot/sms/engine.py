@@ -170,8 +170,9 @@ class Engine:
 
     async def handle(self, tx: Tx, msg: InboundText, key: str) -> list[Outgoing]:
         """The texts one inbound text causes; `key` is its sender's phone key, which the caller has made already."""
-        turn = Turn(msg, key, key in self.admin_keys, await tx.member_by_phone(key), await tx.invite_by_phone(key))
-        turn.state = await self._state_of(tx, turn)
+        standing = await tx.standing(key)  # one statement: what the store knows of the sender
+        turn = Turn(msg, key, key in self.admin_keys, standing.member, standing.invite)
+        turn.state = await self._state_of(tx, turn, standing.opted_out)
         turn.parsed = commands.parse(msg.text)
         step = STATE_TABLE[turn.state]
         command = turn.parsed.command if turn.parsed else None
@@ -185,8 +186,8 @@ class Engine:
                 break
         return turn.out
 
-    async def _state_of(self, tx: Tx, turn: Turn) -> State:
-        if await tx.is_opted_out(turn.key):
+    async def _state_of(self, tx: Tx, turn: Turn, opted_out: bool) -> State:
+        if opted_out:
             return State.OPTED_OUT
         if turn.is_admin and turn.invite is None and await tx.confirmation_of(turn.key) is not None:
             return State.AWAITING_YES

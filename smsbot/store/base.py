@@ -116,6 +116,16 @@ class Invite:
 
 
 @dataclass(frozen=True)
+class Standing:
+    """What the store knows of one number, read in one statement: its member, its invite and whether it opted out
+    (any of them, all, or none)."""
+
+    member: Member | None
+    invite: Invite | None
+    opted_out: bool
+
+
+@dataclass(frozen=True)
 class Confirmation:
     """An admin command waiting for `YES <code>`. `argument` is as typed, so it may hold a number in clear: only
     until the command runs or is dropped."""
@@ -201,6 +211,10 @@ class Tx(OidcTx, Protocol):
 
     async def record_inbound(self, message_id: str, now: float) -> bool:
         """False when this message id was seen before."""
+        ...
+
+    async def standing(self, phone_key: str) -> Standing:
+        """The number's member, invite and opt-out, in one statement: the engine reads them for every text."""
         ...
 
     async def is_opted_out(self, phone_key: str) -> bool:

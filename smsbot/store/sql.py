@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import math
 from collections.abc import Collection, Mapping
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..messages import Kind
@@ -28,9 +29,21 @@ from .base import (
     Pin,
     Session,
     Stage,
+    Standing,
     username_key,
 )
 from .oidc import OidcSql
+
+MEMBER_COLUMNS = tuple(f.name for f in fields(Member))  # the members table's, but username_key
+INVITE_COLUMNS = tuple(f.name for f in fields(Invite))
+# A number's standing: a one-row source holding its key, LEFT JOINed to the three tables that may know it (each by its
+# unique phone_key index), their columns under a prefix each. The CAST states the parameter's type on both databases
+# rather than leaving it to PostgreSQL's inference from a bare `SELECT $1`.
+STANDING_COLUMNS = ", ".join([f"m.{c} AS m_{c}" for c in MEMBER_COLUMNS] + [f"i.{c} AS i_{c}" for c in INVITE_COLUMNS])
+STANDING = (  # the f-string adds only the records' own field names
+    f"SELECT {STANDING_COLUMNS}, o.phone_key IS NOT NULL AS opted_out"  # noqa: S608
+    " FROM (SELECT CAST(? AS TEXT) AS k) AS s LEFT JOIN members AS m ON m.phone_key = s.k"
+    " LEFT JOIN invites AS i ON i.phone_key = s.k LEFT JOIN opt_outs AS o ON o.phone_key = s.k")
 
 
 class Row(Protocol):
@@ -86,6 +99,11 @@ class SqlTx(OidcSql, abc.ABC):
     async def record_inbound(self, message_id: str, now: float) -> bool:
         return await self._run("INSERT INTO inbound (message_id, received_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
                                message_id, now) == 1
+
+    async def standing(self, phone_key: str) -> Standing:
+        row = await self._one(STANDING, phone_key)
+        assert row is not None  # the one-row source gives one row, known or not
+        return Standing(_member(row, "m_"), _invite(row, "i_"), bool(row["opted_out"]))
 
     # opt-outs
     async def is_opted_out(self, phone_key: str) -> bool:
@@ -480,16 +498,16 @@ if TYPE_CHECKING:
         return tx  # mypy checks SqlTx against the Tx protocol here, every method's signature
 
 
-def _member(row: Row | None) -> Member | None:
-    if row is None:
+def _member(row: Row | None, prefix: str = "") -> Member | None:
+    """The member in a row, its columns named `prefix` + field; None for no row, or a LEFT JOIN that found none."""
+    if row is None or row[f"{prefix}id"] is None:
         return None
-    values = dict(row)
-    values.pop("username_key", None)
-    return Member(**values)
+    return Member(**{c: row[prefix + c] for c in MEMBER_COLUMNS})
 
 
-def _invite(row: Row | None) -> Invite | None:
-    if row is None:
+def _invite(row: Row | None, prefix: str = "") -> Invite | None:
+    """The invite in a row, its columns named `prefix` + field; None for no row, or a LEFT JOIN that found none."""
+    if row is None or row[f"{prefix}id"] is None:
         return None
-    values = dict(row)
+    values = {c: row[prefix + c] for c in INVITE_COLUMNS}
     return Invite(**{**values, "stage": Stage(values["stage"])})
