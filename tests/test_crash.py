@@ -301,7 +301,8 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(forker: ForkServer
 @dataclasses.dataclass
 class Burst:
     """30 webhooks on connections opened beforehand, sent at once; three send only part of their body, and never
-    the rest. Each connection's answer is read on its own thread."""
+    the rest; ten hold back their body's last byte until `finish_held` (after the SIGTERM: then they are surely in
+    flight, however fast the others were answered). Each connection's answer is read on its own thread."""
 
     traffic: Traffic
     port: int
@@ -309,11 +310,13 @@ class Burst:
     sockets: dict[str, socket.socket] = dataclasses.field(default_factory=dict)
     threads: list[threading.Thread] = dataclasses.field(default_factory=list)
     answered: dict[str, float] = dataclasses.field(default_factory=dict)  # message id: when its answer began
+    held: dict[str, bytes] = dataclasses.field(default_factory=dict)  # message id: the byte it holds back
     first_answer: threading.Event = dataclasses.field(default_factory=threading.Event)
 
     def send(self) -> None:
         self.messages = [self.traffic.invite() for _ in range(30)]
         partial = {m.mid for m in self.messages[:3]}
+        self.held = {m.mid: b"" for m in self.messages[3:13]}
         for msg in self.messages:
             self.sockets[msg.mid] = socket.create_connection(("127.0.0.1", self.port), timeout=20)
         self.threads = [threading.Thread(target=self.read_answer, args=(m,), daemon=True) for m in self.messages]
@@ -324,7 +327,13 @@ class Burst:
             head = (f"POST /webhooks/inbound HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
                     "Content-Type: application/x-www-form-urlencoded\r\n"
                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+            if msg.mid in self.held:
+                body, self.held[msg.mid] = body[:-1], body[-1:]
             self.sockets[msg.mid].sendall(head + (body[:20] if msg.mid in partial else body))
+
+    def finish_held(self) -> None:
+        for mid, rest in self.held.items():
+            self.sockets[mid].sendall(rest)
 
     def read_answer(self, msg: Msg) -> None:
         data, first_at = b"", 0.0
@@ -418,6 +427,7 @@ def test_sigterm_finishes_in_flight_webhooks_and_exits_within_the_shutdown_timeo
         assert burst.first_answer.wait(10), "no webhook of the burst was acknowledged"
         sigterm_at = time.monotonic()
         server.proc.proc.send_signal(signal.SIGTERM)
+        burst.finish_held()  # requests the server is reading at the SIGTERM: it must finish them
         limit = SHUTDOWN_TIMEOUT + 2
         ended = wait_for_the_exit(server, deployment, sigterm_at, limit)
         server = None
