@@ -23,7 +23,7 @@ from smsbot.web.appkeys import SETTINGS
 
 from support.service import ADMIN, WebBench, login_form
 
-DEADLINE = 0.5  # SMSBOT_LOGIN_FAILURE_SECONDS in these tests
+DEADLINE = 0.25  # SMSBOT_LOGIN_FAILURE_SECONDS in these tests (short: each failed attempt of a set-up waits it out)
 SLACK = 0.5  # how late past the deadline a loaded machine may answer
 CHECK = DEADLINE / 2  # how long the fake Verify takes to check a code: inside the deadline
 
