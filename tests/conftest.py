@@ -38,7 +38,47 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return max(2, (os.cpu_count() or 1) * 3 // 2)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+# The longest tests, with their seconds on a quiet 2-core machine (`--durations`). Each xdist worker starts on a
+# contiguous share of the collection; these go first in the shares, spread so the shares weigh alike, instead of
+# one of them starting last and keeping its worker busy after the others are done.
+HEAVY = {
+    "test_crash.py::test_sigkill_at_random_moments": 35, "test_crash_instances.py::": 32,
+    "test_face_browser.py::test_every_page_passes_axe": 21, "test_rolling_restart.py::": 16,
+    "test_e2e_vonage.py::test_texts_get_through_provider_faults": 15, "test_face_browser.py::test_the_screenshot": 12,
+    "test_faults.py::test_an_outage": 11, "test_e2e_vonage.py::test_the_whole_story_with_pins": 11,
+    "test_backup.py::test_a_backup_under_load": 11, "test_instances.py::test_one_instance_sends": 10,
+    "test_backup.py::test_a_backup_killed": 10, "test_handover.py::test_a_sender_killed": 9,
+    "test_prometheus.py::test_prometheus_scrapes": 9, "test_floods.py::test_strangers_stop_and_start": 8,
+}
+
+
+def heavy_first(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
+    """The collection reordered so that each worker's first share (as xdist's worksteal hands them out: contiguous,
+    the pending count divided by the nodes left) begins with its part of the HEAVY tests."""
+    def weight(item: pytest.Item) -> int:
+        return next((seconds for prefix, seconds in HEAVY.items() if prefix in item.nodeid), 0)
+
+    heavy = sorted((i for i in items if weight(i)), key=weight, reverse=True)
+    rest = [i for i in items if not weight(i)]
+    sizes: list[int] = []
+    left = len(items)
+    for n in range(workers):
+        sizes.append(left // (workers - n))
+        left -= sizes[-1]
+    shares: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    loads = [0] * workers
+    for item in heavy:  # the heaviest first, each to the lightest share that has room
+        lightest = min((n for n in range(workers) if len(shares[n]) < sizes[n]), key=lambda n: loads[n])
+        shares[lightest].append(item)
+        loads[lightest] += weight(item)
+    for share, size in zip(shares, sizes, strict=True):
+        room = size - len(share)
+        share.extend(rest[:room])
+        del rest[:room]
+    return [item for share in shares for item in share]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark `pg` every test that runs on PostgreSQL (it uses the test cluster, directly or through another
     fixture, or runs with backend=postgresql), and `slow` every test that uses the emulator, a browser or the fork
     server, or is a Hypothesis test: `-m "not slow and not pg"` is the fast tier."""
@@ -49,6 +89,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.pg)
         if names & SLOW_FIXTURES or getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
             item.add_marker(pytest.mark.slow)
+    workers = getattr(config, "workerinput", {}).get("workercount")  # set on xdist's workers, which collect
+    if workers and workers > 1:
+        items[:] = heavy_first(items, int(workers))
 
 
 @pytest.fixture
