@@ -26,7 +26,7 @@ import os
 import pathlib
 import sqlite3
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from ..errors import DatabaseInUse
 from . import migrations
@@ -39,7 +39,6 @@ MIGRATIONS = migrations.render(migrations.SQLITE)
 BATCH = 64  # units of work in one transaction at most: a bound on how long the loop runs statements in one go
 PRAGMAS = ("journal_mode = WAL", "synchronous = FULL", "foreign_keys = ON", "busy_timeout = 5000",
            "secure_delete = ON")
-R = TypeVar("R")
 
 
 class SqliteTx(SqlTx):
@@ -220,7 +219,7 @@ class SqliteStore(Watchers):
             raise RuntimeError("store is not open")
         return self._db
 
-    async def _on_thread(self, call: Callable[[], R]) -> R:
+    async def _on_thread(self, call: Callable[[], T]) -> T:
         """Run `call` on the store's thread. A cancelled caller still waits for it to end (blocking the loop for
         at most that long): the connection must not be touched while the thread holds it."""
         if self._thread is None:
