@@ -31,6 +31,7 @@ from support.pgcluster import PgCluster  # importable: gate puts tests/ on sys.p
 from support.vonage_emulator import running_emulator
 
 TOP = 25
+PER_SECOND = 6000  # fresh bodies written for each second of flood: more than the server can take
 
 
 def short(frame: str) -> str:
@@ -71,7 +72,7 @@ def report(collapsed: pathlib.Path) -> list[str]:
 
 async def profile(args: argparse.Namespace, tmp: pathlib.Path, cluster: PgCluster | None) -> list[str]:
     params = WrkParams(1, args.connections, args.duration, 1)
-    admins = admin_pool(2000 * (args.duration + 1) + 10)
+    admins = admin_pool(PER_SECOND * (args.duration + 1) + 10)
     kind = Flood("webhooks, strangers", STRANGERS, "hello") if args.kind == "strangers" else \
         Flood("webhooks, admins' HELP", admins, "HELP")
     db = cluster.create_database("smsbot") if cluster else ""
@@ -85,7 +86,7 @@ async def profile(args: argparse.Namespace, tmp: pathlib.Path, cluster: PgCluste
         spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,  # noqa: S603 (as given)
                                text=True)
         cpu = cpu_seconds(served.pid)
-        result = await flood(served.base, kind.label, kind, params, Bodies(tmp), 2000)
+        result = await flood(served.base, kind.label, kind, params, Bodies(tmp), PER_SECOND)
         cpu = cpu_seconds(served.pid) - cpu  # the warm-up second too: a bound on the CPU per webhook
         _, err = await asyncio.to_thread(spy.communicate, timeout=60)
         if spy.returncode:
