@@ -67,6 +67,9 @@ def msisdn(e164: str) -> str:
 
 def mask(number: str) -> str:
     """A number fit for logs and texts about someone else: only the last two digits."""
+    tail = number[-2:]
+    if len(tail) == 2 and tail.isascii() and tail.isdigit():  # E.164, as every number but a typed one is
+        return "**" + tail
     digits = [ch for ch in number if ch.isdigit()]
     return "**" + "".join(digits[-2:]) if len(digits) >= 2 else "**"
 

@@ -147,9 +147,9 @@ class Pipeline:
                      extra={"event": "inbound-duplicate", "message_id": msg.message_id})
         else:
             # The store wakes the outbox once the texts are committed (smsbot.wiring: watch_outbox).
-            log.info("text from %s handled: %d text%s queued", phone.mask(msg.sender), len(out),
-                     "" if len(out) == 1 else "s", extra={"event": "inbound-handled", "message_id": msg.message_id,
-                                                          "number": phone.mask(msg.sender)})
+            number = phone.mask(msg.sender)
+            log.info("text from %s handled: %d text%s queued", number, len(out), "" if len(out) == 1 else "s",
+                     extra={"event": "inbound-handled", "message_id": msg.message_id, "number": number})
         return out
 
     async def record_delivery(self, *, client_ref: str, provider_id: str, status: str, error_code: str) -> bool:

@@ -45,6 +45,22 @@ def test_mask_keeps_only_two_digits() -> None:
     assert "4155" not in phone.mask("+14155550134")
 
 
+def test_mask_shows_the_last_two_digits_of_whatever_it_is_given() -> None:
+    """mask's shortcut for E.164 (its last two characters) agrees with its rule for anything else: the last two of
+    the characters that are digits, or nothing when there are fewer than two."""
+    import random
+
+    def rule(number: str) -> str:
+        digits = [ch for ch in number if ch.isdigit()]
+        return "**" + "".join(digits[-2:]) if len(digits) >= 2 else "**"
+
+    rng = random.Random(19)
+    alphabet = "0123456789 +-().\u00a0/a²٣"
+    typed = ["", "7", "42", "+1 (415) 555-01 34", "0034 ", "12²", "+44 20 7946 0958.", "٣٣", "1a2", "+"]
+    for number in typed + ["".join(rng.choices(alphabet, k=rng.randint(0, 14))) for _ in range(5000)]:
+        assert phone.mask(number) == rule(number), number
+
+
 def test_a_number_has_a_type_exactly_when_it_is_valid() -> None:
     """normalize asks phonenumbers for the number's type only, and takes UNKNOWN for "not valid": that must hold for
     every region's example numbers of every type, and for digits that are not numbers at all."""
