@@ -1,10 +1,11 @@
 """The gate benchmark (issue 8): forward auth beside a bare aiohttp handler, measured with wrk in one run.
 
 On free loopback ports it starts the Vonage TLS emulator (tests/support/vonage_emulator.py, on a thread here), a bare
-aiohttp app (one GET handler answering 200 "OK", nothing else) and `smsbot serve` with real settings whose Vonage hosts
-are the emulator; both servers are processes of this interpreter. It signs a member in as a person would (an admin's
-INVITE by webhook, the code texted back, the PIN read from what the emulator was asked to send, the login form and its
-CSRF token), then runs wrk against each path, one after another:
+aiohttp app (one GET handler answering 200 "OK", nothing else; and a POST handler for bench/backends.py's webhook floor)
+and `smsbot serve` with real settings whose Vonage hosts are the emulator; both servers are processes of this
+interpreter. It signs a member in as a person would (an admin's INVITE by webhook, the code texted back, the PIN read
+from what the emulator was asked to send, the login form and its CSRF token), then runs wrk against each path, one after
+another:
 
     the bare handler; /auth with the session cookie and with none; /auth/forward with and without it;
     /auth with the cookie again while signed webhooks arrive (admins' LIST and HELP, some INVITEs) and the
@@ -49,6 +50,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Collection, Iterator, Sequence
 
 import aiohttp
@@ -60,8 +62,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 # The harness reuses the tests' helpers (tests/support); smsbot itself is the installed package, as in the tests.
 sys.path.insert(0, str(ROOT / "tests"))
 
+from smsbot import phone  # noqa: E402
+from smsbot.errors import SignatureError  # noqa: E402
 from smsbot.pipeline import ADMIN_REPLIES_PER_HOUR  # noqa: E402
-from smsbot.signatures import sms_signature  # noqa: E402
+from smsbot.signatures import check_sms, sms_signature  # noqa: E402
 from smsbot.sms import texts  # noqa: E402
 from smsbot.store import Action  # noqa: E402
 
@@ -85,6 +89,7 @@ from support.vonage_emulator import SentSms, VonageEmulator, running_emulator  #
 # Made-up values for a throwaway server.
 SECRET = "gate-bench-secret-0123456789-abcdefghijklmnop"  # noqa: S105
 SIGNATURE_SECRET = "gate-bench-signature-secret"  # noqa: S105
+FLOOR_PATH = "/webhooks/inbound"  # the bare app's webhook floor (`_checked`), at the path smsbot answers webhooks on
 ADMIN = ADMIN_MSISDN  # invites the member who signs in; the first number of every admin pool
 MEMBER_PHONE, MEMBER = "14155550134", "bench"
 RESULT_MARK = "GATE-RESULT"
@@ -128,10 +133,24 @@ async def _ok(request: web.Request) -> web.Response:
     return web.Response(text="OK")
 
 
+async def _checked(request: web.Request) -> web.Response:
+    """A webhook's floor: the checks the contract asks of every inbound text before anything is stored (its form
+    read, its signature, its sender a valid number), with smsbot's own functions, then 204 and nothing else."""
+    params = dict(urllib.parse.parse_qsl((await request.read()).decode("utf-8"), keep_blank_values=True))
+    try:
+        check_sms(params, SIGNATURE_SECRET, "sha256", time.time())
+        phone.from_msisdn(params.get("msisdn", ""), "US")
+    except (SignatureError, phone.PhoneError):
+        return web.Response(status=400)
+    return web.Response(status=204)
+
+
 def run_bare(port: int) -> None:
-    """The baseline: aiohttp with one GET handler and nothing else."""
+    """The baseline: aiohttp with one GET handler and nothing else; and, for bench/backends.py's floor, one POST
+    handler that makes only a webhook's checks."""
     app = web.Application()
     app.router.add_get("/", _ok)
+    app.router.add_post(FLOOR_PATH, _checked)
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
