@@ -1,5 +1,6 @@
-"""A number's standing (its member, invite and opt-out) is one statement, and says exactly what the three reads it
-stands in for say, on both backends; the engine reads it once for every text instead of asking three times."""
+"""A number's standing (its member, invite, opt-out and command waiting for YES) is one statement, and says exactly
+what the four reads it stands in for say, on both backends; the engine reads it once for every text instead of asking
+four times."""
 
 from __future__ import annotations
 
@@ -12,17 +13,20 @@ from smsbot.messages import InboundText
 from smsbot.store import SqliteStore, Stage, Tx
 from smsbot.store.base import Standing
 
+from support.constants import ADMIN
 from support.service import Wired
 
 NOW = 1_800_000_000.0
-# phone key: (the member's username, the invite's stage, opted out), as `arrange` leaves them
-EXPECTED: dict[str, tuple[str | None, Stage | None, bool]] = {
-    "key-stranger": (None, None, False),
-    "key-member": ("Alice", None, False),
-    "key-invitee": (None, Stage.AWAITING_USERNAME, False),
-    "key-opted-out": (None, None, True),
-    "key-member-opted-out": ("Carol", None, True),
-    "key-invitee-opted-out": (None, Stage.AWAITING_CODE, True),
+# phone key: (the member's username, the invite's stage, opted out, a command waiting for YES), as `arrange` leaves
+# them
+EXPECTED: dict[str, tuple[str | None, Stage | None, bool, bool]] = {
+    "key-stranger": (None, None, False, False),
+    "key-member": ("Alice", None, False, True),
+    "key-invitee": (None, Stage.AWAITING_USERNAME, False, False),
+    "key-opted-out": (None, None, True, False),
+    "key-member-opted-out": ("Carol", None, True, False),
+    "key-invitee-opted-out": (None, Stage.AWAITING_CODE, True, False),
+    "key-admin-waiting": (None, None, False, True),
 }
 
 
@@ -42,6 +46,9 @@ async def arrange(tx: Tx) -> None:
                         invited_by="**00", invited_by_key="key-admin", now=NOW, expires_at=NOW + 60)
     await tx.opt_out("key-invitee-opted-out", NOW)
     await tx.opt_out("key-opted-out", NOW)
+    for admin_key in ("key-member", "key-admin-waiting"):
+        await tx.put_confirmation(admin_key=admin_key, command="REVOKE", argument="bob", code_hash="hash-y", now=NOW,
+                                  expires_at=NOW + 300)
 
 
 @pytest.mark.backends
@@ -49,11 +56,12 @@ async def test_standing_says_what_the_three_reads_say(wired: Wired) -> None:
     await wired.store.run(arrange)
 
     async def compare(tx: Tx) -> None:
-        for key, (username, stage, opted_out) in EXPECTED.items():
+        for key, (username, stage, opted_out, awaiting_yes) in EXPECTED.items():
             member, invite = await tx.member_by_phone(key), await tx.invite_by_phone(key)
-            assert (member and member.username, invite and invite.stage, await tx.is_opted_out(key)) == (
-                username, stage, opted_out), f"{key}: the arrangement is not what the test expects"
-            assert await tx.standing(key) == Standing(member, invite, opted_out), key
+            waiting = await tx.confirmation_of(key) is not None
+            assert (member and member.username, invite and invite.stage, await tx.is_opted_out(key), waiting) == (
+                username, stage, opted_out, awaiting_yes), f"{key}: the arrangement is not what the test expects"
+            assert await tx.standing(key) == Standing(member, invite, opted_out, waiting), key
 
     await wired.store.run(compare)
 
@@ -72,17 +80,18 @@ async def test_a_locked_member_and_an_invitee_read_whole(wired: Wired) -> None:
         "key-invitee-opted-out", "**04", "hash-4", "dave", Stage.AWAITING_CODE, 0, "**00", NOW, NOW + 60, "key-admin")
 
 
-SENDER_TABLES = re.compile(r"\b(members|invites|opt_outs)\b")
+SENDER_TABLES = re.compile(r"\b(members|invites|opt_outs|confirmations)\b")
 
 
-@pytest.mark.parametrize("text", ["hello", "HELP"])
-async def test_a_strangers_text_reads_its_standing_in_one_statement(wired: Wired, text: str) -> None:
+@pytest.mark.parametrize(("sender", "text"), [("+12025550150", "hello"), ("+12025550150", "HELP"), (ADMIN, "HELP")])
+async def test_a_text_reads_its_senders_standing_in_one_statement(wired: Wired, sender: str, text: str) -> None:
+    """A stranger's text and an admin's alike: the admin's command waiting for YES comes in the same statement."""
     store = wired.store
     assert isinstance(store, SqliteStore)
     statements: list[str] = []
     store._require().set_trace_callback(statements.append)
-    out = await wired.pipeline.receive(InboundText("msg-1", phone.normalize("+12025550150", "US"), text))
+    out = await wired.pipeline.receive(InboundText("msg-1", phone.normalize(sender, "US"), text))
     assert out is not None and len(out) == (text == "HELP"), "the text was handled: silence, or HELP's reply"
     reads = [s for s in statements if s.lstrip().upper().startswith("SELECT") and SENDER_TABLES.search(s)]
     assert len(reads) == 1, reads
-    assert set(SENDER_TABLES.findall(reads[0])) == {"members", "invites", "opt_outs"}
+    assert set(SENDER_TABLES.findall(reads[0])) == {"members", "invites", "opt_outs", "confirmations"}

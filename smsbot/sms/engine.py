@@ -18,7 +18,7 @@ from .. import phone
 from ..clock import Clock
 from ..keys import Keys
 from ..messages import InboundText, Kind, Outgoing
-from ..store import Invite, Member, Stage, Tx
+from ..store import Invite, Member, Stage, Standing, Tx
 from . import commands
 from .commands import ADMIN_COMMANDS, DEVICES, HELP, JOIN, LOGIN, START, STOP, Command, CommandHandler, Parsed, Role
 
@@ -172,7 +172,7 @@ class Engine:
         """The texts one inbound text causes; `key` is its sender's phone key, which the caller has made already."""
         standing = await tx.standing(key)  # one statement: what the store knows of the sender
         turn = Turn(msg, key, key in self.admin_keys, standing.member, standing.invite)
-        turn.state = await self._state_of(tx, turn, standing.opted_out)
+        turn.state = self._state_of(turn, standing)
         turn.parsed = commands.parse(msg.text)
         step = STATE_TABLE[turn.state]
         command = turn.parsed.command if turn.parsed else None
@@ -186,10 +186,10 @@ class Engine:
                 break
         return turn.out
 
-    async def _state_of(self, tx: Tx, turn: Turn, opted_out: bool) -> State:
-        if opted_out:
+    def _state_of(self, turn: Turn, standing: Standing) -> State:
+        if standing.opted_out:
             return State.OPTED_OUT
-        if turn.is_admin and turn.invite is None and await tx.confirmation_of(turn.key) is not None:
+        if turn.is_admin and turn.invite is None and standing.awaiting_yes:
             return State.AWAITING_YES
         if turn.member is not None:
             return State.MEMBER

@@ -117,12 +117,13 @@ class Invite:
 
 @dataclass(frozen=True)
 class Standing:
-    """What the store knows of one number, read in one statement: its member, its invite and whether it opted out
-    (any of them, all, or none)."""
+    """What the store knows of one number, read in one statement: its member, its invite, whether it opted out and,
+    for an admin's number, whether a command of theirs waits for YES, expired or not (any of them, all, or none)."""
 
     member: Member | None
     invite: Invite | None
     opted_out: bool
+    awaiting_yes: bool = False
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,8 @@ class Tx(OidcTx, Protocol):
         ...
 
     async def standing(self, phone_key: str) -> Standing:
-        """The number's member, invite and opt-out, in one statement: the engine reads them for every text."""
+        """The number's member, invite, opt-out and command waiting for YES, in one statement: the engine reads them
+        for every text."""
         ...
 
     async def is_opted_out(self, phone_key: str) -> bool:

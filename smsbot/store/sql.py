@@ -36,14 +36,16 @@ from .oidc import OidcSql
 
 MEMBER_COLUMNS = tuple(f.name for f in fields(Member))  # the members table's, but username_key
 INVITE_COLUMNS = tuple(f.name for f in fields(Invite))
-# A number's standing: a one-row source holding its key, LEFT JOINed to the three tables that may know it (each by its
-# unique phone_key index), their columns under a prefix each. The CAST states the parameter's type on both databases
-# rather than leaving it to PostgreSQL's inference from a bare `SELECT $1`.
+# A number's standing: a one-row source holding its key, LEFT JOINed to the four tables that may know it (each by its
+# unique key's index), the member's and the invite's columns under a prefix each. The CAST states the parameter's type
+# on both databases rather than leaving it to PostgreSQL's inference from a bare `SELECT $1`.
 STANDING_COLUMNS = ", ".join([f"m.{c} AS m_{c}" for c in MEMBER_COLUMNS] + [f"i.{c} AS i_{c}" for c in INVITE_COLUMNS])
 STANDING = (  # the f-string adds only the records' own field names
     f"SELECT {STANDING_COLUMNS}, o.phone_key IS NOT NULL AS opted_out"  # noqa: S608
+    ", c.admin_key IS NOT NULL AS awaiting_yes"
     " FROM (SELECT CAST(? AS TEXT) AS k) AS s LEFT JOIN members AS m ON m.phone_key = s.k"
-    " LEFT JOIN invites AS i ON i.phone_key = s.k LEFT JOIN opt_outs AS o ON o.phone_key = s.k")
+    " LEFT JOIN invites AS i ON i.phone_key = s.k LEFT JOIN opt_outs AS o ON o.phone_key = s.k"
+    " LEFT JOIN confirmations AS c ON c.admin_key = s.k")
 
 
 class Row(Protocol):
@@ -103,7 +105,7 @@ class SqlTx(OidcSql, abc.ABC):
     async def standing(self, phone_key: str) -> Standing:
         row = await self._one(STANDING, phone_key)
         assert row is not None  # the one-row source gives one row, known or not
-        return Standing(_member(row, "m_"), _invite(row, "i_"), bool(row["opted_out"]))
+        return Standing(_member(row, "m_"), _invite(row, "i_"), bool(row["opted_out"]), bool(row["awaiting_yes"]))
 
     # opt-outs
     async def is_opted_out(self, phone_key: str) -> bool:
