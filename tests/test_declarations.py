@@ -114,7 +114,7 @@ def test_every_counter_has_its_own_value() -> None:
 
 
 # The counters' calls and where each takes its action: a method of Tx, budget.once_per, or the keywords' helper.
-COUNTER_CALLS = {"note": 1, "count_since": 1, "first_since": 1, "once_per": 3, "_may_answer": 2}
+COUNTER_CALLS = {"note": 1, "hold": 1, "count_since": 1, "first_since": 1, "once_per": 3, "_may_answer": 2}
 
 
 def counter_calls(source: str) -> tuple[int, list[str]]:

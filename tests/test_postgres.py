@@ -14,11 +14,11 @@ import pytest
 
 from smsbot.clock import FakeClock
 from smsbot.gateway import FakeGateway
-from smsbot.messages import InboundText
+from smsbot.messages import InboundText, Kind
 from smsbot.settings import load
 from smsbot.sms import texts
-from smsbot.store import sqlite
-from smsbot.store.postgres import MIGRATIONS, SENDER_LOCK, PostgresStore, numbered
+from smsbot.store import Action, Counted, Tx, sqlite
+from smsbot.store.postgres import MIGRATIONS, SENDER_LOCK, PostgresStore, batched, numbered
 from smsbot.wiring import Graph, build
 
 from support.constants import INVITE_CODE, PIN_IS, YES
@@ -67,6 +67,74 @@ async def sent_code_and_pin(sender: Instance, admin_side: Instance) -> tuple[str
 def test_a_statement_may_hold_more_than_a_thousand_placeholders() -> None:
     """The budget's count leaves out every admin's number, one placeholder each: a group may have over 999 admins."""
     assert numbered(", ".join("?" * 1500)).endswith("$1499, $1500")
+
+
+def test_held_writes_and_notices_are_numbered_through_one_statement() -> None:
+    statement, args = batched([("INSERT INTO counters (phone_key, action, at) VALUES (?, ?, ?)", ("k", "pin", 1.0)),
+                               ("INSERT INTO events (at, actor, action, detail) VALUES (?, ?, ?, ?)",
+                                (2.0, "**01", "invited", ""))], [("smsbot_outbox", ""), ("smsbot_sessions", "7")])
+    assert statement == ("WITH w1 AS (INSERT INTO counters (phone_key, action, at) VALUES ($1, $2, $3)), "
+                         "w2 AS (INSERT INTO events (at, actor, action, detail) VALUES ($4, $5, $6, $7)) "
+                         "SELECT pg_notify($8, $9), pg_notify($10, $11)")
+    assert args == ["k", "pin", 1.0, 2.0, "**01", "invited", "", "smsbot_outbox", "", "smsbot_sessions", "7"]
+    assert batched([("INSERT INTO events (at) VALUES (?)", (1.0,))], []) == ("INSERT INTO events (at) VALUES ($1)",
+                                                                            [1.0])
+    assert batched([], [("smsbot_outbox", "")]) == ("SELECT pg_notify($1, $2)", ["smsbot_outbox", ""])
+
+
+async def test_an_admins_help_sends_its_writes_and_notify_in_one_statement(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The count of the reply and the queued reply are held back, and go with the outbox's NOTIFY in one round trip
+    before the COMMIT; the reply is then there to send."""
+    instance = Instance(pg_url)
+    await instance.graph.store.open()
+    try:
+        await instance.text(ADMIN, "HELP")  # the first text of an instance prepares its statements
+        sent: list[str] = []
+        for name in ("execute", "fetch", "fetchrow", "fetchval", "executemany"):
+            original = getattr(asyncpg.Connection, name)
+
+            def spy(conn: asyncpg.Connection, query: str, *args: Any, _original: Any = original,
+                    **kwargs: Any) -> Any:
+                sent.append(query)
+                return _original(conn, query, *args, **kwargs)
+
+            monkeypatch.setattr(asyncpg.Connection, name, spy)
+        assert len(await instance.text(ADMIN, "HELP")) == 1
+        monkeypatch.undo()
+        writes = [s for s in sent if "INSERT INTO counters" in s or "INSERT INTO outbox" in s or "pg_notify" in s]
+        assert len(writes) == 1, sent
+        assert "INSERT INTO counters" in writes[0] and "INSERT INTO outbox" in writes[0], writes
+        assert "pg_notify" in writes[0], writes
+        assert len(sent) == 6, sent  # BEGIN, the message id, the admin's count, the standing, the writes, COMMIT
+        await instance.graph.outbox.drain_once()
+        assert [m.text for m in instance.gateway.sent][-1].startswith("Commands:")
+    finally:
+        await instance.graph.store.close()
+
+
+async def test_rows_written_in_one_unit_keep_their_order(pg_url: str) -> None:
+    """PostgreSQL runs a statement's WITH clauses in no promised order: held writes to one table never share one."""
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        async def work(tx: Tx) -> None:
+            for n in range(3):
+                await tx.enqueue(to_number="+12025550143", phone_key="k", phone_hint="**43", body=f"text {n}",
+                                 kind=Kind.REPLY, now=1.0)
+                await tx.note("k", Counted.REPLY, 1.0)
+                await tx.record_event(1.0, "**43", Action.INVITE, f"event {n}")
+
+        await store.run(work)
+        async with store._require().acquire() as conn:
+            texts_ = [r["body"] for r in await conn.fetch("SELECT body FROM outbox ORDER BY id")]
+            events = [r["detail"] for r in await conn.fetch("SELECT detail FROM events ORDER BY id")]
+            counted = await conn.fetchval("SELECT count(*) FROM counters")
+        assert texts_ == ["text 0", "text 1", "text 2"]
+        assert events[-3:] == ["event 0", "event 1", "event 2"]
+        assert counted == 3
+    finally:
+        await store.close()
 
 
 def test_migrations_are_numbered_and_described_alike() -> None:

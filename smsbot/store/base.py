@@ -356,7 +356,8 @@ verification is the last one attached, and it wins (an earlier one was cancelled
 
     async def enqueue(self, *, to_number: str, phone_key: str, phone_hint: str, body: str, kind: Kind,
                       now: float) -> None:
-        """Queue a text to go out after this unit of work commits."""
+        """Queue a text to go out after this unit of work commits (a write that may go with the unit's next
+        statement)."""
         ...
 
     async def claim_due(self, now: float, lease_seconds: float, limit: int) -> list[OutboxRow]:
@@ -448,8 +449,12 @@ verification is the last one attached, and it wins (an earlier one was cancelled
         """How many of `action` this number's counter has noted since `since`."""
         ...
 
-    async def note(self, phone_key: str, action: Counted, now: float) -> int:
-        """Count one event for the key; return its id (for `unnote`)."""
+    async def note(self, phone_key: str, action: Counted, now: float) -> None:
+        """Count one event for the key (a write the unit never reads back: it may go with the unit's next statement)."""
+        ...
+
+    async def hold(self, phone_key: str, action: Counted, now: float) -> int:
+        """Count one event for the key, at once; return its id (for `unnote`)."""
         ...
 
     async def first_since(self, phone_key: str, action: Counted, since: float) -> float | None:
@@ -481,7 +486,7 @@ verification is the last one attached, and it wins (an earlier one was cancelled
         ...
 
     async def record_event(self, now: float, actor: str, action: Action, detail: str = "") -> None:
-        """Record an audit event, which LOG shows."""
+        """Record an audit event, which LOG shows (a write that may go with the unit's next statement)."""
         ...
 
     async def count_into_last_event(self, actions: tuple[Action, ...], now: float) -> bool:

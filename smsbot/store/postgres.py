@@ -25,7 +25,7 @@ import itertools
 import logging
 import random
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -55,11 +55,39 @@ async def _leave_as_is(conn: asyncpg.Connection) -> None:
 
 
 @functools.lru_cache(maxsize=1024)
-def numbered(sql: str) -> str:
-    """`?` placeholders as PostgreSQL's `$1, $2, ...` (the shared statements hold no literal question marks); each
-    statement's text is numbered once, then taken from the cache."""
-    count = itertools.count(1)
+def numbered(sql: str, first: int = 1) -> str:
+    """`?` placeholders as PostgreSQL's `$1, $2, ...`, from `$first` on (the shared statements hold no literal
+    question marks); each statement's text is numbered once, then taken from the cache."""
+    count = itertools.count(first)
     return PLACEHOLDER.sub(lambda _: f"${next(count)}", sql)
+
+
+Held = tuple[str, tuple[Any, ...]]  # a write a unit of work holds back: its statement (`?` placeholders), its arguments
+
+
+def table_of(sql: str) -> str:
+    """The table a held write changes ("INSERT INTO outbox ..." changes outbox)."""
+    return sql.split(None, 3)[2]
+
+
+def batched(writes: Sequence[Held], notices: Sequence[tuple[str, str]]) -> tuple[str, list[Any]]:
+    """Writes and NOTIFYs (channel, payload) as one statement and its arguments: each write a data-modifying WITH
+    clause, which PostgreSQL runs once and to the end whatever the main query reads, and the NOTIFYs that query.
+    PostgreSQL does not say in which order it runs the clauses, so `writes` must change one table each: rows of one
+    table keep the order of their ids (texts to one number go out in the order they were queued)."""
+    if len(writes) == 1 and not notices:
+        return numbered(writes[0][0]), list(writes[0][1])
+    clauses: list[str] = []
+    args: list[Any] = []
+    for n, (sql, values) in enumerate(writes, start=1):
+        clauses.append(f"w{n} AS ({numbered(sql, len(args) + 1)})")
+        args += values
+    calls = []
+    for channel, payload in notices:
+        calls.append(f"pg_notify(${len(args) + 1}, ${len(args) + 2})")
+        args += (channel, payload)
+    with_ = f"WITH {', '.join(clauses)} " if clauses else ""
+    return f"{with_}SELECT {', '.join(calls) or '1'}", args
 
 
 def changed_rows(status: str) -> int:
@@ -79,18 +107,37 @@ class PostgresTx(SqlTx):
         self._conn = conn
         self._changed = sessions_changed
         self.changed_members: set[int] = set()
+        self._held: list[Held] = []  # writes nobody reads back, sent with the next statement: one round trip
+
+    async def _write(self, sql: str, *args: Any) -> None:
+        if any(table_of(held) == table_of(sql) for held, _ in self._held):
+            await self.send_held()  # a second row for one table waits for the first: ids in the order written
+        self._held.append((sql, args))
+
+    async def send_held(self, notices: Sequence[tuple[str, str]] = ()) -> None:
+        """Send the writes held back so far, with `notices` to NOTIFY (channel, payload), in one statement. Every
+        other statement sends them first, so the unit reads what it wrote, in the order it wrote it."""
+        if not self._held and not notices:
+            return
+        statement, args = batched(self._held, notices)
+        self._held = []
+        await self._conn.execute(statement, *args)
 
     async def _one(self, sql: str, *args: Any) -> Row | None:
+        await self.send_held()
         row: Row | None = await self._conn.fetchrow(numbered(sql), *args)
         return row
 
     async def _all(self, sql: str, *args: Any) -> list[Row]:
+        await self.send_held()
         return list(await self._conn.fetch(numbered(sql), *args))
 
     async def _run(self, sql: str, *args: Any) -> int:
+        await self.send_held()
         return changed_rows(await self._conn.execute(numbered(sql), *args))
 
     async def _many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        await self.send_held()
         await self._conn.executemany(numbered(sql), rows)
 
     def _sessions_changed(self, member_id: int) -> None:
@@ -206,10 +253,12 @@ class PostgresStore(Watchers):
                 try:
                     async with conn.transaction(isolation="serializable"):
                         result = await work(tx)
-                        for member_id in tx.changed_members:  # delivered to the other instances at commit
-                            await conn.execute("SELECT pg_notify($1, $2)", SESSIONS_CHANNEL, str(member_id))
+                        # The writes still held, and the NOTIFYs (delivered to the other instances at commit): one
+                        # statement before the COMMIT.
+                        notices = [(SESSIONS_CHANNEL, str(member_id)) for member_id in tx.changed_members]
                         if tx.queued:
-                            await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+                            notices.append((OUTBOX_CHANNEL, ""))
+                        await tx.send_held(notices)
                 except RETRYABLE:
                     if attempt == RETRIES:
                         raise

@@ -39,6 +39,7 @@ INVITE_COLUMNS = tuple(f.name for f in fields(Invite))
 # A number's standing: a one-row source holding its key, LEFT JOINed to the four tables that may know it (each by its
 # unique key's index), the member's and the invite's columns under a prefix each. The CAST states the parameter's type
 # on both databases rather than leaving it to PostgreSQL's inference from a bare `SELECT $1`.
+COUNT_ONE = "INSERT INTO counters (phone_key, action, at) VALUES (?, ?, ?)"
 STANDING_COLUMNS = ", ".join([f"m.{c} AS m_{c}" for c in MEMBER_COLUMNS] + [f"i.{c} AS i_{c}" for c in INVITE_COLUMNS])
 STANDING = (  # the f-string adds only the records' own field names
     f"SELECT {STANDING_COLUMNS}, o.phone_key IS NOT NULL AS opted_out"  # noqa: S608
@@ -84,6 +85,11 @@ class SqlTx(OidcSql, abc.ABC):
     @abc.abstractmethod
     def _sessions_changed(self, member_id: int) -> None:
         """The member's sessions may have changed in this unit of work."""
+
+    async def _write(self, sql: str, *args: Any) -> None:
+        """Run a write whose outcome the unit of work never reads (a count, a queued text, an event). A backend whose
+        every statement is a round trip may hold it and send it with the unit's next statement instead."""
+        await self._run(sql, *args)
 
     async def _one_more(self, table: str, column: str, key: str, value: object) -> int:
         """Add one to a counter of one row; the new count (0 when there is no such row)."""
@@ -273,7 +279,7 @@ class SqlTx(OidcSql, abc.ABC):
     async def enqueue(self, *, to_number: str, phone_key: str, phone_hint: str, body: str, kind: Kind,
                       now: float) -> None:
         self._queued()
-        await self._run(
+        await self._write(
             "INSERT INTO outbox (phone_key, phone_hint, to_number, body, kind, created_at, next_attempt_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             phone_key, phone_hint, to_number, body, kind.value, now, now,
@@ -433,9 +439,11 @@ class SqlTx(OidcSql, abc.ABC):
                               phone_key, action.value, since)
         return int(row[0]) if row else 0
 
-    async def note(self, phone_key: str, action: Counted, now: float) -> int:
-        row = await self._one("INSERT INTO counters (phone_key, action, at) VALUES (?, ?, ?) RETURNING id",
-                              phone_key, action.value, now)
+    async def note(self, phone_key: str, action: Counted, now: float) -> None:
+        await self._write(COUNT_ONE, phone_key, action.value, now)
+
+    async def hold(self, phone_key: str, action: Counted, now: float) -> int:
+        row = await self._one(f"{COUNT_ONE} RETURNING id", phone_key, action.value, now)
         assert row is not None
         return int(row[0])
 
@@ -477,8 +485,8 @@ class SqlTx(OidcSql, abc.ABC):
 
     # audit
     async def record_event(self, now: float, actor: str, action: Action, detail: str = "") -> None:
-        await self._run("INSERT INTO events (at, actor, action, detail) VALUES (?, ?, ?, ?)", now, actor,
-                        action.value, detail)
+        await self._write("INSERT INTO events (at, actor, action, detail) VALUES (?, ?, ?, ?)", now, actor,
+                          action.value, detail)
 
     async def count_into_last_event(self, actions: tuple[Action, ...], now: float) -> bool:
         marks = ", ".join("?" for _ in actions)
