@@ -19,7 +19,7 @@ from .messages import InboundPart, InboundText, Kind, Outgoing
 from .settings import Settings
 from .sms import commands, texts
 from .sms.engine import Engine
-from .store import UNDELIVERED, Action, Counted, Store, Tx
+from .store import UNDELIVERED, Action, Counted, Standing, Store, Tx
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,13 @@ class Pipeline:
         now = self.clock.now()
         msg = InboundText(valid_unicode(msg.message_id), msg.sender, valid_unicode(msg.text))
 
+        key = self.keys.phone_key(msg.sender)
+
         async def work(tx: Tx) -> list[Outgoing] | None:
-            if not await tx.record_inbound(msg.message_id, now):
+            standing = await tx.arrive(msg.message_id, now, key)  # None: the message id was seen before
+            if standing is None:
                 return None
-            return await self._handle(tx, msg, now)
+            return await self._handle(tx, msg, key, standing, now)
 
         return self._handled(msg, await self.store.run(work))
 
@@ -74,16 +77,16 @@ class Pipeline:
                 return []  # wait for the rest
             await tx.remove_parts(key, part.ref)
             text = "".join(t for _, _, t in parts)
-            return await self._handle(tx, InboundText(whole.message_id, part.sender, text), now)
+            return await self._handle(tx, InboundText(whole.message_id, part.sender, text), key,
+                                      await tx.standing(key), now)
 
         return self._handled(whole, await self.store.run(work))
 
-    async def _handle(self, tx: Tx, msg: InboundText, now: float) -> list[Outgoing]:
-        key = self.keys.phone_key(msg.sender)
+    async def _handle(self, tx: Tx, msg: InboundText, key: str, standing: Standing, now: float) -> list[Outgoing]:
         if key in self.engine.admin_keys:
-            out = await self._from_admin(tx, msg, key, now)
+            out = await self._from_admin(tx, msg, key, standing, now)
         else:
-            out = await self._daily_replies(tx, msg, key, await self.engine.handle(tx, msg, key), now)
+            out = await self._daily_replies(tx, msg, key, await self.engine.handle(tx, msg, key, standing), now)
         return await self.enqueue(tx, out, now)
 
     async def _daily_replies(self, tx: Tx, msg: InboundText, key: str, out: list[Outgoing],
@@ -99,20 +102,21 @@ class Pipeline:
             kept.append(text)
         return kept
 
-    async def _from_admin(self, tx: Tx, msg: InboundText, key: str, now: float) -> list[Outgoing]:
+    async def _from_admin(self, tx: Tx, msg: InboundText, key: str, standing: Standing,
+                          now: float) -> list[Outgoing]:
         """An admin number gets at most 60 replies in any hour, then one notice, then silence until the hour has
         passed. Past the cap its texts are not acted on, so a spoofed flood can't make the real admin's commands run
         (but STOP is honoured, silently: an opt-out is never lost)."""
         hour_ago = now - 3600
         if await tx.count_since(key, Counted.ADMIN_REPLY, hour_ago) < ADMIN_REPLIES_PER_HOUR:
-            out = await self.engine.handle(tx, msg, key)
+            out = await self.engine.handle(tx, msg, key, standing)
             for text in out:
                 if text.to == msg.sender and text.kind is not Kind.VERIFY:  # Verify texts the code, not us
                     await tx.note(key, Counted.ADMIN_REPLY, now)
             return out
         parsed = commands.parse(msg.text)
         if parsed is not None and parsed.command is commands.STOP:
-            await self.engine.handle(tx, msg, key)
+            await self.engine.handle(tx, msg, key, standing)
         if not await once_per(tx, self.clock, key, Counted.ADMIN_CAPPED, 3600):
             return []
         first = await tx.first_since(key, Counted.ADMIN_REPLY, hour_ago) or now

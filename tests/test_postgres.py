@@ -96,7 +96,8 @@ async def test_an_admins_help_sends_its_writes_and_notify_in_one_statement(
 
             def spy(conn: asyncpg.Connection, query: str, *args: Any, _original: Any = original,
                     **kwargs: Any) -> Any:
-                sent.append(query)
+                if not query.startswith("LISTEN"):  # the notification connection, (re)starting meanwhile
+                    sent.append(query)
                 return _original(conn, query, *args, **kwargs)
 
             monkeypatch.setattr(asyncpg.Connection, name, spy)
@@ -106,9 +107,35 @@ async def test_an_admins_help_sends_its_writes_and_notify_in_one_statement(
         assert len(writes) == 1, sent
         assert "INSERT INTO counters" in writes[0] and "INSERT INTO outbox" in writes[0], writes
         assert "pg_notify" in writes[0], writes
-        assert len(sent) == 6, sent  # BEGIN, the message id, the admin's count, the standing, the writes, COMMIT
+        assert len(sent) == 5, sent  # BEGIN, the message id with the standing, the admin's count, the writes, COMMIT
         await instance.graph.outbox.drain_once()
         assert [m.text for m in instance.gateway.sent][-1].startswith("Commands:")
+    finally:
+        await instance.graph.store.close()
+
+
+async def test_a_strangers_text_is_three_round_trips(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """BEGIN, the message id recorded with the sender's standing read in the same statement, COMMIT."""
+    instance = Instance(pg_url)
+    await instance.graph.store.open()
+    try:
+        await instance.text("+12025550150", "hello")
+        sent: list[str] = []
+        for name in ("execute", "fetch", "fetchrow", "fetchval", "executemany"):
+            original = getattr(asyncpg.Connection, name)
+
+            def spy(conn: asyncpg.Connection, query: str, *args: Any, _original: Any = original,
+                    **kwargs: Any) -> Any:
+                if not query.startswith("LISTEN"):  # the notification connection, (re)starting meanwhile
+                    sent.append(query)
+                return _original(conn, query, *args, **kwargs)
+
+            monkeypatch.setattr(asyncpg.Connection, name, spy)
+        assert await instance.text("+12025550151", "hello") == []
+        assert await instance.text("+12025550151", "hello", message_id=f"{id(instance)}-2") is None
+        monkeypatch.undo()
+        assert len(sent) == 6, sent
+        assert [s.split()[0].rstrip(";") for s in sent] == ["BEGIN", "WITH", "COMMIT"] * 2, sent
     finally:
         await instance.graph.store.close()
 

@@ -66,6 +66,22 @@ async def test_standing_says_what_the_three_reads_say(wired: Wired) -> None:
     await wired.store.run(compare)
 
 
+@pytest.mark.backends
+async def test_arrival_records_the_message_id_and_reads_the_standing_once(wired: Wired) -> None:
+    """`arrive` is `record_inbound` then `standing`, whichever way the backend makes it: the standing for a new
+    message id, None for one seen before."""
+    await wired.store.run(arrange)
+
+    async def compare(tx: Tx) -> None:
+        for n, key in enumerate(EXPECTED):
+            assert await tx.arrive(f"id-{n}", NOW, key) == await tx.standing(key), key
+            assert await tx.arrive(f"id-{n}", NOW, key) is None, key
+
+    await wired.store.run(compare)
+    assert not await wired.store.run(lambda tx: tx.record_inbound("id-0", NOW)), "arrive recorded the id"
+    assert await wired.store.run(lambda tx: tx.record_inbound("id-new", NOW))
+
+
 async def test_a_locked_member_and_an_invitee_read_whole(wired: Wired) -> None:
     """Every column comes back under its own field: none swapped, none left out."""
     await wired.store.run(arrange)

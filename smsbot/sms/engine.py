@@ -168,9 +168,9 @@ class Engine:
         self.fallbacks: dict[State, tuple[Fallback, ...]] = {
             state: tuple(pick(features) for pick in step.fallbacks) for state, step in STATE_TABLE.items()}
 
-    async def handle(self, tx: Tx, msg: InboundText, key: str) -> list[Outgoing]:
-        """The texts one inbound text causes; `key` is its sender's phone key, which the caller has made already."""
-        standing = await tx.standing(key)  # one statement: what the store knows of the sender
+    async def handle(self, tx: Tx, msg: InboundText, key: str, standing: Standing) -> list[Outgoing]:
+        """The texts one inbound text causes; `key` is its sender's phone key, and `standing` what the store knows
+        of them (`Tx.arrive` reads it with the message id), which the caller has already."""
         turn = Turn(msg, key, key in self.admin_keys, standing.member, standing.invite)
         turn.state = self._state_of(turn, standing)
         turn.parsed = commands.parse(msg.text)

@@ -214,6 +214,11 @@ class Tx(OidcTx, Protocol):
         """False when this message id was seen before."""
         ...
 
+    async def arrive(self, message_id: str, now: float, phone_key: str) -> Standing | None:
+        """Record a text's message id and read its sender's standing (one statement where the database allows it);
+        None when the id was seen before."""
+        ...
+
     async def standing(self, phone_key: str) -> Standing:
         """The number's member, invite, opt-out and command waiting for YES, in one statement: the engine reads them
         for every text."""

@@ -31,8 +31,8 @@ from typing import Any
 import asyncpg
 
 from . import migrations
-from .base import SessionsChanged, T, Tx, Watchers
-from .sql import Row, SqlTx
+from .base import SessionsChanged, Standing, T, Tx, Watchers
+from .sql import RECORD_INBOUND, STANDING, Row, SqlTx, standing_of
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,10 @@ LISTEN_RETRY = 1.0  # seconds between attempts to reconnect the notification con
 
 MIGRATIONS = migrations.render(migrations.POSTGRES)
 PLACEHOLDER = re.compile(r"\?")
+# A text's arrival in one round trip: its message id recorded, and its sender's standing read in the same statement
+# (the read does not look at the inbound table, so it misses nothing the insert does).
+ARRIVAL = (f"WITH fresh AS ({RECORD_INBOUND} RETURNING 1)"  # noqa: S608 (the f-string joins this package's statements)
+           f" SELECT EXISTS (SELECT 1 FROM fresh) AS fresh, {STANDING.removeprefix('SELECT ')}")
 RETRYABLE = (asyncpg.exceptions.SerializationError, asyncpg.exceptions.DeadlockDetectedError)
 
 
@@ -108,6 +112,11 @@ class PostgresTx(SqlTx):
         self._changed = sessions_changed
         self.changed_members: set[int] = set()
         self._held: list[Held] = []  # writes nobody reads back, sent with the next statement: one round trip
+
+    async def arrive(self, message_id: str, now: float, phone_key: str) -> Standing | None:
+        row = await self._one(ARRIVAL, message_id, now, phone_key)
+        assert row is not None  # one row, whether the id was new or not
+        return standing_of(row) if row["fresh"] else None
 
     async def _write(self, sql: str, *args: Any) -> None:
         if any(table_of(held) == table_of(sql) for held, _ in self._held):

@@ -39,6 +39,7 @@ INVITE_COLUMNS = tuple(f.name for f in fields(Invite))
 # A number's standing: a one-row source holding its key, LEFT JOINed to the four tables that may know it (each by its
 # unique key's index), the member's and the invite's columns under a prefix each. The CAST states the parameter's type
 # on both databases rather than leaving it to PostgreSQL's inference from a bare `SELECT $1`.
+RECORD_INBOUND = "INSERT INTO inbound (message_id, received_at) VALUES (?, ?) ON CONFLICT DO NOTHING"
 COUNT_ONE = "INSERT INTO counters (phone_key, action, at) VALUES (?, ?, ?)"
 STANDING_COLUMNS = ", ".join([f"m.{c} AS m_{c}" for c in MEMBER_COLUMNS] + [f"i.{c} AS i_{c}" for c in INVITE_COLUMNS])
 STANDING = (  # the f-string adds only the records' own field names
@@ -47,6 +48,11 @@ STANDING = (  # the f-string adds only the records' own field names
     " FROM (SELECT CAST(? AS TEXT) AS k) AS s LEFT JOIN members AS m ON m.phone_key = s.k"
     " LEFT JOIN invites AS i ON i.phone_key = s.k LEFT JOIN opt_outs AS o ON o.phone_key = s.k"
     " LEFT JOIN confirmations AS c ON c.admin_key = s.k")
+
+
+def standing_of(row: Row) -> Standing:
+    """A standing from a row of `STANDING`'s columns."""
+    return Standing(_member(row, "m_"), _invite(row, "i_"), bool(row["opted_out"]), bool(row["awaiting_yes"]))
 
 
 class Row(Protocol):
@@ -105,13 +111,15 @@ class SqlTx(OidcSql, abc.ABC):
 
     # inbound dedupe
     async def record_inbound(self, message_id: str, now: float) -> bool:
-        return await self._run("INSERT INTO inbound (message_id, received_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                               message_id, now) == 1
+        return await self._run(RECORD_INBOUND, message_id, now) == 1
+
+    async def arrive(self, message_id: str, now: float, phone_key: str) -> Standing | None:
+        return await self.standing(phone_key) if await self.record_inbound(message_id, now) else None
 
     async def standing(self, phone_key: str) -> Standing:
         row = await self._one(STANDING, phone_key)
         assert row is not None  # the one-row source gives one row, known or not
-        return Standing(_member(row, "m_"), _invite(row, "i_"), bool(row["opted_out"]), bool(row["awaiting_yes"]))
+        return standing_of(row)
 
     # opt-outs
     async def is_opted_out(self, phone_key: str) -> bool:
