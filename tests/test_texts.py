@@ -73,7 +73,7 @@ def test_template_fits_one_gsm7_segment(name: str) -> None:
 def test_help_for_every_role_fits() -> None:
     for roles in ({commands.Role.ADMIN, commands.Role.MEMBER}, {commands.Role.ADMIN, commands.Role.INVITEE},
                   {commands.Role.MEMBER}, {commands.Role.ADMIN}):
-        text = help_text(commands.usable_by(roles))
+        text = help_text(frozenset(roles))
         assert messages.fits_one_segment(text), text
         assert all(c.name in text for c in commands.usable_by(roles) if c is not commands.JOIN)
     for command in commands.COMMANDS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -9,7 +10,7 @@ from ..clock import Clock
 from ..messages import Kind, fits_one_segment
 from ..store import Action, Counted, Tx
 from . import commands, texts
-from .commands import JOIN, Command, Role
+from .commands import JOIN, Role
 from .engine import State, Turn
 from .invites import LENGTHS
 
@@ -25,9 +26,11 @@ STRANGER_REPLIES_PER_DAY = STRANGER_HELP_PER_DAY + STRANGER_OPT_REPLIES_PER_DAY
 STRANGER_OPT = (Action.STRANGER_OPT_OUT, Action.STRANGER_OPT_IN)
 
 
-def help_text(usable: list[Command]) -> str:
-    """The commands with their arguments when that fits one text, else their names (HELP <command> tells more)."""
-    shown = [c for c in usable if c is not JOIN]  # the code alone works too
+@functools.cache  # a handful of role sets, and the text depends on nothing else: made once each, not every HELP
+def help_text(roles: frozenset[Role]) -> str:
+    """The commands `roles` may use, with their arguments when that fits one text, else their names (HELP <command>
+    tells more)."""
+    shown = [c for c in commands.usable_by(set(roles)) if c is not JOIN]  # the code alone works too
     full = texts.HELP_ROLE.format(usages=", ".join(c.usage for c in shown))
     return full if fits_one_segment(full) else texts.HELP_ROLE.format(usages=", ".join(c.name for c in shown))
 
@@ -83,7 +86,7 @@ class Keywords:
         if asked is not None and asked in usable:
             turn.reply(texts.HELP_COMMAND.format(usage=asked.usage, help=asked.help))
         else:
-            turn.reply(help_text(usable))
+            turn.reply(help_text(frozenset(roles)))
 
     async def silence(self, tx: Tx, turn: Turn) -> bool:
         log.info("no reply to a text from %s in state %s", turn.actor, turn.state.value)
