@@ -19,7 +19,8 @@ from .messages import InboundPart, InboundText, Kind, Outgoing
 from .settings import Settings
 from .sms import commands, texts
 from .sms.engine import Engine
-from .store import UNDELIVERED, Action, Counted, Standing, Store, Tx
+from .store import UNDELIVERED, Action, Counted, Store, Tx
+from .store.base import Standing
 
 log = logging.getLogger(__name__)
 

@@ -82,6 +82,22 @@ def test_held_writes_and_notices_are_numbered_through_one_statement() -> None:
     assert batched([], [("smsbot_outbox", "")]) == ("SELECT pg_notify($1, $2)", ["smsbot_outbox", ""])
 
 
+def statements_sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The statements every asyncpg connection sends from now on (until `monkeypatch.undo()`), but the LISTENs of
+    the notification connection, which may be (re)starting meanwhile."""
+    sent: list[str] = []
+    for name in ("execute", "fetch", "fetchrow", "fetchval", "executemany"):
+        original = getattr(asyncpg.Connection, name)
+
+        def spy(conn: asyncpg.Connection, query: str, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            if not query.startswith("LISTEN"):
+                sent.append(query)
+            return _original(conn, query, *args, **kwargs)
+
+        monkeypatch.setattr(asyncpg.Connection, name, spy)
+    return sent
+
+
 async def test_an_admins_help_sends_its_writes_and_notify_in_one_statement(
         pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The count of the reply and the queued reply are held back, and go with the outbox's NOTIFY in one round trip
@@ -90,17 +106,7 @@ async def test_an_admins_help_sends_its_writes_and_notify_in_one_statement(
     await instance.graph.store.open()
     try:
         await instance.text(ADMIN, "HELP")  # the first text of an instance prepares its statements
-        sent: list[str] = []
-        for name in ("execute", "fetch", "fetchrow", "fetchval", "executemany"):
-            original = getattr(asyncpg.Connection, name)
-
-            def spy(conn: asyncpg.Connection, query: str, *args: Any, _original: Any = original,
-                    **kwargs: Any) -> Any:
-                if not query.startswith("LISTEN"):  # the notification connection, (re)starting meanwhile
-                    sent.append(query)
-                return _original(conn, query, *args, **kwargs)
-
-            monkeypatch.setattr(asyncpg.Connection, name, spy)
+        sent = statements_sent(monkeypatch)
         assert len(await instance.text(ADMIN, "HELP")) == 1
         monkeypatch.undo()
         writes = [s for s in sent if "INSERT INTO counters" in s or "INSERT INTO outbox" in s or "pg_notify" in s]
@@ -120,17 +126,7 @@ async def test_a_strangers_text_is_three_round_trips(pg_url: str, monkeypatch: p
     await instance.graph.store.open()
     try:
         await instance.text("+12025550150", "hello")
-        sent: list[str] = []
-        for name in ("execute", "fetch", "fetchrow", "fetchval", "executemany"):
-            original = getattr(asyncpg.Connection, name)
-
-            def spy(conn: asyncpg.Connection, query: str, *args: Any, _original: Any = original,
-                    **kwargs: Any) -> Any:
-                if not query.startswith("LISTEN"):  # the notification connection, (re)starting meanwhile
-                    sent.append(query)
-                return _original(conn, query, *args, **kwargs)
-
-            monkeypatch.setattr(asyncpg.Connection, name, spy)
+        sent = statements_sent(monkeypatch)
         assert await instance.text("+12025550151", "hello") == []
         assert await instance.text("+12025550151", "hello", message_id=f"{id(instance)}-2") is None
         monkeypatch.undo()

@@ -18,7 +18,8 @@ from .. import phone
 from ..clock import Clock
 from ..keys import Keys
 from ..messages import InboundText, Kind, Outgoing
-from ..store import Invite, Member, Stage, Standing, Tx
+from ..store import Invite, Member, Stage, Tx
+from ..store.base import Standing
 from . import commands
 from .commands import ADMIN_COMMANDS, DEVICES, HELP, JOIN, LOGIN, START, STOP, Command, CommandHandler, Parsed, Role
 

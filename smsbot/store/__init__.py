@@ -15,7 +15,6 @@ from .base import (
     Pin,
     Session,
     Stage,
-    Standing,
     Store,
     Tx,
     username_key,
@@ -23,4 +22,4 @@ from .base import (
 from .sqlite import SqliteStore
 
 __all__ = ["UNDELIVERED", "Action", "Confirmation", "Counted", "Event", "Invite", "Member", "OutboxRow", "Pin",
-           "Session", "SqliteStore", "Stage", "Standing", "Store", "Tx", "username_key"]
+           "Session", "SqliteStore", "Stage", "Store", "Tx", "username_key"]
