@@ -213,3 +213,39 @@ def test_an_app_loads_only_the_libraries_its_settings_need(tmp_path: pathlib.Pat
                          cwd=tmp_path)  # the installed package, not the checkout's folders
     wanted = ["prometheus_client"] if extra else []
     assert out.stdout.strip() == str(wanted), out.stdout + out.stderr
+
+
+SEND_SCRIPT = """
+import asyncio, sys
+from smsbot.gateway.vonage import VonageGateway
+from smsbot.settings import load
+
+async def send() -> str:
+    gateway = VonageGateway(load({env!r}))
+    try:
+        return await gateway.send_sms("+14155550134", "hello", "ref-1")
+    finally:
+        await gateway.close()
+
+print(bool(asyncio.run(send())), sorted(m for m in sys.modules if m.split(".")[0].startswith("vonage")
+                                         and "." not in m))
+"""
+
+
+@pytest.mark.slow
+def test_a_text_sent_through_the_sdk_loads_only_its_sms_api(tmp_path: pathlib.Path) -> None:
+    """The gateway builds the SDK's SMS client itself, not through the `vonage.Vonage` facade, which imports and
+    builds every Vonage API (voice, video, numbers...) and cost the process about 10 MB more at its first text."""
+    from support.vonage_emulator import running_emulator
+
+    with running_emulator() as emu:
+        env = {"SMSBOT_SECRET": "s" * 40, "SMSBOT_ADMINS": "+14155550100", "SMSBOT_NUMBER": "14155550199",
+               "SMSBOT_PUBLIC_URL": "https://group.example.org", "SMSBOT_DB": str(tmp_path / "smsbot.db"),
+               "VONAGE_API_KEY": emu.api_key, "VONAGE_API_SECRET": emu.api_secret, "VONAGE_REST_HOST": emu.host,
+               "VONAGE_API_HOST": emu.host}
+        out = subprocess.run([sys.executable, "-c", SEND_SCRIPT.format(env=env)], capture_output=True, text=True,
+                             timeout=60, check=True, cwd=tmp_path, env={"REQUESTS_CA_BUNDLE": str(emu.ca_path)})
+        assert [m.to for m in emu.sent] == ["14155550134"], out.stderr
+    sent, modules = out.stdout.strip().split(" ", 1)
+    assert sent == "True"
+    assert modules == str(["vonage_http_client", "vonage_jwt", "vonage_sms", "vonage_utils"]), out.stdout

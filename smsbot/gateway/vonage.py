@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import importlib.metadata
 import logging
 import pathlib
 import queue
@@ -77,8 +78,13 @@ class VonageGateway:
     def _client(self, api: str) -> Any:
         """The clients belong to the gateway thread, created there on first use. SMS and Verify get a client
         each: the SDK keeps one header dict per client, and a Verify call's JSON Content-Type would leak into
-        the next SMS form post (vonage-python-sdk issue 323)."""
-        from vonage import Auth, HttpClientOptions, Vonage
+        the next SMS form post (vonage-python-sdk issue 323).
+
+        Each is the SDK's own API class (vonage_sms.Sms, vonage_verify.Verify) on an HTTP client of its own, as the
+        `vonage.Vonage` facade builds them, but without importing the facade: it imports and builds every Vonage API
+        (voice, video, numbers, ...), whose pydantic models cost the process about 10 MB more at its first text
+        (82 MB after a flood of HELP, 72 MB without)."""
+        from vonage_http_client import Auth, HttpClient, HttpClientOptions
 
         current = threading.current_thread()
         if self._thread is not None and self._thread is not current:
@@ -99,7 +105,15 @@ class VonageGateway:
             jwt = {"application_id": s.vonage_application_id, "private_key": private_key(s.vonage_private_key)} \
                 if api == "verify" and s.vonage_application_id else {}
             auth = Auth(api_key=s.vonage_api_key, api_secret=s.vonage_api_secret, **jwt)
-            self._clients[api] = Vonage(auth, HttpClientOptions(**options))
+            http = HttpClient(auth, HttpClientOptions(**options), sdk_version())
+            if api == "sms":
+                from vonage_sms import Sms
+
+                self._clients[api] = Sms(http)
+            else:
+                from vonage_verify import Verify
+
+                self._clients[api] = Verify(http)
         return self._clients[api]
 
     async def _call(self, function: Callable[..., Any], *args: Any) -> Any:
@@ -110,7 +124,7 @@ class VonageGateway:
 
         message = SmsMessage(to=phone.msisdn(to), from_=self._settings.number, text=text,
                              type="text" if is_gsm7(text) else "unicode", client_ref=client_ref)
-        return _message_id(self._client("sms").sms.send(message))
+        return _message_id(self._client("sms").send(message))
 
     async def send_sms(self, to: str, text: str, client_ref: str) -> str:
         try:
@@ -126,7 +140,7 @@ class VonageGateway:
 
         request = VerifyRequest(brand=brand[:16], workflow=[SmsChannel(to=phone.msisdn(to))],
                                 code_length=code_length, channel_timeout=timeout)
-        return str(self._client("verify").verify.start_verification(request).request_id)
+        return str(self._client("verify").start_verification(request).request_id)
 
     async def start_verification(self, to: str, brand: str, code_length: int, timeout: int) -> str:
         try:
@@ -142,7 +156,7 @@ class VonageGateway:
         return result
 
     def _check_blocking(self, request_id: str, code: str) -> str:
-        return str(self._client("verify").verify.check_code(request_id, code).status)
+        return str(self._client("verify").check_code(request_id, code).status)
 
     async def check_code(self, request_id: str, code: str) -> Check:
         try:
@@ -156,7 +170,7 @@ class VonageGateway:
         return Check.OK if status_text == "completed" else Check.WRONG
 
     def _cancel_blocking(self, request_id: str) -> None:
-        self._client("verify").verify.cancel_verification(request_id)
+        self._client("verify").cancel_verification(request_id)
 
     async def cancel_verification(self, request_id: str) -> bool:
         try:
@@ -179,9 +193,14 @@ def private_key(value: str) -> str:
     return pathlib.Path(value).read_text(encoding="utf-8")
 
 
+def sdk_version() -> str:
+    """The installed Vonage SDK's version, for its User-Agent, as the `vonage.Vonage` facade gives it."""
+    return importlib.metadata.version("vonage")
+
+
 def check_jwt_auth(application_id: str, key: str) -> str | None:
     """Why the SDK would refuse this application id and private key, or None if it accepts them."""
-    from vonage import Auth
+    from vonage_http_client import Auth
 
     try:
         Auth(application_id=application_id, private_key=private_key(key)).generate_application_jwt()
