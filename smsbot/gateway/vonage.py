@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import importlib.metadata
 import logging
 import pathlib
 import queue
@@ -195,6 +194,8 @@ def private_key(value: str) -> str:
 
 def sdk_version() -> str:
     """The installed Vonage SDK's version, for its User-Agent, as the `vonage.Vonage` facade gives it."""
+    import importlib.metadata  # at the first text, not at start-up: it costs about 7 ms to import
+
     return importlib.metadata.version("vonage")
 
 
