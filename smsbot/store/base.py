@@ -123,7 +123,7 @@ class Standing:
     member: Member | None
     invite: Invite | None
     opted_out: bool
-    awaiting_yes: bool = False
+    awaiting_yes: bool
 
 
 @dataclass(frozen=True)

@@ -36,11 +36,11 @@ from .oidc import OidcSql
 
 MEMBER_COLUMNS = tuple(f.name for f in fields(Member))  # the members table's, but username_key
 INVITE_COLUMNS = tuple(f.name for f in fields(Invite))
+RECORD_INBOUND = "INSERT INTO inbound (message_id, received_at) VALUES (?, ?) ON CONFLICT DO NOTHING"
+COUNT_ONE = "INSERT INTO counters (phone_key, action, at) VALUES (?, ?, ?)"
 # A number's standing: a one-row source holding its key, LEFT JOINed to the four tables that may know it (each by its
 # unique key's index), the member's and the invite's columns under a prefix each. The CAST states the parameter's type
 # on both databases rather than leaving it to PostgreSQL's inference from a bare `SELECT $1`.
-RECORD_INBOUND = "INSERT INTO inbound (message_id, received_at) VALUES (?, ?) ON CONFLICT DO NOTHING"
-COUNT_ONE = "INSERT INTO counters (phone_key, action, at) VALUES (?, ?, ?)"
 STANDING_COLUMNS = ", ".join([f"m.{c} AS m_{c}" for c in MEMBER_COLUMNS] + [f"i.{c} AS i_{c}" for c in INVITE_COLUMNS])
 STANDING = (  # the f-string adds only the records' own field names
     f"SELECT {STANDING_COLUMNS}, o.phone_key IS NOT NULL AS opted_out"  # noqa: S608
