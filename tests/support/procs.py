@@ -36,6 +36,23 @@ _SCRUBBED = {"REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "HTTP_PROX
              "http_proxy", "https_proxy", "all_proxy"}
 
 
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process `pid` holds a TCP socket listening on `port` (Linux: its descriptors' socket inodes, found
+    among /proc/net/tcp and tcp6's listening sockets)."""
+    try:
+        links = [os.readlink(fd) for fd in pathlib.Path(f"/proc/{pid}/fd").iterdir()]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    inodes = {link[len("socket:["):-1] for link in links if link.startswith("socket:[")}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in pathlib.Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port and inode in inodes:  # 0A: LISTEN
+                return True
+    return False
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it: bind to port 0)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -126,17 +143,21 @@ class SmsbotProcess:
         return _read(self.stderr_path)
 
     def wait_healthy(self, base_url: str, timeout: float = 15.0) -> None:
-        """Poll GET /healthz until 200; fail early, with the output, if the process exits."""
+        """Poll GET /healthz until this process answers 200; fail early, with the output, if the process exits.
+        A 200 counts only once this process listens on the port: another test's server that took the port first
+        answers /healthz too, while this one is still starting (it then exits: address already in use)."""
         assert self.proc is not None
+        port = int(base_url.rsplit(":", 1)[1])
 
         def healthy() -> bool:
             code = self.proc.poll() if self.proc else None
             if code is not None:
                 raise AssertionError(f"smsbot exited with code {code} before it was healthy:\n{self.output()}")
             try:
-                return requests.get(f"{base_url}/healthz", timeout=1).status_code == 200
+                answered = requests.get(f"{base_url}/healthz", timeout=1).status_code == 200
             except requests.RequestException:
                 return False
+            return answered and self.proc is not None and listens_on(self.proc.pid, port)
 
         wait_for(healthy, timeout, f"{base_url}/healthz to answer 200", interval=0.1)
 
