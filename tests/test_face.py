@@ -16,6 +16,7 @@ from aiohttp import web
 from smsbot.clock import FakeClock
 from smsbot.gateway import FakeGateway
 from smsbot.sms import texts
+from smsbot.web.appkeys import ROUTES
 from smsbot.web.devphone import DevPhones, copyable, username_in
 
 from support.constants import NUMBER, PIN_IS
@@ -238,7 +239,7 @@ async def test_a_crash_is_a_500_page_for_a_browser_and_logged(make_settings: Cal
     async def broken(request: web.Request) -> web.Response:
         raise RuntimeError("a bug")
 
-    app.router.add_get("/broken", broken)
+    app[ROUTES].get(app, "/broken", broken)  # as every route is registered: wrapped for its audience
     client = await aiohttp_client(app)
     with caplog.at_level(logging.ERROR):
         page = await client.get("/broken", headers=HTML)
@@ -248,6 +249,7 @@ async def test_a_crash_is_a_500_page_for_a_browser_and_logged(make_settings: Cal
     assert any(r.exc_info and "a bug" in str(r.exc_info[1]) for r in caplog.records), "but it is logged"
     plain = await client.get("/broken", headers={"Accept": "*/*"})
     assert plain.status == 500 and plain.content_type == "text/plain"
+    assert "a bug" not in await plain.text() and plain.headers["X-Content-Type-Options"] == "nosniff"
 
 
 async def test_a_favicon_is_served(bench: WebBench) -> None:

@@ -10,7 +10,7 @@ from smsbot.keys import token_hash
 from smsbot.settings import Settings
 from smsbot.web.app import create_app
 from smsbot.web.appkeys import ROUTES, SETTINGS
-from smsbot.web.routes import Audience
+from smsbot.web.routes import FALLBACK, Audience
 
 from support.service import ADMIN, CSRF_INPUT, WebBench
 
@@ -222,6 +222,56 @@ async def test_security_headers_and_health(bench: WebBench) -> None:
     assert health.status == 200 and (await health.json())["ok"] is True
 
 
+async def test_every_kind_of_answer_carries_its_headers(bench: WebBench) -> None:
+    """Pages, a browser's 404 page, a plain 404, a refusal and the proxy's 401 each carry the headers of their route's
+    audience, set by the app's one middleware."""
+    page_404 = await bench.client.get("/nowhere", headers={"Accept": "text/html"})
+    plain_404 = await bench.client.get("/nowhere", headers={"Accept": "*/*"})
+    refused = await bench.client.post("/logout", headers={"Origin": "https://elsewhere.example"})
+    assert (page_404.status, plain_404.status, refused.status) == (404, 404, 403)
+    for response in (page_404, plain_404, refused):
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"], response.url
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+    proxy = await bench.auth({})
+    assert proxy.status == 401 and proxy.headers["Cache-Control"] == "no-store"
+    assert "Content-Security-Policy" not in proxy.headers
+
+
+async def test_what_no_route_matches_answers_404_or_405_as_its_path_does(bench: WebBench) -> None:
+    """Every handler is wrapped where its route is registered, and what no route matches goes to the router's fallback
+    through the same wrapper: a 405 names the path's methods, for the path's audience; static files are looked up by
+    name among those there at start, never joined to a path."""
+    wrong = await bench.client.post("/auth", headers={"Accept": "text/html"})
+    assert wrong.status == 405 and wrong.headers["Allow"] == "GET,HEAD" and wrong.content_type == "text/plain"
+    assert wrong.headers["Cache-Control"] == "no-store", "a proxy's path keeps its headers"
+    head_only_get = await bench.client.head("/webhooks/inbound")
+    assert head_only_get.status == 405 and set(head_only_get.headers["Allow"].split(",")) == {"GET", "POST"}
+    page = await bench.client.put("/login", headers={"Accept": "text/html"})
+    assert page.status == 405 and "be done here</h1>" in await page.text() and page.headers["Allow"] == "GET,HEAD,POST"
+    style = await bench.client.get("/static/style.css")
+    assert style.status == 200 and style.content_type == "text/css" and style.headers["ETag"]
+    again = await bench.client.get("/static/style.css", headers={"If-None-Match": style.headers["ETag"]})
+    assert again.status == 304
+    assert (await bench.client.post("/static/style.css")).status == 405
+    for path in ("/static/", "/static/..%2fapp.py", "/static/../app.py", "/static/templates", "/static/x/style.css"):
+        response = await bench.client.get(path)
+        assert response.status == 404, path
+        assert response.headers["X-Content-Type-Options"] == "nosniff", path
+
+
+async def test_once_stopping_each_answer_closes_its_connection(bench: WebBench) -> None:
+    """At SIGTERM `smsbot serve` sets the app's stopping event: for its lame-duck time each answer says, and does,
+    `Connection: close`, so a proxy's keep-alive connection learns it is done instead of being cut under a request."""
+    from smsbot.web.appkeys import STOPPING
+
+    before = await bench.client.get("/healthz")
+    assert before.status == 200 and before.headers.get("Connection", "").lower() != "close"
+    bench.app[STOPPING].set()
+    for response in (await bench.client.get("/healthz"), await bench.auth({}),
+                     await bench.client.get("/nowhere", headers={"Accept": "text/html"})):
+        assert response.headers["Connection"].lower() == "close", (response.url, response.status)
+
+
 async def test_dev_routes_do_not_exist_under_serve(bench: WebBench) -> None:
     assert (await bench.client.get("/dev/phone")).status == 404
     assert (await bench.client.post("/dev/phone/send", json={"from": ALICE, "text": "HELP"})).status in (404, 405)
@@ -250,7 +300,7 @@ def test_devices_get_readable_names() -> None:
 def test_every_route_is_tagged_with_who_it_answers(make_settings: Callable[..., Settings]) -> None:
     app = create_app(make_settings(dev=True), run_worker=False)
     routes = app[ROUTES]
-    paths = {r.canonical for r in app.router.resources() if not r.canonical.startswith("/static")}
+    paths = {r.canonical for r in app.router.resources()} - {"/static/{name}", FALLBACK.replace(":.*", "")}
     assert paths and paths == set(routes.paths)
     assert routes.audience("/webhooks/inbound") is routes.audience("/webhooks/nowhere") is Audience.WEBHOOK
     assert routes.audience("/auth") is Audience.PROXY and routes.audience("/auth/forward") is Audience.MACHINE

@@ -17,13 +17,27 @@ from smsbot.keys import SecretSource
 from smsbot.settings import Settings, redacted
 from smsbot.wiring import build
 
-from .appkeys import CLOCK, DEV_PHONES, GATEWAY, KEYS, METRICS, OIDC, OUTBOX, PIPELINE, ROUTES, SETTINGS, SIGNIN, STORE
+from .answers import Answers
+from .appkeys import (
+    CLOCK,
+    DEV_PHONES,
+    GATEWAY,
+    KEYS,
+    METRICS,
+    OIDC,
+    OUTBOX,
+    PIPELINE,
+    ROUTES,
+    SETTINGS,
+    SIGNIN,
+    STOPPING,
+    STORE,
+)
 from .dev import setup_dev
 from .devphone import DevPhones
-from .errorpages import setup_error_pages
 from .metrics import setup_metrics
 from .routes import Routes
-from .security import Cookies, Csrf, setup_security
+from .security import Cookies, Csrf
 from .templates import TEMPLATES, Templates
 from .views import setup_views
 from .webhooks import setup_webhooks
@@ -49,12 +63,12 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, clock: Clo
     app[SIGNIN] = graph.signin
     app[KEYS] = graph.keys
     app[METRICS] = graph.metrics
-    app[ROUTES] = Routes()  # filled as the routes are registered, each with who it answers
+    app[STOPPING] = asyncio.Event()  # set by `smsbot serve` at SIGTERM: each answer then closes its connection
+    # Filled as the routes are registered, each with who it answers, its handler wrapped for that audience.
+    routes = app[ROUTES] = Routes(Answers(settings, app[STOPPING]).around)
     keys = graph.keys
 
     app[TEMPLATES] = Templates()
-    setup_error_pages(app)  # first: it dresses the security middleware's refusals too
-    setup_security(app, settings)
     cookies = Cookies(settings)
     setup_views(app, cookies, Csrf(keys, cookies))
     setup_webhooks(app)
@@ -62,13 +76,14 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, clock: Clo
         from .oidc import setup_oidc
 
         setup_oidc(app)
-    app.router.add_static("/static", HERE / "static")
+    routes.files(app, "/static", HERE / "static")
     if settings.dev:
         phones = DevPhones()
         app[DEV_PHONES] = phones
         if isinstance(graph.gateway, FakeGateway):
             graph.gateway.listeners.append(phones.on_sent)
         setup_dev(app)
+    routes.fallback(app)  # last: what no route matched
 
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_last_seen_writer)

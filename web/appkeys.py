@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -33,4 +34,5 @@ KEYS = web.AppKey("keys", Keys)
 METRICS = web.AppKey("metrics", Metrics)
 DEV_PHONES = web.AppKey("dev_phones", DevPhones)
 ROUTES = web.AppKey("routes", Routes)
+STOPPING = web.AppKey("stopping", asyncio.Event)
 OIDC: web.AppKey[Provider] = web.AppKey("oidc")  # only with SMSBOT_OIDC_CLIENTS

@@ -14,7 +14,7 @@ import socket
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 
-from aiohttp import hdrs, web
+from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import BaseRequest, StreamResponse
@@ -195,16 +195,9 @@ async def serve(app: web.Application, host: str, port: int, drain: float) -> Non
     keep-alive connection learns it is done instead of being closed under a request it just sent. Then idle
     connections close, requests in flight finish within `drain`, and the clean-up contexts run. The outbox stops at
     the signal, so the sender's role is handed over meanwhile."""
-    from .appkeys import OUTBOX
+    from .appkeys import OUTBOX, STOPPING
 
-    stopping = asyncio.Event()
-
-    async def close_after(request: web.Request, response: StreamResponse) -> None:
-        if stopping.is_set():  # the headers are made by now: say it, as well as do it
-            response.force_close()
-            response.headers[hdrs.CONNECTION] = "close"
-
-    app.on_response_prepare.append(close_after)
+    stopping = app[STOPPING]  # each answer closes its connection once it is set
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):  # a signal during start-up stops the server once it has started
         loop.add_signal_handler(signum, stopping.set)

@@ -1,18 +1,14 @@
 """Error pages: a browser asking for a page gets 404, 405, 429, 500 (and any other error) as a page of the site,
-with a way back; proxies, webhooks, health checks and scripts keep the plain answers they depend on."""
+with a way back; proxies, webhooks, health checks and scripts keep the plain answers they depend on. The app's one
+middleware (web/app.py) decides which a request gets."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable
-
 from aiohttp import web
 
-from .appkeys import ROUTES, SETTINGS
+from .appkeys import SETTINGS
+from .routes import Audience
 from .templates import render
-
-log = logging.getLogger(__name__)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 KEPT_HEADERS = ("Allow", "Retry-After")
 
@@ -33,10 +29,10 @@ OTHER_SERVER_ERROR = ("Something went wrong", "The service can't answer right no
                       HOME)
 
 
-def for_a_machine(request: web.Request) -> bool:
+def for_a_machine(request: web.Request, audience: Audience) -> bool:
     """A request whose error stays plain text: a route tagged for machines (nginx reads /auth's 401, Vonage the
     webhooks' answers), or a client that doesn't ask for HTML."""
-    if request.app[ROUTES].audience(request.path).plain_errors:
+    if audience.plain_errors:
         return True
     accepted = {part.split(";")[0].strip().lower() for part in request.headers.get("Accept", "").split(",")}
     return "text/html" not in accepted
@@ -60,23 +56,3 @@ def error_page(request: web.Request, status: int, own_text: str, headers: dict[s
         if name in headers:
             response.headers[name] = headers[name]
     return response
-
-
-def setup_error_pages(app: web.Application) -> None:
-    """Register the middleware; it must come first, so that it also dresses the other middlewares' refusals."""
-
-    @web.middleware
-    async def error_pages(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except web.HTTPException as exc:
-            if exc.status < 400 or for_a_machine(request):
-                raise
-            return error_page(request, exc.status, exc.text or "", dict(exc.headers))
-        except Exception:
-            if for_a_machine(request):
-                raise
-            log.exception("error answering %s %s", request.method, request.path)
-            return error_page(request, 500, "", {})
-
-    app.middlewares.append(error_pages)

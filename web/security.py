@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -12,9 +11,7 @@ from smsbot.keys import Keys, same
 from smsbot.oidc_clients import oidc_origins
 from smsbot.settings import Settings
 
-from .appkeys import ROUTES
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+from .routes import Audience
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'{more}; "
        "frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
@@ -85,8 +82,18 @@ class Csrf:
         return same(self.keys.csrf_token(nonce), submitted)
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def cross_site(request: web.Request, audience: Audience, settings: Settings) -> bool:
+    """A request to refuse: one that changes something, on a route a browser may post to (not a webhook, which
+    Vonage posts, nor an OIDC tool's server), that says it comes from another site."""
+    return (request.method not in SAFE_METHODS and audience.cross_site_checked
+            and not same_origin(request, settings))
+
+
 def same_origin(request: web.Request, settings: Settings) -> bool:
-    """Refuse a browser request that says it comes from another site: Fetch Metadata first, else Origin."""
+    """A browser request from this site, or from no browser: Fetch Metadata first, else Origin."""
     site = request.headers.get("Sec-Fetch-Site")
     if site is not None:
         return site in ("same-origin", "none")
@@ -102,27 +109,20 @@ def _origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def setup_security(app: web.Application, settings: Settings) -> None:
-    @web.middleware
-    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if (request.method not in ("GET", "HEAD", "OPTIONS")
-                and request.app[ROUTES].audience(request.path).cross_site_checked  # not webhooks: Vonage posts them
-                and not same_origin(request, settings)):
-            raise web.HTTPForbidden(text="Cross-site request refused.")
-        return await handler(request)
+class PageHeaders:
+    """The headers every answer carries: a page's (CSP, no sniffing, no framing, no caching, HSTS over https); a
+    proxy's subrequest, which no browser renders, only that it is not to be cached. A header the handler set wins."""
 
-    page_headers = {"Content-Security-Policy": content_security_policy(settings), "X-Content-Type-Options": "nosniff",
-                    "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY", "Cache-Control": "no-store"}
-    if settings.https:
-        page_headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
+    def __init__(self, settings: Settings):
+        self.page = {"Content-Security-Policy": content_security_policy(settings), "X-Content-Type-Options": "nosniff",
+                     "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY", "Cache-Control": "no-store"}
+        if settings.https:
+            self.page["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
 
-    async def headers(request: web.Request, response: web.StreamResponse) -> None:
-        if not request.app[ROUTES].audience(request.path).page_headers:
-            # A proxy's subrequest: the browser never renders it. Not to be cached, and nothing more.
-            response.headers.setdefault("Cache-Control", "no-store")
+    def add(self, audience: Audience, response: web.StreamResponse) -> None:
+        headers = response.headers
+        if not audience.page_headers:
+            headers.setdefault("Cache-Control", "no-store")
             return
-        for name, value in page_headers.items():
-            response.headers.setdefault(name, value)
-
-    app.middlewares.append(guard)
-    app.on_response_prepare.append(headers)
+        for name, value in self.page.items():
+            headers.setdefault(name, value)
