@@ -72,6 +72,8 @@ from gate import (
     admin_pool,
     admin_replies,
     bare_server,
+    cpu_seconds,
+    cpu_share,
     local_http,
     machine,
     measure,
@@ -255,17 +257,21 @@ class Watch(Protocol):
 
 
 async def flood(base: str, label: str, kind: Flood, params: WrkParams, bodies: Bodies, per_second: int,
-                stats: Watch | None = None) -> Result:
+                stats: Watch | None = None, pid: int | None = None) -> Result:
     """Warm up (uncounted), then measure: each wrk run with bodies of its own, so no messageId repeats. `stats` is
-    told when the measured run starts and stops."""
-    target = Target(label, f"{base}/webhooks/inbound", {}, 204)
+    told when the measured run starts and stops; with `pid`, the server's CPU time in it is measured too."""
+    target = Target(label, f"{base}/webhooks/inbound", {}, 204, pid)
+    used = None
     for seconds, measured in ((params.warmup, False), (params.duration, True)):
         if seconds <= 0:
             continue
         script = await asyncio.to_thread(bodies.script, kind, params.threads, per_second * seconds)
         if measured and stats:
             await stats.start()
+        before = cpu_seconds(pid) if pid else 0.0
         numbers = await wrk(script, target, params, seconds)
+        if measured and pid:
+            used = cpu_seconds(pid) - before
         kind.sent(numbers[0])
         if measured and stats:
             await stats.stop(kind.label, numbers[0])
@@ -274,7 +280,7 @@ async def flood(base: str, label: str, kind: Flood, params: WrkParams, bodies: B
                                "messageIds repeated; raise --bodies-per-second")
     requests_, micros, connect, read, write, status_errors, timeouts, p50, p99, most = numbers
     return Result(target.label, 204, requests_, micros / 1e6, p50 / 1000, p99 / 1000, most / 1000, status_errors,
-                  connect + read + write + timeouts)
+                  connect + read + write + timeouts, used / max(1, requests_) * 1e6 if used is not None else None)
 
 
 def first_texts(base: str, floods: Sequence[Flood]) -> None:
@@ -293,9 +299,11 @@ def to_bare(runs: Sequence[Result], bare: Sequence[Result]) -> list[float]:
     return [r.rps / b.rps for r, b in zip(runs, bare, strict=True)]
 
 
-def row(result: Result, x_bare: float | None) -> str:
+def row(result: Result, x_bare: float | None, cpu_x_bare: float | None) -> str:
+    cpu = "-" if result.cpu_us is None else f"{result.cpu_us:.0f}"
     return (f"| {result.label} | {result.rps:,.0f} | {result.p50_ms:.2f} | {result.p99_ms:.2f} | {result.max_ms:.1f} "
-            f"| {'-' if x_bare is None else f'{x_bare:.2f}'} | {result.unexpected} | {result.socket_errors} |")
+            f"| {'-' if x_bare is None else f'{x_bare:.2f}'} | {cpu} | "
+            f"{'-' if cpu_x_bare is None else f'{cpu_x_bare:.2f}'} | {result.unexpected} | {result.socket_errors} |")
 
 
 def target_line(label: str, ratios: Sequence[float], what: str, target: float) -> str:
@@ -316,16 +324,17 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path, cluster: PgCluster)
     stats = PgStats(cluster, pg_url)
     await stats.install()
     with contextlib.ExitStack() as stack:
-        bare_base = stack.enter_context(bare_server(tmp / "bare.log"))
+        bare_base, bare_pid = stack.enter_context(bare_server(tmp / "bare.log"))
         backends = []
         for name, db in ((SQLITE, ""), (POSTGRES, pg_url)):
             emu = stack.enter_context(running_emulator())
             served = stack.enter_context(smsbot_serve(emu, tmp, name=name, admins=admins, db=db))
             backends.append(Backend(name, served, emu, make_floods(admins)))
         cookies = {b.name: await asyncio.to_thread(sign_in, b.emu, b.served.base) for b in backends}
-        bare = Target(BARE, f"{bare_base}/", {}, 200)
+        bare = Target(BARE, f"{bare_base}/", {}, 200, bare_pid)
         auth = {b.name: Target(f"{AUTH}, {b.name}", f"{b.served.base}/auth",
-                               {"Cookie": f"{SESSION_COOKIE}={cookies[b.name]}"}, 200) for b in backends}
+                               {"Cookie": f"{SESSION_COOKIE}={cookies[b.name]}"}, 200, b.served.pid)
+                for b in backends}
         for target in (bare, *auth.values()):
             status = await asyncio.to_thread(probe, target)
             if status != 200:
@@ -340,7 +349,8 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path, cluster: PgCluster)
         for round_ in range(args.rounds):
             order = backends if round_ % 2 == 0 else backends[::-1]  # neither backend always goes first
             bare_rounds.append(await measure(auth_script, bare, auth_params, 200))
-            floor_rounds.append(await flood(bare_base, FLOOR, floor_flood, hook_params, bodies, args.bodies_per_second))
+            floor_rounds.append(await flood(bare_base, FLOOR, floor_flood, hook_params, bodies, args.bodies_per_second,
+                                            pid=bare_pid))
             for b in order:
                 status = await asyncio.to_thread(probe, auth[b.name])
                 rounds[AUTH, b.name].append(await measure(auth_script, auth[b.name], auth_params, status))
@@ -348,7 +358,7 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path, cluster: PgCluster)
                 for b in order:
                     rounds[label, b.name].append(await flood(
                         b.served.base, f"{label}, {b.name}", b.floods[i], hook_params, bodies, args.bodies_per_second,
-                        stats if b.name == POSTGRES else None))
+                        stats if b.name == POSTGRES else None, b.served.pid))
         await asyncio.sleep(1)  # let the last requests wrk cut off finish, whatever they do
         recorded = {b.name: await b.inbound_rows() for b in backends}
         replies = {b.name: await admin_replies(b.served.db, b.emu, admins) for b in backends}
@@ -363,13 +373,18 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path, cluster: PgCluster)
              "to the bare handler)",
              f"admins' HELP comes from {len(admins):,} admin numbers in turn (at most {help_bodies(args):,} HELP "
              "webhooks per backend in this run)",
-             "", "| measure, backend | req/s | p50 ms | p99 ms | max ms | x bare | unexpected | socket errors |",
-             "|---|---|---|---|---|---|---|---|", row(median_result(bare_rounds), None),
-             row(median_result(floor_rounds), statistics.median(to_bare(floor_rounds, bare_rounds)))]
+             "x bare (CPU): the bare handler's server CPU per request over the measure's (for PostgreSQL, smsbot's "
+             "process only, not the database's), the median of the rounds' ratios",
+             "", "| measure, backend | req/s | p50 ms | p99 ms | max ms | x bare | CPU us/req | x bare (CPU) | "
+             "unexpected | socket errors |",
+             "|---|---|---|---|---|---|---|---|---|---|", row(median_result(bare_rounds), None, None),
+             row(median_result(floor_rounds), statistics.median(to_bare(floor_rounds, bare_rounds)),
+                 cpu_share(floor_rounds, bare_rounds))]
     for m in measures:
         for b in backends:
-            lines.append(row(median_result(rounds[m, b.name]), statistics.median(to_bare(rounds[m, b.name],
-                                                                                           bare_rounds))))
+            runs = rounds[m, b.name]
+            lines.append(row(median_result(runs), statistics.median(to_bare(runs, bare_rounds)),
+                             cpu_share(runs, bare_rounds)))
     lines.append("")
     for m in measures:
         for b in backends:

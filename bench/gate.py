@@ -52,6 +52,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Collection, Iterator, Sequence
+from typing import NamedTuple
 
 import aiohttp
 import asyncpg
@@ -154,14 +155,20 @@ def run_bare(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
+class Bare(NamedTuple):
+    base: str
+    pid: int
+
+
 @contextlib.contextmanager
-def bare_server(log_path: pathlib.Path) -> Iterator[str]:
-    """Run `run_bare` in a child process on a free port; yields its base URL."""
+def bare_server(log_path: pathlib.Path, wrapper: Sequence[str] = ()) -> Iterator[Bare]:
+    """Run `run_bare` in a child process on a free port (run by `wrapper` if given); yields its base URL and process
+    id."""
     for _ in range(3):  # another process may take the free port before the child binds it
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen([sys.executable, __file__, "--bare-port", str(port)],  # noqa: S603
+            proc = subprocess.Popen([*wrapper, sys.executable, __file__, "--bare-port", str(port)],  # noqa: S603
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     env=clean_env({}))
 
@@ -176,9 +183,9 @@ def bare_server(log_path: pathlib.Path) -> Iterator[str]:
                 return False
 
         try:
-            wait_for(ready, 15, f"the bare app at {base}", interval=0.1)
+            wait_for(ready, 120 if wrapper else 15, f"the bare app at {base}", interval=0.1)
             if proc.poll() is None:
-                yield base
+                yield Bare(base, proc.pid)
                 return
         finally:
             if proc.poll() is None:
@@ -237,10 +244,12 @@ class Served:
 
 @contextlib.contextmanager
 def smsbot_serve(emu: VonageEmulator, tmp: pathlib.Path, metrics: str = "", *, name: str = "",
-                 admins: Collection[str] = (ADMIN,), db: str = "", **extra: str) -> Iterator[Served]:
+                 admins: Collection[str] = (ADMIN,), db: str = "", wrapper: Sequence[str] = (),
+                 **extra: str) -> Iterator[Served]:
     """A running `smsbot serve` (with metrics at `metrics`, host:port, if given) named `name` in `tmp`, on database
-    `db` (a SQLite file of its own if not given); its log is printed (to stderr) only when something fails. `extra`
-    settings come last: they may replace any of these."""
+    `db` (a SQLite file of its own if not given), run by `wrapper` if given (bench/instructions.py's valgrind); its
+    log is printed (to stderr) only when something fails. `extra` settings come last: they may replace any of
+    these."""
     name = name or ("serve-metrics" if metrics else "serve")
     workdir = tmp / name
     workdir.mkdir()
@@ -257,7 +266,8 @@ def smsbot_serve(emu: VonageEmulator, tmp: pathlib.Path, metrics: str = "", *, n
             "SMSBOT_CONFIRM": "none",  # INVITE at once, where confirmation is a setting
             "SMSBOT_METRICS_ADDRESS": metrics, **extra})
 
-    proc, base = start_smsbot("serve", workdir, env, tmp / f"{name}.log", extra_args=["--host", "127.0.0.1"])
+    proc, base = start_smsbot("serve", workdir, env, tmp / f"{name}.log", extra_args=["--host", "127.0.0.1"],
+                              wrapper=wrapper, timeout=120.0 if wrapper else 15.0)
     failed = False
     try:
         yield Served(base, proc.pid, db)
@@ -372,6 +382,7 @@ class Target:
     url: str
     headers: dict[str, str]
     expect: int
+    pid: int | None = None  # the server's process, whose CPU time per request is then measured too
 
 
 @dataclasses.dataclass(frozen=True)
@@ -385,6 +396,7 @@ class Result:
     max_ms: float
     unexpected: int  # responses whose status class differs from the probe's expected one
     socket_errors: int
+    cpu_us: float | None = None  # the server's CPU time (user and system) per request, when its pid is known
 
     @property
     def rps(self) -> float:
@@ -469,11 +481,13 @@ async def wrk(script: pathlib.Path, target: Target, params: WrkParams, seconds: 
 async def measure(script: pathlib.Path, target: Target, params: WrkParams, status: int) -> Result:
     if params.warmup > 0:
         await wrk(script, target, params, params.warmup)
+    before = cpu_seconds(target.pid) if target.pid else 0.0
     numbers = await wrk(script, target, params, params.duration)
+    used = cpu_seconds(target.pid) - before if target.pid else None
     requests_, micros, connect, read, write, status_errors, timeouts, p50, p99, most = numbers
     unexpected = status_errors if target.expect < 400 else requests_ - status_errors
     return Result(target.label, status, requests_, micros / 1e6, p50 / 1000, p99 / 1000, most / 1000, unexpected,
-                  connect + read + write + timeouts)
+                  connect + read + write + timeouts, used / max(1, requests_) * 1e6 if used is not None else None)
 
 
 # ---------------------------------------------------------------------------------------------- load
@@ -609,16 +623,33 @@ def median_result(runs: list[Result]) -> Result:
     return sorted(runs, key=lambda r: r.rps)[len(runs) // 2]
 
 
-def table(rows: Sequence[Result | tuple[str, str]], bare: Result, ratios: dict[str, float]) -> list[str]:
-    lines = ["| path | status | req/s | p50 ms | p99 ms | x bare | unexpected | socket errors |",
-             "|---|---|---|---|---|---|---|---|"]
+def table(rows: Sequence[Result | tuple[str, str]], bare: Result, ratios: dict[str, float],
+          cpu_ratios: dict[str, float] | None = None) -> list[str]:
+    """Requests/s and their ratio to the bare handler's; with `cpu_ratios`, also the server's CPU time per request
+    and the bare handler's as a share of it (steadier than requests/s on a shared machine: wrk's own share of the
+    cores moves requests/s, not the server's CPU per request)."""
+    cpu = cpu_ratios is not None
+    lines = ["| path | status | req/s | p50 ms | p99 ms | x bare | " + ("CPU us/req | x bare (CPU) | " if cpu else "")
+             + "unexpected | socket errors |",
+             "|---|---|---|---|---|---|" + ("---|---|" if cpu else "") + "---|---|"]
     for row in rows:
         if isinstance(row, tuple):
-            lines.append(f"| {row[0]} | {row[1]} | - | - | - | - | - | - |")
+            lines.append(f"| {row[0]} | {row[1]} | - | - | - | - | " + ("- | - | " if cpu else "") + "- | - |")
             continue
+        cells = ""
+        if cpu_ratios is not None:
+            cells = (f"{row.cpu_us:.0f} | " if row.cpu_us is not None else "- | ") + (
+                f"{cpu_ratios[row.label]:.2f} | " if row.label in cpu_ratios else "- | ")
         lines.append(f"| {row.label} | {row.status} | {row.rps:,.0f} | {row.p50_ms:.2f} | {row.p99_ms:.2f} | "
-                     f"{ratios.get(row.label, row.rps / bare.rps):.2f} | {row.unexpected} | {row.socket_errors} |")
+                     f"{ratios.get(row.label, row.rps / bare.rps):.2f} | {cells}{row.unexpected} | "
+                     f"{row.socket_errors} |")
     return lines
+
+
+def cpu_share(runs: Sequence[Result], bare_runs: Sequence[Result]) -> float | None:
+    """The median over interleaved rounds of the bare handler's CPU per request over the path's."""
+    shares = [b.cpu_us / r.cpu_us for r, b in zip(runs, bare_runs, strict=True) if r.cpu_us and b.cpu_us]
+    return statistics.median(shares) if shares else None
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -631,7 +662,7 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
     script.write_text(WRK_SCRIPT, encoding="utf-8")
     metrics_address = f"127.0.0.1:{free_port()}"
     admins = admin_pool(load_texts(args))
-    with running_emulator() as emu, bare_server(tmp / "bare.log") as bare_base, \
+    with running_emulator() as emu, bare_server(tmp / "bare.log") as bare, \
             smsbot_serve(emu, tmp, admins=admins) as served, \
             smsbot_serve(emu, tmp, metrics_address) as metered_served, scraped(metrics_address) as scrapes:
         base, pid, metered_base, metered_pid = served.base, served.pid, metered_served.base, metered_served.pid
@@ -641,11 +672,11 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
         forwarded = {"X-Forwarded-Proto": "http", "X-Forwarded-Host": host, "X-Forwarded-Uri": "/tool/page?x=1",
                      "X-Forwarded-Method": "GET", "Accept": "text/html,application/xhtml+xml"}
         signed_in = {"Cookie": f"{SESSION_COOKIE}={cookie}"}
-        targets = [Target("bare aiohttp handler", f"{bare_base}/", {}, 200),
-                   Target("/auth, valid session", f"{base}/auth", signed_in, 200),
-                   Target("/auth, no cookie", f"{base}/auth", {}, 401),
-                   Target("/auth/forward, valid session", f"{base}/auth/forward", {**forwarded, **signed_in}, 200),
-                   Target("/auth/forward, no cookie", f"{base}/auth/forward", forwarded, 302)]
+        targets = [Target("bare aiohttp handler", f"{bare.base}/", {}, 200, bare.pid),
+                   Target("/auth, valid session", f"{base}/auth", signed_in, 200, pid),
+                   Target("/auth, no cookie", f"{base}/auth", {}, 401, pid),
+                   Target("/auth/forward, valid session", f"{base}/auth/forward", {**forwarded, **signed_in}, 200, pid),
+                   Target("/auth/forward, no cookie", f"{base}/auth/forward", forwarded, 302, pid)]
         rows: list[Result | tuple[str, str]] = []
         rounds: dict[str, list[Result]] = {}
         for target in targets:
@@ -667,6 +698,8 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
         bare_runs = rounds["bare aiohttp handler"]
         ratios = {label: statistics.median(r.rps / b.rps for r, b in zip(runs, bare_runs, strict=True))
                   for label, runs in rounds.items()}
+        cpu_ratios = {label: share for label, runs in rounds.items()
+                      if (share := cpu_share(runs, bare_runs)) is not None}
         rows = [results[t.label] if t.label in results else next(r for r in rows if isinstance(r, tuple)
                                                                   and r[0] == t.label) for t in targets]
         idle = results["/auth, valid session"]
@@ -675,7 +708,7 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
         under = await under_load(script, targets[1], params, emu, served, args.load_rate, admins)
         rows.append(under.result)
 
-    bare, loaded, load = results["bare aiohttp handler"], under.result, under.load
+    bare_result, loaded, load = results["bare aiohttp handler"], under.result, under.load
     webhook_ms = sorted(x * 1000 for x in load.latencies)
     p99_index = min(len(webhook_ms) - 1, int(len(webhook_ms) * 0.99))
     span = load.stopped - load.started
@@ -685,11 +718,16 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
              f"wrk: {params.threads} thread(s), {params.connections} connections, {params.duration} s per path "
              f"after a {params.warmup} s warm-up (not counted), --timeout {WRK_TIMEOUT}; {args.rounds} rounds of the "
              "paths one after another (the table shows each path's median round)",
-             "", *table(rows, bare, ratios), "",
+             "", *table(rows, bare_result, ratios, cpu_ratios), "",
              f"/auth, valid session: {ratios[idle.label]:.2f}x the bare handler's requests/s, the median of "
              f"{args.rounds} interleaved rounds (each: "
              f"{', '.join(f'{r.rps / b.rps:.2f}' for r, b in zip(rounds[idle.label], bare_runs, strict=True))}); "
              "target: at least 0.7x",
+             f"/auth, no cookie (401): {ratios['/auth, no cookie']:.2f}x the bare handler's requests/s (each: "
+             f"{', '.join(f'{r.rps / b.rps:.2f}' for r, b in zip(rounds['/auth, no cookie'], bare_runs, strict=True))}"
+             "); target: at least 0.85x",
+             "x bare (CPU): the bare handler's server CPU per request over the path's, the median of the rounds' "
+             "ratios",
              *cost, f"{len(scrapes)} scrapes of /metrics during the run, median "
              f"{statistics.median(scrapes or [0]) * 1000:.1f} ms",
              f"/auth p99: idle {idle.p99_ms:.2f} ms, under load {loaded.p99_ms:.2f} ms = "

@@ -1,14 +1,16 @@
-"""Where a webhook's time goes (issue 19): py-spy samples `smsbot serve` while wrk floods it with one kind of webhook.
+"""Where a request's time goes (issue 19): py-spy samples `smsbot serve` while wrk floods it with one kind of webhook,
+or with forward-auth checks.
 
 It starts `smsbot serve` (on a SQLite file, or with --postgresql on a throwaway cluster) against the Vonage emulator,
 as bench/backends.py does, floods it for --duration seconds with signed webhooks of one kind (strangers' "hello", no
-reply; or admins' HELP, one reply queued), and has py-spy (`.venv/bin/pip install py-spy`) sample the server
+reply; or admins' HELP, one reply queued), or with GET /auth (`auth`: with a signed-in member's session cookie;
+`denied`: with none, the 401), and has py-spy (`.venv/bin/pip install py-spy`) sample the server
 process the whole time, every thread, when it is on the CPU. It prints the rate wrk saw and, from py-spy's collapsed
 stacks, the share of the samples each part of the server took: the functions that hold the most samples themselves
 (self) and those under which the most samples fall (total).
 
-Usage: .venv/bin/python bench/profile.py [--py-spy PATH] [--kind strangers|help] [--postgresql] [--duration 10]
-       [--connections 32]
+Usage: .venv/bin/python bench/profile.py [--py-spy PATH] [--kind strangers|help|auth|denied] [--postgresql]
+       [--duration 10] [--connections 32]
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ import tempfile
 from collections.abc import Sequence
 
 from backends import STRANGERS, Bodies, Flood, first_texts, flood, on_cluster
-from gate import WrkParams, admin_pool, cpu_seconds, smsbot_serve
+from gate import WRK_SCRIPT, Target, WrkParams, admin_pool, cpu_seconds, measure, sign_in, smsbot_serve
 
 from support.pgcluster import PgCluster  # importable: gate puts tests/ on sys.path
+from support.procs import SESSION_COOKIE
 from support.vonage_emulator import running_emulator
 
 TOP = 25
@@ -80,22 +83,33 @@ async def profile(args: argparse.Namespace, tmp: pathlib.Path, cluster: PgCluste
         emu = stack.enter_context(running_emulator())
         served = stack.enter_context(smsbot_serve(emu, tmp, name="serve", admins=admins, db=db))
         await asyncio.to_thread(first_texts, served.base, [kind])
+        checks = None
+        if args.kind in ("auth", "denied"):
+            cookie = await asyncio.to_thread(sign_in, emu, served.base)
+            signed_in = {"Cookie": f"{SESSION_COOKIE}={cookie}"} if args.kind == "auth" else {}
+            checks = Target(f"GET /auth, {'a session' if signed_in else 'no session (401)'}", f"{served.base}/auth",
+                            signed_in, 200 if signed_in else 401)
+            script = tmp / "report.lua"
+            script.write_text(WRK_SCRIPT, encoding="utf-8")
         out = tmp / "stacks.txt"
         command = [args.py_spy, "record", "--pid", str(served.pid), "--rate", "200", "--threads", "--format", "raw",
                    "--nonblocking", "--output", str(out), "--duration", str(args.duration + 2)]
         spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,  # noqa: S603 (as given)
                                text=True)
         cpu = cpu_seconds(served.pid)
-        result = await flood(served.base, kind.label, kind, params, Bodies(tmp), PER_SECOND)
-        cpu = cpu_seconds(served.pid) - cpu  # the warm-up second too: a bound on the CPU per webhook
+        if checks is None:
+            result = await flood(served.base, kind.label, kind, params, Bodies(tmp), PER_SECOND)
+        else:
+            result = await measure(script, checks, params, checks.expect)
+        cpu = cpu_seconds(served.pid) - cpu  # the warm-up second too: a bound on the CPU per request
         _, err = await asyncio.to_thread(spy.communicate, timeout=60)
         if spy.returncode:
             raise RuntimeError(f"py-spy failed: {err}")
     backend = "PostgreSQL" if cluster else "SQLite"
-    return [f"{kind.label} on {backend}: {result.rps:,.0f}/s over {result.seconds:.1f} s "
+    return [f"{result.label} on {backend}: {result.rps:,.0f}/s over {result.seconds:.1f} s "
             f"({args.connections} connections), p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms",
             f"the server's CPU: {cpu:.1f} s in {params.warmup + result.seconds:.0f} s of flood, so at most "
-            f"{cpu / result.requests * 1000:.2f} ms a webhook", "",
+            f"{cpu / result.requests * 1000:.3f} ms a request", "",
             *report(out)]
 
 
@@ -104,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     beside = pathlib.Path(sys.executable).with_name("py-spy")
     parser.add_argument("--py-spy", default=str(beside) if beside.exists() else shutil.which("py-spy"),
                         help="the py-spy executable (default: the one beside this Python, else on PATH)")
-    parser.add_argument("--kind", choices=("strangers", "help"), default="help")
+    parser.add_argument("--kind", choices=("strangers", "help", "auth", "denied"), default="help")
     parser.add_argument("--postgresql", action="store_true", help="on a throwaway PostgreSQL cluster, not SQLite")
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)

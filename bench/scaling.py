@@ -230,7 +230,7 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path, cluster: PgCluster)
     floods = make_floods(admins)
     public_port = free_port()  # nginx's port for 3 instances: the instances' public URL (SMSBOT_PUBLIC_URL)
     with running_emulator() as emu, contextlib.ExitStack() as stack:
-        bare_base = stack.enter_context(bare_server(tmp / "bare.log"))
+        bare_base, _ = stack.enter_context(bare_server(tmp / "bare.log"))
         instances: list[Served] = []
         for name in INSTANCES:  # one after another: the first sets the schema up
             instances.append(stack.enter_context(smsbot_serve(

@@ -107,11 +107,11 @@ SMSBOT = str(pathlib.Path(sys.executable).with_name("smsbot"))
 
 class SmsbotProcess:
     """`smsbot <args>` (the installed console script) in `cwd`, output to `log_path` (stderr to `stderr_path`
-    instead, if given)."""
+    instead, if given); run by `wrapper` (a program and its arguments, as valgrind) if given."""
 
     def __init__(self, args: Sequence[str], cwd: pathlib.Path, env: Mapping[str, str], log_path: pathlib.Path,
-                 stderr_path: pathlib.Path | None = None):
-        self.args = [SMSBOT, *args]
+                 stderr_path: pathlib.Path | None = None, wrapper: Sequence[str] = ()):
+        self.args = [*wrapper, SMSBOT, *args]
         self.cwd = cwd
         self.env = dict(env)
         self.log_path = log_path
@@ -186,20 +186,22 @@ class SmsbotProcess:
 
 def start_smsbot(command: str, cwd: pathlib.Path, env: Callable[[int], Mapping[str, str]],
                  log_path: pathlib.Path, extra_args: Sequence[str] = (), attempts: int = 3,
-                 stderr_path: pathlib.Path | None = None) -> tuple[SmsbotProcess, str]:
+                 stderr_path: pathlib.Path | None = None, wrapper: Sequence[str] = (),
+                 timeout: float = 15.0) -> tuple[SmsbotProcess, str]:
     """Start `smsbot <command> --port <free port>` and wait for /healthz; retry if the port was taken meanwhile.
 
     `env(port)` gives the process environment for that port. Returns the process and its base URL.
-    With `stderr_path`, stderr goes to that file instead of the log.
+    With `stderr_path`, stderr goes to that file instead of the log; with `wrapper`, that program runs smsbot.
     """
     last_error: AssertionError | None = None
     for _ in range(attempts):
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        proc = SmsbotProcess([command, "--port", str(port), *extra_args], cwd, env(port), log_path, stderr_path)
+        proc = SmsbotProcess([command, "--port", str(port), *extra_args], cwd, env(port), log_path, stderr_path,
+                             wrapper)
         proc.start()
         try:
-            proc.wait_healthy(base)
+            proc.wait_healthy(base, timeout)
             return proc, base
         except AssertionError as exc:
             proc.stop()
