@@ -32,33 +32,38 @@ class Answers:
         self.headers = PageHeaders(settings)
         self.stopping = stopping  # set by `smsbot serve` at SIGTERM: each answer then closes its connection
 
-    def finish(self, audience: Audience, response: web.StreamResponse) -> None:
-        self.headers.add(audience, response)
-        if self.stopping.is_set():  # say it, as well as do it
-            response.force_close()
-            response.headers[hdrs.CONNECTION] = "close"
-
-    def around(self, handler: Handler, audience: Audience | None) -> Handler:
+    def around(self, handler: Handler, audience: Audience | None, safe: bool) -> Handler:
         """`handler` answering as `audience`; None: as the audience of the request's path (the router's fallback,
-        which answers 404 and 405 for every path)."""
-        settings, finish = self.settings, self.finish
+        which answers 404 and 405 for every path). `safe`: the route takes only GET and HEAD, which the cross-site
+        check lets through, so it is not made."""
+        settings, stopping = self.settings, self.stopping
+        checked = not safe and (audience is None or audience.cross_site_checked)
+        fixed = self.headers.of(audience) if audience is not None else None
 
         async def answered(request: web.Request) -> web.StreamResponse:
             heard = audience or request.app[ROUTES].audience(request.path)
             try:
-                if cross_site(request, heard, settings):
+                if checked and cross_site(request, heard, settings):
                     raise web.HTTPForbidden(text="Cross-site request refused.")
                 response = await handler(request)
             except web.HTTPException as exc:
                 if exc.status < 400 or for_a_machine(request, heard):
-                    finish(heard, exc)
+                    finish(exc, heard)
                     raise
                 response = error_page(request, exc.status, exc.text or "", dict(exc.headers))
             except Exception:
                 log.exception("error answering %s %s", request.method, request.path)
                 response = (web.Response(status=500, text=CRASHED) if for_a_machine(request, heard)
                             else error_page(request, 500, "", {}))
-            finish(heard, response)
+            finish(response, heard)
             return response
+
+        def finish(response: web.StreamResponse, heard: Audience) -> None:
+            headers = response.headers
+            for name, value in fixed or self.headers.of(heard):  # a header the handler set wins
+                headers.setdefault(name, value)
+            if stopping.is_set():  # say it, as well as do it
+                response.force_close()
+                headers[hdrs.CONNECTION] = "close"
 
         return answered

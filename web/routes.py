@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Around = Callable[[Handler, "Audience | None"], Handler]  # web/answers.py's Answers.around
+Around = Callable[[Handler, "Audience | None", bool], Handler]  # web/answers.py's Answers.around
 FALLBACK = "/{anything:.*}"  # registered last: what no route matched, path or method
 
 
@@ -47,11 +47,11 @@ class Routes:
 
     def get(self, app: web.Application, path: str, handler: Handler, audience: Audience = Audience.PAGE, *,
             allow_head: bool = True) -> None:
-        app.router.add_get(path, self.around(handler, audience), allow_head=allow_head)
+        app.router.add_get(path, self.around(handler, audience, True), allow_head=allow_head)
         self._tag(path, audience, {"GET", "HEAD"} if allow_head else {"GET"})
 
     def post(self, app: web.Application, path: str, handler: Handler, audience: Audience = Audience.PAGE) -> None:
-        app.router.add_post(path, self.around(handler, audience))
+        app.router.add_post(path, self.around(handler, audience, False))
         self._tag(path, audience, {"POST"})
 
     def _tag(self, path: str, audience: Audience, methods: set[str]) -> None:
@@ -75,7 +75,7 @@ class Routes:
                 raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
             return web.FileResponse(entry)
 
-        app.router.add_route("*", prefix + "/{name}", self.around(file, Audience.PAGE))
+        app.router.add_route("*", prefix + "/{name}", self.around(file, Audience.PAGE, False))
 
     def fallback(self, app: web.Application) -> None:
         """After every route: what none matched answers 404, or 405 with the path's methods, as the path's
@@ -87,7 +87,7 @@ class Routes:
                 raise web.HTTPMethodNotAllowed(request.method, sorted(methods))
             raise web.HTTPNotFound()
 
-        app.router.add_route("*", FALLBACK, self.around(unmatched, None))
+        app.router.add_route("*", FALLBACK, self.around(unmatched, None, False))
 
     def audience(self, path: str) -> Audience:
         if path in self.paths:

@@ -111,18 +111,15 @@ def _origin_of(url: str) -> str:
 
 class PageHeaders:
     """The headers every answer carries: a page's (CSP, no sniffing, no framing, no caching, HSTS over https); a
-    proxy's subrequest, which no browser renders, only that it is not to be cached. A header the handler set wins."""
+    proxy's subrequest, which no browser renders, only that it is not to be cached."""
 
     def __init__(self, settings: Settings):
-        self.page = {"Content-Security-Policy": content_security_policy(settings), "X-Content-Type-Options": "nosniff",
-                     "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY", "Cache-Control": "no-store"}
+        page = {"Content-Security-Policy": content_security_policy(settings), "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY", "Cache-Control": "no-store"}
         if settings.https:
-            self.page["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
+            page["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
+        self.page = tuple(page.items())
+        self.proxy = (("Cache-Control", "no-store"),)
 
-    def add(self, audience: Audience, response: web.StreamResponse) -> None:
-        headers = response.headers
-        if not audience.page_headers:
-            headers.setdefault("Cache-Control", "no-store")
-            return
-        for name, value in self.page.items():
-            headers.setdefault(name, value)
+    def of(self, audience: Audience) -> tuple[tuple[str, str], ...]:
+        return self.page if audience.page_headers else self.proxy
