@@ -10,9 +10,11 @@ connection, dumps the counts and turns it off again:
 
     the bare handler (GET, 200 "OK"); /auth with the session and with none (401); /auth/forward with the session and
     with none (302, a browser asking for a page); strangers' webhooks (no reply) on the bare app's floor (its checks
-    only, bench/backends.py) and on smsbot.
+    only, bench/backends.py) and on smsbot; admins' HELP, each reply queued and sent through the Vonage SDK to the
+    emulator (the count ends once every reply has reached it).
 
-Every thread of the server is counted (the SQLite writer's too). A request here is alone on the event loop, where
+Every thread of the server is counted (the SQLite writer's and the outbox's sender's too), and the event loop's
+thread (the main one) also alone. A request here is alone on the event loop, where
 under wrk many share a loop turn, so the count is of one request at a time, with the loop's own work for it. Each
 path's count is also given as the bare handler's over it: the share of a bare request it costs.
 
@@ -38,6 +40,7 @@ import requests
 from gate import (
     FLOOR_PATH,
     Target,
+    admin_pool,
     bare_server,
     local_http,
     machine,
@@ -46,8 +49,8 @@ from gate import (
     webhook,
 )
 
-from support.procs import SESSION_COOKIE  # importable: gate puts tests/ on sys.path
-from support.vonage_emulator import running_emulator
+from support.procs import SESSION_COOKIE, wait_for  # importable: gate puts tests/ on sys.path
+from support.vonage_emulator import VonageEmulator, running_emulator
 
 STRANGERS = [f"1415555{n:04d}" for n in range(2000, 3000)]  # numbers nobody invited: the engine stays silent
 
@@ -65,22 +68,33 @@ class Counted:
         subprocess.run(["callgrind_control", *args, str(self.pid)], check=True,  # noqa: S603, S607
                        capture_output=True)
 
-    def count(self, work: Callable[[], None]) -> int:
+    def count(self, work: Callable[[], None]) -> tuple[int, int]:
+        """The instructions `work` took in the process: in all, and on its main thread (the event loop's)."""
         self._control("--instr=on")
         work()
         self._control("--dump")
         self._control("--instr=off")
         self.dumps += 1
-        dump = pathlib.Path(f"{self.out}.{self.dumps}")
-        for _ in range(100):  # the dump is written when the process next runs, just after the call
-            if dump.exists() and "totals:" in (text := dump.read_text(errors="replace")):
-                return next(int(line.split()[1]) for line in text.splitlines() if line.startswith("totals:"))
+        main = pathlib.Path(f"{self.out}.{self.dumps}-01")  # with --separate-threads, a file per thread
+        for _ in range(100):  # the dumps are written when the process next runs, just after the call
+            if main.exists() and "totals:" in main.read_text(errors="replace"):
+                break
             time.sleep(0.1)
-        raise RuntimeError(f"callgrind wrote no dump {dump}")
+        else:
+            raise RuntimeError(f"callgrind wrote no dump {main}")
+        time.sleep(0.5)  # the other threads' files
+        totals = {dump.name: total(dump) for dump in self.out.parent.glob(f"{self.out.name}.{self.dumps}-*")}
+        return sum(totals.values()), totals[main.name]
+
+
+def total(dump: pathlib.Path) -> int:
+    text = dump.read_text(errors="replace")
+    return next((int(line.split()[1]) for line in text.splitlines() if line.startswith("totals:")), 0)
 
 
 def callgrind(out: pathlib.Path) -> list[str]:
-    return ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+    return ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
+            f"--callgrind-out-file={out}"]
 
 
 def gets(http: requests.Session, target: Target, n: int) -> Callable[[], None]:
@@ -92,14 +106,19 @@ def gets(http: requests.Session, target: Target, n: int) -> Callable[[], None]:
     return send
 
 
-def posts(http: requests.Session, url: str, n: int) -> Callable[[], None]:
-    bodies = [webhook(STRANGERS[i % len(STRANGERS)], "hello") for i in range(n)]  # signed before counting
+def posts(http: requests.Session, url: str, n: int, senders: Sequence[str] = STRANGERS, text: str = "hello",
+          replied: VonageEmulator | None = None) -> Callable[[], None]:
+    """Signed webhooks from `senders` in turn; with `replied`, wait until the emulator has had a text for each."""
+    bodies = [webhook(senders[i % len(senders)], text) for i in range(n)]  # signed before counting
 
     def send() -> None:
+        before = len(replied.sent) if replied else 0
         for body in bodies:
             response = http.post(url, data=body, timeout=60)
             if response.status_code not in (200, 204):
                 raise RuntimeError(f"{url}: {response.status_code} {response.text}")
+        if replied:
+            wait_for(lambda: len(replied.sent) >= before + n, 300, f"{n} replies at the emulator", interval=0.2)
     return send
 
 
@@ -111,17 +130,19 @@ def counted_bare(tmp: pathlib.Path) -> Iterator[tuple[str, Counted]]:
 
 
 def measure(counted: Counted, label: str, make: Callable[[int], Callable[[], None]], args: argparse.Namespace,
-            rows: dict[str, int]) -> None:
+            rows: dict[str, tuple[int, int]]) -> None:
     make(args.warmup)()
-    rows[label] = counted.count(make(args.requests)) // args.requests
+    in_all, main = counted.count(make(args.requests))
+    rows[label] = in_all // args.requests, main // args.requests
 
 
 def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
-    rows: dict[str, int] = {}
+    rows: dict[str, tuple[int, int]] = {}
     db = tmp / "data" / "smsbot.db"
     db.parent.mkdir()
+    admins = admin_pool(args.warmup + args.requests + 10)
     with running_emulator() as emu:
-        with smsbot_serve(emu, tmp, name="sign-in", db=str(db)) as served:
+        with smsbot_serve(emu, tmp, name="sign-in", db=str(db), admins=admins) as served:
             cookie = sign_in(emu, served.base)
         with counted_bare(tmp) as (bare_base, bare), local_http() as http:
             measure(bare, "bare aiohttp handler", lambda n: gets(http, Target("bare", f"{bare_base}/", {}, 200), n),
@@ -129,7 +150,7 @@ def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
             measure(bare, "webhook floor: the bare app's checks only", lambda n: posts(http, bare_base + FLOOR_PATH,
                                                                                         n), args, rows)
         out = tmp / "serve.callgrind"
-        with smsbot_serve(emu, tmp, name="counted", db=str(db), wrapper=callgrind(out)) as served, \
+        with smsbot_serve(emu, tmp, name="counted", db=str(db), admins=admins, wrapper=callgrind(out)) as served, \
                 local_http() as http:
             smsbot = Counted(served.pid, out)
             base, host = served.base, served.base.removeprefix("http://")
@@ -142,15 +163,20 @@ def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
                                   200),
                            Target("/auth/forward, no cookie (302)", f"{base}/auth/forward", forwarded, 302)):
                 measure(smsbot, target.label, functools.partial(gets, http, target), args, rows)
-            measure(smsbot, "webhook, a stranger's text (no reply)", lambda n: posts(http, f"{base}/webhooks/inbound",
-                                                                                      n), args, rows)
-    bare_count = rows["bare aiohttp handler"]
+            inbound = f"{base}/webhooks/inbound"
+            measure(smsbot, "webhook, a stranger's text (no reply)", functools.partial(posts, http, inbound), args,
+                    rows)
+            measure(smsbot, "webhook, an admin's HELP (one reply, sent)",
+                    lambda n: posts(http, inbound, n, admins[1:], "HELP", emu), args, rows)
+    bare_count = rows["bare aiohttp handler"][0]
     version = subprocess.run(["valgrind", "--version"], capture_output=True, text=True).stdout  # noqa: S603, S607
     return [*machine(), f"valgrind: {version.strip()}",
             f"{args.requests} counted requests a path, one after another on one keep-alive connection, after "
             f"{args.warmup} uncounted", "",
-            "| path | instructions a request | bare handler's / path's |", "|---|---|---|",
-            *(f"| {label} | {count:,} | {bare_count / count:.2f} |" for label, count in rows.items())]
+            "| path | instructions a request | on the event loop's thread | bare handler's / path's |",
+            "|---|---|---|---|",
+            *(f"| {label} | {count:,} | {main:,} | {bare_count / count:.2f} |"
+              for label, (count, main) in rows.items())]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
