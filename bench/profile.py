@@ -43,8 +43,10 @@ def short(frame: str) -> str:
     return f"{name} ({where.rpartition('/')[2].rpartition(':')[0] or where})"
 
 
-def shares(collapsed: pathlib.Path) -> tuple[int, collections.Counter[str], collections.Counter[str]]:
-    """Samples in all, and per function (`name (file:line)`) the samples it held itself and those under it."""
+def shares(collapsed: pathlib.Path, thread: str = "") -> tuple[int, collections.Counter[str], collections.Counter[str]]:
+    """Samples in all, and per function (`name (file:line)`) the samples it held itself and those under it; with
+    `thread`, only the samples of threads whose stacks pass through a function named so (`run (cli.py)`: the event
+    loop's)."""
     own: collections.Counter[str] = collections.Counter()
     under: collections.Counter[str] = collections.Counter()
     total = 0
@@ -53,6 +55,8 @@ def shares(collapsed: pathlib.Path) -> tuple[int, collections.Counter[str], coll
         if not stack or not count.isdigit():
             continue
         frames = [short(f) for f in stack.split(";")[1:]]  # less the thread's name
+        if thread and thread not in frames:
+            continue
         total += int(count)
         if frames:
             own[frames[-1]] += int(count)
@@ -61,11 +65,12 @@ def shares(collapsed: pathlib.Path) -> tuple[int, collections.Counter[str], coll
     return total, own, under
 
 
-def report(collapsed: pathlib.Path) -> list[str]:
-    total, own, under = shares(collapsed)
+def report(collapsed: pathlib.Path, thread: str = "") -> list[str]:
+    total, own, under = shares(collapsed, thread)
     if not total:
         return ["py-spy recorded no samples"]
-    lines = [f"{total} samples of threads on the CPU (every thread; idle ones are not sampled)", "",
+    which = f"the threads under {thread}" if thread else "every thread"
+    lines = [f"{total} samples of threads on the CPU ({which}; idle ones are not sampled)", "",
              "| self | function |", "|---|---|"]
     lines += [f"| {n / total:5.1%} | {name} |" for name, n in own.most_common(TOP)]
     lines += ["", "| total | function |", "|---|---|"]
@@ -92,7 +97,7 @@ async def profile(args: argparse.Namespace, tmp: pathlib.Path, cluster: PgCluste
             script = tmp / "report.lua"
             script.write_text(WRK_SCRIPT, encoding="utf-8")
         out = tmp / "stacks.txt"
-        command = [args.py_spy, "record", "--pid", str(served.pid), "--rate", "200", "--threads", "--format", "raw",
+        command = [args.py_spy, "record", "--pid", str(served.pid), "--rate", str(args.rate), "--threads", "--format", "raw",
                    "--nonblocking", "--output", str(out), "--duration", str(args.duration + 2)]
         spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,  # noqa: S603 (as given)
                                text=True)
@@ -110,7 +115,7 @@ async def profile(args: argparse.Namespace, tmp: pathlib.Path, cluster: PgCluste
             f"({args.connections} connections), p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms",
             f"the server's CPU: {cpu:.1f} s in {params.warmup + result.seconds:.0f} s of flood, so at most "
             f"{cpu / result.requests * 1000:.3f} ms a request", "",
-            *report(out)]
+            *report(out, args.thread)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--kind", choices=("strangers", "help", "auth", "denied"), default="help")
     parser.add_argument("--postgresql", action="store_true", help="on a throwaway PostgreSQL cluster, not SQLite")
     parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--rate", type=int, default=200, help="py-spy's samples a second (default 200)")
+    parser.add_argument("--thread", default="", help="only the samples of threads under this function, as the "
+                        "report names it: 'run (cli.py)' is the event loop's thread")
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args(argv)
     if not args.py_spy:
