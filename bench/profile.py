@@ -65,16 +65,16 @@ def shares(collapsed: pathlib.Path, thread: str = "") -> tuple[int, collections.
     return total, own, under
 
 
-def report(collapsed: pathlib.Path, thread: str = "") -> list[str]:
+def report(collapsed: pathlib.Path, thread: str = "", top: int = TOP) -> list[str]:
     total, own, under = shares(collapsed, thread)
     if not total:
         return ["py-spy recorded no samples"]
     which = f"the threads under {thread}" if thread else "every thread"
     lines = [f"{total} samples of threads on the CPU ({which}; idle ones are not sampled)", "",
              "| self | function |", "|---|---|"]
-    lines += [f"| {n / total:5.1%} | {name} |" for name, n in own.most_common(TOP)]
+    lines += [f"| {n / total:5.1%} | {name} |" for name, n in own.most_common(top)]
     lines += ["", "| total | function |", "|---|---|"]
-    lines += [f"| {n / total:5.1%} | {name} |" for name, n in under.most_common(TOP)]
+    lines += [f"| {n / total:5.1%} | {name} |" for name, n in under.most_common(top)]
     return lines
 
 
@@ -97,8 +97,8 @@ async def profile(args: argparse.Namespace, tmp: pathlib.Path, cluster: PgCluste
             script = tmp / "report.lua"
             script.write_text(WRK_SCRIPT, encoding="utf-8")
         out = tmp / "stacks.txt"
-        command = [args.py_spy, "record", "--pid", str(served.pid), "--rate", str(args.rate), "--threads", "--format", "raw",
-                   "--nonblocking", "--output", str(out), "--duration", str(args.duration + 2)]
+        command = [args.py_spy, "record", "--pid", str(served.pid), "--rate", str(args.rate), "--threads",
+                   "--format", "raw", "--nonblocking", "--output", str(out), "--duration", str(args.duration + 2)]
         spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,  # noqa: S603 (as given)
                                text=True)
         cpu = cpu_seconds(served.pid)
@@ -115,7 +115,7 @@ async def profile(args: argparse.Namespace, tmp: pathlib.Path, cluster: PgCluste
             f"({args.connections} connections), p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms",
             f"the server's CPU: {cpu:.1f} s in {params.warmup + result.seconds:.0f} s of flood, so at most "
             f"{cpu / result.requests * 1000:.3f} ms a request", "",
-            *report(out, args.thread)]
+            *report(out, args.thread, args.top)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--kind", choices=("strangers", "help", "auth", "denied"), default="help")
     parser.add_argument("--postgresql", action="store_true", help="on a throwaway PostgreSQL cluster, not SQLite")
     parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--top", type=int, default=TOP, help=f"functions listed in each table (default {TOP})")
     parser.add_argument("--rate", type=int, default=200, help="py-spy's samples a second (default 200)")
     parser.add_argument("--thread", default="", help="only the samples of threads under this function, as the "
                         "report names it: 'run (cli.py)' is the event loop's thread")
