@@ -302,6 +302,9 @@ def test_every_route_is_tagged_with_who_it_answers(make_settings: Callable[..., 
     routes = app[ROUTES]
     paths = {r.canonical for r in app.router.resources()} - {"/static/{name}", FALLBACK.replace(":.*", "")}
     assert paths and paths == set(routes.paths)
+    # Each handler is wrapped for its audience where it is registered (web/answers.py): no aiohttp middleware or
+    # response signal, each of which every request would pay for.
+    assert not app.middlewares and not app.on_response_prepare
     assert routes.audience("/webhooks/inbound") is routes.audience("/webhooks/nowhere") is Audience.WEBHOOK
     assert routes.audience("/auth") is Audience.PROXY and routes.audience("/auth/forward") is Audience.MACHINE
     assert routes.audience("/dev/phone") is Audience.PAGE is routes.audience("/nowhere")
