@@ -1,6 +1,6 @@
 """Error pages: a browser asking for a page gets 404, 405, 429, 500 (and any other error) as a page of the site,
-with a way back; proxies, webhooks, health checks and scripts keep the plain answers they depend on. The app's one
-middleware (web/app.py) decides which a request gets."""
+with a way back; proxies, webhooks, health checks and scripts keep the plain answers they depend on. The wrapper
+around each handler (web/answers.py) decides which a request gets."""
 
 from __future__ import annotations
 
