@@ -84,7 +84,7 @@ class SignInLimit:
             if await tx.count_since(key, Counted.SIGNIN, since) >= self.limit:
                 first = await tx.first_since(key, Counted.SIGNIN, since)
                 return Slot(None, max(1.0, self.window - (now - (first if first is not None else now))))
-            return Slot(await tx.hold(key, Counted.SIGNIN, now))
+            return Slot(await tx.note_now(key, Counted.SIGNIN, now))
 
         return await self.store.run(work)
 

@@ -458,7 +458,7 @@ verification is the last one attached, and it wins (an earlier one was cancelled
         """Count one event for the key (a write the unit never reads back: it may go with the unit's next statement)."""
         ...
 
-    async def hold(self, phone_key: str, action: Counted, now: float) -> int:
+    async def note_now(self, phone_key: str, action: Counted, now: float) -> int:
         """Count one event for the key, at once; return its id (for `unnote`)."""
         ...
 

@@ -450,7 +450,7 @@ class SqlTx(OidcSql, abc.ABC):
     async def note(self, phone_key: str, action: Counted, now: float) -> None:
         await self._write(COUNT_ONE, phone_key, action.value, now)
 
-    async def hold(self, phone_key: str, action: Counted, now: float) -> int:
+    async def note_now(self, phone_key: str, action: Counted, now: float) -> int:
         row = await self._one(f"{COUNT_ONE} RETURNING id", phone_key, action.value, now)
         assert row is not None
         return int(row[0])
