@@ -78,6 +78,7 @@ from gate import (
     machine,
     measure,
     median_result,
+    per_request,
     probe,
     scalar,
     sign_in,
@@ -268,9 +269,9 @@ async def flood(base: str, label: str, kind: Flood, params: WrkParams, bodies: B
         script = await asyncio.to_thread(bodies.script, kind, params.threads, per_second * seconds)
         if measured and stats:
             await stats.start()
-        before = cpu_seconds(pid) if pid else 0.0
+        before = cpu_seconds(pid) if measured and pid else None
         numbers = await wrk(script, target, params, seconds)
-        if measured and pid:
+        if before is not None and pid:
             used = cpu_seconds(pid) - before
         kind.sent(numbers[0])
         if measured and stats:
@@ -280,7 +281,7 @@ async def flood(base: str, label: str, kind: Flood, params: WrkParams, bodies: B
                                "messageIds repeated; raise --bodies-per-second")
     requests_, micros, connect, read, write, status_errors, timeouts, p50, p99, most = numbers
     return Result(target.label, 204, requests_, micros / 1e6, p50 / 1000, p99 / 1000, most / 1000, status_errors,
-                  connect + read + write + timeouts, used / max(1, requests_) * 1e6 if used is not None else None)
+                  connect + read + write + timeouts, per_request(used, requests_))
 
 
 def first_texts(base: str, floods: Sequence[Flood]) -> None:

@@ -409,22 +409,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def metrics_cost(script: pathlib.Path, off: tuple[Target, int], on: tuple[Target, int], params: WrkParams,
-                       pairs: int) -> list[str]:
-    """/auth on the server without metrics and on the one with them, in back-to-back pairs; the report lines."""
-    cpu: dict[str, list[float]] = {off[0].label: [], on[0].label: []}  # server CPU microseconds per request
-    rps: dict[str, list[float]] = {off[0].label: [], on[0].label: []}
+def per_request(cpu: float | None, requests: int) -> float | None:
+    """CPU seconds spent on `requests` as microseconds a request (None when not measured)."""
+    return cpu / max(1, requests) * 1e6 if cpu is not None else None
+
+
+async def metrics_cost(script: pathlib.Path, off: Target, on: Target, params: WrkParams, pairs: int) -> list[str]:
+    """/auth on the server without metrics and on the one with them (each target with its server's pid), in
+    back-to-back pairs; the report lines."""
+    cpu: dict[str, list[float]] = {off.label: [], on.label: []}  # server CPU microseconds per request
+    rps: dict[str, list[float]] = {off.label: [], on.label: []}
     counted = dataclasses.replace(params, warmup=0)
     for pair in range(pairs):
-        for target, pid in (off, on) if pair % 2 == 0 else (on, off):
+        for target in (off, on) if pair % 2 == 0 else (on, off):
             await wrk(script, target, params, max(1, params.warmup))
-            before = cpu_seconds(pid)
             result = await measure(script, target, counted, probe(target))
-            cpu[target.label].append((cpu_seconds(pid) - before) / max(1, result.requests) * 1e6)
+            assert result.cpu_us is not None  # the targets carry their server's pid
+            cpu[target.label].append(result.cpu_us)
             rps[target.label].append(result.rps)
-    cpu_ratios = [a / b for a, b in zip(cpu[on[0].label], cpu[off[0].label], strict=True)]
-    rps_ratios = [a / b for a, b in zip(rps[on[0].label], rps[off[0].label], strict=True)]
-    on_us, off_us = statistics.median(cpu[on[0].label]), statistics.median(cpu[off[0].label])
+    cpu_ratios = [a / b for a, b in zip(cpu[on.label], cpu[off.label], strict=True)]
+    rps_ratios = [a / b for a, b in zip(rps[on.label], rps[off.label], strict=True)]
+    on_us, off_us = statistics.median(cpu[on.label]), statistics.median(cpu[off.label])
     each_cpu = ", ".join(f"{x:.3f}" for x in cpu_ratios)
     each_rps = ", ".join(f"{x:.2f}" for x in rps_ratios)
     return [f"metrics: /auth with a session, on / off, {pairs} back-to-back pairs of {params.duration} s: server CPU "
@@ -487,7 +492,7 @@ async def measure(script: pathlib.Path, target: Target, params: WrkParams, statu
     requests_, micros, connect, read, write, status_errors, timeouts, p50, p99, most = numbers
     unexpected = status_errors if target.expect < 400 else requests_ - status_errors
     return Result(target.label, status, requests_, micros / 1e6, p50 / 1000, p99 / 1000, most / 1000, unexpected,
-                  connect + read + write + timeouts, used / max(1, requests_) * 1e6 if used is not None else None)
+                  connect + read + write + timeouts, per_request(used, requests_))
 
 
 # ---------------------------------------------------------------------------------------------- load
@@ -703,8 +708,9 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
         rows = [results[t.label] if t.label in results else next(r for r in rows if isinstance(r, tuple)
                                                                   and r[0] == t.label) for t in targets]
         idle = results["/auth, valid session"]
-        metered = Target(METERED, f"{metered_base}/auth", {"Cookie": f"{SESSION_COOKIE}={metered_cookie}"}, 200)
-        cost = await metrics_cost(script, (targets[1], pid), (metered, metered_pid), params, args.metric_pairs)
+        metered = Target(METERED, f"{metered_base}/auth", {"Cookie": f"{SESSION_COOKIE}={metered_cookie}"}, 200,
+                         metered_pid)
+        cost = await metrics_cost(script, targets[1], metered, params, args.metric_pairs)
         under = await under_load(script, targets[1], params, emu, served, args.load_rate, admins)
         rows.append(under.result)
 
