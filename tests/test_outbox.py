@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import pathlib
 import random
 import sqlite3
 from collections.abc import Awaitable
@@ -14,7 +15,8 @@ from smsbot.gateway import SendError
 from smsbot.limiter import RateLimiter
 from smsbot.messages import Kind
 from smsbot.outbox import BACKOFF_CAP, backoff
-from smsbot.store import OutboxRow, Tx
+from smsbot.store import OutboxRow, SqliteStore, Tx
+from smsbot.store.sqlite import SqliteTx
 
 from support.service import ADMIN, Wired
 
@@ -223,3 +225,45 @@ async def test_the_sender_record_says_whether_the_last_sender_stopped_cleanly(wi
     stopped = await store.run(lambda tx: tx.take_sender("three", now + 2))
     assert (stopped.instance, stopped.since, stopped.stopped_cleanly) == ("two", now + 1, True)
     assert stopped.recent_sends == [0.25, 0.0], "ages rounded down to the millisecond: never older than they were"
+
+
+async def _claim_steps(path: pathlib.Path, waiting: int) -> tuple[int, list[int]]:
+    """SQLite's virtual-machine steps (counted in thousands by a progress handler) for one claim of 20 texts, with
+    `waiting` texts queued to as many numbers and as many already sent; and the ids claimed."""
+    store = SqliteStore(path)
+    await store.open()  # the schema, as smsbot makes it
+    await store.close()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.row_factory = sqlite3.Row  # as the store's own connection reads rows
+    try:
+        now = 1_800_000_000.0
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT INTO outbox (phone_key, phone_hint, to_number, body, kind, state, created_at, next_attempt_at)"
+            " VALUES (?, '**34', ?, 'text', 'reply', ?, ?, ?)",
+            [(f"key-{i}", None if i % 2 else "+12025550142", "sent" if i % 2 else "pending", now, now)
+             for i in range(2 * waiting)])
+        db.execute("COMMIT")
+        steps = 0
+
+        def count() -> int:
+            nonlocal steps
+            steps += 1
+            return 0
+
+        db.set_progress_handler(count, 1000)
+        claimed = await SqliteTx(db, lambda _: None).claim_due(now=now, lease_seconds=300, limit=20)
+        db.set_progress_handler(None, 0)
+        return steps, [row.id for row in claimed]
+    finally:
+        db.close()
+
+
+async def test_a_claim_costs_the_same_however_many_texts_wait(tmp_path: pathlib.Path) -> None:
+    """A provider outage leaves thousands of texts waiting. Each claim takes the first 20 in order, walking the queue
+    and stopping there: it never reads, checks and sorts every waiting text (which made each claim grow with the
+    backlog, and held the event loop for 15 ms a claim with 20,000 waiting)."""
+    few_steps, few = await _claim_steps(tmp_path / "few.db", 200)
+    many_steps, many = await _claim_steps(tmp_path / "many.db", 20_000)
+    assert few == many == list(range(1, 41, 2)), "the oldest waiting texts, in order"
+    assert many_steps <= few_steps + 2, f"{few_steps} thousand steps with 200 waiting, {many_steps} with 20,000"

@@ -186,6 +186,12 @@ TEMPLATES: list[tuple[str, str]] = [
         CREATE INDEX oidc_grants_expiry ON oidc_grants(expires_at);
         """,
     ),
+    (
+        "the texts still to send, in the order they were queued: a claim walks them and stops at its batch",
+        """
+        CREATE INDEX outbox_queue ON outbox(id) WHERE state IN ('pending', 'sending');
+        """,
+    ),
 ]
 
 

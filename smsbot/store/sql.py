@@ -71,6 +71,10 @@ class SqlTx(OidcSql, abc.ABC):
     GREATEST = "max"  # the larger of two values
     FIND = "instr"  # position of a string in another
     LOCK_ROWS = ""  # what a claim adds so that two senders never take the same row
+    # What a claim adds so that it walks the waiting texts in id order (the partial index outbox_queue) and stops
+    # at its batch, instead of reading, checking and sorting every due text first: 15 ms a claim on SQLite with
+    # 20,000 texts waiting, against 0.1 ms. PostgreSQL's planner finds that path by its statistics.
+    QUEUE_ORDER = ""
 
     @abc.abstractmethod
     async def _one(self, sql: str, *args: Any) -> Row | None:
@@ -297,12 +301,13 @@ class SqlTx(OidcSql, abc.ABC):
         # Texts to one number go out in the order they were queued: a text waits while an earlier one to the
         # same number is still waiting (so "your PIN comes in the next text" never follows the PIN).
         rows = await self._all(
-            "SELECT id, phone_key, phone_hint, to_number, body, kind, attempts, created_at FROM outbox AS o"  # noqa: S608
-            " WHERE ((state = 'pending' AND next_attempt_at <= ?) OR (state = 'sending' AND lease_until <= ?))"
+            "SELECT id, phone_key, phone_hint, to_number, body, kind, attempts, created_at"  # noqa: S608
+            f" FROM outbox AS o{self.QUEUE_ORDER} WHERE state IN ('pending', 'sending')"
+            " AND CASE state WHEN 'pending' THEN next_attempt_at ELSE lease_until END <= ?"
             " AND NOT EXISTS (SELECT 1 FROM outbox AS e WHERE e.phone_key = o.phone_key AND e.id < o.id"
             "                 AND e.state IN ('pending', 'sending'))"
             f" ORDER BY id LIMIT ?{self.LOCK_ROWS}",
-            now, now, limit,
+            now, limit,
         )
         for row in rows:
             await self._run(
@@ -341,11 +346,13 @@ class SqlTx(OidcSql, abc.ABC):
         return True
 
     async def next_due_at(self) -> float | None:
+        # Two lookups, each the first entry of outbox_due's range for its state, not a pass over every waiting text.
         row = await self._one(
-            "SELECT min(CASE state WHEN 'pending' THEN next_attempt_at ELSE lease_until END) FROM outbox"
-            " WHERE state IN ('pending', 'sending')"
+            "SELECT (SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending'),"
+            " (SELECT min(lease_until) FROM outbox WHERE state = 'sending')"
         )
-        return None if row is None or row[0] is None else float(row[0])
+        times = [] if row is None else [float(row[i]) for i in (0, 1) if row[i] is not None]
+        return min(times) if times else None
 
     async def finish_outbox(self, outbox_id: int, *, state: str, now: float, provider_id: str | None = None,
                             error: str | None = None) -> None:
