@@ -12,6 +12,9 @@ webhook, the code texted back, the PIN, the login form), then measures, in round
     the webhook floor, once a round: strangers' webhooks, as below, to the bare app's POST handler, which makes only
     the checks the contract asks of an inbound text (form, sha256 signature, a valid sender number) with smsbot's own
     functions, stores nothing and answers 204: what a stranger's webhook would cost with a free database and engine;
+    the PostgreSQL floor, once a round: the same to a bare app's handler that makes the checks, then records the
+    messageId on PostgreSQL in a SERIALIZABLE transaction of its own (BEGIN, one insert, a durable COMMIT, on a pool
+    as large as smsbot's): the least a webhook costs when each one is a unit of work on a shared database;
     /auth with the session cookie (wrk, --connections);
     signed inbound webhooks of distinct messageIds from strangers saying "hello" (no reply: the engine's silence),
     at full speed over --webhook-connections;
@@ -32,8 +35,9 @@ the serialization failures (from the server's log) and the statements run (pg_st
 It prints a table (requests/s, p50, p99 of each backend's median round, and the ratio to the bare handler: the median
 of the rounds' ratios), each measure's ratio to the bare handler against the issue's targets (/auth with a session at
 least 0.7x, a stranger's webhook 0.5x, an admin's HELP 0.15x), and the ratios PostgreSQL/SQLite, again medians of the
-rounds' ratios: /auth (target: at least 0.9x) and webhooks (target: at least 0.5x), and the floor's ratio to the bare
-handler, with each backend's strangers' webhooks as a share of the floor. Targets are reported, not asserted:
+rounds' ratios: /auth (target: at least 0.9x) and webhooks (target: at least 0.5x), and the floors' ratios to the bare
+handler, with each backend's strangers' webhooks as a share of the floor, and PostgreSQL's as a share of the
+PostgreSQL floor. Targets are reported, not asserted:
 the exit status is non-zero only when the harness itself fails.
 
 Usage: .venv/bin/python bench/backends.py [--duration 5] [--rounds 5] [--connections 32] [--webhook-connections 32]
@@ -62,6 +66,7 @@ from typing import Any, Protocol
 import asyncpg
 import requests
 from gate import (
+    RECORDED_PATH,
     WRK_SCRIPT,
     AdminReplies,
     HarnessError,
@@ -101,6 +106,7 @@ ADMINS_HELP = "webhooks, admins' HELP (one reply queued)"
 # What no backend can beat: the bare app answering strangers' webhooks after only the checks the contract asks of
 # each (form, signature, a valid number), with smsbot's own functions and nothing stored (gate.py's `_checked`).
 FLOOR = "webhook floor: the bare app's checks only, nothing stored"
+RECORDED = "PostgreSQL floor: the checks, then the messageId recorded in a SERIALIZABLE transaction"
 # The issue's targets, as ratios of requests/s: to the bare handler's, and PostgreSQL's to SQLite's.
 TO_BARE = {AUTH: 0.7, STRANGERS_HELLO: 0.5, ADMINS_HELP: 0.15}
 PG_TO_SQLITE = {AUTH: 0.9, STRANGERS_HELLO: 0.5, ADMINS_HELP: 0.5}
@@ -258,10 +264,11 @@ class Watch(Protocol):
 
 
 async def flood(base: str, label: str, kind: Flood, params: WrkParams, bodies: Bodies, per_second: int,
-                stats: Watch | None = None, pid: int | None = None) -> Result:
+                stats: Watch | None = None, pid: int | None = None, path: str = "/webhooks/inbound") -> Result:
     """Warm up (uncounted), then measure: each wrk run with bodies of its own, so no messageId repeats. `stats` is
-    told when the measured run starts and stops; with `pid`, the server's CPU time in it is measured too."""
-    target = Target(label, f"{base}/webhooks/inbound", {}, 204, pid)
+    told when the measured run starts and stops; with `pid`, the server's CPU time in it is measured too. The
+    webhooks go to `path` (smsbot's, and the bare app's floor)."""
+    target = Target(label, f"{base}{path}", {}, 204, pid)
     used = None
     for seconds, measured in ((params.warmup, False), (params.duration, True)):
         if seconds <= 0:
@@ -325,7 +332,8 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path, cluster: PgCluster)
     stats = PgStats(cluster, pg_url)
     await stats.install()
     with contextlib.ExitStack() as stack:
-        bare_base, bare_pid = stack.enter_context(bare_server(tmp / "bare.log"))
+        bare_base, bare_pid = stack.enter_context(bare_server(tmp / "bare.log",
+                                                              postgres=cluster.create_database("floor")))
         backends = []
         for name, db in ((SQLITE, ""), (POSTGRES, pg_url)):
             emu = stack.enter_context(running_emulator())
@@ -346,12 +354,15 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path, cluster: PgCluster)
         measures = [AUTH, STRANGERS_HELLO, ADMINS_HELP]
         bare_rounds: list[Result] = []
         floor_flood, floor_rounds = Flood(FLOOR, STRANGERS, "hello"), []
+        recorded_flood, recorded_rounds = Flood(RECORDED, STRANGERS, "hello"), []
         rounds: dict[tuple[str, str], list[Result]] = {(m, b.name): [] for m in measures for b in backends}
         for round_ in range(args.rounds):
             order = backends if round_ % 2 == 0 else backends[::-1]  # neither backend always goes first
             bare_rounds.append(await measure(auth_script, bare, auth_params, 200))
             floor_rounds.append(await flood(bare_base, FLOOR, floor_flood, hook_params, bodies, args.bodies_per_second,
                                             pid=bare_pid))
+            recorded_rounds.append(await flood(bare_base, RECORDED, recorded_flood, hook_params, bodies,
+                                               args.bodies_per_second, pid=bare_pid, path=RECORDED_PATH))
             for b in order:
                 status = await asyncio.to_thread(probe, auth[b.name])
                 rounds[AUTH, b.name].append(await measure(auth_script, auth[b.name], auth_params, status))
@@ -379,8 +390,8 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path, cluster: PgCluster)
              "", "| measure, backend | req/s | p50 ms | p99 ms | max ms | x bare | CPU us/req | x bare (CPU) | "
              "unexpected | socket errors |",
              "|---|---|---|---|---|---|---|---|---|---|", row(median_result(bare_rounds), None, None),
-             row(median_result(floor_rounds), statistics.median(to_bare(floor_rounds, bare_rounds)),
-                 cpu_share(floor_rounds, bare_rounds))]
+             *(row(median_result(runs), statistics.median(to_bare(runs, bare_rounds)), cpu_share(runs, bare_rounds))
+               for runs in (floor_rounds, recorded_rounds))]
     for m in measures:
         for b in backends:
             runs = rounds[m, b.name]
@@ -396,6 +407,10 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path, cluster: PgCluster)
     lines.append(f"{FLOOR}: {statistics.median(floor):.2f}x the bare handler (rounds: "
                  f"{', '.join(f'{x:.2f}' for x in floor)}); strangers' webhooks to the floor: "
                  + ", ".join(f"{name} {x:.2f}x" for name, x in to_floor.items()))
+    pg_floor = to_bare(recorded_rounds, bare_rounds)
+    lines.append(f"{RECORDED}: {statistics.median(pg_floor):.2f}x the bare handler (rounds: "
+                 f"{', '.join(f'{x:.2f}' for x in pg_floor)}); strangers' webhooks on PostgreSQL to it: "
+                 f"{statistics.median(to_bare(rounds[STRANGERS_HELLO, POSTGRES], recorded_rounds)):.2f}x")
     for m in measures:
         ratios = [p.rps / s.rps for s, p in zip(rounds[m, SQLITE], rounds[m, POSTGRES], strict=True)]
         lines.append(target_line(m, ratios, "PostgreSQL/SQLite", PG_TO_SQLITE[m]))

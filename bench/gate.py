@@ -51,7 +51,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from typing import NamedTuple
 
 import aiohttp
@@ -69,6 +69,7 @@ from smsbot.pipeline import ADMIN_REPLIES_PER_HOUR  # noqa: E402
 from smsbot.signatures import check_sms, sms_signature  # noqa: E402
 from smsbot.sms import texts  # noqa: E402
 from smsbot.store import Action  # noqa: E402
+from smsbot.store.postgres import POOL_SIZE  # noqa: E402
 
 from support.constants import ADMIN_MSISDN, NUMBER  # noqa: E402
 from support.procs import (  # noqa: E402
@@ -91,6 +92,7 @@ from support.vonage_emulator import SentSms, VonageEmulator, running_emulator  #
 SECRET = "gate-bench-secret-0123456789-abcdefghijklmnop"  # noqa: S105
 SIGNATURE_SECRET = "gate-bench-signature-secret"  # noqa: S105
 FLOOR_PATH = "/webhooks/inbound"  # the bare app's webhook floor (`_checked`), at the path smsbot answers webhooks on
+RECORDED_PATH = "/webhooks/recorded"  # its floor on PostgreSQL (`_recorded`), when given a database
 ADMIN = ADMIN_MSISDN  # invites the member who signs in; the first number of every admin pool
 MEMBER_PHONE, MEMBER = "14155550134", "bench"
 RESULT_MARK = "GATE-RESULT"
@@ -134,24 +136,66 @@ async def _ok(request: web.Request) -> web.Response:
     return web.Response(text="OK")
 
 
-async def _checked(request: web.Request) -> web.Response:
-    """A webhook's floor: the checks the contract asks of every inbound text before anything is stored (its form
-    read, its signature, its sender a valid number), with smsbot's own functions, then 204 and nothing else."""
+async def _checks(request: web.Request) -> dict[str, str] | None:
+    """The checks the contract asks of every inbound text before anything is stored (its form read, its signature,
+    its sender a valid number), with smsbot's own functions: the webhook's fields, or None if refused."""
     params = dict(urllib.parse.parse_qsl((await request.read()).decode("utf-8"), keep_blank_values=True))
     try:
         check_sms(params, SIGNATURE_SECRET, "sha256", time.time())
         phone.from_msisdn(params.get("msisdn", ""), "US")
     except (SignatureError, phone.PhoneError):
+        return None
+    return params
+
+
+async def _checked(request: web.Request) -> web.Response:
+    """A webhook's floor: its checks, then 204 and nothing else."""
+    return web.Response(status=204 if await _checks(request) is not None else 400)
+
+
+FLOOR_POOL = web.AppKey("floor_pool", asyncpg.Pool)
+FLOOR_TABLE = "CREATE TABLE IF NOT EXISTS inbound (message_id TEXT PRIMARY KEY, received_at DOUBLE PRECISION)"
+FLOOR_RECORD = "INSERT INTO inbound (message_id, received_at) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+
+
+async def _recorded(request: web.Request) -> web.Response:
+    """A webhook's floor on PostgreSQL: its checks, then the least a unit of work is on a shared database (its
+    messageId recorded in a SERIALIZABLE transaction of its own: BEGIN, the insert, a durable COMMIT), on a pool as
+    large as smsbot's; retried on a serialization failure, as smsbot retries a unit."""
+    params = await _checks(request)
+    if params is None:
         return web.Response(status=400)
+    async with request.app[FLOOR_POOL].acquire() as conn:
+        while True:
+            try:
+                async with conn.transaction(isolation="serializable"):
+                    await conn.execute(FLOOR_RECORD, params["messageId"], time.time())
+                break
+            except asyncpg.SerializationError:
+                continue
     return web.Response(status=204)
 
 
-def run_bare(port: int) -> None:
-    """The baseline: aiohttp with one GET handler and nothing else; and, for bench/backends.py's floor, one POST
-    handler that makes only a webhook's checks."""
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """smsbot's pool sends no reset query when a connection goes back to it; nor does the floor's."""
+
+
+def run_bare(port: int, postgres: str = "") -> None:
+    """The baseline: aiohttp with one GET handler and nothing else; and, for bench/backends.py's floors, one POST
+    handler that makes only a webhook's checks, and with `postgres` (a database URL) one that also records it."""
     app = web.Application()
     app.router.add_get("/", _ok)
     app.router.add_post(FLOOR_PATH, _checked)
+    if postgres:
+        async def pool(app: web.Application) -> AsyncIterator[None]:
+            app[FLOOR_POOL] = await asyncpg.create_pool(postgres, min_size=1, max_size=POOL_SIZE, reset=_no_reset)
+            async with app[FLOOR_POOL].acquire() as conn:
+                await conn.execute(FLOOR_TABLE)
+            yield
+            await app[FLOOR_POOL].close()
+
+        app.cleanup_ctx.append(pool)
+        app.router.add_post(RECORDED_PATH, _recorded)
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
@@ -161,14 +205,15 @@ class Bare(NamedTuple):
 
 
 @contextlib.contextmanager
-def bare_server(log_path: pathlib.Path, wrapper: Sequence[str] = ()) -> Iterator[Bare]:
-    """Run `run_bare` in a child process on a free port (run by `wrapper` if given); yields its base URL and process
-    id."""
+def bare_server(log_path: pathlib.Path, wrapper: Sequence[str] = (), postgres: str = "") -> Iterator[Bare]:
+    """Run `run_bare` in a child process on a free port (run by `wrapper` if given; with `postgres`, its floor on
+    that database too); yields its base URL and process id."""
     for _ in range(3):  # another process may take the free port before the child binds it
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen([*wrapper, sys.executable, __file__, "--bare-port", str(port)],  # noqa: S603
+            database = ["--bare-postgres", postgres] if postgres else []
+            proc = subprocess.Popen([*wrapper, sys.executable, __file__, "--bare-port", str(port), *database],  # noqa: S603
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     env=clean_env({}))
 
@@ -772,9 +817,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--load-rate", type=float, default=20.0,
                         help="inbound webhooks per second during the load run, each causing a text or two (default 20)")
     parser.add_argument("--bare-port", type=int, help=argparse.SUPPRESS)  # this file, run as the bare app
+    parser.add_argument("--bare-postgres", default="", help=argparse.SUPPRESS)  # its floor's database
     args = parser.parse_args(argv)
     if args.bare_port:
-        run_bare(args.bare_port)
+        run_bare(args.bare_port, args.bare_postgres)
         return 0
     if shutil.which("wrk") is None:
         print("gate: wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
