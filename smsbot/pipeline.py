@@ -28,6 +28,7 @@ PART_TIMEOUT = 15 * 60.0  # an incomplete multipart text is dropped this long af
 INBOUND_MEMORY = 7 * 86400.0  # message ids are remembered this long (Vonage retries for 24 hours)
 ADMIN_REPLIES_PER_HOUR = 60  # the contract's number: replies to one admin number in any 60 minutes
 REPLIES_PER_DAY = 20  # replies to any other number in any 24 hours (invites and PINs have caps of their own)
+HOUR = 3600.0  # the admin cap's window
 
 
 def valid_unicode(text: str) -> str:
@@ -54,7 +55,8 @@ class Pipeline:
         key = self.keys.phone_key(msg.sender)
 
         async def work(tx: Tx) -> list[Outgoing] | None:
-            standing = await tx.arrive(msg.message_id, now, key)  # None: the message id was seen before
+            # None: the message id was seen before. The standing holds an admin's replies of the last hour.
+            standing = await tx.arrive(msg.message_id, now, key, replies_since=now - HOUR)
             if standing is None:
                 return None
             return await self._handle(tx, msg, key, standing, now)
@@ -79,7 +81,7 @@ class Pipeline:
             await tx.remove_parts(key, part.ref)
             text = "".join(t for _, _, t in parts)
             return await self._handle(tx, InboundText(whole.message_id, part.sender, text), key,
-                                      await tx.standing(key), now)
+                                      await tx.standing(key, replies_since=now - HOUR), now)
 
         return self._handled(whole, await self.store.run(work))
 
@@ -108,8 +110,8 @@ class Pipeline:
         """An admin number gets at most 60 replies in any hour, then one notice, then silence until the hour has
         passed. Past the cap its texts are not acted on, so a spoofed flood can't make the real admin's commands run
         (but STOP is honoured, silently: an opt-out is never lost)."""
-        hour_ago = now - 3600
-        if await tx.count_since(key, Counted.ADMIN_REPLY, hour_ago) < ADMIN_REPLIES_PER_HOUR:
+        hour_ago = now - HOUR
+        if standing.admin_replies < ADMIN_REPLIES_PER_HOUR:  # counted since hour_ago, read with the standing
             out = await self.engine.handle(tx, msg, key, standing)
             for text in out:
                 if text.to == msg.sender and text.kind is not Kind.VERIFY:  # Verify texts the code, not us
@@ -118,10 +120,10 @@ class Pipeline:
         parsed = commands.parse(msg.text)
         if parsed is not None and parsed.command is commands.STOP:
             await self.engine.handle(tx, msg, key, standing)
-        if not await once_per(tx, self.clock, key, Counted.ADMIN_CAPPED, 3600):
+        if not await once_per(tx, self.clock, key, Counted.ADMIN_CAPPED, HOUR):
             return []
         first = await tx.first_since(key, Counted.ADMIN_REPLY, hour_ago) or now
-        until = texts.utc(first + 3600)
+        until = texts.utc(first + HOUR)
         await tx.record_event(now, phone.mask(msg.sender), Action.ADMIN_CAPPED, f"{ADMIN_REPLIES_PER_HOUR} replies")
         log.warning("texts from admin number %s got %d replies within an hour: no more until %s UTC",
                     phone.mask(msg.sender), ADMIN_REPLIES_PER_HOUR, until)

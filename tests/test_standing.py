@@ -1,6 +1,6 @@
-"""A number's standing (its member, invite, opt-out and command waiting for YES) is one statement, and says exactly
-what the four reads it stands in for say, on both backends; the engine reads it once for every text instead of asking
-four times."""
+"""A number's standing (its member, invite, opt-out, command waiting for YES and replies against an admin's cap) is one
+statement, and says exactly what the five reads it stands in for say, on both backends; the engine reads it once for
+every text instead of asking five times."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ import pytest
 
 from smsbot import phone
 from smsbot.messages import InboundText
-from smsbot.store import SqliteStore, Stage, Tx
+from smsbot.store import Counted, SqliteStore, Stage, Tx
 from smsbot.store.base import Standing
 
 from support.constants import ADMIN
 from support.service import Wired
 
 NOW = 1_800_000_000.0
+HOUR_AGO = NOW - 3600
 # phone key: (the member's username, the invite's stage, opted out, a command waiting for YES), as `arrange` leaves
 # them
 EXPECTED: dict[str, tuple[str | None, Stage | None, bool, bool]] = {
@@ -49,6 +50,12 @@ async def arrange(tx: Tx) -> None:
     for admin_key in ("key-member", "key-admin-waiting"):
         await tx.put_confirmation(admin_key=admin_key, command="REVOKE", argument="bob", code_hash="hash-y", now=NOW,
                                   expires_at=NOW + 300)
+    # Replies against an admin's cap: two in the hour (one exactly at its start), one before it; and a count of
+    # another kind, which is not one of them.
+    for at in (HOUR_AGO - 1, HOUR_AGO, NOW):
+        await tx.note("key-admin-waiting", Counted.ADMIN_REPLY, at)
+    await tx.note("key-admin-waiting", Counted.REPLY, NOW)
+    await tx.note("key-member", Counted.ADMIN_REPLY, NOW)
 
 
 @pytest.mark.backends
@@ -61,7 +68,10 @@ async def test_standing_says_what_the_three_reads_say(wired: Wired) -> None:
             waiting = await tx.confirmation_of(key) is not None
             assert (member and member.username, invite and invite.stage, await tx.is_opted_out(key), waiting) == (
                 username, stage, opted_out, awaiting_yes), f"{key}: the arrangement is not what the test expects"
-            assert await tx.standing(key) == Standing(member, invite, opted_out, waiting), key
+            replies = await tx.count_since(key, Counted.ADMIN_REPLY, HOUR_AGO)
+            assert await tx.standing(key, HOUR_AGO) == Standing(member, invite, opted_out, waiting, replies), key
+        assert (await tx.standing("key-admin-waiting", HOUR_AGO)).admin_replies == 2
+        assert (await tx.standing("key-admin-waiting", NOW + 1)).admin_replies == 0
 
     await wired.store.run(compare)
 
@@ -74,8 +84,8 @@ async def test_arrival_records_the_message_id_and_reads_the_standing_once(wired:
 
     async def compare(tx: Tx) -> None:
         for n, key in enumerate(EXPECTED):
-            assert await tx.arrive(f"id-{n}", NOW, key) == await tx.standing(key), key
-            assert await tx.arrive(f"id-{n}", NOW, key) is None, key
+            assert await tx.arrive(f"id-{n}", NOW, key, HOUR_AGO) == await tx.standing(key, HOUR_AGO), key
+            assert await tx.arrive(f"id-{n}", NOW, key, HOUR_AGO) is None, key
 
     await wired.store.run(compare)
     assert not await wired.store.run(lambda tx: tx.record_inbound("id-0", NOW)), "arrive recorded the id"
@@ -85,11 +95,11 @@ async def test_arrival_records_the_message_id_and_reads_the_standing_once(wired:
 async def test_a_locked_member_and_an_invitee_read_whole(wired: Wired) -> None:
     """Every column comes back under its own field: none swapped, none left out."""
     await wired.store.run(arrange)
-    alice = (await wired.store.run(lambda tx: tx.standing("key-member"))).member
+    alice = (await wired.store.run(lambda tx: tx.standing("key-member", HOUR_AGO))).member
     assert alice is not None
     assert (alice.username, alice.phone_key, alice.phone_hint, alice.created_at, alice.failed_logins,
             alice.locked_at) == ("Alice", "key-member", "**01", NOW, 1, NOW + 1)
-    dave = (await wired.store.run(lambda tx: tx.standing("key-invitee-opted-out"))).invite
+    dave = (await wired.store.run(lambda tx: tx.standing("key-invitee-opted-out", HOUR_AGO))).invite
     assert dave is not None
     assert (dave.phone_key, dave.phone_hint, dave.code_hash, dave.username, dave.stage, dave.tries, dave.invited_by,
             dave.created_at, dave.expires_at, dave.invited_by_key) == (

@@ -38,21 +38,26 @@ MEMBER_COLUMNS = tuple(f.name for f in fields(Member))  # the members table's, b
 INVITE_COLUMNS = tuple(f.name for f in fields(Invite))
 RECORD_INBOUND = "INSERT INTO inbound (message_id, received_at) VALUES (?, ?) ON CONFLICT DO NOTHING"
 COUNT_ONE = "INSERT INTO counters (phone_key, action, at) VALUES (?, ?, ?)"
-# A number's standing: a one-row source holding its key, LEFT JOINed to the four tables that may know it (each by its
-# unique key's index), the member's and the invite's columns under a prefix each. The CAST states the parameter's type
-# on both databases rather than leaving it to PostgreSQL's inference from a bare `SELECT $1`.
+# A number's standing: a one-row source holding its key (and the time an admin's replies are counted from), LEFT
+# JOINed to the four tables that may know it (each by its unique key's index), the member's and the invite's columns
+# under a prefix each, and the count of its replies against an admin's cap (by counters_lookup). The CASTs state the
+# parameters' types on both databases rather than leaving them to PostgreSQL's inference from a bare `SELECT $1`.
 STANDING_COLUMNS = ", ".join([f"m.{c} AS m_{c}" for c in MEMBER_COLUMNS] + [f"i.{c} AS i_{c}" for c in INVITE_COLUMNS])
-STANDING = (  # the f-string adds only the records' own field names
+STANDING = (  # the f-strings add only the records' own field names and an enum's value
     f"SELECT {STANDING_COLUMNS}, o.phone_key IS NOT NULL AS opted_out"  # noqa: S608
     ", c.admin_key IS NOT NULL AS awaiting_yes"
-    " FROM (SELECT CAST(? AS TEXT) AS k) AS s LEFT JOIN members AS m ON m.phone_key = s.k"
+    f", (SELECT count(*) FROM counters AS r WHERE r.phone_key = s.k AND r.action = '{Counted.ADMIN_REPLY.value}'"
+    " AND r.at >= s.since) AS admin_replies"
+    " FROM (SELECT CAST(? AS TEXT) AS k, CAST(? AS DOUBLE PRECISION) AS since) AS s"
+    " LEFT JOIN members AS m ON m.phone_key = s.k"
     " LEFT JOIN invites AS i ON i.phone_key = s.k LEFT JOIN opt_outs AS o ON o.phone_key = s.k"
     " LEFT JOIN confirmations AS c ON c.admin_key = s.k")
 
 
 def standing_of(row: Row) -> Standing:
     """A standing from a row of `STANDING`'s columns."""
-    return Standing(_member(row, "m_"), _invite(row, "i_"), bool(row["opted_out"]), bool(row["awaiting_yes"]))
+    return Standing(_member(row, "m_"), _invite(row, "i_"), bool(row["opted_out"]), bool(row["awaiting_yes"]),
+                    int(row["admin_replies"]))
 
 
 class Row(Protocol):
@@ -117,11 +122,12 @@ class SqlTx(OidcSql, abc.ABC):
     async def record_inbound(self, message_id: str, now: float) -> bool:
         return await self._run(RECORD_INBOUND, message_id, now) == 1
 
-    async def arrive(self, message_id: str, now: float, phone_key: str) -> Standing | None:
-        return await self.standing(phone_key) if await self.record_inbound(message_id, now) else None
+    async def arrive(self, message_id: str, now: float, phone_key: str, replies_since: float) -> Standing | None:
+        fresh = await self.record_inbound(message_id, now)
+        return await self.standing(phone_key, replies_since) if fresh else None
 
-    async def standing(self, phone_key: str) -> Standing:
-        row = await self._one(STANDING, phone_key)
+    async def standing(self, phone_key: str, replies_since: float) -> Standing:
+        row = await self._one(STANDING, phone_key, replies_since)
         assert row is not None  # the one-row source gives one row, known or not
         return standing_of(row)
 
