@@ -164,6 +164,12 @@ def test_serve_stops_cleanly_on_sigterm(serve: Serve, http: requests.Session) ->
     assert "Traceback" not in serve.proc.output()
 
 
+def test_serve_runs_on_uvloop(serve: Serve, http: requests.Session) -> None:
+    """The server's event loop is uvloop's, which the wheel depends on (on Linux), and it says so once at start."""
+    assert http.get(f"{serve.base}/healthz", timeout=5).status_code == 200
+    assert re.findall(r"event loop: (\S+)", serve.proc.output()) == ["uvloop"], serve.proc.output()
+
+
 def test_texts_survive_provider_errors(serve: Serve, emu: VonageEmulator, http: requests.Session) -> None:
     emu.inject("http500", "throttle")
     text_in(http, serve.base, "get", ADMIN_MSISDN, "INVITE +14155550134 alice")

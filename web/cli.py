@@ -12,7 +12,7 @@ import secrets
 import signal
 import socket
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -145,6 +145,17 @@ def start_logging(settings: Settings, port: int | None = None) -> None:
     log.debug("settings read from the environment%s", f" over {read}" if read.is_file() else " (no .env file)")
 
 
+def event_loop() -> tuple[Callable[[], asyncio.AbstractEventLoop], str]:
+    """The event loop a server runs on, and its name: uvloop's (libuv's, written in Cython), where it is installed,
+    as it is wherever pyproject.toml puts it (not on Windows). Under it aiohttp's request handling and asyncpg's round
+    trips take about a quarter fewer instructions (bench/instructions.py); asyncio's own loop is the fallback."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop, "asyncio"
+    return uvloop.new_event_loop, f"uvloop {getattr(uvloop, '__version__', '')}".strip()
+
+
 def run(settings: Settings, host: str, port: int) -> None:
     from .app import create_app
 
@@ -155,8 +166,11 @@ def run(settings: Settings, host: str, port: int) -> None:
     # Everything made so far (modules, the SDK, the app) lives as long as the process: keep it out of the garbage
     # collector's scans, which otherwise walk it again and again under load.
     gc.freeze()
+    new_loop, name = event_loop()
+    log.info("event loop: %s", name)
     try:
-        asyncio.run(serve(app, host, port, drain))
+        with asyncio.Runner(loop_factory=new_loop) as runner:
+            runner.run(serve(app, host, port, drain))
     except DatabaseInUse as exc:  # raised at start-up, before the port is bound or the database touched
         print(f"smsbot cannot start: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
