@@ -8,7 +8,8 @@ GET answering 200 "OK") and two `smsbot serve` processes with bench/gate.py's se
 SQLite file, one on a PostgreSQL database. It signs a member in on each, as a person would (an admin's INVITE by
 webhook, the code texted back, the PIN, the login form), then measures, in rounds that alternate the backends:
 
-    the bare handler (wrk, --connections), once a round;
+    the bare handler (wrk, --connections), once a round, on asyncio's own loop (aiohttp's default: the issue's
+    baseline), then the same on uvloop's, as smsbot runs (each measure's ratio to it is printed too);
     the webhook floor, once a round: strangers' webhooks, as below, to the bare app's POST handler, which makes only
     the checks the contract asks of an inbound text (form, sha256 signature, a valid sender number) with smsbot's own
     functions, stores nothing and answers 204: what a stranger's webhook would cost with a free database and engine;
@@ -67,6 +68,7 @@ import asyncpg
 import requests
 from gate import (
     RECORDED_PATH,
+    UV_BARE,
     WRK_SCRIPT,
     AdminReplies,
     HarnessError,
@@ -89,6 +91,7 @@ from gate import (
     sign_in,
     smsbot_serve,
     text_in,
+    to_bare,
     webhook,
     wrk,
     wrk_arguments,
@@ -302,11 +305,6 @@ def first_texts(base: str, floods: Sequence[Flood]) -> None:
 # ---------------------------------------------------------------------------------------------- report
 
 
-def to_bare(runs: Sequence[Result], bare: Sequence[Result]) -> list[float]:
-    """Each round's requests/s over the bare handler's in the same round."""
-    return [r.rps / b.rps for r, b in zip(runs, bare, strict=True)]
-
-
 def row(result: Result, x_bare: float | None, cpu_x_bare: float | None) -> str:
     cpu = "-" if result.cpu_us is None else f"{result.cpu_us:.0f}"
     return (f"| {result.label} | {result.rps:,.0f} | {result.p50_ms:.2f} | {result.p99_ms:.2f} | {result.max_ms:.1f} "
@@ -334,6 +332,7 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path, cluster: PgCluster)
     with contextlib.ExitStack() as stack:
         bare_base, bare_pid = stack.enter_context(bare_server(tmp / "bare.log",
                                                               postgres=cluster.create_database("floor")))
+        uv_bare = stack.enter_context(bare_server(tmp / "bare-uvloop.log", loop="uvloop"))
         backends = []
         for name, db in ((SQLITE, ""), (POSTGRES, pg_url)):
             emu = stack.enter_context(running_emulator())
@@ -341,6 +340,7 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path, cluster: PgCluster)
             backends.append(Backend(name, served, emu, make_floods(admins)))
         cookies = {b.name: await asyncio.to_thread(sign_in, b.emu, b.served.base) for b in backends}
         bare = Target(BARE, f"{bare_base}/", {}, 200, bare_pid)
+        uv_target = Target(UV_BARE, f"{uv_bare.base}/", {}, 200, uv_bare.pid)
         auth = {b.name: Target(f"{AUTH}, {b.name}", f"{b.served.base}/auth",
                                {"Cookie": f"{SESSION_COOKIE}={cookies[b.name]}"}, 200, b.served.pid)
                 for b in backends}
@@ -353,12 +353,14 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path, cluster: PgCluster)
 
         measures = [AUTH, STRANGERS_HELLO, ADMINS_HELP]
         bare_rounds: list[Result] = []
+        uv_rounds: list[Result] = []
         floor_flood, floor_rounds = Flood(FLOOR, STRANGERS, "hello"), []
         recorded_flood, recorded_rounds = Flood(RECORDED, STRANGERS, "hello"), []
         rounds: dict[tuple[str, str], list[Result]] = {(m, b.name): [] for m in measures for b in backends}
         for round_ in range(args.rounds):
             order = backends if round_ % 2 == 0 else backends[::-1]  # neither backend always goes first
             bare_rounds.append(await measure(auth_script, bare, auth_params, 200))
+            uv_rounds.append(await measure(auth_script, uv_target, auth_params, 200))
             floor_rounds.append(await flood(bare_base, FLOOR, floor_flood, hook_params, bodies, args.bodies_per_second,
                                             pid=bare_pid))
             recorded_rounds.append(await flood(bare_base, RECORDED, recorded_flood, hook_params, bodies,
@@ -391,7 +393,7 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path, cluster: PgCluster)
              "unexpected | socket errors |",
              "|---|---|---|---|---|---|---|---|---|---|", row(median_result(bare_rounds), None, None),
              *(row(median_result(runs), statistics.median(to_bare(runs, bare_rounds)), cpu_share(runs, bare_rounds))
-               for runs in (floor_rounds, recorded_rounds))]
+               for runs in (uv_rounds, floor_rounds, recorded_rounds))]
     for m in measures:
         for b in backends:
             runs = rounds[m, b.name]
@@ -411,6 +413,9 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path, cluster: PgCluster)
     lines.append(f"{RECORDED}: {statistics.median(pg_floor):.2f}x the bare handler (rounds: "
                  f"{', '.join(f'{x:.2f}' for x in pg_floor)}); strangers' webhooks on PostgreSQL to it: "
                  f"{statistics.median(to_bare(rounds[STRANGERS_HELLO, POSTGRES], recorded_rounds)):.2f}x")
+    lines.append(f"smsbot runs on uvloop; against the {UV_BARE}, the median of the rounds' ratios: "
+                 + ", ".join(f"{m}, {b.name} {statistics.median(to_bare(rounds[m, b.name], uv_rounds)):.2f}x"
+                             for m in measures for b in backends))
     for m in measures:
         ratios = [p.rps / s.rps for s, p in zip(rounds[m, SQLITE], rounds[m, POSTGRES], strict=True)]
         lines.append(target_line(m, ratios, "PostgreSQL/SQLite", PG_TO_SQLITE[m]))

@@ -2,6 +2,7 @@
 
 On free loopback ports it starts the Vonage TLS emulator (tests/support/vonage_emulator.py, on a thread here), a bare
 aiohttp app (one GET handler answering 200 "OK", nothing else; and a POST handler for bench/backends.py's webhook floor)
+on asyncio's own loop, the same app on uvloop's (smsbot's loop: its /auth is also given against it),
 and `smsbot serve` with real settings whose Vonage hosts are the emulator; both servers are processes of this
 interpreter. It signs a member in as a person would (an admin's INVITE by webhook, the code texted back, the PIN read
 from what the emulator was asked to send, the login form and its CSRF token), then runs wrk against each path, one after
@@ -97,6 +98,7 @@ ADMIN = ADMIN_MSISDN  # invites the member who signs in; the first number of eve
 MEMBER_PHONE, MEMBER = "14155550134", "bench"
 RESULT_MARK = "GATE-RESULT"
 METERED = "/auth, valid session, metrics on"
+UV_BARE = "bare aiohttp handler on uvloop"
 # wrk calls done() once, after every thread has finished; latency is in microseconds.
 WRK_SCRIPT = f"""
 done = function(summary, latency, requests)
@@ -180,9 +182,10 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
     """smsbot's pool sends no reset query when a connection goes back to it; nor does the floor's."""
 
 
-def run_bare(port: int, postgres: str = "") -> None:
-    """The baseline: aiohttp with one GET handler and nothing else; and, for bench/backends.py's floors, one POST
-    handler that makes only a webhook's checks, and with `postgres` (a database URL) one that also records it."""
+def run_bare(port: int, postgres: str = "", loop: str = "") -> None:
+    """The baseline: aiohttp with one GET handler and nothing else, on asyncio's own loop (aiohttp's default), or on
+    uvloop's (`loop` "uvloop", as smsbot runs); and, for bench/backends.py's floors, one POST handler that makes only a
+    webhook's checks, and with `postgres` (a database URL) one that also records it."""
     app = web.Application()
     app.router.add_get("/", _ok)
     app.router.add_post(FLOOR_PATH, _checked)
@@ -196,7 +199,12 @@ def run_bare(port: int, postgres: str = "") -> None:
 
         app.cleanup_ctx.append(pool)
         app.router.add_post(RECORDED_PATH, _recorded)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+    if loop == "uvloop":
+        import uvloop
+
+        web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=uvloop.new_event_loop())
+    else:
+        web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
 class Bare(NamedTuple):
@@ -205,15 +213,16 @@ class Bare(NamedTuple):
 
 
 @contextlib.contextmanager
-def bare_server(log_path: pathlib.Path, wrapper: Sequence[str] = (), postgres: str = "") -> Iterator[Bare]:
+def bare_server(log_path: pathlib.Path, wrapper: Sequence[str] = (), postgres: str = "",
+                loop: str = "") -> Iterator[Bare]:
     """Run `run_bare` in a child process on a free port (run by `wrapper` if given; with `postgres`, its floor on
-    that database too); yields its base URL and process id."""
+    that database too; on uvloop with `loop` "uvloop"); yields its base URL and process id."""
     for _ in range(3):  # another process may take the free port before the child binds it
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         with open(log_path, "ab") as log:
-            database = ["--bare-postgres", postgres] if postgres else []
-            proc = subprocess.Popen([*wrapper, sys.executable, __file__, "--bare-port", str(port), *database],  # noqa: S603
+            options = [*(["--bare-postgres", postgres] if postgres else []), *(["--bare-loop", loop] if loop else [])]
+            proc = subprocess.Popen([*wrapper, sys.executable, __file__, "--bare-port", str(port), *options],  # noqa: S603
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     env=clean_env({}))
 
@@ -705,6 +714,11 @@ def cpu_share(runs: Sequence[Result], bare_runs: Sequence[Result]) -> float | No
 # ---------------------------------------------------------------------------------------------- main
 
 
+def to_bare(runs: Sequence[Result], bare: Sequence[Result]) -> list[float]:
+    """Each round's requests/s over the bare handler's in the same round."""
+    return [r.rps / b.rps for r, b in zip(runs, bare, strict=True)]
+
+
 async def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
     header = machine()
     params = WrkParams(args.threads, args.connections, args.duration, args.warmup)
@@ -713,6 +727,7 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
     metrics_address = f"127.0.0.1:{free_port()}"
     admins = admin_pool(load_texts(args))
     with running_emulator() as emu, bare_server(tmp / "bare.log") as bare, \
+            bare_server(tmp / "bare-uvloop.log", loop="uvloop") as uv_bare, \
             smsbot_serve(emu, tmp, admins=admins) as served, \
             smsbot_serve(emu, tmp, metrics_address) as metered_served, scraped(metrics_address) as scrapes:
         base, pid, metered_base, metered_pid = served.base, served.pid, metered_served.base, metered_served.pid
@@ -726,7 +741,8 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
                    Target("/auth, valid session", f"{base}/auth", signed_in, 200, pid),
                    Target("/auth, no cookie", f"{base}/auth", {}, 401, pid),
                    Target("/auth/forward, valid session", f"{base}/auth/forward", {**forwarded, **signed_in}, 200, pid),
-                   Target("/auth/forward, no cookie", f"{base}/auth/forward", forwarded, 302, pid)]
+                   Target("/auth/forward, no cookie", f"{base}/auth/forward", forwarded, 302, pid),
+                   Target(UV_BARE, f"{uv_bare.base}/", {}, 200, uv_bare.pid)]
         rows: list[Result | tuple[str, str]] = []
         rounds: dict[str, list[Result]] = {}
         for target in targets:
@@ -746,8 +762,7 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
                     rounds[target.label].append(await measure(script, target, params, probe(target)))
         results = {label: median_result(runs) for label, runs in rounds.items()}
         bare_runs = rounds["bare aiohttp handler"]
-        ratios = {label: statistics.median(r.rps / b.rps for r, b in zip(runs, bare_runs, strict=True))
-                  for label, runs in rounds.items()}
+        ratios = {label: statistics.median(to_bare(runs, bare_runs)) for label, runs in rounds.items()}
         cpu_ratios = {label: share for label, runs in rounds.items()
                       if (share := cpu_share(runs, bare_runs)) is not None}
         rows = [results[t.label] if t.label in results else next(r for r in rows if isinstance(r, tuple)
@@ -779,6 +794,9 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
              "); target: at least 0.85x",
              "x bare (CPU): the bare handler's server CPU per request over the path's, the median of the rounds' "
              "ratios",
+             f"smsbot runs on uvloop; against the {UV_BARE} (x bare above: {ratios[UV_BARE]:.2f}), the median of the "
+             "rounds' ratios: " + ", ".join(f"{label} {statistics.median(to_bare(rounds[label], rounds[UV_BARE])):.2f}x"
+                                            for label in ("/auth, valid session", "/auth, no cookie")),
              *cost, f"{len(scrapes)} scrapes of /metrics during the run, median "
              f"{statistics.median(scrapes or [0]) * 1000:.1f} ms",
              f"/auth p99: idle {idle.p99_ms:.2f} ms, under load {loaded.p99_ms:.2f} ms = "
@@ -818,9 +836,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="inbound webhooks per second during the load run, each causing a text or two (default 20)")
     parser.add_argument("--bare-port", type=int, help=argparse.SUPPRESS)  # this file, run as the bare app
     parser.add_argument("--bare-postgres", default="", help=argparse.SUPPRESS)  # its floor's database
+    parser.add_argument("--bare-loop", default="", help=argparse.SUPPRESS)  # its event loop
     args = parser.parse_args(argv)
     if args.bare_port:
-        run_bare(args.bare_port, args.bare_postgres)
+        run_bare(args.bare_port, args.bare_postgres, args.bare_loop)
         return 0
     if shutil.which("wrk") is None:
         print("gate: wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)

@@ -8,7 +8,8 @@ bench/gate.py's bare aiohttp app, and `smsbot serve` on the same file and settin
 requests uncounted, turns instrumentation on, sends --requests requests one after another on one keep-alive
 connection, dumps the counts and turns it off again:
 
-    the bare handler (GET, 200 "OK"); /auth with the session and with none (401); /auth/forward with the session and
+    the bare handler (GET, 200 "OK"), on asyncio's own loop (aiohttp's default) and on uvloop's (as smsbot runs);
+    /auth with the session and with none (401); /auth/forward with the session and
     with none (302, a browser asking for a page); strangers' webhooks (no reply) on the bare app's floor (its checks
     only, bench/backends.py) and on smsbot; admins' HELP, each reply queued and sent through the Vonage SDK to the
     emulator (the count ends once every reply has reached it).
@@ -39,6 +40,7 @@ from collections.abc import Callable, Iterator, Sequence
 import requests
 from gate import (
     FLOOR_PATH,
+    UV_BARE,
     Target,
     admin_pool,
     bare_server,
@@ -123,9 +125,9 @@ def posts(http: requests.Session, url: str, n: int, senders: Sequence[str] = STR
 
 
 @contextlib.contextmanager
-def counted_bare(tmp: pathlib.Path) -> Iterator[tuple[str, Counted]]:
-    out = tmp / "bare.callgrind"
-    with bare_server(tmp / "bare.log", wrapper=callgrind(out)) as bare:
+def counted_bare(tmp: pathlib.Path, loop: str = "") -> Iterator[tuple[str, Counted]]:
+    out = tmp / f"bare{loop}.callgrind"
+    with bare_server(tmp / f"bare{loop}.log", wrapper=callgrind(out), loop=loop) as bare:
         yield bare.base, Counted(bare.pid, out)
 
 
@@ -149,6 +151,8 @@ def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
                     args, rows)
             measure(bare, "webhook floor: the bare app's checks only", lambda n: posts(http, bare_base + FLOOR_PATH,
                                                                                         n), args, rows)
+        with counted_bare(tmp, "uvloop") as (uv_base, uv_bare), local_http() as http:
+            measure(uv_bare, UV_BARE, lambda n: gets(http, Target("bare", f"{uv_base}/", {}, 200), n), args, rows)
         out = tmp / "serve.callgrind"
         with smsbot_serve(emu, tmp, name="counted", db=str(db), admins=admins, wrapper=callgrind(out)) as served, \
                 local_http() as http:
@@ -168,14 +172,15 @@ def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
                     rows)
             measure(smsbot, "webhook, an admin's HELP (one reply, sent)",
                     lambda n: posts(http, inbound, n, admins[1:], "HELP", emu), args, rows)
-    bare_count = rows["bare aiohttp handler"][0]
+    bare_count, uv_count = rows["bare aiohttp handler"][0], rows[UV_BARE][0]
     version = subprocess.run(["valgrind", "--version"], capture_output=True, text=True).stdout  # noqa: S603, S607
     return [*machine(), f"valgrind: {version.strip()}",
             f"{args.requests} counted requests a path, one after another on one keep-alive connection, after "
             f"{args.warmup} uncounted", "",
-            "| path | instructions a request | on the event loop's thread | bare handler's / path's |",
-            "|---|---|---|---|",
-            *(f"| {label} | {count:,} | {main:,} | {bare_count / count:.2f} |"
+            "smsbot runs on uvloop; the bare handler on asyncio's own loop is aiohttp's default",
+            "", "| path | instructions a request | on the event loop's thread | bare handler's / path's | the same on "
+            "uvloop |", "|---|---|---|---|---|",
+            *(f"| {label} | {count:,} | {main:,} | {bare_count / count:.2f} | {uv_count / count:.2f} |"
               for label, (count, main) in rows.items())]
 
 

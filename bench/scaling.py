@@ -69,7 +69,6 @@ from backends import (
     help_bodies,
     make_floods,
     on_cluster,
-    to_bare,
     webhook_checks,
 )
 from gate import (
@@ -90,6 +89,7 @@ from gate import (
     scalar,
     sign_in,
     smsbot_serve,
+    to_bare,
     wrk,
     wrk_arguments,
 )
