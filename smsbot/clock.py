@@ -16,7 +16,13 @@ class Clock:
         return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
+        """Sleep `seconds` on the monotonic clock, never less: uvloop times a sleep in whole milliseconds, so one may
+        end up to a millisecond early, and the rest is then slept again (sign-in's answer at a fixed moment, the
+        rate ceiling's window and the hand-over's wait all count on it)."""
+        until = time.monotonic() + seconds
         await asyncio.sleep(seconds)
+        while (left := until - time.monotonic()) > 0:
+            await asyncio.sleep(left)
 
 
 class FakeClock(Clock):
