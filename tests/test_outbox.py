@@ -227,9 +227,10 @@ async def test_the_sender_record_says_whether_the_last_sender_stopped_cleanly(wi
     assert stopped.recent_sends == [0.25, 0.0], "ages rounded down to the millisecond: never older than they were"
 
 
-async def _claim_steps(path: pathlib.Path, waiting: int) -> tuple[int, list[int]]:
+async def _claim_steps(path: pathlib.Path, waiting: int, due: int) -> tuple[int, list[int]]:
     """SQLite's virtual-machine steps (counted in thousands by a progress handler) for one claim of 20 texts, with
-    `waiting` texts queued to as many numbers and as many already sent; and the ids claimed."""
+    `waiting` texts queued to as many numbers, the last `due` of them due and the others backing off (five minutes
+    to go), and as many texts already sent; and the ids claimed."""
     store = SqliteStore(path)
     await store.open()  # the schema, as smsbot makes it
     await store.close()
@@ -241,8 +242,8 @@ async def _claim_steps(path: pathlib.Path, waiting: int) -> tuple[int, list[int]
         db.executemany(
             "INSERT INTO outbox (phone_key, phone_hint, to_number, body, kind, state, created_at, next_attempt_at)"
             " VALUES (?, '**34', ?, 'text', 'reply', ?, ?, ?)",
-            [(f"key-{i}", None if i % 2 else "+12025550142", "sent" if i % 2 else "pending", now, now)
-             for i in range(2 * waiting)])
+            [(f"key-{i}", None if i % 2 else "+12025550142", "sent" if i % 2 else "pending", now,
+              now if i % 2 or i // 2 >= waiting - due else now + 300) for i in range(2 * waiting)])
         db.execute("COMMIT")
         steps = 0
 
@@ -259,11 +260,49 @@ async def _claim_steps(path: pathlib.Path, waiting: int) -> tuple[int, list[int]
         db.close()
 
 
-async def test_a_claim_costs_the_same_however_many_texts_wait(tmp_path: pathlib.Path) -> None:
-    """A provider outage leaves thousands of texts waiting. Each claim takes the first 20 in order, walking the queue
-    and stopping there: it never reads, checks and sorts every waiting text (which made each claim grow with the
-    backlog, and held the event loop for 15 ms a claim with 20,000 waiting)."""
-    few_steps, few = await _claim_steps(tmp_path / "few.db", 200)
-    many_steps, many = await _claim_steps(tmp_path / "many.db", 20_000)
-    assert few == many == list(range(1, 41, 2)), "the oldest waiting texts, in order"
+@pytest.mark.parametrize("due", ["all", "none", "the last 5"])
+async def test_a_claim_costs_the_same_however_many_texts_wait(tmp_path: pathlib.Path, due: str) -> None:
+    """A provider outage leaves thousands of texts waiting, most of them backing off. Each claim walks the due texts
+    in order and stops at its 20: it never reads, checks and sorts every due text (which held the event loop for
+    15 ms a claim with 20,000 waiting), nor walks past the texts still backing off."""
+    results = {}
+    for waiting in (200, 20_000):
+        count = {"all": waiting, "none": 0, "the last 5": 5}[due]
+        results[waiting] = await _claim_steps(tmp_path / f"{waiting}.db", waiting, count)
+    (few_steps, few), (many_steps, many) = results[200], results[20_000]
+    first = {"all": list(range(1, 41, 2)), "none": [], "the last 5": list(range(391, 401, 2))}[due]
+    assert few == first, "the texts due the longest, in order"
+    assert many == [i + (40_000 - 400 if due == "the last 5" else 0) for i in first]
     assert many_steps <= few_steps + 2, f"{few_steps} thousand steps with 200 waiting, {many_steps} with 20,000"
+
+
+async def test_the_next_text_due_is_the_earliest_pending_attempt_or_lease_end(tmp_path: pathlib.Path) -> None:
+    """What the worker sleeps until: the earliest of the pending texts' next attempts and the texts being sent's
+    lease ends; nothing else counts (sent texts, a lease not set); None when nothing waits."""
+    path = tmp_path / "due.db"
+    store = SqliteStore(path)
+    await store.open()
+    await store.close()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    tx = SqliteTx(db, lambda _: None)
+
+    def add(state: str, next_attempt_at: float, lease_until: float | None = None) -> None:
+        db.execute("INSERT INTO outbox (phone_key, phone_hint, body, kind, state, created_at, next_attempt_at,"
+                   " lease_until) VALUES ('k', '**34', 't', 'reply', ?, 0, ?, ?)",
+                   (state, next_attempt_at, lease_until))
+
+    try:
+        assert await tx.next_due_at() is None
+        add("sent", 5.0)
+        add("sending", 1.0, None)
+        assert await tx.next_due_at() is None, "a sent text and a lease not set are not due"
+        add("pending", 300.0)
+        add("pending", 200.0)
+        assert await tx.next_due_at() == 200.0
+        add("sending", 1.0, 250.0)
+        assert await tx.next_due_at() == 200.0
+        add("sending", 1.0, 150.0)
+        assert await tx.next_due_at() == 150.0, "a lease that ends first"
+    finally:
+        db.close()

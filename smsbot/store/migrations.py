@@ -187,9 +187,10 @@ TEMPLATES: list[tuple[str, str]] = [
         """,
     ),
     (
-        "the texts still to send, in the order they were queued: a claim walks them and stops at its batch",
+        "the texts due in the order a claim takes them (the longest due first, then by id): it stops at its batch",
         """
-        CREATE INDEX outbox_queue ON outbox(id) WHERE state IN ('pending', 'sending');
+        DROP INDEX outbox_due;
+        CREATE INDEX outbox_due ON outbox(state, next_attempt_at, id);
         """,
     ),
 ]

@@ -38,6 +38,11 @@ MEMBER_COLUMNS = tuple(f.name for f in fields(Member))  # the members table's, b
 INVITE_COLUMNS = tuple(f.name for f in fields(Invite))
 RECORD_INBOUND = "INSERT INTO inbound (message_id, received_at) VALUES (?, ?) ON CONFLICT DO NOTHING"
 COUNT_ONE = "INSERT INTO counters (phone_key, action, at) VALUES (?, ?, ?)"
+CLAIM = "SELECT id, phone_key, phone_hint, to_number, body, kind, attempts, created_at FROM outbox AS o"
+# Texts to one number go out in the order they were queued: a text waits while an earlier one to the same number is
+# still waiting (so "your PIN comes in the next text" never follows the PIN).
+CLAIMABLE = (" AND NOT EXISTS (SELECT 1 FROM outbox AS e WHERE e.phone_key = o.phone_key AND e.id < o.id"
+             " AND e.state IN ('pending', 'sending'))")
 # A number's standing: a one-row source holding its key (and the time an admin's replies are counted from), LEFT
 # JOINed to the four tables that may know it (each by its unique key's index), the member's and the invite's columns
 # under a prefix each, and the count of its replies against an admin's cap (by counters_lookup). The CASTs state the
@@ -76,10 +81,6 @@ class SqlTx(OidcSql, abc.ABC):
     GREATEST = "max"  # the larger of two values
     FIND = "instr"  # position of a string in another
     LOCK_ROWS = ""  # what a claim adds so that two senders never take the same row
-    # What a claim adds so that it walks the waiting texts in id order (the partial index outbox_queue) and stops
-    # at its batch, instead of reading, checking and sorting every due text first: 15 ms a claim on SQLite with
-    # 20,000 texts waiting, against 0.1 ms. PostgreSQL's planner finds that path by its statistics.
-    QUEUE_ORDER = ""
 
     @abc.abstractmethod
     async def _one(self, sql: str, *args: Any) -> Row | None:
@@ -304,17 +305,15 @@ class SqlTx(OidcSql, abc.ABC):
         )
 
     async def claim_due(self, now: float, lease_seconds: float, limit: int) -> list[OutboxRow]:
-        # Texts to one number go out in the order they were queued: a text waits while an earlier one to the
-        # same number is still waiting (so "your PIN comes in the next text" never follows the PIN).
-        rows = await self._all(
-            "SELECT id, phone_key, phone_hint, to_number, body, kind, attempts, created_at"  # noqa: S608
-            f" FROM outbox AS o{self.QUEUE_ORDER} WHERE state IN ('pending', 'sending')"
-            " AND CASE state WHEN 'pending' THEN next_attempt_at ELSE lease_until END <= ?"
-            " AND NOT EXISTS (SELECT 1 FROM outbox AS e WHERE e.phone_key = o.phone_key AND e.id < o.id"
-            "                 AND e.state IN ('pending', 'sending'))"
-            f" ORDER BY id LIMIT ?{self.LOCK_ROWS}",
-            now, limit,
-        )
+        """Up to `limit` texts to send now: first those whose sender's lease ran out (one died mid-batch: a batch at
+        most), then the pending ones that are due, those due the longest first. Each query walks its state's range of
+        outbox_due from the start and stops at the batch, so a claim costs the same whether 20 or 20,000 texts wait,
+        due or backing off after an outage (a claim that sorted every due text took 15 ms with 20,000 waiting)."""
+        rows = await self._all(f"{CLAIM} WHERE state = 'sending' AND lease_until <= ?{CLAIMABLE}"
+                               f" ORDER BY id LIMIT ?{self.LOCK_ROWS}", now, limit)
+        if len(rows) < limit:
+            rows += await self._all(f"{CLAIM} WHERE state = 'pending' AND next_attempt_at <= ?{CLAIMABLE}"
+                                    f" ORDER BY next_attempt_at, id LIMIT ?{self.LOCK_ROWS}", now, limit - len(rows))
         for row in rows:
             await self._run(
                 "UPDATE outbox SET state = 'sending', lease_until = ?, attempts = attempts + 1 WHERE id = ?",
@@ -352,7 +351,8 @@ class SqlTx(OidcSql, abc.ABC):
         return True
 
     async def next_due_at(self) -> float | None:
-        # Two lookups, each the first entry of outbox_due's range for its state, not a pass over every waiting text.
+        # The first entry of outbox_due's range for 'pending', and the few texts being sent: not a pass over every
+        # waiting text.
         row = await self._one(
             "SELECT (SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending'),"
             " (SELECT min(lease_until) FROM outbox WHERE state = 'sending')"

@@ -44,9 +44,6 @@ PRAGMAS = ("journal_mode = WAL", "synchronous = FULL", "foreign_keys = ON", "bus
 class SqliteTx(SqlTx):
     """One unit of work inside the open SQLite transaction (its own savepoint)."""
 
-    # Without statistics (smsbot never runs ANALYZE) SQLite would take the outbox_due index and sort every due text.
-    QUEUE_ORDER = " INDEXED BY outbox_queue"
-
     def __init__(self, db: sqlite3.Connection, sessions_changed: SessionsChanged):
         self._db = db
         self._changed = sessions_changed
