@@ -56,7 +56,7 @@ class Pipeline:
 
         async def work(tx: Tx) -> list[Outgoing] | None:
             # None: the message id was seen before. The standing holds an admin's replies of the last hour.
-            standing = await tx.arrive(msg.message_id, now, key, replies_since=now - HOUR)
+            standing = await tx.arrive(msg.message_id, now, key, replies_since=self._replies_since(key, now))
             if standing is None:
                 return None
             return await self._handle(tx, msg, key, standing, now)
@@ -81,9 +81,13 @@ class Pipeline:
             await tx.remove_parts(key, part.ref)
             text = "".join(t for _, _, t in parts)
             return await self._handle(tx, InboundText(whole.message_id, part.sender, text), key,
-                                      await tx.standing(key, replies_since=now - HOUR), now)
+                                      await tx.standing(key, replies_since=self._replies_since(key, now)), now)
 
         return self._handled(whole, await self.store.run(work))
+
+    def _replies_since(self, key: str, now: float) -> float | None:
+        """From when an admin number's replies count against its cap; None for any other number (nothing to count)."""
+        return now - HOUR if key in self.engine.admin_keys else None
 
     async def _handle(self, tx: Tx, msg: InboundText, key: str, standing: Standing, now: float) -> list[Outgoing]:
         if key in self.engine.admin_keys:

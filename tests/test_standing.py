@@ -59,7 +59,7 @@ async def arrange(tx: Tx) -> None:
 
 
 @pytest.mark.backends
-async def test_standing_says_what_the_three_reads_say(wired: Wired) -> None:
+async def test_standing_says_what_the_five_reads_say(wired: Wired) -> None:
     await wired.store.run(arrange)
 
     async def compare(tx: Tx) -> None:
@@ -72,6 +72,7 @@ async def test_standing_says_what_the_three_reads_say(wired: Wired) -> None:
             assert await tx.standing(key, HOUR_AGO) == Standing(member, invite, opted_out, waiting, replies), key
         assert (await tx.standing("key-admin-waiting", HOUR_AGO)).admin_replies == 2
         assert (await tx.standing("key-admin-waiting", NOW + 1)).admin_replies == 0
+        assert (await tx.standing("key-admin-waiting", None)).admin_replies == 0, "not counted for other numbers"
 
     await wired.store.run(compare)
 

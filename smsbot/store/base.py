@@ -119,7 +119,8 @@ class Invite:
 class Standing:
     """What the store knows of one number, read in one statement: its member, its invite, whether it opted out and,
     for an admin's number, whether a command of theirs waits for YES, expired or not (any of them, all, or none), and
-    how many replies it was sent against its hourly cap since the time asked (`Counted.ADMIN_REPLY`)."""
+    how many replies it was sent against its hourly cap since the time asked (`Counted.ADMIN_REPLY`; 0 when no time
+    was asked, for any number but an admin's)."""
 
     member: Member | None
     invite: Invite | None
@@ -216,14 +217,16 @@ class Tx(OidcTx, Protocol):
         """False when this message id was seen before."""
         ...
 
-    async def arrive(self, message_id: str, now: float, phone_key: str, replies_since: float) -> Standing | None:
+    async def arrive(self, message_id: str, now: float, phone_key: str,
+                     replies_since: float | None) -> Standing | None:
         """Record a text's message id and read its sender's standing (one statement where the database allows it);
         None when the id was seen before."""
         ...
 
-    async def standing(self, phone_key: str, replies_since: float) -> Standing:
-        """The number's member, invite, opt-out, command waiting for YES and admin's replies since `replies_since`,
-        in one statement: the engine reads them for every text, and the pipeline an admin's count."""
+    async def standing(self, phone_key: str, replies_since: float | None) -> Standing:
+        """The number's member, invite, opt-out, command waiting for YES and, with `replies_since`, the admin's
+        replies since then, in one statement: the engine reads them for every text, and the pipeline an admin's
+        count."""
         ...
 
     async def is_opted_out(self, phone_key: str) -> bool:

@@ -113,7 +113,8 @@ class PostgresTx(SqlTx):
         self.changed_members: set[int] = set()
         self._held: list[Held] = []  # writes nobody reads back, sent with the next statement: one round trip
 
-    async def arrive(self, message_id: str, now: float, phone_key: str, replies_since: float) -> Standing | None:
+    async def arrive(self, message_id: str, now: float, phone_key: str,
+                     replies_since: float | None) -> Standing | None:
         row = await self._one(ARRIVAL, message_id, now, phone_key, replies_since)
         assert row is not None  # one row, whether the id was new or not
         return standing_of(row) if row["fresh"] else None

@@ -43,16 +43,17 @@ CLAIM = "SELECT id, phone_key, phone_hint, to_number, body, kind, attempts, crea
 # still waiting (so "your PIN comes in the next text" never follows the PIN).
 CLAIMABLE = (" AND NOT EXISTS (SELECT 1 FROM outbox AS e WHERE e.phone_key = o.phone_key AND e.id < o.id"
              " AND e.state IN ('pending', 'sending'))")
-# A number's standing: a one-row source holding its key (and the time an admin's replies are counted from), LEFT
-# JOINed to the four tables that may know it (each by its unique key's index), the member's and the invite's columns
-# under a prefix each, and the count of its replies against an admin's cap (by counters_lookup). The CASTs state the
-# parameters' types on both databases rather than leaving them to PostgreSQL's inference from a bare `SELECT $1`.
+# A number's standing: a one-row source holding its key (and, for an admin's number, the time its replies are counted
+# from), LEFT JOINed to the four tables that may know it (each by its unique key's index), the member's and the
+# invite's columns under a prefix each, and for an admin's number the count of its replies against the cap (by
+# counters_lookup; nobody else's reads counters). The CASTs state the parameters' types on both databases rather than
+# leaving them to PostgreSQL's inference from a bare `SELECT $1`.
 STANDING_COLUMNS = ", ".join([f"m.{c} AS m_{c}" for c in MEMBER_COLUMNS] + [f"i.{c} AS i_{c}" for c in INVITE_COLUMNS])
 STANDING = (  # the f-strings add only the records' own field names and an enum's value
     f"SELECT {STANDING_COLUMNS}, o.phone_key IS NOT NULL AS opted_out"  # noqa: S608
     ", c.admin_key IS NOT NULL AS awaiting_yes"
-    f", (SELECT count(*) FROM counters AS r WHERE r.phone_key = s.k AND r.action = '{Counted.ADMIN_REPLY.value}'"
-    " AND r.at >= s.since) AS admin_replies"
+    ", CASE WHEN s.since IS NULL THEN 0 ELSE (SELECT count(*) FROM counters AS r WHERE r.phone_key = s.k"
+    f" AND r.action = '{Counted.ADMIN_REPLY.value}' AND r.at >= s.since) END AS admin_replies"
     " FROM (SELECT CAST(? AS TEXT) AS k, CAST(? AS DOUBLE PRECISION) AS since) AS s"
     " LEFT JOIN members AS m ON m.phone_key = s.k"
     " LEFT JOIN invites AS i ON i.phone_key = s.k LEFT JOIN opt_outs AS o ON o.phone_key = s.k"
@@ -123,11 +124,12 @@ class SqlTx(OidcSql, abc.ABC):
     async def record_inbound(self, message_id: str, now: float) -> bool:
         return await self._run(RECORD_INBOUND, message_id, now) == 1
 
-    async def arrive(self, message_id: str, now: float, phone_key: str, replies_since: float) -> Standing | None:
+    async def arrive(self, message_id: str, now: float, phone_key: str,
+                     replies_since: float | None) -> Standing | None:
         fresh = await self.record_inbound(message_id, now)
         return await self.standing(phone_key, replies_since) if fresh else None
 
-    async def standing(self, phone_key: str, replies_since: float) -> Standing:
+    async def standing(self, phone_key: str, replies_since: float | None) -> Standing:
         row = await self._one(STANDING, phone_key, replies_since)
         assert row is not None  # the one-row source gives one row, known or not
         return standing_of(row)
