@@ -126,7 +126,7 @@ class Standing:
     invite: Invite | None
     opted_out: bool
     awaiting_yes: bool
-    admin_replies: int = 0
+    admin_replies: int
 
 
 @dataclass(frozen=True)
