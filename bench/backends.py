@@ -417,7 +417,7 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path, cluster: PgCluster)
                  + ", ".join(f"{m}, {b.name} {statistics.median(to_bare(rounds[m, b.name], uv_rounds)):.2f}x"
                              for m in measures for b in backends))
     for m in measures:
-        ratios = [p.rps / s.rps for s, p in zip(rounds[m, SQLITE], rounds[m, POSTGRES], strict=True)]
+        ratios = to_bare(rounds[m, POSTGRES], rounds[m, SQLITE])
         lines.append(target_line(m, ratios, "PostgreSQL/SQLite", PG_TO_SQLITE[m]))
     lines += stats.lines()
     for b in backends:

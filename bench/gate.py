@@ -199,12 +199,12 @@ def run_bare(port: int, postgres: str = "", loop: str = "") -> None:
 
         app.cleanup_ctx.append(pool)
         app.router.add_post(RECORDED_PATH, _recorded)
+    event_loop = None  # run_app's own: asyncio's
     if loop == "uvloop":
         import uvloop
 
-        web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=uvloop.new_event_loop())
-    else:
-        web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+        event_loop = uvloop.new_event_loop()
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=event_loop)
 
 
 class Bare(NamedTuple):
@@ -715,7 +715,7 @@ def cpu_share(runs: Sequence[Result], bare_runs: Sequence[Result]) -> float | No
 
 
 def to_bare(runs: Sequence[Result], bare: Sequence[Result]) -> list[float]:
-    """Each round's requests/s over the bare handler's in the same round."""
+    """Each round's requests/s over the bare handler's (or any other baseline's) in the same round."""
     return [r.rps / b.rps for r, b in zip(runs, bare, strict=True)]
 
 
@@ -787,10 +787,10 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path) -> list[str]:
              "", *table(rows, bare_result, ratios, cpu_ratios), "",
              f"/auth, valid session: {ratios[idle.label]:.2f}x the bare handler's requests/s, the median of "
              f"{args.rounds} interleaved rounds (each: "
-             f"{', '.join(f'{r.rps / b.rps:.2f}' for r, b in zip(rounds[idle.label], bare_runs, strict=True))}); "
+             f"{', '.join(f'{x:.2f}' for x in to_bare(rounds[idle.label], bare_runs))}); "
              "target: at least 0.7x",
              f"/auth, no cookie (401): {ratios['/auth, no cookie']:.2f}x the bare handler's requests/s (each: "
-             f"{', '.join(f'{r.rps / b.rps:.2f}' for r, b in zip(rounds['/auth, no cookie'], bare_runs, strict=True))}"
+             f"{', '.join(f'{x:.2f}' for x in to_bare(rounds['/auth, no cookie'], bare_runs))}"
              "); target: at least 0.85x",
              "x bare (CPU): the bare handler's server CPU per request over the path's, the median of the rounds' "
              "ratios",

@@ -287,7 +287,7 @@ async def bench(args: argparse.Namespace, tmp: pathlib.Path, cluster: PgCluster)
     for m in MEASURES:
         for count in COUNTS:
             runs = rounds[m, count]
-            x_one = statistics.median(r.rps / one.rps for r, one in zip(runs, rounds[m, 1], strict=True))
+            x_one = statistics.median(to_bare(runs, rounds[m, 1]))
             lines.append(row(median_result(runs), str(count), x_one, statistics.median(to_bare(runs, bare_rounds))))
     lines += ["", *cpu.lines()]
     answered = {m: sum(r.requests - r.unexpected for count in COUNTS for r in rounds[m, count]) for m in MEASURES[1:]}
