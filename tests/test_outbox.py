@@ -227,15 +227,22 @@ async def test_the_sender_record_says_whether_the_last_sender_stopped_cleanly(wi
     assert stopped.recent_sends == [0.25, 0.0], "ages rounded down to the millisecond: never older than they were"
 
 
-async def _claim_steps(path: pathlib.Path, waiting: int, due: int) -> tuple[int, list[int]]:
-    """SQLite's virtual-machine steps (counted in thousands by a progress handler) for one claim of 20 texts, with
-    `waiting` texts queued to as many numbers, the last `due` of them due and the others backing off (five minutes
-    to go), and as many texts already sent; and the ids claimed."""
+async def _schema_only(path: pathlib.Path) -> sqlite3.Connection:
+    """A connection of our own to a database with smsbot's schema and nothing else, reading rows as the store's own
+    connection does: for a `SqliteTx` driven outside the store's batches."""
     store = SqliteStore(path)
     await store.open()  # the schema, as smsbot makes it
     await store.close()
     db = sqlite3.connect(path, isolation_level=None)
-    db.row_factory = sqlite3.Row  # as the store's own connection reads rows
+    db.row_factory = sqlite3.Row
+    return db
+
+
+async def _claim_steps(path: pathlib.Path, waiting: int, due: int) -> tuple[int, list[int]]:
+    """SQLite's virtual-machine steps (counted in thousands by a progress handler) for one claim of 20 texts, with
+    `waiting` texts queued to as many numbers, the last `due` of them due and the others backing off (five minutes
+    to go), and as many texts already sent; and the ids claimed."""
+    db = await _schema_only(path)
     try:
         now = 1_800_000_000.0
         db.execute("BEGIN")
@@ -279,12 +286,7 @@ async def test_a_claim_costs_the_same_however_many_texts_wait(tmp_path: pathlib.
 async def test_the_next_text_due_is_the_earliest_pending_attempt_or_lease_end(tmp_path: pathlib.Path) -> None:
     """What the worker sleeps until: the earliest of the pending texts' next attempts and the texts being sent's
     lease ends; nothing else counts (sent texts, a lease not set); None when nothing waits."""
-    path = tmp_path / "due.db"
-    store = SqliteStore(path)
-    await store.open()
-    await store.close()
-    db = sqlite3.connect(path, isolation_level=None)
-    db.row_factory = sqlite3.Row
+    db = await _schema_only(tmp_path / "due.db")
     tx = SqliteTx(db, lambda _: None)
 
     def add(state: str, next_attempt_at: float, lease_until: float | None = None) -> None:
